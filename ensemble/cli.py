@@ -1,0 +1,119 @@
+"""The ``ensemble`` command: a thin click layer over :mod:`ensemble.api`."""
+import json
+import sys
+import warnings
+
+import click
+
+from . import __version__, api
+from .errors import EnsembleError
+from .inspect import format_summary
+
+
+class EnsembleGroup(click.Group):
+    """A click group that turns :class:`EnsembleError` into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EnsembleError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"Warning: {message}", err=True)
+
+
+def data_option(func):
+    """``--data PATH``: the Kaggle-layout .npz (default: $MARS_DATA or ../shared/data)."""
+    return click.option(
+        "--data",
+        "data",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Kaggle-layout .npz [default: $MARS_DATA, else ../shared/data/ai4mars-64x128.npz].",
+    )(func)
+
+
+def seed_option(func):
+    """``--seed S``: the random seed."""
+    return click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")(
+        func
+    )
+
+
+def quiet_option(func):
+    """``--quiet``: no progress output."""
+    return click.option("--quiet", is_flag=True, help="Print no progress, only results and errors.")(func)
+
+
+def outlier_options(func):
+    """Options of the outlier detector."""
+    func = click.option(
+        "--uniform-share",
+        type=click.FloatRange(0.0, 1.0),
+        default=0.95,
+        show_default=True,
+        help="A repeated mask whose top class covers this share of labeled pixels is kept.",
+    )(func)
+    return click.option(
+        "--min-repeats",
+        type=click.IntRange(min=2),
+        default=20,
+        show_default=True,
+        help="A mask shared by at least this many tiles is suspect.",
+    )(func)
+
+
+@click.group(cls=EnsembleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="ensemble")
+def main():
+    """Mars terrain segmentation with an ensemble of one-vs-rest U-Nets.
+
+    \b
+    Example:
+      ensemble data inspect
+    """
+    warnings.showwarning = _show_warning
+
+
+@main.group()
+def data():
+    """Inspect and clean a Kaggle-layout data file.
+
+    \b
+    Example:
+      ensemble data inspect --data mars_for_students.npz
+    """
+
+
+@data.command("inspect")
+@data_option
+@outlier_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def data_inspect(data, min_repeats, uniform_share, as_json):
+    """Print tile counts, size, class shares, groups and outliers.
+
+    \b
+    Example:
+      ensemble data inspect --data ../shared/data/ai4mars-64x128.npz
+    """
+    summary = api.inspect_data(data, min_repeats=min_repeats, uniform_share=uniform_share)
+    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+@data.command("clean")
+@data_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the cleaned .npz.")
+@outlier_options
+def data_clean(data, out, min_repeats, uniform_share):
+    """Write a copy of the data without outlier tiles (same keys, groups and ids aligned).
+
+    \b
+    Example:
+      ensemble data clean --data mars_for_students.npz --out mars_clean.npz
+    """
+    result = api.clean_data(out, data, min_repeats=min_repeats, uniform_share=uniform_share)
+    reasons = ", ".join(f"{k}: {v}" for k, v in result["reasons"].items()) or "none"
+    click.echo(f"kept {result['kept']} tiles, removed {result['removed']} ({reasons}); wrote {result['out']}")

@@ -1,0 +1,103 @@
+"""A compact, configurable U-Net that emits logits; used by every member and by the baseline."""
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .blocks import DoubleConv, get_block
+
+
+@dataclass
+class UNetConfig:
+    """Everything needed to rebuild a :class:`UNet`; stored in every checkpoint."""
+
+    out_channels: int = 1
+    width: int = 8
+    depth: int = 3
+    in_channels: int = 1
+    bottleneck: str = "dilated_se"
+    upsample: str = "transpose"
+    dropout: float = 0.0
+
+    def to_dict(self):
+        """Plain dict (JSON and ``weights_only`` safe)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Rebuild from :meth:`to_dict`; unknown keys are an error naming them."""
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown U-Net config keys: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+class UNet(nn.Module):
+    """U-Net: ``depth`` conv-BN-ReLU levels down, a bottleneck, ``depth`` levels up, a 1x1 logit head.
+
+    Input (N, in_channels, H, W) with H and W divisible by 2**depth; output
+    (N, out_channels, H, W) logits, never probabilities.
+    """
+
+    def __init__(self, config=None, **overrides):
+        super().__init__()
+        config = config or UNetConfig()
+        if overrides:
+            config = UNetConfig(**{**config.to_dict(), **overrides})
+        if config.width < 1 or config.depth < 1 or config.out_channels < 1:
+            raise ValueError(f"width, depth and out_channels must be >= 1, got {config}")
+        self.config = config
+        widths = [config.width * 2**i for i in range(config.depth + 1)]
+        self.down = nn.ModuleList()
+        channels = config.in_channels
+        for w in widths[:-1]:
+            self.down.append(DoubleConv(channels, w, config.dropout))
+            channels = w
+        self.pool = nn.MaxPool2d(2)
+        self.bottleneck = get_block("bottleneck", config.bottleneck)(channels, widths[-1], dropout=config.dropout)
+        up_cls = get_block("upsample", config.upsample)
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        for w_in, w_out in zip(widths[:0:-1], widths[-2::-1]):
+            self.up.append(up_cls(w_in, w_out))
+            self.merge.append(DoubleConv(2 * w_out, w_out, config.dropout))
+        self.head = nn.Conv2d(widths[0], config.out_channels, 1)
+
+    def check_input(self, x):
+        """Raise ``ValueError`` unless ``x`` is (N, in_channels, H, W) with H, W divisible by 2**depth."""
+        step = 2**self.config.depth
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected input (N, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
+        if x.shape[-2] % step or x.shape[-1] % step:
+            raise ValueError(
+                f"input size {x.shape[-2]}x{x.shape[-1]} is not divisible by 2**depth = {step}; "
+                f"crop or pad tiles to a multiple of {step}"
+            )
+
+    def forward(self, x):
+        """Return logits (N, out_channels, H, W)."""
+        self.check_input(x)
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(x)
+        for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
+            x = merge(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+    @torch.inference_mode()
+    def predict_logits(self, images):
+        """Logits for a batch in eval mode, without autograd."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(images)
+        finally:
+            self.train(was_training)
+
+
+def count_parameters(model):
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,30 @@
+"""Install the Mars terrain per-class ensemble segmenter and its ``ensemble`` command."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', Path(__file__).with_name("ensemble").joinpath("__init__.py").read_text()).group(1)
+
+setup(
+    name="mars-ensemble",
+    version=VERSION,
+    description="Per-class ensemble of compact one-vs-rest U-Nets for Mars terrain segmentation",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["ensemble", "ensemble.*", "members", "members.*", "fusion", "fusion.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy>=1.23",
+        "scipy>=1.9",
+        "joblib>=1.2",
+        "click>=8.1",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "distributed": ["dask[distributed]>=2023.1"],
+    },
+    entry_points={"console_scripts": ["ensemble=ensemble.cli:main"]},
+)

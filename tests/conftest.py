@@ -1,0 +1,61 @@
+"""Shared fixtures: the real data file from ../shared/data, loaded once, and small subsets of it."""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from ensemble.data import load_data, resolve_data_path  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_path():
+    """Path of the shared AI4Mars file; tests that need it are skipped only if it is truly absent."""
+    path = resolve_data_path(None)
+    if not path.exists():
+        pytest.fail(f"shared data not found at {path}; put ../shared beside the project or set $MARS_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mars(data_path):
+    """The validated shared data (MarsData)."""
+    return load_data(data_path)
+
+
+@pytest.fixture(scope="session")
+def raw_arrays(data_path):
+    """The raw arrays of the shared file, as stored."""
+    with np.load(data_path, allow_pickle=False) as archive:
+        return {k: archive[k] for k in archive.files}
+
+
+@pytest.fixture
+def write_npz(tmp_path):
+    """Write arrays to an .npz in tmp_path and return its path."""
+
+    def _write(name="data.npz", **arrays):
+        path = tmp_path / name
+        np.savez(path, **arrays)
+        return path
+
+    return _write
+
+
+@pytest.fixture(scope="session")
+def subset_path(tmp_path_factory, raw_arrays):
+    """A small real subset (about 400 tiles from 60 groups) in the Kaggle layout, with test tiles."""
+    groups = raw_arrays["training_groups"]
+    chosen = np.unique(groups)[::17][:60]
+    keep = np.flatnonzero(np.isin(groups, chosen))[:400]
+    path = tmp_path_factory.mktemp("subset") / "subset.npz"
+    np.savez(
+        path,
+        training_set=raw_arrays["training_set"][keep],
+        training_groups=groups[keep],
+        training_ids=raw_arrays["training_ids"][keep],
+        test_set=raw_arrays["test_set"][:40],
+        test_ids=raw_arrays["test_ids"][:40],
+    )
+    return path
