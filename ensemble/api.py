@@ -39,3 +39,23 @@ def clean_data(out, data=None, min_repeats=20, uniform_share=0.95):
         "removed": int((~keep).sum()),
         "reasons": {reason: int(len(idx)) for reason, idx in report.reasons.items()},
     }
+
+
+def train(data=None, run="runs/default", members="all", **options):
+    """Train one-vs-rest members (``"all"`` or comma-separated class names) into ``run``.
+
+    Options: ``preset``, ``epochs``, ``width``, ``jobs``, ``backend``, ``device``, ``seed``,
+    ``val_fraction``, ``ignore_background``, ``loss``, ``quiet``, ``log``. Finished members
+    are skipped; unfinished ones continue from ``latest.pt``. Returns a list of metrics dicts.
+    """
+    from .train import parse_members, train_networks
+
+    return train_networks(parse_members(members), data=data, run=run, **options)
+
+
+def baseline(data=None, run="runs/default", **options):
+    """Train the multiclass baseline into ``run``; same options as :func:`train`. Returns its metrics."""
+    from .train import BASELINE, train_networks
+
+    options.pop("jobs", None)
+    return train_networks([BASELINE], data=data, run=run, **options)[0]

@@ -8,6 +8,7 @@ import click
 from . import __version__, api
 from .errors import EnsembleError
 from .inspect import format_summary
+from .summary import format_training_summary
 
 
 class EnsembleGroup(click.Group):
@@ -117,3 +118,82 @@ def data_clean(data, out, min_repeats, uniform_share):
     result = api.clean_data(out, data, min_repeats=min_repeats, uniform_share=uniform_share)
     reasons = ", ".join(f"{k}: {v}" for k, v in result["reasons"].items()) or "none"
     click.echo(f"kept {result['kept']} tiles, removed {result['removed']} ({reasons}); wrote {result['out']}")
+
+
+def run_option(func):
+    """``--run RUN``: the run folder."""
+    return click.option(
+        "--run", "run", type=click.Path(file_okay=False), default="runs/default", show_default=True,
+        help="Run folder (created if missing; an existing one is continued).",
+    )(func)
+
+
+def training_options(func):
+    """Options shared by ``train`` and ``baseline``."""
+    options = [
+        click.option("--preset", type=click.Choice(["quick", "full"]), default="quick", show_default=True,
+                     help="quick: minutes, shows the pipeline; full: the best-quality recipe (< 2 h on 2 cores)."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs."),
+        click.option("--samples-per-epoch", type=click.IntRange(min=0), default=None,
+                     help="Tiles drawn per epoch (0: every training tile) [default: the preset's]."),
+        click.option("--width", type=click.IntRange(min=1), default=None,
+                     help="Channels of the first level (members; for baseline: its own width, "
+                          "default matched to the members' parameter count)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where to train."),
+        click.option("--val-fraction", type=click.FloatRange(0.01, 0.9), default=0.15, show_default=True,
+                     help="Share of tiles (whole rover stops) held out for validation."),
+        click.option("--ignore-background", is_flag=True,
+                     help="AI4Mars convention: unlabeled pixels are ignored, not negatives."),
+        click.option("--loss", type=click.Choice(["bce_dice", "focal_dice", "ce", "focal"]), default=None,
+                     help="Loss [members: bce_dice or focal_dice; baseline: ce or focal]."),
+        quiet_option, seed_option, run_option, data_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _report_training(results):
+    click.echo(format_training_summary(results))
+    failed = [r for r in results if r.get("failed")]
+    for r in failed:
+        click.echo(f"Error: {r['name']} failed: {r['error']}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@training_options
+@click.option("--members", default="all", show_default=True,
+              help="Members to train: all, or comma-separated class names (background,soil,bedrock,sand,big_rock).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Members trained at once; each gets cores // jobs torch threads.")
+@click.option("--backend", type=click.Choice(["loky", "threading"]), default="loky", show_default=True,
+              help="joblib backend for --jobs > 1.")
+def train(**options):
+    """Train the one-vs-rest member U-Nets (in parallel with --jobs).
+
+    Rerunning the same command skips finished members and continues unfinished ones
+    from their latest checkpoint.
+
+    \b
+    Example:
+      ensemble train --preset quick --run runs/quick --jobs 2
+    """
+    _report_training(api.train(**options))
+
+
+@main.command()
+@training_options
+def baseline(**options):
+    """Train the single multiclass U-Net the ensemble is compared against.
+
+    Same data, split, augmentation and epochs as the members; its width is matched
+    so its parameter count is within 15 % of the five members together.
+
+    \b
+    Example:
+      ensemble baseline --preset quick --run runs/quick
+    """
+    _report_training([api.baseline(**options)])

@@ -1,0 +1,4 @@
+"""``python -m ensemble`` runs the CLI."""
+from .cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""PNG figures drawn with numpy and PIL (no plotting library): masks, overlays, confusion heatmaps."""
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .classes import CLASS_NAMES, NUM_CLASSES
+from .fileio import write_bytes_atomic
+
+#: RGB colour of every class: background, soil, bedrock, sand, big rock.
+CLASS_COLORS = np.array(
+    [
+        (40, 40, 40),  # background: dark grey
+        (166, 118, 66),  # soil: brown/tan
+        (96, 128, 176),  # bedrock: grey-blue
+        (240, 210, 60),  # sand: yellow
+        (220, 40, 40),  # big rock: red
+    ],
+    dtype=np.uint8,
+)
+
+_WHITE, _BLACK = (255, 255, 255), (0, 0, 0)
+_PAD = 8
+
+
+def _font(size=13):
+    """PIL's bundled default font at ``size`` (bitmap fallback on Pillow < 10.1)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _text_size(draw, text, font):
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    return right - left, bottom - top
+
+
+def _save_png(array_or_image, path):
+    """Encode an (H, W[, 3]) uint8 array or a PIL image as PNG and write it atomically."""
+    image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def colorize(mask):
+    """Map an integer class mask (H, W) to its uint8 RGB image (H, W, 3) in :data:`CLASS_COLORS`."""
+    mask = np.asarray(mask)
+    if mask.size and (mask.min() < 0 or mask.max() >= NUM_CLASSES):
+        raise ValueError(f"mask labels must lie in 0..{NUM_CLASSES - 1}, got {mask.min()}..{mask.max()}")
+    return CLASS_COLORS[mask.astype(np.intp)]
+
+
+def _gray(values):
+    """Float values in [0, 1] (clipped) to uint8 grayscale."""
+    return np.round(np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def write_mask_png(mask, path):
+    """Write an integer class mask (H, W) as a coloured RGB PNG."""
+    _save_png(colorize(mask), path)
+
+
+def write_gray_png(values_0_1, path):
+    """Write an (H, W) array of values in [0, 1] (e.g. a probability map) as an 8-bit grayscale PNG."""
+    _save_png(_gray(values_0_1), path)
+
+
+def _heat_color(value):
+    """White-to-blue colour for a share in [0, 1]; light grey for an empty row (NaN)."""
+    if not np.isfinite(value):
+        return (220, 220, 220)
+    low, high = np.array([247, 251, 255]), np.array([8, 48, 107])
+    return tuple(int(round(c)) for c in low + (high - low) * value)
+
+
+def confusion_png(cm, path, title, cell=60):
+    """Write a heatmap PNG of the row-normalised confusion matrix ``cm`` (rows truth, columns prediction).
+
+    Every cell shows the share of the truth row predicted as the column class; rows with no
+    pixels show ``n/a``. Class names label both axes and ``title`` sits on top.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    classes = cm.shape[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = cm / cm.sum(axis=1, keepdims=True)
+    font, small = _font(14), _font(12)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    names = CLASS_NAMES[:classes]
+    label_w = max(_text_size(probe, n, small)[0] for n in names) + 2 * _PAD
+    line_h = _text_size(probe, "Ag", font)[1] + _PAD
+    left, top = _text_size(probe, "truth", small)[0] + _PAD + label_w, 3 * line_h + _PAD  # title, caption, names
+    width = max(left + classes * cell + _PAD, _text_size(probe, title, font)[0] + 2 * _PAD)
+    image = Image.new("RGB", (width, top + classes * cell + _PAD), _WHITE)
+    draw = ImageDraw.Draw(image)
+    draw.text((_PAD, _PAD // 2), title, fill=_BLACK, font=font)
+    draw.text((left + classes * cell // 2, line_h + _PAD // 2), "predicted", fill=_BLACK, font=small, anchor="mt")
+    draw.text((_PAD // 2, top + classes * cell // 2), "truth", fill=_BLACK, font=small, anchor="lm")
+    for j, name in enumerate(names):
+        draw.text((left + j * cell + cell // 2, top - _PAD // 2), name, fill=_BLACK, font=small, anchor="mb")
+    for i, name in enumerate(names):
+        y = top + i * cell
+        draw.text((left - _PAD // 2, y + cell // 2), name, fill=_BLACK, font=small, anchor="rm")
+        for j in range(classes):
+            x, value = left + j * cell, shares[i, j]
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=_heat_color(value), outline=(200, 200, 200))
+            text = f"{value:.2f}" if np.isfinite(value) else "n/a"
+            ink = _WHITE if np.isfinite(value) and value > 0.5 else _BLACK
+            draw.text((x + cell // 2, y + cell // 2), text, fill=ink, font=font, anchor="mm")
+    _save_png(image, path)
+
+
+def _upscale(array, scale):
+    """Nearest-neighbour upscaling of an (H, W[, 3]) array by an integer factor."""
+    return np.repeat(np.repeat(array, scale, axis=0), scale, axis=1)
+
+
+def overlay_sheet(images, truth, pred_a, pred_b, path, labels=("image", "truth", "baseline", "ensemble"), scale=2):
+    """Write a PNG contact sheet: one row per tile with the grayscale image, truth, ``pred_a`` and ``pred_b``.
+
+    ``images`` are floats in [0, 1] (N, H, W); the masks are integer labels (N, H, W). Columns
+    carry the headers ``labels``; a colour legend with the class names sits below the rows.
+    """
+    images = np.asarray(images)
+    if images.ndim != 3 or len(images) == 0:
+        raise ValueError(f"need a non-empty (N, H, W) image stack, got shape {images.shape}")
+    for name, masks in (("truth", truth), ("pred_a", pred_a), ("pred_b", pred_b)):
+        if np.shape(masks) != images.shape:
+            raise ValueError(f"{name} has shape {np.shape(masks)}, images have {images.shape}")
+    if len(labels) != 4:
+        raise ValueError(f"need 4 column labels, got {len(labels)}")
+    n, h, w = images.shape
+    th, tw = h * scale, w * scale
+    font = _font(13)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = _text_size(probe, "Ag", font)[1] + _PAD
+    swatch = line_h - _PAD // 2
+    legend_w = sum(swatch + _PAD // 2 + _text_size(probe, c, font)[0] + 2 * _PAD for c in CLASS_NAMES)
+    width = max(4 * tw + 5 * _PAD, legend_w + 2 * _PAD)
+    height = line_h + n * (th + _PAD) + _PAD + line_h + _PAD
+    sheet = np.full((height, width, 3), 255, dtype=np.uint8)
+    for row in range(n):
+        y = line_h + row * (th + _PAD)
+        panels = (np.repeat(_gray(images[row])[..., None], 3, axis=2),
+                  colorize(truth[row]), colorize(pred_a[row]), colorize(pred_b[row]))
+        for col, panel in enumerate(panels):
+            x = _PAD + col * (tw + _PAD)
+            sheet[y:y + th, x:x + tw] = _upscale(panel, scale)
+    image = Image.fromarray(sheet)
+    draw = ImageDraw.Draw(image)
+    for col, label in enumerate(labels):
+        draw.text((_PAD + col * (tw + _PAD) + tw // 2, line_h - _PAD // 2), label, fill=_BLACK, font=font, anchor="mb")
+    x, y = _PAD, height - line_h - _PAD // 2
+    for cls, name in enumerate(CLASS_NAMES):
+        draw.rectangle([x, y, x + swatch, y + swatch], fill=tuple(int(c) for c in CLASS_COLORS[cls]), outline=_BLACK)
+        x += swatch + _PAD // 2
+        draw.text((x, y + swatch // 2), name, fill=_BLACK, font=font, anchor="lm")
+        x += _text_size(draw, name, font)[0] + 2 * _PAD
+    _save_png(image, path)
+
+
+def most_different_tiles(pred_a, pred_b, truth, k):
+    """Indices of the ``k`` tiles (at most N) where ``pred_a`` and ``pred_b`` disagree on most pixels.
+
+    Ties are broken by the larger gap in correctly labelled pixels between the two
+    predictions, then by the lower tile index. Masks are (N, H, W).
+    """
+    pred_a, pred_b, truth = (np.asarray(m).reshape(len(m), -1) for m in (pred_a, pred_b, truth))
+    differing = (pred_a != pred_b).sum(axis=1)
+    correct_gap = np.abs((pred_a == truth).sum(axis=1) - (pred_b == truth).sum(axis=1))
+    order = np.lexsort((np.arange(len(differing)), -correct_gap, -differing))
+    return order[: max(int(k), 0)]

@@ -1,0 +1,176 @@
+"""Comparison report: baseline vs ensemble strategies, as report.json, report.md and a terminal table.
+
+The ``table`` built by :func:`build_table` is plain data (JSON-ready apart from NaN)::
+
+    {
+      "baseline": "baseline",
+      "order": ["baseline", "argmax", ...],          # row order, baseline first
+      "models": {name: {"iou": {"soil": v, "bedrock": v, "sand": v, "big_rock": v},  # kaggle
+                        "miou_kaggle": v, "miou_labeled": v,
+                        "pixel_accuracy": v, "ece": v, "n_tiles": int}},
+      "differences": {name: {column: {"value", "diff", "low", "high"}}},  # non-baseline models
+      "members": {class_name: binary_iou},
+      "bootstrap": {"n_boot": int, "seed": int, "alpha": float},
+    }
+
+NaN (a class absent from truth and prediction, or a missing ECE) prints as ``n/a`` and is
+stored as ``null`` in report.json.
+"""
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .bootstrap import COMPARE_COLUMNS, compare_to_baseline
+from .classes import CLASS_NAMES, TERRAIN_CLASSES
+from .fileio import write_json_atomic, write_text_atomic
+from .metrics import iou_per_class, mean_iou, pixel_accuracy
+
+TERRAIN_NAMES = tuple(CLASS_NAMES[c] for c in TERRAIN_CLASSES)
+#: Table columns: (header, getter from a model row).
+_COLUMNS = (
+    *((name.replace("_", " "), lambda row, name=name: row["iou"][name]) for name in TERRAIN_NAMES),
+    ("mIoU kaggle", lambda row: row["miou_kaggle"]),
+    ("mIoU labeled", lambda row: row["miou_labeled"]),
+    ("pixel acc", lambda row: row["pixel_accuracy"]),
+    ("ECE", lambda row: row["ece"]),
+)
+_META_KEYS = (("run", "run"), ("data_sha", "data sha256"), ("split", "split"), ("n_tiles", "tiles"), ("tta", "TTA"))
+
+
+def _model_row(tile_cms, ece):
+    """Summary metrics of one model from its (N, C, C) per-tile confusion matrices."""
+    cm = np.asarray(tile_cms).sum(axis=0)
+    iou = iou_per_class(cm, "kaggle")
+    return {
+        "iou": {CLASS_NAMES[c]: float(iou[c]) for c in TERRAIN_CLASSES},
+        "miou_kaggle": mean_iou(cm, "kaggle"),
+        "miou_labeled": mean_iou(cm, "labeled"),
+        "pixel_accuracy": pixel_accuracy(cm),
+        "ece": float(ece),
+        "n_tiles": int(len(tile_cms)),
+    }
+
+
+def build_table(tile_cms, probs_ece, member_ious, baseline_name="baseline", n_boot=1000, seed=0):
+    """Build the comparison ``table`` (structure in the module docstring).
+
+    ``tile_cms`` maps model name to (N, C, C) per-tile confusion matrices on the same tiles;
+    ``probs_ece`` maps model name to its expected calibration error (models without
+    probabilities may be left out: NaN); ``member_ious`` maps class name to the binary IoU of
+    that class's one-vs-rest member. Differences to ``baseline_name`` use a paired bootstrap
+    with ``n_boot`` replicates and a 95 % percentile interval.
+    """
+    if baseline_name not in tile_cms:
+        raise KeyError(f"baseline {baseline_name!r} not among models: {', '.join(tile_cms)}")
+    order = [baseline_name] + [name for name in tile_cms if name != baseline_name]
+    alpha = 0.05
+    return {
+        "baseline": baseline_name,
+        "order": order,
+        "models": {name: _model_row(tile_cms[name], probs_ece.get(name, math.nan)) for name in order},
+        "differences": compare_to_baseline(tile_cms, baseline_name, n_boot=n_boot, seed=seed, alpha=alpha),
+        "members": {str(name): float(value) for name, value in member_ious.items()},
+        "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "alpha": alpha},
+    }
+
+
+def _fmt(value, signed=False):
+    """Three decimals, or ``n/a`` for NaN/None."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _fmt_diff(cell):
+    """``+0.031 [+0.012, +0.050]`` from a difference cell; ``n/a`` when the difference is undefined."""
+    if cell["diff"] is None or not math.isfinite(cell["diff"]):
+        return "n/a"
+    return f"{_fmt(cell['diff'], True)} [{_fmt(cell['low'], True)}, {_fmt(cell['high'], True)}]"
+
+
+def _markdown_table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _text_table(headers, rows):
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+             for r in [headers, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _metric_rows(table):
+    return [[name] + [_fmt(get(table["models"][name])) for _, get in _COLUMNS] for name in table["order"]]
+
+
+def _difference_headers():
+    names = [c.replace("_", " ") if c in TERRAIN_NAMES else c.replace("miou_", "mIoU ") for c in COMPARE_COLUMNS]
+    return ["model"] + names
+
+
+def _difference_rows(table):
+    return [[name] + [_fmt_diff(table["differences"][name][c]) for c in COMPARE_COLUMNS]
+            for name in table["order"] if name in table["differences"]]
+
+
+def format_table(table):
+    """Plain fixed-width text of the comparison table (one row per model), for terminals.
+
+    Below it, each non-baseline model's mean IoU (kaggle) difference to the baseline with its
+    95 % bootstrap interval.
+    """
+    text = _text_table(["model"] + [header for header, _ in _COLUMNS], _metric_rows(table))
+    diffs = [f"{name}: mIoU kaggle {_fmt_diff(table['differences'][name]['miou_kaggle'])} vs {table['baseline']}"
+             for name in table["order"] if name in table["differences"]]
+    return text + ("\n\n" + "\n".join(diffs) if diffs else "") + "\n"
+
+
+def _json_ready(value):
+    """Recursively turn numpy scalars/arrays into Python values and NaN/inf into None."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _markdown(out_dir, table, meta):
+    boot = table["bootstrap"]
+    level = round(100 * (1 - boot["alpha"]))
+    parts = ["# Mars terrain segmentation: ensemble vs baseline", ""]
+    parts += [f"- **{label}**: {meta[key]}" for key, label in _META_KEYS if key in meta]
+    parts += ["", "## Comparison", "", "IoU per terrain class in the kaggle convention (every pixel counts); "
+              "mean IoU over the four terrain classes.", ""]
+    parts += [_markdown_table(["model"] + [h for h, _ in _COLUMNS], _metric_rows(table)), ""]
+    parts += ["## Differences to the baseline", "",
+              f"`{table['baseline']}` subtracted; {level} % paired bootstrap interval over tiles "
+              f"({boot['n_boot']} replicates, seed {boot['seed']}).", ""]
+    parts += [_markdown_table(_difference_headers(), _difference_rows(table)), ""]
+    parts += ["## Ensemble members", "", "Binary IoU of each one-vs-rest member on its own class.", ""]
+    parts += [_markdown_table(["member", "binary IoU"], [[n, _fmt(v)] for n, v in table["members"].items()]), ""]
+    figures = sorted(Path(out_dir).glob("*.png"))
+    if figures:
+        parts += ["## Figures", ""] + [f"- [{p.stem}]({p.name})" for p in figures] + [""]
+    return "\n".join(parts)
+
+
+def write_report(out_dir, table, meta):
+    """Write ``report.json`` (``{"meta", "table"}``, NaN as null) and ``report.md`` into ``out_dir``.
+
+    ``meta`` keys shown in the markdown header when present: run, data_sha, split, n_tiles,
+    tta. The markdown links every ``*.png`` already in ``out_dir``, so write figures first.
+    Returns the paths of both files.
+    """
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / "report.json", out_dir / "report.md"
+    write_json_atomic(json_path, _json_ready({"meta": meta, "table": table}))
+    write_text_atomic(md_path, _markdown(out_dir, table, meta))
+    return json_path, md_path

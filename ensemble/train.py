@@ -1,0 +1,132 @@
+"""Orchestrate training: build each network's config from a preset, prepare the run folder, train.
+
+Members train in parallel (joblib); the baseline is the same U-Net with 5 outputs and a
+width chosen so that its parameter count is within 15 % of the members' sum.
+"""
+import torch
+
+from members.parallel import train_parallel
+from members.presets import SAMPLER_WEIGHTS, get_preset
+from members.training import BASELINE, TrainConfig
+from members.unet import UNet, UNetConfig, count_parameters
+
+from .classes import CLASS_NAMES, NUM_CLASSES, class_index
+from .data import load_data
+from .errors import EnsembleError
+from .runfolder import RunFolder, prepare_run, record_network_config
+
+PARAMETER_TOLERANCE = 0.15
+
+
+def parse_members(spec):
+    """``"all"`` or a comma list of class names -> list of class names in class order."""
+    if spec in (None, "", "all"):
+        return list(CLASS_NAMES)
+    try:
+        ids = sorted({class_index(part) for part in spec.split(",") if part.strip()})
+    except ValueError as exc:
+        raise EnsembleError(f"--members: {exc}") from None
+    if not ids:
+        raise EnsembleError(f"--members: no class named in {spec!r}; valid: all, {', '.join(CLASS_NAMES)}")
+    return [CLASS_NAMES[i] for i in ids]
+
+
+def resolve_device(device):
+    """``auto`` -> ``cuda`` when available else ``cpu``; an unavailable ``cuda`` is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EnsembleError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    return device
+
+
+def model_config(width, depth, out_channels):
+    """The U-Net config dict of a member (1 output) or the baseline (5 outputs)."""
+    return UNetConfig(out_channels=out_channels, width=width, depth=depth).to_dict()
+
+
+def members_parameter_count(width, depth):
+    """Parameters of the five members together."""
+    return NUM_CLASSES * count_parameters(UNet(UNetConfig.from_dict(model_config(width, depth, 1))))
+
+
+def matched_baseline_width(member_width, depth):
+    """The baseline width whose parameter count is closest to the five members' sum."""
+    target = members_parameter_count(member_width, depth)
+    widths = range(member_width, 8 * member_width + 1)
+    counts = {w: count_parameters(UNet(UNetConfig.from_dict(model_config(w, depth, NUM_CLASSES)))) for w in widths}
+    return min(counts, key=lambda w: abs(counts[w] - target))
+
+
+def recorded_member_width(folder, preset_values):
+    """The members' width recorded in the run's config, else the preset's."""
+    if folder.config_path.exists():
+        for name, config in folder.config()["networks"].items():
+            if name != BASELINE:
+                return config["model"]["width"]
+    return preset_values["member_width"]
+
+
+def run_settings(seed, val_fraction, ignore_background, drop_outliers=True):
+    """The run-level settings stored in the manifest."""
+    return {
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "ignore_background": ignore_background,
+        "drop_outliers": drop_outliers,
+    }
+
+
+def network_config(name, preset, settings, width, epochs, loss=None, samples_per_epoch=None):
+    """The :class:`TrainConfig` of one network from a preset dict and overrides."""
+    is_member = name != BASELINE
+    return TrainConfig(
+        name=name,
+        target=class_index(name) if is_member else None,
+        model=model_config(width, preset["depth"], 1 if is_member else NUM_CLASSES),
+        epochs=epochs or preset["epochs"],
+        batch_size=preset["batch_size"],
+        lr=preset["lr"],
+        patience=preset["patience"],
+        samples_per_epoch=preset["samples_per_epoch"] if samples_per_epoch is None else samples_per_epoch,
+        val_tiles=preset["val_tiles"],
+        sampler_weight=SAMPLER_WEIGHTS.get(name, 1.0) if is_member else 1.0,
+        loss=loss or ("bce_dice" if is_member else "ce"),
+        ignore_background=settings["ignore_background"],
+        seed=settings["seed"],
+    )
+
+
+def train_networks(names, data=None, run="runs/default", preset="quick", epochs=None, width=None, jobs=1,
+                   backend="loky", device="auto", seed=0, val_fraction=0.15, ignore_background=False,
+                   loss=None, samples_per_epoch=None, quiet=False, log=print):
+    """Train the named networks (class names and/or ``"baseline"``) into ``run``; return their metrics."""
+    preset_values = get_preset(preset)
+    data_obj = load_data(data)
+    settings = run_settings(seed, val_fraction, ignore_background)
+    _, train_idx, val_idx = prepare_run(run, data_obj, settings)
+    folder = RunFolder(run)
+    tasks = []
+    for name in names:
+        if name == BASELINE:
+            net_width = width or matched_baseline_width(recorded_member_width(folder, preset_values), preset_values["depth"])
+        else:
+            net_width = width or preset_values["member_width"]
+        config = network_config(name, preset_values, settings, net_width, epochs, loss, samples_per_epoch)
+        record_network_config(run, settings, name, config.to_dict())
+        tasks.append(
+            {
+                "config_dict": config.to_dict(),
+                "data_path": str(data_obj.path),
+                "data_sha256": data_obj.sha256,
+                "train_idx": train_idx,
+                "val_idx": val_idx,
+                "out_dir": str(folder.network_dir(name)),
+                "device": resolve_device(device),
+                "quiet": quiet,
+            }
+        )
+    if not quiet:
+        log(f"training {', '.join(names)} on {len(train_idx)} tiles, validating on {len(val_idx)} "
+            f"({preset} preset, {jobs} job(s), device {resolve_device(device)})")
+    return train_parallel(tasks, jobs=jobs, backend=backend)

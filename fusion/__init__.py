@@ -1,0 +1,68 @@
+"""Fusion of the five one-vs-rest member logit maps into one 5-class mask.
+
+Strategies (registry :data:`FUSERS`, names in :data:`STRATEGIES`):
+
+* ``argmax``: the member logits unchanged (naive reference);
+* ``calibrated``: per-member temperature and bias, fitted by NLL with L-BFGS;
+* ``learned`` / ``learned3x3``: a 1x1 / 3x3 convolution over the member logits, trained with
+  class-weighted cross-entropy and early stopping on held-out calibration tiles.
+"""
+from pathlib import Path
+
+import torch
+
+from ensemble.errors import RunError
+
+from .argmax import ArgmaxFuser
+from .base import FORMAT, FORMAT_VERSION, Fuser, NotFittedError
+from .calibrated import CalibratedFuser
+from .learned import Learned3x3Fuser, LearnedFuser
+
+FUSERS = {
+    "argmax": ArgmaxFuser,
+    "calibrated": CalibratedFuser,
+    "learned": LearnedFuser,
+    "learned3x3": Learned3x3Fuser,
+}
+STRATEGIES = tuple(FUSERS)
+_KEYS = ("format", "format_version", "strategy", "params", "init", "fitted_tile_ids", "fit_info")
+
+__all__ = [
+    "FUSERS", "STRATEGIES", "Fuser", "NotFittedError", "ArgmaxFuser", "CalibratedFuser", "LearnedFuser",
+    "Learned3x3Fuser", "get_fuser", "load_fuser",
+]
+
+
+def get_fuser(name, **kwargs):
+    """A new, unfitted fuser of strategy ``name`` built with ``kwargs``; ``ValueError`` for an unknown name."""
+    if name not in FUSERS:
+        raise ValueError(f"unknown fusion strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    return FUSERS[name](**kwargs)
+
+
+def load_fuser(path):
+    """Load a fuser written by :meth:`Fuser.save`; ``RunError`` naming the file if it is missing or bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"fuser file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunError(f"fuser file {path} is corrupted or not a torch file ({type(exc).__name__}: {reason[:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise RunError(f"fuser file {path} is not a {FORMAT} file")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise RunError(
+            f"fuser file {path} has format version {payload.get('format_version')!r}; this tool reads {FORMAT_VERSION}"
+        )
+    missing = [key for key in _KEYS if key not in payload]
+    if missing:
+        raise RunError(f"fuser file {path} lacks {', '.join(missing)}")
+    strategy = payload["strategy"]
+    if strategy not in FUSERS:
+        raise RunError(f"fuser file {path} has unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    try:
+        return FUSERS[strategy](**payload["init"])._restore(payload)
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"fuser file {path} has bad {strategy} settings or parameters: {exc}") from None

@@ -1,0 +1,35 @@
+"""Export-friendly fusion modules: fitted parameters are buffers, forward is elementwise or conv2d."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ChannelAffine(nn.Module):
+    """Per-channel affine map: ``fused_logits[:, k] = scales[k] * member_logits[:, k] + biases[k]``."""
+
+    def __init__(self, scales, biases):
+        super().__init__()
+        self.register_buffer("scales", torch.as_tensor(scales, dtype=torch.float32).reshape(1, -1, 1, 1).clone())
+        self.register_buffer("biases", torch.as_tensor(biases, dtype=torch.float32).reshape(1, -1, 1, 1).clone())
+
+    def forward(self, member_logits):
+        """Map member logits (N, C, H, W) to fused class logits (N, C, H, W)."""
+        return torch.addcmul(self.biases, member_logits, self.scales)
+
+
+class FusionConv(nn.Module):
+    """A fixed ``conv2d`` over the member logits with 'same' zero padding (odd kernel size).
+
+    Unlike ``nn.Conv2d`` its construction draws no random numbers, so building it does not
+    disturb the global torch RNG.
+    """
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.register_buffer("weight", torch.as_tensor(weight, dtype=torch.float32).clone())
+        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32).clone())
+        self.padding = self.weight.shape[-1] // 2
+
+    def forward(self, member_logits):
+        """Map member logits (N, C, H, W) to fused class logits (N, C_out, H, W)."""
+        return F.conv2d(member_logits, self.weight, self.bias, padding=self.padding)

@@ -1,0 +1,47 @@
+"""Checkpoints: weights, optimiser and scheduler state, epoch and the model config, saved atomically.
+
+Loaded with ``torch.load(weights_only=True)``; the model is rebuilt from its config alone.
+"""
+import pickle
+import zipfile
+
+import torch
+
+from ensemble import FORMAT_VERSION
+from ensemble.errors import RunError
+from ensemble.fileio import atomic_path
+
+from .unet import UNet, UNetConfig
+
+
+def save_checkpoint(path, **state):
+    """Save ``state`` (plain types and tensors) to ``path`` via a temp file and ``os.replace``."""
+    state = {"format_version": FORMAT_VERSION, **state}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a checkpoint dict safely; a missing or corrupted file raises :class:`RunError` naming it."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise RunError(f"{path}: checkpoint not found") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"{path}: corrupted or unreadable checkpoint ({first[:160]})") from None
+    if not isinstance(state, dict) or "model_config" not in state or "model" not in state:
+        raise RunError(f"{path}: not a checkpoint of this tool (no model or model_config)")
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise RunError(
+            f"{path}: written by a newer format version {state['format_version']} "
+            f"(this tool reads up to {FORMAT_VERSION}); upgrade the package"
+        )
+    return state
+
+
+def model_from_checkpoint(state, device="cpu"):
+    """Rebuild the :class:`UNet` from a checkpoint's config and load its weights (eval mode)."""
+    model = UNet(UNetConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()

@@ -1,0 +1,85 @@
+"""Losses: one-vs-rest member losses (BCE or focal, plus soft Dice) and the multiclass baseline loss.
+
+Every loss takes logits, never probabilities, and an optional ``valid`` pixel mask
+(False = ignored, e.g. background pixels under ``--ignore-background``).
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MEMBER_LOSSES = ("bce_dice", "focal_dice")
+MULTICLASS_LOSSES = ("ce", "focal")
+
+
+def auto_pos_weight(share, cap=20.0):
+    """Positive weight for a class covering ``share`` of the pixels: sqrt(neg/pos), capped."""
+    share = min(max(share, 1e-6), 1 - 1e-6)
+    return float(min(math.sqrt((1 - share) / share), cap))
+
+
+def auto_class_weights(shares, ignore=()):
+    """Inverse-square-root class weights normalised to mean 1 over the classes not ignored."""
+    weights = torch.tensor([0.0 if c in ignore else 1.0 / math.sqrt(max(s, 1e-6)) for c, s in enumerate(shares)])
+    used = weights > 0
+    weights[used] = weights[used] / weights[used].mean()
+    return weights
+
+
+def soft_dice_loss(member_logits, target, valid, eps=1.0):
+    """1 - soft Dice of sigmoid(logits) against a binary target, over valid pixels, per batch."""
+    member_probs = torch.sigmoid(member_logits) * valid
+    target = target * valid
+    inter = (member_probs * target).sum()
+    return 1 - (2 * inter + eps) / (member_probs.sum() + target.sum() + eps)
+
+
+class MemberLoss(nn.Module):
+    """BCE-with-logits (or binary focal) with a positive weight, plus ``dice_weight`` x soft Dice."""
+
+    def __init__(self, kind="bce_dice", pos_weight=1.0, dice_weight=1.0, gamma=2.0):
+        super().__init__()
+        if kind not in MEMBER_LOSSES:
+            raise ValueError(f"unknown member loss {kind!r}; valid: {', '.join(MEMBER_LOSSES)}")
+        self.kind, self.dice_weight, self.gamma = kind, dice_weight, gamma
+        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
+
+    def forward(self, member_logits, target, valid=None):
+        """``member_logits`` (N, 1, H, W); ``target`` (N, H, W) in {0, 1}; ``valid`` (N, H, W) bool or None."""
+        member_logits = member_logits[:, 0]
+        target = target.float()
+        valid = torch.ones_like(target) if valid is None else valid.float()
+        pixel = F.binary_cross_entropy_with_logits(
+            member_logits, target, pos_weight=self.pos_weight, reduction="none"
+        )
+        if self.kind == "focal_dice":
+            p_true = torch.where(target > 0, torch.sigmoid(member_logits), torch.sigmoid(-member_logits))
+            pixel = pixel * (1 - p_true).pow(self.gamma)
+        loss = (pixel * valid).sum() / valid.sum().clamp_min(1)
+        if self.dice_weight:
+            loss = loss + self.dice_weight * soft_dice_loss(member_logits, target, valid)
+        return loss
+
+
+class MulticlassLoss(nn.Module):
+    """Class-weighted cross-entropy (or focal) over 5 classes; ``valid`` False pixels are ignored."""
+
+    def __init__(self, kind="ce", class_weights=None, gamma=2.0):
+        super().__init__()
+        if kind not in MULTICLASS_LOSSES:
+            raise ValueError(f"unknown multiclass loss {kind!r}; valid: {', '.join(MULTICLASS_LOSSES)}")
+        self.kind, self.gamma = kind, gamma
+        self.register_buffer("class_weights", None if class_weights is None else torch.as_tensor(class_weights).float())
+
+    def forward(self, class_logits, target, valid=None):
+        """``class_logits`` (N, C, H, W); ``target`` (N, H, W) int64; ``valid`` (N, H, W) bool or None."""
+        pixel = F.cross_entropy(class_logits, target, weight=self.class_weights, reduction="none")
+        if self.kind == "focal":
+            log_p = F.log_softmax(class_logits, dim=1).gather(1, target[:, None])[:, 0]
+            pixel = pixel * (1 - log_p.exp()).pow(self.gamma)
+        if valid is None:
+            valid = torch.ones_like(pixel, dtype=torch.bool)
+        weights = self.class_weights[target] if self.class_weights is not None else torch.ones_like(pixel)
+        weights = weights * valid
+        return (pixel * valid).sum() / weights.sum().clamp_min(1e-6)

@@ -1,0 +1,65 @@
+"""Train several networks in parallel with joblib; each worker gets ``cores // jobs`` torch threads.
+
+Workers load the data from its path (cached per worker process), so tasks carry only
+indices and configs; each network is saved the moment it finishes, and a failure in
+one network is reported without stopping the others.
+"""
+import functools
+import os
+import traceback
+
+import torch
+from joblib import Parallel, delayed
+
+from ensemble.data import load_data
+from ensemble.errors import DataError
+
+from .training import TrainConfig, train_network
+
+
+def available_cores():
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def threads_per_job(jobs):
+    """Torch threads for each of ``jobs`` workers: cores // jobs, at least 1."""
+    return max(1, available_cores() // max(1, jobs))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_data(path, sha256):
+    data = load_data(path)
+    if data.sha256 != sha256:
+        raise DataError(f"{path}: changed while training (sha256 {data.sha256[:12]}…, expected {sha256[:12]}…)")
+    return data
+
+
+def train_task(config_dict, data_path, data_sha256, train_idx, val_idx, out_dir, device, threads, quiet):
+    """One joblib task: train a network; return its metrics, or ``{"failed": True, "error": ...}``."""
+    torch.set_num_threads(threads)
+    name = config_dict["name"]
+    try:
+        data = _cached_data(str(data_path), data_sha256)
+        log = None if quiet else functools.partial(print, flush=True)
+        return train_network(
+            TrainConfig(**config_dict), data.images, data.masks, train_idx, val_idx, out_dir, device, log
+        )
+    except Exception as exc:  # reported per network; the others go on
+        return {
+            "name": name,
+            "failed": True,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
+
+
+def train_parallel(tasks, jobs=1, backend="loky"):
+    """Run :func:`train_task` for each task dict (its keyword arguments) with ``jobs`` workers."""
+    threads = threads_per_job(jobs)
+    if jobs == 1:
+        return [train_task(**task, threads=threads) for task in tasks]
+    return Parallel(n_jobs=jobs, backend=backend)(delayed(train_task)(**task, threads=threads) for task in tasks)

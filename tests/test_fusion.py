@@ -1,0 +1,188 @@
+"""Fusion strategies on small synthetic logits: shapes, calibration, recovery, persistence, errors."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fusion
+from ensemble.errors import RunError
+from ensemble.metrics import nll
+from fusion.sampling import sample_windows
+
+#: Fast settings per strategy so every fit takes a fraction of a second.
+FAST = {
+    "argmax": {},
+    "calibrated": {"max_pixels": 4000},
+    "learned": {"max_epochs": 5, "max_pixels": 4000, "batch_pixels": 1024},
+    "learned3x3": {"max_epochs": 5, "max_pixels": 4000, "batch_pixels": 1024},
+}
+
+
+def blocky_masks(n, height=16, width=24, block=4, seed=0):
+    """Random masks (N, H, W) int64 made of ``block`` x ``block`` squares of one class."""
+    generator = torch.Generator().manual_seed(seed)
+    cells = torch.randint(0, 5, (n, height // block, width // block), generator=generator)
+    return cells.repeat_interleave(block, 1).repeat_interleave(block, 2)
+
+
+def clean_logits(masks, margin=3.0, noise=1.0, seed=1):
+    """Class logits (N, 5, H, W): ``margin`` on the true class plus Gaussian ``noise``."""
+    generator = torch.Generator().manual_seed(seed)
+    onehot = F.one_hot(masks, 5).permute(0, 3, 1, 2).float()
+    return margin * onehot + noise * torch.randn(onehot.shape, generator=generator)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """(member_logits, masks, tile_ids) for 12 tiles of 16x24."""
+    masks = blocky_masks(12)
+    return clean_logits(masks), masks, [f"tile-{i:03d}" for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    """One fitted fuser per strategy, fitted on ``data``."""
+    logits, masks, ids = data
+    return {name: fusion.get_fuser(name, **FAST[name]).fit(logits, masks, ids) for name in fusion.STRATEGIES}
+
+
+@pytest.mark.parametrize("name", fusion.STRATEGIES)
+def test_probabilities_sum_to_one_and_masks_in_range(fitted, data, name):
+    logits = data[0]
+    fuser = fitted[name]
+    probs = fuser.predict_proba(logits.numpy())  # numpy input is accepted too
+    assert probs.shape == logits.shape and probs.dtype == torch.float32
+    assert torch.allclose(probs.sum(dim=1), torch.ones(()), atol=1e-5)
+    pred = fuser.predict(logits)
+    assert pred.shape == data[1].shape and pred.dtype == torch.int64
+    assert int(pred.min()) >= 0 and int(pred.max()) <= 4
+    assert torch.equal(pred, fuser.predict_logits(logits).argmax(dim=1))
+    assert fuser.fitted_tile_ids_ == data[2]
+    assert fuser.describe() and all(isinstance(line, str) for line in fuser.describe())
+
+
+def test_argmax_keeps_member_logits(fitted, data):
+    assert torch.equal(fitted["argmax"].predict_logits(data[0]), data[0])
+
+
+def test_calibrated_lowers_nll_of_overconfident_logits():
+    masks = blocky_masks(10, seed=3)
+    overconfident = 5.0 * clean_logits(masks, margin=1.0, noise=1.0, seed=4)  # ideal temperature: 5
+    fuser = fusion.CalibratedFuser(max_pixels=3000).fit(overconfident, masks)
+    before = nll(torch.softmax(overconfident, dim=1), masks)
+    after = nll(fuser.predict_proba(overconfident), masks)
+    assert after < before - 0.1
+    assert torch.all(fuser.temperatures_ > 3) and torch.all(fuser.temperatures_ < 7)
+    assert torch.allclose(fuser.temperatures_, 1 / fuser.scales_)
+    assert abs(float(fuser.biases_.mean())) < 1e-6
+
+
+def test_learned_recovers_a_linear_mixing():
+    masks = blocky_masks(16, seed=5)
+    class_logits = clean_logits(masks, margin=4.0, noise=0.5, seed=6)
+    perm = torch.tensor([2, 0, 4, 1, 3])  # member channel j carries class perm[j]
+    scales = torch.tensor([0.5, 2.0, 1.0, 3.0, 0.7])
+    member_logits = scales[None, :, None, None] * class_logits[:, perm]
+    identity_acc = float((member_logits.argmax(dim=1) == masks).float().mean())
+    fuser = fusion.LearnedFuser(max_epochs=40, lr=0.1, patience=40, batch_pixels=512, seed=0)
+    fuser.fit(member_logits, masks)
+    accuracy = float((fuser.predict(member_logits) == masks).float().mean())
+    assert identity_acc < 0.5 and accuracy > 0.98
+    # the strongest fused class of each member column is the class that member carries
+    weight = fuser.weight_ - fuser.weight_.mean(dim=0, keepdim=True)  # softmax ignores per-column shifts
+    assert torch.equal(weight.argmax(dim=0), perm)
+    info = fuser.fit_info_
+    assert info["holdout_miou_best"] >= info["holdout_miou_identity"] and info["best_epoch"] > 0
+
+
+def test_learned_is_deterministic_for_a_seed(data):
+    logits, masks, _ = data
+    first = fusion.get_fuser("learned3x3", **FAST["learned3x3"]).fit(logits, masks)
+    second = fusion.get_fuser("learned3x3", **FAST["learned3x3"]).fit(logits, masks)
+    assert torch.equal(first.weight_, second.weight_) and torch.equal(first.bias_, second.bias_)
+    assert first.weight_.shape == (5, 5, 3, 3)
+
+
+def test_windows_match_the_convolution_at_borders():
+    logits = torch.randn(3, 5, 6, 7)
+    masks = torch.zeros(3, 6, 7, dtype=torch.int64)
+    windows, _ = sample_windows(logits, masks, np.arange(3), 10_000, np.random.default_rng(0), kernel_size=3)
+    weight, bias = torch.randn(5, 5, 3, 3), torch.randn(5)
+    conv = F.conv2d(logits, weight, bias, padding=1).permute(0, 2, 3, 1).reshape(-1, 5)
+    assert torch.allclose(windows.reshape(len(windows), -1) @ weight.reshape(5, -1).T + bias, conv, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", fusion.STRATEGIES)
+def test_save_load_reproduces_probabilities(fitted, data, name, tmp_path):
+    fuser = fitted[name]
+    path = fuser.save(tmp_path / f"{name}.pt")
+    assert [p.name for p in tmp_path.iterdir()] == [f"{name}.pt"]  # no temp file left behind
+    loaded = fusion.load_fuser(path)
+    assert type(loaded) is type(fuser) and loaded.get_params() == fuser.get_params()
+    assert torch.equal(loaded.predict_proba(data[0]), fuser.predict_proba(data[0]))
+    assert loaded.fitted_tile_ids_ == data[2] and loaded.describe() == fuser.describe()
+
+
+@pytest.mark.parametrize("name", fusion.STRATEGIES)
+def test_module_matches_predict_logits(fitted, data, name):
+    fuser = fitted[name]
+    module = fuser.module()
+    assert isinstance(module, torch.nn.Module)
+    with torch.no_grad():
+        assert torch.equal(module(data[0]), fuser.predict_logits(data[0]))
+    if name.startswith("learned"):
+        weight = fuser.weight_.reshape(5, 5, fuser.kernel_size, fuser.kernel_size)
+        expected = F.conv2d(data[0], weight, fuser.bias_, padding=fuser.kernel_size // 2)
+        assert torch.allclose(fuser.predict_logits(data[0]), expected)
+
+
+def test_learned_module_exports(fitted, data):
+    exported = torch.export.export(fitted["learned3x3"].module(), (data[0][:2],))
+    assert torch.equal(exported.module()(data[0][:2]), fitted["learned3x3"].predict_logits(data[0][:2]))
+
+
+def corrupt(path, how):
+    """Damage a saved fuser file at ``path`` in one of several ways."""
+    if how == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(500))
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[:300])
+    elif how == "wrong format":
+        torch.save({"format": "something-else"}, path)
+    elif how == "missing":
+        path.unlink()
+
+
+@pytest.mark.parametrize("how", ["random bytes", "truncated", "wrong format", "missing"])
+def test_bad_fuser_file_raises_run_error(fitted, tmp_path, how):
+    path = fitted["calibrated"].save(tmp_path / "fuser.pt")
+    corrupt(path, how)
+    with pytest.raises(RunError) as caught:
+        fusion.load_fuser(path)
+    message = str(caught.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_unknown_strategy_lists_valid_names():
+    with pytest.raises(ValueError) as caught:
+        fusion.get_fuser("median")
+    for name in fusion.STRATEGIES:
+        assert name in str(caught.value)
+
+
+def test_predict_before_fit_raises():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        fusion.get_fuser("calibrated").predict(torch.zeros(1, 5, 4, 4))
+
+
+def test_fit_rejects_mismatched_inputs(data):
+    logits, masks, ids = data
+    fuser = fusion.get_fuser("argmax")
+    with pytest.raises(ValueError, match="shape"):
+        fuser.fit(logits[:, :4], masks)
+    with pytest.raises(ValueError, match="shape"):
+        fuser.fit(logits, masks[:, :8])
+    with pytest.raises(ValueError, match="outside"):
+        fuser.fit(logits, masks + 1)
+    with pytest.raises(ValueError, match="tile ids"):
+        fuser.fit(logits, masks, ids[:3])

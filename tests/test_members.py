@@ -1,0 +1,158 @@
+"""Members and baseline: the U-Net, losses, checkpoints, parallel training, resume."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ensemble import api
+from ensemble.train import matched_baseline_width, members_parameter_count, model_config
+from members.blocks import get_block
+from members.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from members.training import TrainConfig, build_loss, make_batch, targets_and_valid
+from members.unet import UNet, UNetConfig, count_parameters
+
+TINY = dict(preset="quick", epochs=1, width=4, samples_per_epoch=48, seed=0, quiet=True)
+
+
+@pytest.mark.parametrize("size", [(64, 128), (128, 256)])
+def test_unet_emits_logits_of_input_size(size):
+    for k in (1, 5):
+        out = UNet(width=4, out_channels=k)(torch.rand(2, 1, *size))
+        assert out.shape == (2, k, *size)
+
+
+def test_unet_wrong_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="not divisible by 2\\*\\*depth = 8"):
+        UNet(width=4)(torch.rand(1, 1, 60, 128))
+
+
+def test_registry_lists_valid_names():
+    with pytest.raises(ValueError, match="valid: bilinear, transpose"):
+        get_block("upsample", "pixelshuffle")
+    UNet(width=4, bottleneck="double_conv", upsample="bilinear", dropout=0.1)(torch.rand(1, 1, 64, 128))
+
+
+def _real_batch(mars, n=16):
+    idx = np.flatnonzero((mars.masks == 4).any(axis=(1, 2)))[:n]
+    return make_batch(mars.images, mars.masks, idx, None)
+
+
+@pytest.mark.parametrize("target", [4, None])
+def test_loss_decreases_on_real_tiles(mars, target):
+    torch.manual_seed(0)
+    name = "big_rock" if target == 4 else "baseline"
+    config = TrainConfig(name=name, target=target, loss="bce_dice" if target else "ce")
+    model = UNet(width=4, out_channels=1 if target else 5)
+    loss_fn = build_loss(config, mars.masks[:500])
+    x, y = _real_batch(mars)
+    goal, valid = targets_and_valid(config, y)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        loss = loss_fn(model(x), goal, valid)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_checkpoint_roundtrip_identical_outputs(tmp_path):
+    model = UNet(width=4, out_channels=5).eval()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model=model.state_dict(), model_config=model.config.to_dict(), target=None)
+    rebuilt = model_from_checkpoint(load_checkpoint(path))
+    x = torch.rand(2, 1, 64, 128)
+    with torch.inference_mode():
+        assert torch.equal(model(x), rebuilt(x))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_corrupted_checkpoint_named(tmp_path):
+    from ensemble.errors import RunError
+
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"\x00garbage")
+    with pytest.raises(RunError, match="bad.pt"):
+        load_checkpoint(path)
+
+
+def test_baseline_parameters_within_15_percent():
+    for width in (4, 8):
+        members = members_parameter_count(width, 3)
+        base_width = matched_baseline_width(width, 3)
+        base = count_parameters(UNet(UNetConfig.from_dict(model_config(base_width, 3, 5))))
+        assert abs(base - members) / members < 0.15, (width, base, members)
+
+
+def _weights(run, name):
+    return load_checkpoint(os.path.join(run, "members", name, "latest.pt"))["model"]
+
+
+def test_jobs2_equals_jobs1_and_skips_finished(tmp_path, subset_path):
+    runs = {}
+    for jobs in (1, 2):
+        run = tmp_path / f"jobs{jobs}"
+        results = api.train(data=str(subset_path), run=str(run), members="soil,big_rock", jobs=jobs, **TINY)
+        assert all(r["finished"] for r in results)
+        runs[jobs] = run
+    # jobs 1 trains with 2 torch threads, jobs 2 with 1 each: only float summation order differs,
+    # and Adam can turn a near-zero gradient's sign: weights agree within a few lr-sized steps,
+    # while another seed starts from weights ~0.1-1 apart
+    for name in ("soil", "big_rock"):
+        a, b = _weights(runs[1], name), _weights(runs[2], name)
+        assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-2
+        iou = [json.loads((runs[j] / "members" / name / "metrics.json").read_text())["best_val_iou"] for j in (1, 2)]
+        assert iou[0] == pytest.approx(iou[1], abs=2e-3)
+    metrics = json.loads((runs[1] / "members" / "soil" / "metrics.json").read_text())
+    assert 0.0 <= metrics["best_val_iou"] <= 1.0 and metrics["history"]
+    before = (runs[1] / "members" / "soil" / "best.pt").read_bytes()
+    again = api.train(data=str(subset_path), run=str(runs[1]), members="soil", **TINY)
+    assert again[0]["skipped"] and (runs[1] / "members" / "soil" / "best.pt").read_bytes() == before
+
+
+def test_baseline_matches_members_and_writes_metrics(tmp_path, subset_path):
+    run = tmp_path / "run"
+    api.train(data=str(subset_path), run=str(run), members="sand", **TINY)
+    metrics = api.baseline(data=str(subset_path), run=str(run), **{**TINY, "width": None})
+    assert metrics["finished"] and np.isfinite(metrics["best_val_iou"])
+    config = json.loads((run / "config.json").read_text())
+    assert config["networks"]["baseline"]["model"]["out_channels"] == 5
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["data"]["sha256"] and manifest["split"]["val_groups"] and manifest["versions"]["torch"]
+    train_groups = set(np.load(subset_path)["training_groups"][manifest["split"]["train_indices"]])
+    assert not train_groups & set(manifest["split"]["val_groups"])
+
+
+def test_interrupted_training_resumes(tmp_path, subset_path):
+    """Kill ``ensemble train`` during the second member; rerun continues it, skips the first."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ensemble", "train", "--data", str(subset_path), "--run", str(run),
+           "--members", "soil,sand", "--epochs", "3", "--width", "4", "--samples-per-epoch", "48", "--seed", "1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    sand_latest = run / "members" / "sand" / "latest.pt"
+    deadline = time.time() + 240
+    while not sand_latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert sand_latest.exists(), "sand never started"
+    soil_best = (run / "members" / "soil" / "best.pt").read_bytes()
+    epoch_at_kill = load_checkpoint(sand_latest)["epoch"]
+    assert epoch_at_kill < 3
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "resuming" in out.stdout and "[soil]" not in out.stdout
+    assert (run / "members" / "soil" / "best.pt").read_bytes() == soil_best
+    # the resumed member ends where an uninterrupted run with the same seed ends
+    fresh = tmp_path / "fresh"
+    clean = subprocess.run([*cmd[:7], str(fresh), *cmd[8:]], env=env, capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    a, b = _weights(run, "sand"), _weights(fresh, "sand")
+    assert all(torch.equal(a[k], b[k]) for k in a)
