@@ -59,3 +59,10 @@ def baseline(data=None, run="runs/default", **options):
 
     options.pop("jobs", None)
     return train_networks([BASELINE], data=data, run=run, **options)[0]
+
+
+def fuse(run="runs/default", strategy="learned", data=None, seed=0, quiet=False, log=print):
+    """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results."""
+    from .fuse import fit_fusers, parse_strategies
+
+    return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, log=None if quiet else log)

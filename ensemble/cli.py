@@ -8,6 +8,7 @@ import click
 from . import __version__, api
 from .errors import EnsembleError
 from .inspect import format_summary
+from .fuse import format_fusion_results
 from .summary import format_training_summary
 
 
@@ -197,3 +198,24 @@ def baseline(**options):
       ensemble baseline --preset quick --run runs/quick
     """
     _report_training([api.baseline(**options)])
+
+
+@main.command()
+@run_option
+@click.option("--strategy", type=click.Choice(["all", "argmax", "calibrated", "learned", "learned3x3"]),
+              default="learned", show_default=True, help="Fusion strategy to fit, or all of them.")
+@data_option
+@seed_option
+@quiet_option
+def fuse(run, strategy, data, seed, quiet):
+    """Fit a fuser on the members' validation logits and save it to RUN/fusion/<strategy>.pt.
+
+    The members' logits of the validation tiles (never used to train them) are
+    computed once and cached in RUN/cache, so refitting takes seconds. Prints the
+    fitted parameters, NLL and ECE before and after, and the fused validation IoU.
+
+    \b
+    Example:
+      ensemble fuse --run runs/quick --strategy all
+    """
+    click.echo(format_fusion_results(api.fuse(run=run, strategy=strategy, data=data, seed=seed, quiet=quiet)))

@@ -59,3 +59,18 @@ def subset_path(tmp_path_factory, raw_arrays):
         test_ids=raw_arrays["test_ids"][:40],
     )
     return path
+
+
+#: Training options for tests: one short epoch of width-4 networks.
+TINY = dict(preset="quick", epochs=1, width=4, samples_per_epoch=48, seed=0, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, subset_path):
+    """A run folder with all five width-4 members and a width-matched baseline, trained for one tiny epoch."""
+    from ensemble import api
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    api.train(data=str(subset_path), run=str(run), members="all", **TINY)
+    api.baseline(data=str(subset_path), run=str(run), **{**TINY, "width": None})
+    return run

@@ -16,7 +16,7 @@ from members.checkpoint import load_checkpoint, model_from_checkpoint, save_chec
 from members.training import TrainConfig, build_loss, make_batch, targets_and_valid
 from members.unet import UNet, UNetConfig, count_parameters
 
-TINY = dict(preset="quick", epochs=1, width=4, samples_per_epoch=48, seed=0, quiet=True)
+from conftest import TINY  # noqa: E402
 
 
 @pytest.mark.parametrize("size", [(64, 128), (128, 256)])

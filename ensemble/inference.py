@@ -1,0 +1,153 @@
+"""Load trained networks from a run folder and compute their logits in batches.
+
+Members are loaded from ``RUN/members/<class>/best.pt`` and checked to agree with each
+other and with the run's manifest (classes, tile size, data hash). The validation
+logits of the members are cached in ``RUN/cache`` so fusers can be refitted cheaply.
+"""
+import json
+
+import numpy as np
+import torch
+
+from members.checkpoint import load_checkpoint, model_from_checkpoint
+from members.training import BASELINE
+
+from .classes import CLASS_NAMES, NUM_CLASSES
+from .errors import RunError
+from .fileio import atomic_path, sha256_file, write_json_atomic
+from .runfolder import RunFolder
+
+CACHE_LOGITS = "val_logits.npy"
+CACHE_IDS = "val_tile_ids.npy"
+CACHE_META = "val_cache.json"
+
+
+def check_run_data(folder, data):
+    """Refuse ``data`` if the run's manifest records another data file hash."""
+    manifest = folder.manifest()
+    if manifest["data"]["sha256"] != data.sha256:
+        raise RunError(
+            f"{folder.manifest_path}: run was trained on {manifest['data']['file']} "
+            f"(sha256 {manifest['data']['sha256'][:12]}…), but {data.path} has sha256 {data.sha256[:12]}…"
+        )
+    return manifest
+
+
+def _network_checkpoint(folder, name):
+    path = folder.network_dir(name) / "best.pt"
+    if not path.exists():
+        what = "the multiclass baseline" if name == BASELINE else f"member {name!r}"
+        raise RunError(f"{path}: missing; {what} has not been trained in {folder.path} (run ensemble "
+                       f"{'baseline' if name == BASELINE else 'train'} --run {folder.path})")
+    return path
+
+
+def load_members(run, device="cpu"):
+    """The five members of ``run`` as a list of eval-mode U-Nets in class order, checked for consistency."""
+    folder = RunFolder(run)
+    manifest = folder.manifest()
+    if manifest.get("classes") != list(CLASS_NAMES):
+        raise RunError(f"{folder.manifest_path}: classes {manifest.get('classes')} differ from {list(CLASS_NAMES)}")
+    models = []
+    for target, name in enumerate(CLASS_NAMES):
+        path = _network_checkpoint(folder, name)
+        state = load_checkpoint(path, map_location=device)
+        if state.get("target") != target or state["model_config"].get("out_channels") != 1:
+            raise RunError(f"{path}: is not the one-vs-rest member for class {target} ({name})")
+        models.append(model_from_checkpoint(state, device))
+    depths = {m.config.depth for m in models}
+    if len(depths) != 1:
+        raise RunError(f"{folder.path}: members have different depths {sorted(depths)}; retrain them together")
+    return models
+
+
+def load_baseline(run, device="cpu"):
+    """The multiclass baseline of ``run`` (eval mode)."""
+    folder = RunFolder(run)
+    path = _network_checkpoint(folder, BASELINE)
+    state = load_checkpoint(path, map_location=device)
+    if state["model_config"].get("out_channels") != NUM_CLASSES:
+        raise RunError(f"{path}: is not a {NUM_CLASSES}-class baseline")
+    return model_from_checkpoint(state, device)
+
+
+def check_tile_shape(folder, shape):
+    """Refuse images whose tile size differs from the one the run was trained on."""
+    trained = tuple(folder.manifest()["data"]["tile_shape"])
+    if tuple(shape) != trained:
+        raise RunError(
+            f"{folder.path}: networks were trained on {trained[0]}x{trained[1]} tiles, "
+            f"but the images are {shape[0]}x{shape[1]}"
+        )
+
+
+@torch.inference_mode()
+def member_logits_batches(models, images, batch_size=64, device="cpu", tta="none"):
+    """Yield ``(start, member_logits)`` with member_logits (B, 5, H, W) float32 on CPU, batch by batch.
+
+    ``images`` float32 (N, H, W) in 0-1. ``tta="flip"`` averages the logits of the image
+    and of its horizontal mirror.
+    """
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))[:, None].to(device)
+        yield start, _tta_logits(lambda t: torch.cat([m(t) for m in models], dim=1), x, tta)
+
+
+@torch.inference_mode()
+def baseline_logits_batches(model, images, batch_size=64, device="cpu", tta="none"):
+    """Yield ``(start, class_logits)`` of the baseline, batch by batch, like :func:`member_logits_batches`."""
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))[:, None].to(device)
+        yield start, _tta_logits(model, x, tta)
+
+
+def _tta_logits(forward, x, tta):
+    if tta == "none":
+        return forward(x).float().cpu()
+    if tta == "flip":
+        return ((forward(x) + forward(x.flip(-1)).flip(-1)) / 2).float().cpu()
+    raise ValueError(f"unknown tta {tta!r}; valid: none, flip")
+
+
+def all_logits(batches, n):
+    """Concatenate the batches of a ``*_logits_batches`` generator into one (N, C, H, W) array."""
+    out = None
+    for start, logits in batches:
+        if out is None:
+            out = np.empty((n, *logits.shape[1:]), dtype=np.float32)
+        out[start : start + len(logits)] = logits.numpy()
+    return out
+
+
+def _member_hashes(folder):
+    return {name: sha256_file(folder.network_dir(name) / "best.pt") for name in CLASS_NAMES}
+
+
+def cached_val_logits(run, data, tile_ids, device="cpu", log=None):
+    """Member logits (N, 5, H, W) of the run's validation tiles and their ids, computed once and cached.
+
+    The cache is reused only while it was made from the same member checkpoints
+    (sha256) and the same validation tiles.
+    """
+    folder = RunFolder(run)
+    manifest = check_run_data(folder, data)
+    val_idx = np.asarray(manifest["split"]["val_indices"], dtype=np.int64)
+    ids = np.asarray(tile_ids)[val_idx]
+    meta_path = folder.cache_dir / CACHE_META
+    hashes = _member_hashes(folder)
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("members") == hashes and meta.get("tiles") == len(val_idx):
+            cached_ids = np.load(folder.cache_dir / CACHE_IDS, allow_pickle=False)
+            if np.array_equal(cached_ids, ids):
+                return np.load(folder.cache_dir / CACHE_LOGITS, mmap_mode="r", allow_pickle=False), ids, val_idx
+    if log:
+        log(f"computing member logits for {len(val_idx)} validation tiles (cached in {folder.cache_dir})")
+    models = load_members(run, device)
+    logits = all_logits(member_logits_batches(models, data.images[val_idx], device=device), len(val_idx))
+    for name, array in ((CACHE_LOGITS, logits), (CACHE_IDS, ids)):
+        with atomic_path(folder.cache_dir / name) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, array, allow_pickle=False)
+    write_json_atomic(meta_path, {"members": hashes, "tiles": int(len(val_idx))})
+    return logits, ids, val_idx

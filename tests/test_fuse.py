@@ -1,0 +1,70 @@
+"""`ensemble fuse`: fitting fusers on the validation split of a real (tiny) run, and bad run folders."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ensemble.cli import main
+from fusion import STRATEGIES, load_fuser
+
+
+def fuse_cli(*args):
+    return CliRunner().invoke(main, ["fuse", *args])
+
+
+def test_fuse_all_strategies(tiny_run, subset_path):
+    result = fuse_cli("--run", str(tiny_run), "--data", str(subset_path), "--strategy", "all")
+    assert result.exit_code == 0, result.output
+    assert "NLL" in result.output and "ECE" in result.output and "validation IoU" in result.output
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    ids = np.load(subset_path)["training_ids"]
+    val_ids = set(ids[manifest["split"]["val_indices"]])
+    train_ids = set(ids[manifest["split"]["train_indices"]])
+    for name in STRATEGIES:
+        fuser = load_fuser(tiny_run / "fusion" / f"{name}.pt")
+        fitted = set(fuser.fitted_tile_ids_)
+        assert fitted == val_ids and not fitted & train_ids  # only tiles the members never saw
+    assert (tiny_run / "cache" / "val_logits.npy").exists()
+    again = fuse_cli("--run", str(tiny_run), "--data", str(subset_path), "--strategy", "argmax")
+    assert again.exit_code == 0 and "computing member logits" not in again.output  # the cache is reused
+
+
+def _copy_run(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "cache", ignore_errors=True)
+    return run
+
+
+def _expect_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert line.startswith("Error: ") and "\n" not in line
+    for fragment in fragments:
+        assert fragment in line, line
+
+
+def test_missing_member(tiny_run, subset_path, tmp_path):
+    run = _copy_run(tiny_run, tmp_path)
+    shutil.rmtree(run / "members" / "sand")
+    _expect_error(fuse_cli("--run", str(run), "--data", str(subset_path)), "sand", "missing")
+
+
+def test_corrupted_checkpoint(tiny_run, subset_path, tmp_path):
+    run = _copy_run(tiny_run, tmp_path)
+    path = run / "members" / "soil" / "best.pt"
+    path.write_bytes(path.read_bytes()[:200])
+    _expect_error(fuse_cli("--run", str(run), "--data", str(subset_path)), "soil", "best.pt")
+
+
+def test_other_data_refused(tiny_run, tmp_path, raw_arrays):
+    other = tmp_path / "other.npz"
+    np.savez(other, training_set=raw_arrays["training_set"][:50])
+    _expect_error(fuse_cli("--run", str(tiny_run), "--data", str(other)), "sha256")
+
+
+def test_unknown_strategy_lists_valid(tiny_run):
+    result = fuse_cli("--run", str(tiny_run), "--strategy", "median")
+    assert result.exit_code == 2 and "learned3x3" in result.output
