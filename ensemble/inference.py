@@ -120,7 +120,7 @@ def all_logits(batches, n):
 
 
 def _member_hashes(folder):
-    return {name: sha256_file(folder.network_dir(name) / "best.pt") for name in CLASS_NAMES}
+    return {name: sha256_file(_network_checkpoint(folder, name)) for name in CLASS_NAMES}
 
 
 def cached_val_logits(run, data, tile_ids, device="cpu", log=None):

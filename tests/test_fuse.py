@@ -40,7 +40,7 @@ def _copy_run(tiny_run, tmp_path):
 
 def _expect_error(result, *fragments):
     assert result.exit_code == 2, result.output
-    line = result.output.strip()
+    line = result.stderr.strip()
     assert line.startswith("Error: ") and "\n" not in line
     for fragment in fragments:
         assert fragment in line, line
