@@ -66,3 +66,62 @@ def fuse(run="runs/default", strategy="learned", data=None, seed=0, quiet=False,
     from .fuse import fit_fusers, parse_strategies
 
     return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, log=None if quiet else log)
+
+
+def default_run(run=None):
+    """``run`` if given, else the reference run shipped in ``models/reference``."""
+    from .data import PROJECT_ROOT
+    from .errors import RunError
+
+    if run:
+        return run
+    reference = PROJECT_ROOT / "models" / "reference"
+    if not (reference / "manifest.json").exists():
+        raise RunError(f"no --run given and no reference run at {reference}; train one with: ensemble run")
+    return str(reference)
+
+
+def evaluate(run=None, data=None, split="val", tta="none", out=None, seed=0, quiet=False, log=print):
+    """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report."""
+    from .evaluate import evaluate_run
+
+    return evaluate_run(default_run(run), data=data, split=split, tta=tta, out=out, seed=seed,
+                        log=None if quiet else log)
+
+
+def predict(run=None, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
+            uncertainty_dir=None, tta="none", batch_size=64, quiet=False, log=print):
+    """Predict masks for ``test_set`` of ``data`` (or ``images``) and write a Kaggle submission CSV."""
+    from .predict import predict_run
+
+    return predict_run(default_run(run), strategy=strategy, data=data, images=images, out=out, png_dir=png_dir,
+                       uncertainty_dir=uncertainty_dir, tta=tta, batch_size=batch_size,
+                       log=None if quiet else log)
+
+
+def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, quiet=False, log=print, **train_options):
+    """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation."""
+    from .data import resolve_data_path
+    from .fuse import format_fusion_results
+    from .summary import format_training_summary
+    from members.parallel import available_cores
+
+    run = run or f"runs/{preset}"
+    data = str(resolve_data_path(data))
+    jobs = jobs or min(available_cores(), 5)
+    say = (lambda line: None) if quiet else log
+    common = dict(data=data, run=run, preset=preset, seed=seed, quiet=quiet, log=log, **train_options)
+    say(f"== 1/4 members ({run})")
+    results = train(members="all", jobs=jobs, **common)
+    say(format_training_summary(results))
+    failed = [f"{r['name']} ({r['error']})" for r in results if r.get("failed")]
+    if failed:
+        from .errors import EnsembleError
+
+        raise EnsembleError(f"members failed: {'; '.join(failed)}; rerun to retrain only them")
+    say("== 2/4 multiclass baseline")
+    say(format_training_summary([baseline(**common)]))
+    say("== 3/4 fusion")
+    say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, quiet=quiet, log=log)))
+    say("== 4/4 evaluation")
+    return evaluate(run=run, data=data, seed=seed, quiet=quiet, log=log)

@@ -9,6 +9,7 @@ from . import __version__, api
 from .errors import EnsembleError
 from .inspect import format_summary
 from .fuse import format_fusion_results
+from .report import format_table
 from .summary import format_training_summary
 
 
@@ -219,3 +220,87 @@ def fuse(run, strategy, data, seed, quiet):
       ensemble fuse --run runs/quick --strategy all
     """
     click.echo(format_fusion_results(api.fuse(run=run, strategy=strategy, data=data, seed=seed, quiet=quiet)))
+
+
+def optional_run_option(func):
+    """``--run RUN`` defaulting to the shipped reference run."""
+    return click.option("--run", "run", type=click.Path(file_okay=False), default=None,
+                        help="Run folder [default: the reference run in models/reference].")(func)
+
+
+def tta_option(func):
+    """``--tta none|flip``."""
+    return click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+                        help="Test-time augmentation: average with the horizontal mirror.")(func)
+
+
+@main.command()
+@optional_run_option
+@data_option
+@click.option("--split", type=click.Choice(["val"]), default="val", show_default=True,
+              help="Tiles to evaluate: the run's grouped validation split (the test set has no masks).")
+@tta_option
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Report folder [default: RUN/evaluation].")
+@seed_option
+@quiet_option
+def evaluate(run, data, split, tta, out, seed, quiet):
+    """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
+
+    Writes report.md, report.json, a confusion-matrix PNG per model and an overlay
+    sheet of the tiles where ensemble and baseline differ most.
+
+    \b
+    Example:
+      ensemble evaluate --run runs/quick --tta flip
+    """
+    result = api.evaluate(run=run, data=data, split=split, tta=tta, out=out, seed=seed, quiet=quiet)
+    click.echo(format_table(result["table"]))
+    click.echo(f"report: {result['report_md']}")
+
+
+@main.command()
+@optional_run_option
+@click.option("--strategy", default="learned", show_default=True,
+              help="A fuser of the run (argmax, calibrated, learned, learned3x3) or baseline.")
+@data_option
+@click.option("--images", type=click.Path(exists=False), default=None,
+              help="Images to predict instead of --data's test_set: an .npz (test_set or images) or a folder of PNGs.")
+@click.option("--out", type=click.Path(dir_okay=False), default="submission.csv", show_default=True,
+              help="Kaggle submission CSV to write.")
+@click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None, help="Also write coloured mask PNGs here.")
+@click.option("--uncertainty", "uncertainty_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write per-pixel entropy and member-disagreement PNGs here.")
+@tta_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Tiles per batch.")
+@quiet_option
+def predict(**options):
+    """Predict masks and write a Kaggle submission (id,0,1,...,H*W-1; row-major labels).
+
+    \b
+    Example:
+      ensemble predict --strategy learned --out submission.csv --png masks/
+    """
+    result = api.predict(**options)
+    click.echo(f"wrote {result['rows']} rows to {result['out']} ({result['strategy']})")
+
+
+@main.command("run")
+@click.option("--preset", type=click.Choice(["quick", "full"]), default="quick", show_default=True,
+              help="quick: minutes, shows the pipeline; full: the best-quality recipe.")
+@data_option
+@click.option("--run", "run", type=click.Path(file_okay=False), default=None,
+              help="Run folder [default: runs/<preset>]; an existing one is continued.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Members trained at once [default: cores].")
+@seed_option
+@quiet_option
+def run_command(preset, data, run, jobs, seed, quiet):
+    """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
+
+    \b
+    Example:
+      ensemble run --preset quick
+    """
+    result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet)
+    click.echo(format_table(result["table"]))
+    click.echo(f"report: {result['report_md']}")

@@ -56,6 +56,7 @@ def fit_fusers(run, strategies, data=None, seed=0, log=print):
         seconds = time.perf_counter() - started
         path = folder.fusion_dir / f"{name}.pt"
         fuser.save(path)
+        folder.record_checksums([path])
         results[name] = {
             "before": before,
             "after": score_probs(fuser.predict_proba(logits), masks),

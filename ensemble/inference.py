@@ -9,6 +9,7 @@ import json
 import numpy as np
 import torch
 
+from fusion import load_fuser
 from members.checkpoint import load_checkpoint, model_from_checkpoint
 from members.training import BASELINE
 
@@ -42,6 +43,29 @@ def _network_checkpoint(folder, name):
     return path
 
 
+def load_network_state(folder, name, device="cpu"):
+    """A network's ``best.pt`` state, verified against the manifest's sha256 and data hash."""
+    path = folder.verify(_network_checkpoint(folder, name))
+    state = load_checkpoint(path, map_location=device)
+    trained_on = state.get("data_sha256")
+    expected = folder.manifest()["data"]["sha256"]
+    if trained_on is not None and trained_on != expected:
+        raise RunError(
+            f"{path}: was trained on data sha256 {trained_on[:12]}…, but the run's data is {expected[:12]}…; "
+            "networks from different data files cannot be combined"
+        )
+    return path, state
+
+
+def load_run_fuser(run, strategy):
+    """The fitted fuser ``RUN/fusion/<strategy>.pt``, verified against the manifest's sha256."""
+    folder = RunFolder(run)
+    path = folder.fusion_dir / f"{strategy}.pt"
+    if not path.exists():
+        raise RunError(f"{path}: missing; fit it with: ensemble fuse --run {folder.path} --strategy {strategy}")
+    return load_fuser(folder.verify(path))
+
+
 def load_members(run, device="cpu"):
     """The five members of ``run`` as a list of eval-mode U-Nets in class order, checked for consistency."""
     folder = RunFolder(run)
@@ -50,8 +74,7 @@ def load_members(run, device="cpu"):
         raise RunError(f"{folder.manifest_path}: classes {manifest.get('classes')} differ from {list(CLASS_NAMES)}")
     models = []
     for target, name in enumerate(CLASS_NAMES):
-        path = _network_checkpoint(folder, name)
-        state = load_checkpoint(path, map_location=device)
+        path, state = load_network_state(folder, name, device)
         if state.get("target") != target or state["model_config"].get("out_channels") != 1:
             raise RunError(f"{path}: is not the one-vs-rest member for class {target} ({name})")
         models.append(model_from_checkpoint(state, device))
@@ -63,9 +86,7 @@ def load_members(run, device="cpu"):
 
 def load_baseline(run, device="cpu"):
     """The multiclass baseline of ``run`` (eval mode)."""
-    folder = RunFolder(run)
-    path = _network_checkpoint(folder, BASELINE)
-    state = load_checkpoint(path, map_location=device)
+    path, state = load_network_state(RunFolder(run), BASELINE, device)
     if state["model_config"].get("out_channels") != NUM_CLASSES:
         raise RunError(f"{path}: is not a {NUM_CLASSES}-class baseline")
     return model_from_checkpoint(state, device)

@@ -9,6 +9,8 @@ Layout::
     RUN/cache/                        cached member logits for fusion
     RUN/fusion/<strategy>.pt          fitted fusers
 """
+import contextlib
+import fcntl
 import json
 import platform
 import time
@@ -19,7 +21,7 @@ import numpy as np
 from . import FORMAT_VERSION, __version__
 from .classes import CLASS_NAMES
 from .errors import RunError
-from .fileio import write_json_atomic
+from .fileio import sha256_file, write_json_atomic
 from .outliers import find_outliers
 from .split import split_indices
 
@@ -80,6 +82,39 @@ class RunFolder:
     def config(self):
         """The config dict."""
         return self.read_json(self.config_path)
+
+    @contextlib.contextmanager
+    def locked_manifest(self):
+        """Yield the manifest dict under an exclusive lock; it is written back (atomically) on exit."""
+        with open(self.path / ".manifest.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                manifest = self.manifest()
+                yield manifest
+                write_json_atomic(self.manifest_path, manifest)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def record_checksums(self, paths):
+        """Record the sha256 of each file in ``paths`` in the manifest, keyed by its path inside the run."""
+        with self.locked_manifest() as manifest:
+            checksums = manifest.setdefault("checksums", {})
+            for path in paths:
+                checksums[Path(path).relative_to(self.path).as_posix()] = sha256_file(path)
+
+    def verify(self, path):
+        """Check ``path`` against the sha256 the manifest recorded for it; a mismatch raises :class:`RunError`.
+
+        Files the manifest has no checksum for (not yet finished) pass.
+        """
+        key = Path(path).relative_to(self.path).as_posix()
+        expected = self.manifest().get("checksums", {}).get(key)
+        if expected is not None and sha256_file(path) != expected:
+            raise RunError(
+                f"{path}: sha256 differs from the one recorded in {self.manifest_path} when it was written; "
+                "the file is corrupted or was replaced (retrain it, or restore the original)"
+            )
+        return path
 
 
 def package_versions():

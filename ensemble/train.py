@@ -129,4 +129,10 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
     if not quiet:
         log(f"training {', '.join(names)} on {len(train_idx)} tiles, validating on {len(val_idx)} "
             f"({preset} preset, {jobs} job(s), device {resolve_device(device)})")
-    return train_parallel(tasks, jobs=jobs, backend=backend)
+    results = train_parallel(tasks, jobs=jobs, backend=backend)
+    finished = [folder.network_dir(r["name"]) / "best.pt" for r in results if r.get("finished")]
+    recorded = folder.manifest().get("checksums", {})
+    missing = [p for p in finished if p.relative_to(folder.path).as_posix() not in recorded]
+    if missing:
+        folder.record_checksums(missing)
+    return results

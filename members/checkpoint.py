@@ -4,6 +4,7 @@ Loaded with ``torch.load(weights_only=True)``; the model is rebuilt from its con
 """
 import pickle
 import zipfile
+from pathlib import Path
 
 import torch
 
@@ -15,10 +16,20 @@ from .unet import UNet, UNetConfig
 
 
 def save_checkpoint(path, **state):
-    """Save ``state`` (plain types and tensors) to ``path`` via a temp file and ``os.replace``."""
+    """Save ``state`` (plain types and tensors) to ``path`` via a temp file and ``os.replace``.
+
+    If writing fails (disk full, no permission) the previous file at ``path`` is left
+    intact and :class:`RunError` says so.
+    """
+    path = Path(path)
     state = {"format_version": FORMAT_VERSION, **state}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+        kept = "the previous checkpoint is intact" if path.exists() else "nothing was written"
+        raise RunError(f"{path}: could not write checkpoint ({reason}); {kept}") from None
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -46,7 +46,8 @@ def train_task(config_dict, data_path, data_sha256, train_idx, val_idx, out_dir,
         data = _cached_data(str(data_path), data_sha256)
         log = None if quiet else functools.partial(print, flush=True)
         return train_network(
-            TrainConfig(**config_dict), data.images, data.masks, train_idx, val_idx, out_dir, device, log
+            TrainConfig(**config_dict), data.images, data.masks, train_idx, val_idx, out_dir, device, log,
+            data_sha256=data.sha256,
         )
     except Exception as exc:  # reported per network; the others go on
         return {

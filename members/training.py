@@ -147,12 +147,13 @@ def _format_seconds(seconds):
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def train_network(config, images, masks, train_idx, val_idx, out_dir, device="cpu", log=print):
+def train_network(config, images, masks, train_idx, val_idx, out_dir, device="cpu", log=print, data_sha256=None):
     """Train (or resume, or skip if finished) one network into ``out_dir``; return its metrics dict.
 
     ``images`` float32 (N, H, W) 0-1 and ``masks`` uint8 (N, H, W) are the whole
     training file; ``train_idx`` / ``val_idx`` select the split. ``log`` receives
-    one line per epoch (pass ``None`` for silence).
+    one line per epoch (pass ``None`` for silence). ``data_sha256`` is stored in the
+    checkpoints so networks from different data files are never mixed.
     """
     out_dir = Path(out_dir)
     metrics_path = out_dir / "metrics.json"
@@ -214,10 +215,12 @@ def train_network(config, images, masks, train_idx, val_idx, out_dir, device="cp
             save_checkpoint(
                 out_dir / "best.pt", model=model.state_dict(), model_config=config.model, name=config.name,
                 target=config.target, epoch=epoch + 1, val_iou=score, train_config=config.to_dict(),
+                data_sha256=data_sha256,
             )
         save_checkpoint(
             latest, model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            model_config=config.model, name=config.name, target=config.target, train_config=config.to_dict(), **state,
+            model_config=config.model, name=config.name, target=config.target, train_config=config.to_dict(),
+            data_sha256=data_sha256, **state,
         )
         mean_epoch = np.mean([h["seconds"] for h in state["history"]])
         eta = mean_epoch * (config.epochs - state["epoch"])

@@ -1,0 +1,136 @@
+"""Crash safety, integrity checks and refused options."""
+import errno
+import json
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import members.parallel
+from conftest import TINY
+from ensemble import api
+from ensemble.cli import main
+from ensemble.errors import RunError
+from members.checkpoint import save_checkpoint
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _copy(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "cache", ignore_errors=True)
+    return run
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert line.startswith("Error: ") and "\n" not in line and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in line, line
+
+
+def test_manifest_records_checksums(tiny_run):
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    for name in ("background", "soil", "bedrock", "sand", "big_rock"):
+        assert f"members/{name}/best.pt" in manifest["checksums"]
+    assert "baseline/best.pt" in manifest["checksums"]
+
+
+def test_flipped_byte_in_member_is_named(tiny_run, subset_path, tmp_path):
+    run = _copy(tiny_run, tmp_path)
+    path = run / "members" / "bedrock" / "best.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    _one_line_error(cli("fuse", "--run", run, "--data", subset_path), "bedrock/best.pt", "sha256")
+
+
+def test_member_from_other_data_refused(tiny_run, subset_path, tmp_path):
+    run = _copy(tiny_run, tmp_path)
+    path = run / "members" / "soil" / "best.pt"
+    state = torch.load(path, weights_only=True)
+    state["data_sha256"] = "0" * 64
+    torch.save(state, path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["checksums"].pop("members/soil/best.pt")
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    _one_line_error(cli("fuse", "--run", run, "--data", subset_path), "soil/best.pt", "different data")
+
+
+def test_newer_format_version_refused(tiny_run, subset_path, tmp_path):
+    run = _copy(tiny_run, tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    _one_line_error(cli("fuse", "--run", run, "--data", subset_path), "format version 99", "upgrade")
+
+
+def test_disk_full_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pt"
+    save_checkpoint(path, model={"w": torch.ones(3)}, model_config={})
+    before = path.read_bytes()
+
+    def full_disk(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(RunError, match="No space left on device.*previous checkpoint is intact"):
+        save_checkpoint(path, model={"w": torch.zeros(3)}, model_config={})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no temp file left
+
+
+def test_failed_member_reported_others_saved(tmp_path, subset_path, monkeypatch):
+    run = tmp_path / "run"
+    real = members.parallel.train_network
+
+    def flaky(config, *args, **kwargs):
+        if config.name == "sand":
+            raise RuntimeError("injected failure")
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(members.parallel, "train_network", flaky)
+    args = ["train", "--data", subset_path, "--run", run, "--members", "soil,sand,big_rock", "--epochs", 1,
+            "--width", 4, "--samples-per-epoch", 48]
+    result = cli(*args)
+    assert result.exit_code == 1
+    assert "sand failed: RuntimeError: injected failure" in result.stderr
+    assert (run / "members" / "soil" / "metrics.json").exists()
+    assert (run / "members" / "big_rock" / "metrics.json").exists()
+    assert not (run / "members" / "sand" / "metrics.json").exists()
+    soil = (run / "members" / "soil" / "best.pt").read_bytes()
+    monkeypatch.setattr(members.parallel, "train_network", real)
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    assert "[sand] epoch 1/1" in again.output and "[soil] epoch" not in again.output
+    assert (run / "members" / "soil" / "best.pt").read_bytes() == soil
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--epochs", "-1"], "x>=1"),
+        (["train", "--jobs", "0"], "x>=1"),
+        (["train", "--members", "soil,lava"], "valid: background, soil"),
+        (["fuse", "--strategy", "median"], "learned3x3"),
+        (["train", "--preset", "huge"], "quick"),
+        (["data", "clean", "--min-repeats", "1", "--out", "x.npz"], "x>=2"),
+    ],
+)
+def test_out_of_range_options_refused(args, fragment):
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert fragment in result.output
+
+
+def test_run_folder_refuses_other_seed(tiny_run, subset_path, tmp_path):
+    run = _copy(tiny_run, tmp_path)
+    with pytest.raises(RunError, match="seed=0"):
+        api.train(data=str(subset_path), run=str(run), members="soil", **{**TINY, "seed": 5})
