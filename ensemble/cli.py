@@ -171,8 +171,10 @@ def _report_training(results):
               help="Members to train: all, or comma-separated class names (background,soil,bedrock,sand,big_rock).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Members trained at once; each gets cores // jobs torch threads.")
-@click.option("--backend", type=click.Choice(["loky", "threading"]), default="loky", show_default=True,
-              help="joblib backend for --jobs > 1.")
+@click.option("--backend", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
+              help="joblib backend for --jobs > 1; dask sends members to the cluster at --scheduler.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Dask scheduler address for --backend dask (workers must see --data and --run).")
 def train(**options):
     """Train the one-vs-rest member U-Nets (in parallel with --jobs).
 

@@ -98,7 +98,7 @@ def network_config(name, preset, settings, width, epochs, loss=None, samples_per
 
 
 def train_networks(names, data=None, run="runs/default", preset="quick", epochs=None, width=None, jobs=1,
-                   backend="loky", device="auto", seed=0, val_fraction=0.15, ignore_background=False,
+                   backend="loky", scheduler=None, device="auto", seed=0, val_fraction=0.15, ignore_background=False,
                    loss=None, samples_per_epoch=None, quiet=False, log=print):
     """Train the named networks (class names and/or ``"baseline"``) into ``run``; return their metrics."""
     preset_values = get_preset(preset)
@@ -129,7 +129,7 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
     if not quiet:
         log(f"training {', '.join(names)} on {len(train_idx)} tiles, validating on {len(val_idx)} "
             f"({preset} preset, {jobs} job(s), device {resolve_device(device)})")
-    results = train_parallel(tasks, jobs=jobs, backend=backend)
+    results = train_parallel(tasks, jobs=jobs, backend=backend, scheduler=scheduler)
     finished = [folder.network_dir(r["name"]) / "best.pt" for r in results if r.get("finished")]
     recorded = folder.manifest().get("checksums", {})
     missing = [p for p in finished if p.relative_to(folder.path).as_posix() not in recorded]

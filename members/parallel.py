@@ -9,10 +9,10 @@ import os
 import traceback
 
 import torch
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 
 from ensemble.data import load_data
-from ensemble.errors import DataError
+from ensemble.errors import DataError, EnsembleError
 
 from .training import TrainConfig, train_network
 
@@ -58,8 +58,36 @@ def train_task(config_dict, data_path, data_sha256, train_idx, val_idx, out_dir,
         }
 
 
-def train_parallel(tasks, jobs=1, backend="loky"):
-    """Run :func:`train_task` for each task dict (its keyword arguments) with ``jobs`` workers."""
+def dask_client(scheduler):
+    """A ``distributed.Client`` for ``scheduler`` (an address); clear errors if dask is missing or unreachable."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise EnsembleError(
+            "--backend dask needs the optional extra: pip install 'mars-ensemble[distributed]'"
+        ) from None
+    if not scheduler:
+        raise EnsembleError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+    try:
+        return Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise EnsembleError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+
+
+def train_parallel(tasks, jobs=1, backend="loky", scheduler=None):
+    """Run :func:`train_task` for each task dict (its keyword arguments) with ``jobs`` workers.
+
+    ``backend="dask"`` sends the tasks to the Dask cluster at ``scheduler`` through joblib's
+    dask backend: every worker must be able to read the data path and write the run folder.
+    """
+    if backend == "dask":
+        client = dask_client(scheduler)
+        try:
+            threads = max(1, min(client.nthreads().values()))
+            with parallel_config(backend="dask"):
+                return Parallel(n_jobs=jobs)(delayed(train_task)(**task, threads=threads) for task in tasks)
+        finally:
+            client.close()
     threads = threads_per_job(jobs)
     if jobs == 1:
         return [train_task(**task, threads=threads) for task in tasks]
