@@ -73,7 +73,11 @@ def open_npz(path):
         raise DataError(f"{path}: not a readable .npz archive (no zip header)")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            arrays = {key: archive[key] for key in archive.files}
+        for key, value in arrays.items():
+            if not isinstance(value, np.ndarray):
+                raise DataError(f"{path}: member {key!r} is not a numpy array")
+        return arrays
     except DataError:
         raise
     except ValueError as exc:

@@ -103,6 +103,13 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
     """Train the named networks (class names and/or ``"baseline"``) into ``run``; return their metrics."""
     preset_values = get_preset(preset)
     data_obj = load_data(data)
+    step = 2 ** preset_values["depth"]
+    if data_obj.tile_shape[0] % step or data_obj.tile_shape[1] % step:
+        height, width_px = data_obj.tile_shape
+        raise EnsembleError(
+            f"{data_obj.path}: tiles are {height}x{width_px}, but the U-Nets need sizes divisible by "
+            f"2**depth = {step}; crop or pad the tiles"
+        )
     settings = run_settings(seed, val_fraction, ignore_background)
     _, train_idx, val_idx = prepare_run(run, data_obj, settings)
     folder = RunFolder(run)
