@@ -31,6 +31,14 @@ def test_fuse_all_strategies(tiny_run, subset_path):
     assert again.exit_code == 0 and "computing member logits" not in again.output  # the cache is reused
 
 
+def test_calibrated_lowers_nll_on_real_members(tiny_run, subset_path):
+    from ensemble import api
+
+    result = api.fuse(run=str(tiny_run), strategy="calibrated", data=str(subset_path), quiet=True)["calibrated"]
+    assert result["after"]["nll"] < result["before"]["nll"]
+    assert result["after"]["ece"] < result["before"]["ece"]
+
+
 def _copy_run(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

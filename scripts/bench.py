@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""Benchmarks, as ratios measured side by side in one run (medians of repeated, interleaved runs).
+
+Usage: python scripts/bench.py [--threads 2] [--repeats 5] [--width 8] [--quick] [--out bench.json]
+
+1. Inference throughput (tiles/s at batch 64, latency at batch 1): members one by one,
+   stacked members, stacked + fuser, the exported program, and the width-matched baseline.
+2. Training time for all members (sequential, joblib --jobs 2) against the baseline's, for
+   the same number of tiles (a short epoch on random tiles; the ratio is what matters).
+3. How inference cost grows: 1k/4k/16k tiles and tile sizes 64x128, 128x256, 256x512, with
+   the exponent of time ~ pixels fitted by least squares (1.0 = linear).
+
+Networks have random weights of the preset's sizes: speed does not depend on the weights.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ensemble.export import export_pipeline, load_exported  # noqa: E402
+from ensemble.train import matched_baseline_width, model_config  # noqa: E402
+from fusion import get_fuser  # noqa: E402
+from members.parallel import train_parallel  # noqa: E402
+from members.stacked import StackedUNet  # noqa: E402
+from members.training import TrainConfig, train_network  # noqa: E402
+from members.unet import UNet, UNetConfig, count_parameters  # noqa: E402
+
+CLASSES = ("background", "soil", "bedrock", "sand", "big_rock")
+
+
+def median_times(functions, repeats):
+    """Run each function ``repeats`` times, interleaved; return the median seconds of each."""
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def build(width, depth=3):
+    """Five eval-mode members, their stacked twin, a fitted fuser, the pipeline and the baseline."""
+    torch.manual_seed(0)
+    members = [UNet(UNetConfig.from_dict(model_config(width, depth, 1))).eval() for _ in CLASSES]
+    stacked = StackedUNet.from_members(members).eval()
+    logits = torch.randn(4, 5, 64, 128)
+    fuser = get_fuser("learned", max_epochs=1).fit(logits, torch.randint(0, 5, (4, 64, 128)))
+    fuser_module = fuser.module().eval()
+    base_width = matched_baseline_width(width, depth)
+    baseline = UNet(UNetConfig.from_dict(model_config(base_width, depth, 5))).eval()
+    return members, stacked, fuser, fuser_module, baseline
+
+
+def inference_table(width, repeats, workdir):
+    """Tiles/s at batch 64 and batch-1 latency of every way to run the ensemble, and the baseline."""
+    members, stacked, fuser, fuser_module, baseline = build(width)
+    program = load_exported(export_pipeline(stacked, fuser, Path(workdir) / "bench.pt2"))
+    ways = {
+        "members one by one": lambda x: torch.cat([m(x) for m in members], 1),
+        "stacked members": stacked,
+        "stacked + fuser": lambda x: torch.softmax(fuser_module(stacked(x)), 1),
+        "exported program": program,
+        "multiclass baseline": baseline,
+    }
+    rows = {}
+    with torch.inference_mode():
+        for batch in (64, 1):
+            x = torch.rand(batch, 1, 64, 128)
+            for fn in ways.values():
+                fn(x)  # warm-up
+            times = median_times({name: (lambda fn=fn: fn(x)) for name, fn in ways.items()}, repeats)
+            for name, seconds in times.items():
+                rows.setdefault(name, {})["tiles_per_s" if batch == 64 else "latency_ms"] = (
+                    batch / seconds if batch == 64 else 1000 * seconds
+                )
+    params = {
+        "members": sum(count_parameters(m) for m in members),
+        "baseline": count_parameters(baseline),
+    }
+    return rows, params
+
+
+def training_table(width, tiles, repeats, workdir):
+    """Seconds to train all five members (sequential, --jobs 2) and the baseline on the same tiles."""
+    rng = np.random.default_rng(0)
+    n = max(tiles, 64)
+    images = rng.random((n, 64, 128), dtype=np.float32)
+    masks = rng.integers(0, 5, (n, 64, 128)).astype(np.uint8)
+    data_path = Path(workdir) / "bench.npz"
+    np.savez(data_path, training_set=np.stack([(images * 255).astype(np.uint8), masks], 1))
+    from ensemble.data import load_data
+
+    data = load_data(data_path)
+    train_idx, val_idx = np.arange(n - 32), np.arange(n - 32, n)
+    base_width = matched_baseline_width(width, 3)
+
+    def config(name, net_width):
+        target = CLASSES.index(name) if name != "baseline" else None
+        return TrainConfig(name=name, target=target, model=model_config(net_width, 3, 1 if target is not None else 5),
+                           epochs=1, samples_per_epoch=tiles, loss="bce_dice" if target is not None else "ce")
+
+    counter = iter(range(10**6))
+
+    def fresh(name):
+        return Path(workdir) / f"t{next(counter)}" / name
+
+    def members(jobs):
+        tasks = [dict(config_dict=config(c, width).to_dict(), data_path=str(data_path), data_sha256=data.sha256,
+                      train_idx=train_idx, val_idx=val_idx, out_dir=str(fresh(c)), device="cpu", quiet=True)
+                 for c in CLASSES]
+        train_parallel(tasks, jobs=jobs)
+
+    def baseline():
+        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+        train_network(config("baseline", base_width), data.images, data.masks, train_idx, val_idx,
+                      fresh("baseline"), log=None)
+
+    return median_times({"members sequential": lambda: members(1), "members --jobs 2": lambda: members(2),
+                         "baseline": baseline}, repeats)
+
+
+def scaling_table(width, repeats, quick):
+    """Inference seconds of stacked + fuser for growing tile counts and tile sizes; fitted exponents."""
+    _, stacked, _, fuser_module, _ = build(width)
+    counts = (250, 1000, 4000) if quick else (1000, 4000, 16000)
+    sizes = ((64, 128), (128, 256), (256, 512))
+
+    def run(n, h, w, batch=64):
+        with torch.inference_mode():
+            x = torch.rand(min(batch, n), 1, h, w)
+            for _ in range(0, n, batch):
+                torch.softmax(fuser_module(stacked(x)), 1)
+
+    by_count = {n: median_times({n: lambda n=n: run(n, 64, 128)}, max(1, repeats // 2))[n] for n in counts}
+    by_size = {f"{h}x{w}": median_times({0: lambda h=h, w=w: run(256, h, w, batch=16)}, repeats)[0]
+               for h, w in sizes}
+    pixels_count = np.array(counts, dtype=float) * 64 * 128
+    pixels_size = np.array([h * w for h, w in sizes], dtype=float) * 256
+    exponent_count = float(np.polyfit(np.log(pixels_count), np.log(list(by_count.values())), 1)[0])
+    exponent_size = float(np.polyfit(np.log(pixels_size), np.log(list(by_size.values())), 1)[0])
+    return {"seconds_by_tiles": by_count, "seconds_by_size": by_size,
+            "exponent_tiles": exponent_count, "exponent_size": exponent_size}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats per measurement (median)")
+    parser.add_argument("--width", type=int, default=8, help="member width (default 8, the presets')")
+    parser.add_argument("--train-tiles", type=int, default=256, help="tiles per training measurement")
+    parser.add_argument("--quick", action="store_true", help="smaller tile counts for the scaling part")
+    parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ["BENCH_THREADS"] = str(args.threads)
+    results = {"threads": args.threads, "torch": torch.__version__, "cpu_count": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as workdir:
+        rows, params = inference_table(args.width, args.repeats, workdir)
+        results["inference"], results["parameters"] = rows, params
+        print(f"inference (width {args.width}; members {params['members']:,} / baseline {params['baseline']:,} "
+              f"parameters; {args.threads} threads; median of {args.repeats}):")
+        one_by_one = rows["members one by one"]["tiles_per_s"]
+        base = rows["multiclass baseline"]["tiles_per_s"]
+        for name, row in rows.items():
+            print(f"  {name:<22}{row['tiles_per_s']:>9.1f} tiles/s  {row['latency_ms']:>8.1f} ms at batch 1  "
+                  f"x{row['tiles_per_s'] / one_by_one:.2f} vs one by one  x{row['tiles_per_s'] / base:.2f} vs baseline")
+        train = training_table(args.width, args.train_tiles, max(1, args.repeats // 2), workdir)
+        results["training_seconds"] = train
+        print(f"training {args.train_tiles} tiles, 1 epoch, all five members vs the baseline:")
+        for name, seconds in train.items():
+            print(f"  {name:<22}{seconds:>8.1f} s  x{seconds / train['baseline']:.2f} of the baseline")
+        scaling = scaling_table(args.width, args.repeats, args.quick)
+        results["scaling"] = scaling
+        print("scaling of stacked + fuser inference:")
+        for n, seconds in scaling["seconds_by_tiles"].items():
+            print(f"  {n:>6} tiles of 64x128  {seconds:8.2f} s")
+        for size, seconds in scaling["seconds_by_size"].items():
+            print(f"  256 tiles of {size:<8}{seconds:8.2f} s")
+        print(f"  fitted exponent of time ~ pixels: {scaling['exponent_tiles']:.2f} (tile count), "
+              f"{scaling['exponent_size']:.2f} (tile size); 1.0 is linear")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
