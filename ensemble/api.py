@@ -125,3 +125,20 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, quiet=False,
     say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, quiet=quiet, log=log)))
     say("== 4/4 evaluation")
     return evaluate(run=run, data=data, seed=seed, quiet=quiet, log=log)
+
+
+def export(run=None, strategy="learned", out="model.pt2"):
+    """Write one ``torch.export`` program: stacked members + fuser, images (N, 1, H, W) -> probabilities."""
+    from .errors import EnsembleError
+    from .export import export_pipeline
+    from .inference import load_members, load_run_fuser
+    from .runfolder import RunFolder
+    from members.stacked import StackedUNet
+
+    if not str(out).endswith(".pt2"):
+        raise EnsembleError(f"--out {out}: the exported program's file name must end in .pt2")
+    run = default_run(run)
+    height, width = RunFolder(run).manifest()["data"]["tile_shape"]
+    stacked = StackedUNet.from_members(load_members(run))
+    export_pipeline(stacked, load_run_fuser(run, strategy), out, example_shape=(2, 1, height, width))
+    return {"out": str(out), "strategy": strategy, "tile_shape": [height, width]}

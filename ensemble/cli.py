@@ -306,3 +306,23 @@ def run_command(preset, data, run, jobs, seed, quiet):
     result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet)
     click.echo(format_table(result["table"]))
     click.echo(f"report: {result['report_md']}")
+
+
+@main.command("export")
+@optional_run_option
+@click.option("--strategy", type=click.Choice(["argmax", "calibrated", "learned", "learned3x3"]), default="learned",
+              show_default=True, help="The fitted fuser to bake in.")
+@click.option("--out", type=click.Path(dir_okay=False), default="model.pt2", show_default=True,
+              help="Where to write the program (.pt2).")
+def export_command(run, strategy, out):
+    """Export stacked members + fuser as one torch.export program (.pt2).
+
+    The program maps images (N, 1, H, W) float 0-1 to class probabilities (N, 5, H, W)
+    and loads with torch alone: torch.export.load(PATH).module().
+
+    \b
+    Example:
+      ensemble export --run runs/quick --strategy learned --out model.pt2
+    """
+    result = api.export(run=run, strategy=strategy, out=out)
+    click.echo(f"wrote {result['out']} ({result['strategy']} fusion, tiles {result['tile_shape'][0]}x{result['tile_shape'][1]})")

@@ -76,3 +76,22 @@ def test_other_data_refused(tiny_run, tmp_path, raw_arrays):
 def test_unknown_strategy_lists_valid(tiny_run):
     result = fuse_cli("--run", str(tiny_run), "--strategy", "median")
     assert result.exit_code == 2 and "learned3x3" in result.output
+
+
+def test_export_cli_reproduces_predict_proba(tiny_run, subset_path, tmp_path):
+    import torch
+
+    from ensemble.export import load_exported
+    from ensemble.inference import load_members
+    from ensemble.data import load_data
+
+    assert fuse_cli("--run", str(tiny_run), "--data", str(subset_path), "--strategy", "learned").exit_code == 0
+    out = tmp_path / "model.pt2"
+    result = CliRunner().invoke(main, ["export", "--run", str(tiny_run), "--strategy", "learned", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    images = torch.from_numpy(load_data(subset_path).images[:3])[:, None]
+    with torch.inference_mode():
+        member_logits = torch.cat([m(images) for m in load_members(tiny_run)], 1)
+        expected = load_fuser(tiny_run / "fusion" / "learned.pt").predict_proba(member_logits)
+        got = load_exported(out)(images)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
