@@ -120,7 +120,7 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, quiet=False,
 
         raise EnsembleError(f"members failed: {'; '.join(failed)}; rerun to retrain only them")
     say("== 2/4 multiclass baseline")
-    say(format_training_summary([baseline(**common)]))
+    say(format_training_summary([baseline(**{**common, "width": None})]))  # width matched to the members
     say("== 3/4 fusion")
     say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, quiet=quiet, log=log)))
     say("== 4/4 evaluation")

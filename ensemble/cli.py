@@ -294,16 +294,21 @@ def predict(**options):
 @click.option("--run", "run", type=click.Path(file_okay=False), default=None,
               help="Run folder [default: runs/<preset>]; an existing one is continued.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Members trained at once [default: cores].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs.")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Override the members' width.")
+@click.option("--samples-per-epoch", type=click.IntRange(min=0), default=None,
+              help="Tiles drawn per epoch (0: every training tile) [default: the preset's].")
 @seed_option
 @quiet_option
-def run_command(preset, data, run, jobs, seed, quiet):
+def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, seed, quiet):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
 
     \b
     Example:
       ensemble run --preset quick
     """
-    result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet)
+    result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet, epochs=epochs,
+                         width=width, samples_per_epoch=samples_per_epoch)
     click.echo(format_table(result["table"]))
     click.echo(f"report: {result['report_md']}")
 

@@ -102,24 +102,27 @@ def check_tile_shape(folder, shape):
         )
 
 
-@torch.inference_mode()
-def member_logits_batches(models, images, batch_size=64, device="cpu", tta="none"):
-    """Yield ``(start, member_logits)`` with member_logits (B, 5, H, W) float32 on CPU, batch by batch.
+def logits_batches(forward, images, batch_size=64, device="cpu", tta="none"):
+    """Yield ``(start, logits)`` of ``forward`` for float images (N, H, W) in 0-1, batch by batch.
 
-    ``images`` float32 (N, H, W) in 0-1. ``tta="flip"`` averages the logits of the image
-    and of its horizontal mirror.
+    Logits come back as float32 CPU tensors. ``tta="flip"`` averages the logits of the
+    image and of its horizontal mirror.
     """
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))[:, None].to(device)
-        yield start, _tta_logits(lambda t: torch.cat([m(t) for m in models], dim=1), x, tta)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))[:, None].to(device)
+            logits = _tta_logits(forward, x, tta)
+        yield start, logits
 
 
-@torch.inference_mode()
+def member_logits_batches(models, images, batch_size=64, device="cpu", tta="none"):
+    """Yield ``(start, member_logits)`` (B, 5, H, W) of the members, batch by batch."""
+    return logits_batches(lambda t: torch.cat([m(t) for m in models], dim=1), images, batch_size, device, tta)
+
+
 def baseline_logits_batches(model, images, batch_size=64, device="cpu", tta="none"):
-    """Yield ``(start, class_logits)`` of the baseline, batch by batch, like :func:`member_logits_batches`."""
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))[:, None].to(device)
-        yield start, _tta_logits(model, x, tta)
+    """Yield ``(start, class_logits)`` (B, 5, H, W) of the baseline, batch by batch."""
+    return logits_batches(model, images, batch_size, device, tta)
 
 
 def _tta_logits(forward, x, tta):

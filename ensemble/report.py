@@ -35,7 +35,8 @@ _COLUMNS = (
     ("pixel acc", lambda row: row["pixel_accuracy"]),
     ("ECE", lambda row: row["ece"]),
 )
-_META_KEYS = (("run", "run"), ("data_sha", "data sha256"), ("split", "split"), ("n_tiles", "tiles"), ("tta", "TTA"))
+_META_KEYS = (("run", "run"), ("data_sha", "data sha256"), ("split", "split"), ("n_tiles", "tiles"), ("tta", "TTA"),
+              ("fusers_fitted_on", "fusers fitted on"))
 
 
 def _model_row(tile_cms, ece):

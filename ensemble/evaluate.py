@@ -1,0 +1,154 @@
+"""Evaluate a run: every fitted fuser, each member alone and the baseline, on the same validation tiles.
+
+The tiles are the run's grouped validation split (``manifest.json: split.val_indices``): the
+members and the baseline never trained on them. The fusers, however, were fitted on these
+same tiles (there is no third split), so their scores are slightly optimistic; the report
+says so in ``meta.fusers_fitted_on``. The test set has no masks and cannot be evaluated.
+
+Memory: one model's class probabilities are held at a time; each model leaves behind only
+its per-tile confusion matrices, its ECE and its uint8 predicted masks.
+"""
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusion.base import channel_argmax
+from members.training import BASELINE
+
+from .classes import CLASS_NAMES
+from .data import MarsData, load_data, tile_ids
+from .errors import EnsembleError, RunError
+from .inference import (
+    load_run_fuser,
+    all_logits,
+    baseline_logits_batches,
+    cached_val_logits,
+    check_run_data,
+    load_baseline,
+    load_members,
+    member_logits_batches,
+)
+from .metrics import binary_iou, expected_calibration_error, per_tile_confusion
+from .predict import check_tta, fitted_strategies
+from .render import confusion_png, most_different_tiles, overlay_sheet
+from .report import build_table, write_report
+from .runfolder import RunFolder
+
+SPLITS = ("val",)
+FUSERS_FITTED_ON = "validation split (same tiles)"
+#: Tiles shown in ``differences.png``.
+DIFFERENCE_TILES = 8
+
+
+def _score(class_logits, truth):
+    """Per-tile confusion matrices, ECE of the softmax and uint8 masks of class logits (N, 5, H, W)."""
+    class_logits = torch.as_tensor(class_logits)
+    pred = channel_argmax(class_logits).to(torch.uint8).numpy()
+    ece = expected_calibration_error(torch.softmax(class_logits, dim=1), truth)
+    return per_tile_confusion(truth, pred), ece, pred
+
+
+def _difference_strategy(table, strategies):
+    """``learned`` if fitted, else the strategy with the best mean IoU (kaggle)."""
+    if "learned" in strategies:
+        return "learned"
+
+    def miou(name):
+        value = table["models"][name]["miou_kaggle"]
+        return value if math.isfinite(value) else -math.inf
+
+    return max(strategies, key=miou)
+
+
+def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=64, device="cpu", n_boot=1000,
+                 seed=0, log=None):
+    """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
+
+    ``data`` (a path or loaded :class:`~ensemble.data.MarsData`) must be the file the run was
+    trained on (sha256 checked). Only ``split="val"`` exists (the test set has no masks);
+    ``tta`` is ``"none"`` (member logits from the run's cache) or ``"flip"``.
+
+    Writes into ``out`` (default ``RUN/evaluation``): ``report.json`` and ``report.md``
+    (:func:`~ensemble.report.write_report`; rows ``baseline`` and one per strategy,
+    differences by paired bootstrap with ``n_boot`` replicates and ``seed``; member rows are
+    the binary IoU of logit > 0 against truth == class over all pixels),
+    ``confusion_<model>.png`` per model and ``differences.png``: the :data:`DIFFERENCE_TILES`
+    tiles where ``learned`` (else the best strategy by mean IoU kaggle) and the baseline
+    differ most.
+
+    Raises :class:`RunError` when the run has no fitted fuser or no baseline, and
+    :class:`EnsembleError` for an unknown ``split`` or ``tta``.
+    Returns ``{"table", "meta", "report_md", "report_json", "out"}`` (paths as strings).
+    """
+    log = log or (lambda line: None)
+    if split not in SPLITS:
+        raise EnsembleError(f"--split: unknown {split!r}; valid: {', '.join(SPLITS)} (the test set has no masks)")
+    check_tta(tta)
+    folder = RunFolder(run)
+    folder.manifest()
+    strategies = fitted_strategies(run)
+    if not strategies:
+        raise RunError(f"{folder.fusion_dir}: no fitted fusers in {folder.path}; run "
+                       f"`ensemble fuse --run {folder.path} --strategy all` first")
+    fusers = {name: load_run_fuser(folder.path, name) for name in strategies}
+    baseline = load_baseline(run, device)
+    data = data if isinstance(data, MarsData) else load_data(data)
+    manifest = check_run_data(folder, data)
+    val_idx = np.asarray(manifest["split"]["val_indices"], dtype=np.int64)
+    if len(val_idx) == 0:
+        raise RunError(f"{folder.manifest_path}: the validation split is empty; nothing to evaluate")
+    ids = tile_ids(data)[val_idx]
+    truth = data.masks[val_idx]
+    n = len(val_idx)
+    log(f"evaluating baseline and {', '.join(strategies)} on {n} validation tiles (tta {tta})")
+
+    tile_cms, eces, preds = {}, {}, {}
+    tile_cms[BASELINE], eces[BASELINE], preds[BASELINE] = _score(
+        all_logits(baseline_logits_batches(baseline, data.images[val_idx], batch_size, device, tta), n), truth)
+    del baseline
+    if tta == "none":
+        member_logits = cached_val_logits(run, data, tile_ids(data), device=device, log=log)[0]
+    else:
+        members = load_members(run, device)
+        member_logits = all_logits(member_logits_batches(members, data.images[val_idx], batch_size, device, tta), n)
+        del members
+    member_ious = {name: binary_iou(truth == k, member_logits[:, k] > 0) for k, name in enumerate(CLASS_NAMES)}
+    for name, fuser in fusers.items():
+        log(f"  {name}")
+        tile_cms[name], eces[name], preds[name] = _score(fuser.predict_logits(member_logits), truth)
+    del member_logits
+
+    table = build_table(tile_cms, eces, member_ious, baseline_name=BASELINE, n_boot=n_boot, seed=seed)
+    out_dir = Path(out) if out else folder.path / "evaluation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("confusion_*.png"):  # figures of fusers removed since the last evaluation
+        if stale.stem[len("confusion_"):] not in tile_cms:
+            stale.unlink()
+    for name, cms in tile_cms.items():
+        row = table["models"][name]
+        title = f"{name}: {n} validation tiles, mIoU kaggle {row['miou_kaggle']:.3f}"
+        confusion_png(cms.sum(axis=0), out_dir / f"confusion_{name}.png", title)
+    shown = _difference_strategy(table, strategies)
+    idx = most_different_tiles(preds[BASELINE], preds[shown], truth, DIFFERENCE_TILES)  # most different first
+    overlay_sheet(data.images[val_idx[idx]], truth[idx], preds[BASELINE][idx], preds[shown][idx],
+                  out_dir / "differences.png", labels=("image", "truth", BASELINE, shown))
+    val_ids = set(map(str, ids))
+    meta = {
+        "run": str(folder.path),
+        "data": str(data.path),
+        "data_sha": data.sha256,
+        "split": split,
+        "n_tiles": int(n),
+        "tta": tta,
+        "fusers_fitted_on": FUSERS_FITTED_ON,
+        "fuser_fit_tiles": {
+            name: {"n_tiles": len(f.fitted_tile_ids_), "same_tiles": set(f.fitted_tile_ids_) == val_ids}
+            for name, f in fusers.items()
+        },
+        "differences": {"strategy": shown, "tile_ids": [str(t) for t in ids[idx]]},
+    }
+    json_path, md_path = write_report(out_dir, table, meta)
+    return {"table": table, "meta": meta, "report_md": str(md_path), "report_json": str(json_path),
+            "out": str(out_dir)}

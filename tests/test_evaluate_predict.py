@@ -1,0 +1,269 @@
+"""`evaluate` and `predict` on a tiny real run: report files, submission round trip, PNG input, streaming."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ensemble.data import load_data, tile_ids
+from ensemble.errors import DataError, EnsembleError, RunError
+from ensemble.evaluate import FUSERS_FITTED_ON, evaluate_run
+from ensemble.inference import (
+    all_logits,
+    baseline_logits_batches,
+    cached_val_logits,
+    load_baseline,
+    load_members,
+    member_logits_batches,
+)
+from ensemble.metrics import confusion_matrix, mean_iou
+from ensemble.predict import load_images, predict_run
+from ensemble.submission import read_submission
+from fusion import get_fuser, load_fuser
+
+H, W = 64, 128
+#: Tiles of the streaming test (about 50 s on one thread); MARS_STREAM_TILES=10000 checks the full
+#: claim (about 5 min): memory stays flat while all probabilities would take 1.6 GB.
+STREAM_TILES = int(os.environ.get("MARS_STREAM_TILES", "1024"))
+
+
+@pytest.fixture(scope="module")
+def fused_run(tiny_run, subset_path, tmp_path_factory):
+    """A copy of the session's tiny run (5 width-4 members + baseline) with argmax and learned fusers."""
+    run = tmp_path_factory.mktemp("evaluate") / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("fusion", "evaluation"))
+    data = load_data(subset_path)
+    logits, ids, val_idx = cached_val_logits(run, data, tile_ids(data))
+    masks = data.masks[val_idx]
+    for name, kwargs in (("argmax", {}), ("learned", {"max_epochs": 3, "max_pixels": 20_000, "seed": 0})):
+        get_fuser(name, **kwargs).fit(logits, masks, tile_ids=ids).save(run / "fusion" / f"{name}.pt")
+    return run
+
+
+@pytest.fixture(scope="module")
+def test_images(subset_path):
+    """The subset's 40 test tiles, normalised, with their ids."""
+    return load_images(subset_path)
+
+
+def _member_labels(run, strategy, images, batch_size):
+    logits = all_logits(member_logits_batches(load_members(run), images, batch_size), len(images))
+    return load_fuser(run / "fusion" / f"{strategy}.pt").predict(logits).numpy()
+
+
+def test_evaluate_writes_report(fused_run, subset_path, tmp_path):
+    out = tmp_path / "evaluation"
+    result = evaluate_run(fused_run, data=subset_path, out=out, n_boot=50)
+    assert result["out"] == str(out)
+    report = json.loads((out / "report.json").read_text())
+    assert report["table"]["order"] == ["baseline", "argmax", "learned"]
+    assert result["table"]["order"] == report["table"]["order"]
+    meta = report["meta"]
+    assert meta["fusers_fitted_on"] == FUSERS_FITTED_ON and meta["split"] == "val"
+    assert all(info["same_tiles"] for info in meta["fuser_fit_tiles"].values())
+    assert meta["differences"]["strategy"] == "learned" and len(meta["differences"]["tile_ids"]) == 8
+    assert set(report["table"]["members"]) == {"background", "soil", "bedrock", "sand", "big_rock"}
+    for name in ("baseline", "argmax", "learned"):
+        assert (out / f"confusion_{name}.png").stat().st_size > 0
+        assert report["table"]["models"][name]["ece"] is not None
+    with Image.open(out / "differences.png") as sheet:
+        assert sheet.size[0] > 4 * W
+    markdown = (out / "report.md").read_text()
+    assert "| learned |" in markdown and "(differences.png)" in markdown and "(confusion_argmax.png)" in markdown
+    # the argmax row is the argmax of the cached member logits of the validation tiles
+    data = load_data(subset_path)
+    logits, _, val_idx = cached_val_logits(fused_run, data, tile_ids(data))
+    cm = confusion_matrix(data.masks[val_idx], np.asarray(logits).argmax(axis=1))
+    assert report["table"]["models"]["argmax"]["miou_kaggle"] == pytest.approx(mean_iou(cm))
+
+
+def test_evaluate_default_out_and_flip(fused_run, subset_path):
+    result = evaluate_run(fused_run, data=subset_path, tta="flip", n_boot=20)
+    assert result["out"] == str(fused_run / "evaluation")
+    assert json.loads((fused_run / "evaluation" / "report.json").read_text())["meta"]["tta"] == "flip"
+
+
+def test_evaluate_without_fusers(fused_run, subset_path, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fused_run, run, ignore=shutil.ignore_patterns("fusion"))
+    with pytest.raises(RunError, match=r"ensemble fuse --run .* --strategy all"):
+        evaluate_run(run, data=subset_path)
+
+
+def test_evaluate_without_baseline(fused_run, subset_path, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fused_run, run, ignore=shutil.ignore_patterns("baseline"))
+    with pytest.raises(RunError, match="baseline"):
+        evaluate_run(run, data=subset_path)
+
+
+def test_evaluate_test_split_refused(fused_run, subset_path):
+    with pytest.raises(EnsembleError, match="--split.*valid: val"):
+        evaluate_run(fused_run, data=subset_path, split="test")
+
+
+def test_predict_matches_fuser(fused_run, subset_path, test_images, tmp_path):
+    out = tmp_path / "sub.csv"
+    result = predict_run(fused_run, "learned", data=subset_path, out=out, batch_size=16,
+                         png_dir=tmp_path / "png", uncertainty_dir=tmp_path / "unc")
+    assert result["rows"] == 40 and result["out"] == str(out) and result["strategy"] == "learned"
+    header = out.open().readline().rstrip("\n").split(",")
+    assert header[0] == "id" and header[1:] == [str(i) for i in range(H * W)]
+    ids, labels = read_submission(out)
+    assert ids == [str(i) for i in range(40)]
+    images, _ = test_images
+    assert np.array_equal(labels.reshape(-1, H, W), _member_labels(fused_run, "learned", images, 16))
+    assert len(list((tmp_path / "png").glob("*.png"))) == 40
+    with Image.open(tmp_path / "png" / "7.png") as mask:
+        assert mask.mode == "RGB" and mask.size == (W, H)
+    for kind in ("entropy", "disagreement"):
+        assert len(list((tmp_path / "unc").glob(f"*_{kind}.png"))) == 40
+        with Image.open(tmp_path / "unc" / f"0_{kind}.png") as gray:
+            assert gray.mode == "L" and gray.size == (W, H)
+
+
+def test_predict_baseline(fused_run, subset_path, test_images, tmp_path):
+    out = tmp_path / "base.csv"
+    predict_run(fused_run, "baseline", data=subset_path, out=out, uncertainty_dir=tmp_path / "unc")
+    images, _ = test_images
+    logits = all_logits(baseline_logits_batches(load_baseline(fused_run), images), len(images))
+    assert np.array_equal(read_submission(out)[1].reshape(-1, H, W), logits.argmax(axis=1))
+    assert len(list((tmp_path / "unc").glob("*_entropy.png"))) == 40
+    assert not list((tmp_path / "unc").glob("*_disagreement.png"))
+
+
+def test_predict_unknown_strategy_lists_available(fused_run, subset_path, tmp_path):
+    with pytest.raises(EnsembleError, match=r"available: argmax, learned, baseline.*ensemble fuse"):
+        predict_run(fused_run, "calibrated", data=subset_path, out=tmp_path / "x.csv")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def _write_pngs(folder, images, names):
+    folder.mkdir()
+    for image, name in zip(images, names):
+        Image.fromarray(np.round(image * 255).astype(np.uint8)).save(folder / name)
+
+
+def test_png_folder_input(fused_run, test_images, tmp_path):
+    images, _ = test_images
+    names = ["b.png", "a.png", "c.png"]
+    _write_pngs(tmp_path / "tiles", images[:3], names)
+    loaded, ids = load_images(tmp_path / "tiles")
+    assert ids == ["a", "b", "c"] and np.array_equal(loaded, images[[1, 0, 2]])
+    out = tmp_path / "png.csv"
+    predict_run(fused_run, "argmax", images=tmp_path / "tiles", out=out)
+    got_ids, labels = read_submission(out)
+    assert got_ids == ["a", "b", "c"]
+    assert np.array_equal(labels.reshape(-1, H, W), _member_labels(fused_run, "argmax", images[[1, 0, 2]], 64))
+
+
+def test_png_modes_read_as_gray(tmp_path):
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    gray = np.arange(H * W, dtype=np.uint32).reshape(H, W) % 256
+    Image.fromarray(np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)).save(folder / "rgb.png")
+    Image.fromarray((gray * 257).astype(np.uint16)).save(folder / "sixteen.png")
+    Image.fromarray(np.dstack([gray, gray, gray, np.zeros_like(gray)]).astype(np.uint8)).save(folder / "rgba.png")
+    images, ids = load_images(folder)
+    assert ids == ["rgb", "rgba", "sixteen"] and images.dtype == np.float32
+    for image in images:
+        assert np.array_equal(np.round(image * 255), gray)
+
+
+def test_png_folder_errors(fused_run, test_images, tmp_path):
+    images, _ = test_images
+    _write_pngs(tmp_path / "mixed", [images[0], images[1][:32, :64]], ["a.png", "b.png"])
+    with pytest.raises(DataError, match=r"b\.png.*32x64.*a\.png is 64x128"):
+        predict_run(fused_run, "argmax", images=tmp_path / "mixed", out=tmp_path / "x.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no PNG"):
+        load_images(tmp_path / "empty")
+    _write_pngs(tmp_path / "other", images[:1], ["a.png"])
+    (tmp_path / "other" / "notes.txt").write_text("hi")
+    with pytest.raises(DataError, match="notes.txt"):
+        load_images(tmp_path / "other")
+    _write_pngs(tmp_path / "broken", images[:1], ["a.png"])
+    (tmp_path / "broken" / "z.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"z\.png.*not a decodable PNG"):
+        load_images(tmp_path / "broken")
+    Image.fromarray(np.zeros((H, W), dtype=np.uint8)).save(tmp_path / "broken" / "z.png", format="JPEG")
+    with pytest.raises(DataError, match=r"z\.png.*not a PNG file \(it is JPEG\)"):
+        load_images(tmp_path / "broken")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_wrong_tile_size_refused(fused_run, write_npz, tmp_path):
+    path = write_npz("small.npz", images=np.zeros((3, 32, 64), dtype=np.uint8))
+    with pytest.raises(RunError, match="64x128 tiles.*32x64"):
+        predict_run(fused_run, "argmax", images=path, out=tmp_path / "x.csv")
+    with pytest.raises(DataError, match="no 'test_set' or 'images'"):
+        load_images(write_npz("other.npz", training_set=np.zeros((2, 2, H, W), dtype=np.uint8)))
+
+
+_STREAM_CHILD = textwrap.dedent("""
+    import json, os, sys, threading
+    import torch
+    torch.set_num_threads(1)
+    from ensemble.predict import predict_run
+
+    run, warm, small, big, out = sys.argv[1:]
+
+    def rss_mb():
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def peak_growth(images):
+        # highest RSS while predicting (sampled every 2 ms) minus the RSS before, in MB
+        start, peak, done = rss_mb(), [0.0], threading.Event()
+
+        def sample():
+            while not done.wait(0.002):
+                peak[0] = max(peak[0], rss_mb())
+
+        thread = threading.Thread(target=sample)
+        thread.start()
+        try:
+            result = predict_run(run, "learned", images=images, out=out, batch_size=256)
+        finally:
+            done.set()
+            thread.join()
+        return max(peak[0], rss_mb()) - start, result
+
+    peak_growth(warm)  # first-call initialisation
+    small_mb, _ = peak_growth(small)
+    big_mb, result = peak_growth(big)
+    print(json.dumps({"small_mb": small_mb, "big_mb": big_mb, **result}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_predict_streams_with_flat_memory(fused_run, subset_path, write_npz, tmp_path):
+    """Peak memory while predicting STREAM_TILES tiles exceeds that of two batches (512 tiles) only by the
+    raw uint8 input plus a little, not by the (N, 5, H, W) logits or probabilities of all tiles.
+
+    Two batches, not one, as reference: torch's ``inference_mode`` generator wrapper around
+    ``member_logits_batches`` keeps the previous batch's logits alive while the next is computed.
+    """
+    raw = np.load(subset_path)["test_set"]
+    paths = [write_npz(f"{n}.npz", images=np.resize(raw, (n, H, W))) for n in (16, 512, STREAM_TILES)]
+    # a fixed mmap threshold makes glibc return every freed large buffer at once, so RSS follows live
+    # memory; with its adaptive default, reuse of the heap lets the peak wander by ~100 MB from batch to batch
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
+    proc = subprocess.run([sys.executable, "-c", _STREAM_CHILD, str(fused_run), *map(str, paths),
+                           str(tmp_path / "big.csv")], env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["rows"] == STREAM_TILES
+    growth_mb = result["big_mb"] - result["small_mb"]
+    input_mb = (STREAM_TILES - 512) * H * W / 2**20
+    probs_mb = STREAM_TILES * 5 * H * W * 4 / 2**20  # what holding all probabilities would cost
+    print(f"{STREAM_TILES} tiles in {result['seconds']:.1f} s: peak RSS {result['big_mb']:.0f} MB above start "
+          f"vs {result['small_mb']:.0f} MB for 512 tiles (extra input {input_mb:.0f} MB; "
+          f"all probabilities would be {probs_mb:.0f} MB)")
+    assert growth_mb < input_mb + 48, result
+    assert (tmp_path / "big.csv").stat().st_size > STREAM_TILES * 2 * H * W
