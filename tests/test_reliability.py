@@ -62,6 +62,14 @@ def test_member_from_other_data_refused(tiny_run, subset_path, tmp_path):
     _one_line_error(cli("fuse", "--run", run, "--data", subset_path), "soil/best.pt", "different data")
 
 
+def test_other_class_set_refused(tiny_run, subset_path, tmp_path):
+    run = _copy(tiny_run, tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["classes"] = ["background", "soil", "rock"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    _one_line_error(cli("fuse", "--run", run, "--data", subset_path), "classes")
+
+
 def test_newer_format_version_refused(tiny_run, subset_path, tmp_path):
     run = _copy(tiny_run, tmp_path)
     manifest = json.loads((run / "manifest.json").read_text())
@@ -121,6 +129,8 @@ def test_failed_member_reported_others_saved(tmp_path, subset_path, monkeypatch)
         (["train", "--members", "soil,lava"], "valid: background, soil"),
         (["fuse", "--strategy", "median"], "learned3x3"),
         (["train", "--preset", "huge"], "quick"),
+        (["predict", "--batch-size", "0"], "x>=1"),
+        (["evaluate", "--tta", "rotate"], "flip"),
         (["data", "clean", "--min-repeats", "1", "--out", "x.npz"], "x>=2"),
     ],
 )
