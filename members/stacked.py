@@ -152,20 +152,10 @@ class StackedUNet(nn.Module):
         """Raise ``ValueError`` unless ``x`` is (N, in_channels, H, W) with H, W divisible by 2**depth."""
         UNet.check_input(self, x)
 
-    def forward(self, x):
-        """Return the members' logits (N, num_members * out_channels, H, W), member by member."""
-        self.check_input(x)
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.bottleneck(x)
-        for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
-            x = merge(self._concat_per_member(up(x), skip))
-        return self.head(x)
+    #: Same computation as :meth:`UNet.forward`; only the skip concatenation differs (per member).
+    forward = UNet.forward
 
-    def _concat_per_member(self, upsampled, skip):
+    def concat_skip(self, upsampled, skip):
         """Channel layout ``[up_0, skip_0, up_1, skip_1, ...]``: member k's input to its merge block."""
         k = self.num_members
         return torch.cat([upsampled.unflatten(1, (k, -1)), skip.unflatten(1, (k, -1))], dim=2).flatten(1, 2)

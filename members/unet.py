@@ -84,8 +84,12 @@ class UNet(nn.Module):
             x = self.pool(x)
         x = self.bottleneck(x)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
-            x = merge(torch.cat([up(x), skip], dim=1))
+            x = merge(self.concat_skip(up(x), skip))
         return self.head(x)
+
+    def concat_skip(self, upsampled, skip):
+        """The decoder's input at one level: the upsampled features, then the skip connection."""
+        return torch.cat([upsampled, skip], dim=1)
 
     @torch.inference_mode()
     def predict_logits(self, images):
