@@ -67,28 +67,30 @@ def binary_iou(truth_positive, pred_positive, valid=None):
     return float(np.logical_and(truth_positive, pred_positive).sum() / union) if union else float("nan")
 
 
-def _as_probs_labels(probs, truth):
-    probs = torch.as_tensor(probs, dtype=torch.float64)
-    truth = torch.as_tensor(np.asarray(truth), dtype=torch.int64)
-    classes = probs.shape[1]
-    return probs.movedim(1, -1).reshape(-1, classes), truth.reshape(-1)
+def _probs_and_truth(probs, truth):
+    probs = torch.as_tensor(probs)
+    probs = probs if probs.is_floating_point() else probs.float()
+    return probs, torch.as_tensor(np.asarray(truth), dtype=torch.int64)
 
 
 def nll(probs, truth, eps=1e-12):
     """Mean negative log-likelihood of the true class; ``probs`` (N, C, H, W), ``truth`` (N, H, W)."""
-    flat, labels = _as_probs_labels(probs, truth)
-    picked = flat.gather(1, labels[:, None]).squeeze(1)
+    probs, truth = _probs_and_truth(probs, truth)
+    picked = probs.gather(1, truth[:, None])[:, 0].double()
     return float(-torch.log(picked.clamp_min(eps)).mean())
 
 
 def expected_calibration_error(probs, truth, bins=15):
-    """Top-label expected calibration error with ``bins`` equal-width confidence bins."""
-    flat, labels = _as_probs_labels(probs, truth)
-    confidence, predicted = flat.max(dim=1)
-    correct = (predicted == labels).double()
+    """Top-label expected calibration error with ``bins`` equal-width confidence bins.
+
+    Works on (N, C, H, W) probabilities without copying them to another layout or dtype.
+    """
+    probs, truth = _probs_and_truth(probs, truth)
+    confidence, predicted = probs.max(dim=1)
+    confidence = confidence.reshape(-1).double()
+    correct = (predicted == truth).reshape(-1).double()
     edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
     which = torch.bucketize(confidence, edges[1:-1], right=True)
-    count = torch.bincount(which, minlength=bins).double()
     conf_sum = torch.bincount(which, weights=confidence, minlength=bins)
     acc_sum = torch.bincount(which, weights=correct, minlength=bins)
-    return float((conf_sum - acc_sum).abs().sum() / max(len(labels), 1))
+    return float((conf_sum - acc_sum).abs().sum() / max(len(correct), 1))
