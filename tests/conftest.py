@@ -74,3 +74,22 @@ def tiny_run(tmp_path_factory, subset_path):
     api.train(data=str(subset_path), run=str(run), members="all", **TINY)
     api.baseline(data=str(subset_path), run=str(run), **{**TINY, "width": None})
     return run
+
+
+def copy_run(run, tmp_path):
+    """A writable copy of a run folder without its logits cache."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "cache", ignore_errors=True)
+    return copy
+
+
+def assert_one_line_error(result, *fragments):
+    """A CliRunner result that failed with exit 2 and one ``Error: ...`` line holding ``fragments``."""
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert line.startswith("Error: ") and "\n" not in line and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in line, line

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import assert_one_line_error, copy_run
 from ensemble.cli import main
 from fusion import STRATEGIES, load_fuser
 
@@ -39,38 +40,23 @@ def test_calibrated_lowers_nll_on_real_members(tiny_run, subset_path):
     assert result["after"]["ece"] < result["before"]["ece"]
 
 
-def _copy_run(tiny_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    shutil.rmtree(run / "cache", ignore_errors=True)
-    return run
-
-
-def _expect_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    line = result.stderr.strip()
-    assert line.startswith("Error: ") and "\n" not in line
-    for fragment in fragments:
-        assert fragment in line, line
-
-
 def test_missing_member(tiny_run, subset_path, tmp_path):
-    run = _copy_run(tiny_run, tmp_path)
+    run = copy_run(tiny_run, tmp_path)
     shutil.rmtree(run / "members" / "sand")
-    _expect_error(fuse_cli("--run", str(run), "--data", str(subset_path)), "sand", "missing")
+    assert_one_line_error(fuse_cli("--run", str(run), "--data", str(subset_path)), "sand", "missing")
 
 
 def test_corrupted_checkpoint(tiny_run, subset_path, tmp_path):
-    run = _copy_run(tiny_run, tmp_path)
+    run = copy_run(tiny_run, tmp_path)
     path = run / "members" / "soil" / "best.pt"
     path.write_bytes(path.read_bytes()[:200])
-    _expect_error(fuse_cli("--run", str(run), "--data", str(subset_path)), "soil", "best.pt")
+    assert_one_line_error(fuse_cli("--run", str(run), "--data", str(subset_path)), "soil", "best.pt")
 
 
 def test_other_data_refused(tiny_run, tmp_path, raw_arrays):
     other = tmp_path / "other.npz"
     np.savez(other, training_set=raw_arrays["training_set"][:50])
-    _expect_error(fuse_cli("--run", str(tiny_run), "--data", str(other)), "sha256")
+    assert_one_line_error(fuse_cli("--run", str(tiny_run), "--data", str(other)), "sha256")
 
 
 def test_unknown_strategy_lists_valid(tiny_run):

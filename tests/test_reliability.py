@@ -1,14 +1,13 @@
 """Crash safety, integrity checks and refused options."""
 import errno
 import json
-import shutil
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 import members.parallel
-from conftest import TINY
+from conftest import TINY, assert_one_line_error, copy_run
 from ensemble import api
 from ensemble.cli import main
 from ensemble.errors import RunError
@@ -19,21 +18,6 @@ def cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def _copy(tiny_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    shutil.rmtree(run / "cache", ignore_errors=True)
-    return run
-
-
-def _one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    line = result.stderr.strip()
-    assert line.startswith("Error: ") and "\n" not in line and "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in line, line
-
-
 def test_manifest_records_checksums(tiny_run):
     manifest = json.loads((tiny_run / "manifest.json").read_text())
     for name in ("background", "soil", "bedrock", "sand", "big_rock"):
@@ -42,16 +26,16 @@ def test_manifest_records_checksums(tiny_run):
 
 
 def test_flipped_byte_in_member_is_named(tiny_run, subset_path, tmp_path):
-    run = _copy(tiny_run, tmp_path)
+    run = copy_run(tiny_run, tmp_path)
     path = run / "members" / "bedrock" / "best.pt"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    _one_line_error(cli("fuse", "--run", run, "--data", subset_path), "bedrock/best.pt", "sha256")
+    assert_one_line_error(cli("fuse", "--run", run, "--data", subset_path), "bedrock/best.pt", "sha256")
 
 
 def test_member_from_other_data_refused(tiny_run, subset_path, tmp_path):
-    run = _copy(tiny_run, tmp_path)
+    run = copy_run(tiny_run, tmp_path)
     path = run / "members" / "soil" / "best.pt"
     state = torch.load(path, weights_only=True)
     state["data_sha256"] = "0" * 64
@@ -59,23 +43,23 @@ def test_member_from_other_data_refused(tiny_run, subset_path, tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["checksums"].pop("members/soil/best.pt")
     (run / "manifest.json").write_text(json.dumps(manifest))
-    _one_line_error(cli("fuse", "--run", run, "--data", subset_path), "soil/best.pt", "different data")
+    assert_one_line_error(cli("fuse", "--run", run, "--data", subset_path), "soil/best.pt", "different data")
 
 
 def test_other_class_set_refused(tiny_run, subset_path, tmp_path):
-    run = _copy(tiny_run, tmp_path)
+    run = copy_run(tiny_run, tmp_path)
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["classes"] = ["background", "soil", "rock"]
     (run / "manifest.json").write_text(json.dumps(manifest))
-    _one_line_error(cli("fuse", "--run", run, "--data", subset_path), "classes")
+    assert_one_line_error(cli("fuse", "--run", run, "--data", subset_path), "classes")
 
 
 def test_newer_format_version_refused(tiny_run, subset_path, tmp_path):
-    run = _copy(tiny_run, tmp_path)
+    run = copy_run(tiny_run, tmp_path)
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["format_version"] = 99
     (run / "manifest.json").write_text(json.dumps(manifest))
-    _one_line_error(cli("fuse", "--run", run, "--data", subset_path), "format version 99", "upgrade")
+    assert_one_line_error(cli("fuse", "--run", run, "--data", subset_path), "format version 99", "upgrade")
 
 
 def test_disk_full_keeps_previous_checkpoint(tmp_path, monkeypatch):
@@ -141,6 +125,6 @@ def test_out_of_range_options_refused(args, fragment):
 
 
 def test_run_folder_refuses_other_seed(tiny_run, subset_path, tmp_path):
-    run = _copy(tiny_run, tmp_path)
+    run = copy_run(tiny_run, tmp_path)
     with pytest.raises(RunError, match="seed=0"):
         api.train(data=str(subset_path), run=str(run), members="soil", **{**TINY, "seed": 5})
