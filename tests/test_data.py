@@ -5,7 +5,6 @@ from click.testing import CliRunner
 
 from ensemble.cli import main
 from ensemble.data import load_data
-from ensemble.errors import DataError
 from ensemble.outliers import find_outliers
 from ensemble.split import LeakWarning, split_indices
 
