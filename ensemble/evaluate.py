@@ -21,13 +21,13 @@ from .classes import CLASS_NAMES
 from .data import MarsData, load_data, tile_ids
 from .errors import EnsembleError, RunError
 from .inference import (
-    load_run_fuser,
     all_logits,
     baseline_logits_batches,
     cached_val_logits,
     check_run_data,
     load_baseline,
     load_members,
+    load_run_fuser,
     member_logits_batches,
 )
 from .metrics import binary_iou, expected_calibration_error, per_tile_confusion

@@ -32,11 +32,11 @@ from .classes import NUM_CLASSES
 from .data import normalize_images, open_npz, resolve_data_path
 from .errors import DataError, EnsembleError
 from .inference import (
-    load_run_fuser,
     baseline_logits_batches,
     check_tile_shape,
     load_baseline,
     load_members,
+    load_run_fuser,
     member_logits_batches,
 )
 from .render import write_gray_png, write_mask_png
