@@ -44,8 +44,8 @@ def clean_data(out, data=None, min_repeats=20, uniform_share=0.95):
 def train(data=None, run="runs/default", members="all", **options):
     """Train one-vs-rest members (``"all"`` or comma-separated class names) into ``run``.
 
-    Options: ``preset``, ``epochs``, ``width``, ``jobs``, ``backend``, ``device``, ``seed``,
-    ``val_fraction``, ``ignore_background``, ``loss``, ``quiet``, ``log``. Finished members
+    Options: ``preset``, ``epochs``, ``width``, ``jobs``, ``backend``, ``scheduler``, ``stacked``,
+    ``device``, ``seed``, ``val_fraction``, ``ignore_background``, ``loss``, ``quiet``, ``log``. Finished members
     are skipped; unfinished ones continue from ``latest.pt``. Returns a list of metrics dicts.
     """
     from .train import parse_members, train_networks
@@ -61,11 +61,11 @@ def baseline(data=None, run="runs/default", **options):
     return train_networks([BASELINE], data=data, run=run, **options)[0]
 
 
-def fuse(run="runs/default", strategy="learned", data=None, seed=0, quiet=False, log=print):
+def fuse(run="runs/default", strategy="learned", data=None, seed=0, stack=True, quiet=False, log=print):
     """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results."""
     from .fuse import fit_fusers, parse_strategies
 
-    return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, log=None if quiet else log)
+    return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, stack=stack, log=None if quiet else log)
 
 
 def default_run(run=None):
@@ -81,21 +81,25 @@ def default_run(run=None):
     return str(reference)
 
 
-def evaluate(run=None, data=None, split="val", tta="none", out=None, seed=0, quiet=False, log=print):
-    """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report."""
+def evaluate(run=None, data=None, split="val", tta="none", out=None, seed=0, stack=True, cross_fit=5, quiet=False,
+             log=print):
+    """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
+
+    Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
+    """
     from .evaluate import evaluate_run
 
-    return evaluate_run(default_run(run), data=data, split=split, tta=tta, out=out, seed=seed,
-                        log=None if quiet else log)
+    return evaluate_run(default_run(run), data=data, split=split, tta=tta, out=out, seed=seed, stack=stack,
+                        cross_fit=cross_fit, log=None if quiet else log)
 
 
 def predict(run=None, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
-            uncertainty_dir=None, tta="none", batch_size=64, quiet=False, log=print):
+            uncertainty_dir=None, tta="none", batch_size=64, stack=True, quiet=False, log=print):
     """Predict masks for ``test_set`` of ``data`` (or ``images``) and write a Kaggle submission CSV."""
     from .predict import predict_run
 
     return predict_run(default_run(run), strategy=strategy, data=data, images=images, out=out, png_dir=png_dir,
-                       uncertainty_dir=uncertainty_dir, tta=tta, batch_size=batch_size,
+                       uncertainty_dir=uncertainty_dir, tta=tta, batch_size=batch_size, stack=stack,
                        log=None if quiet else log)
 
 

@@ -51,6 +51,13 @@ def quiet_option(func):
     return click.option("--quiet", is_flag=True, help="Print no progress, only results and errors.")(func)
 
 
+def stack_option(func):
+    """``--no-stack``: run the members one by one instead of as one grouped network."""
+    return click.option("--no-stack", "stack", is_flag=True, flag_value=False, default=True,
+                        help="Run the members one by one instead of stacked as one grouped network "
+                             "(same logits within 1e-5; stacked is faster).")(func)
+
+
 def outlier_options(func):
     """Options of the outlier detector."""
     func = click.option(
@@ -175,15 +182,19 @@ def _report_training(results):
               help="joblib backend for --jobs > 1; dask sends members to the cluster at --scheduler.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Dask scheduler address for --backend dask (workers must see --data and --run).")
+@click.option("--stacked", is_flag=True,
+              help="Train all members in one process as one grouped network (each keeps its own loss, "
+                   "sampler, learning rate and early stopping); fastest on a GPU.")
 def train(**options):
-    """Train the one-vs-rest member U-Nets (in parallel with --jobs).
+    """Train the one-vs-rest member U-Nets (in parallel with --jobs, or --stacked).
 
     Rerunning the same command skips finished members and continues unfinished ones
-    from their latest checkpoint.
+    from their latest checkpoint, stacked or not.
 
     \b
     Example:
       ensemble train --preset quick --run runs/quick --jobs 2
+      ensemble train --preset quick --run runs/quick --stacked
     """
     _report_training(api.train(**options))
 
@@ -208,9 +219,10 @@ def baseline(**options):
 @click.option("--strategy", type=click.Choice(["all", "argmax", "calibrated", "learned", "learned3x3"]),
               default="learned", show_default=True, help="Fusion strategy to fit, or all of them.")
 @data_option
+@stack_option
 @seed_option
 @quiet_option
-def fuse(run, strategy, data, seed, quiet):
+def fuse(run, strategy, data, stack, seed, quiet):
     """Fit a fuser on the members' validation logits and save it to RUN/fusion/<strategy>.pt.
 
     The members' logits of the validation tiles (never used to train them) are
@@ -221,7 +233,7 @@ def fuse(run, strategy, data, seed, quiet):
     Example:
       ensemble fuse --run runs/quick --strategy all
     """
-    click.echo(format_fusion_results(api.fuse(run=run, strategy=strategy, data=data, seed=seed, quiet=quiet)))
+    click.echo(format_fusion_results(api.fuse(run=run, strategy=strategy, data=data, seed=seed, stack=stack, quiet=quiet)))
 
 
 def optional_run_option(func):
@@ -244,19 +256,26 @@ def tta_option(func):
 @tta_option
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Report folder [default: RUN/evaluation].")
+@click.option("--cross-fit", "cross_fit", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Score each strategy out of fold: refit its fuser this many times, each time without one "
+                   "fold of validation rover stops (0: score the saved fusers on the tiles they were fitted on).")
+@stack_option
 @seed_option
 @quiet_option
-def evaluate(run, data, split, tta, out, seed, quiet):
+def evaluate(run, data, split, tta, out, cross_fit, stack, seed, quiet):
     """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
 
-    Writes report.md, report.json, a confusion-matrix PNG per model and an overlay
-    sheet of the tiles where ensemble and baseline differ most.
+    The saved fusers were fitted on the validation tiles, so each strategy is scored
+    cross-fitted: every tile by a copy of its fuser fitted without that tile's fold of
+    rover stops. Writes report.md, report.json, a confusion-matrix PNG per model and an
+    overlay sheet of the tiles where ensemble and baseline differ most.
 
     \b
     Example:
       ensemble evaluate --run runs/quick --tta flip
     """
-    result = api.evaluate(run=run, data=data, split=split, tta=tta, out=out, seed=seed, quiet=quiet)
+    result = api.evaluate(run=run, data=data, split=split, tta=tta, out=out, seed=seed, stack=stack, cross_fit=cross_fit,
+                          quiet=quiet)
     click.echo(format_table(result["table"]))
     click.echo(f"report: {result['report_md']}")
 
@@ -275,6 +294,7 @@ def evaluate(run, data, split, tta, out, seed, quiet):
               help="Also write per-pixel entropy and member-disagreement PNGs here.")
 @tta_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Tiles per batch.")
+@stack_option
 @quiet_option
 def predict(**options):
     """Predict masks and write a Kaggle submission (id,0,1,...,H*W-1; row-major labels).

@@ -1,9 +1,11 @@
 """Evaluate a run: every fitted fuser, each member alone and the baseline, on the same validation tiles.
 
 The tiles are the run's grouped validation split (``manifest.json: split.val_indices``): the
-members and the baseline never trained on them. The fusers, however, were fitted on these
-same tiles (there is no third split), so their scores are slightly optimistic; the report
-says so in ``meta.fusers_fitted_on``. The test set has no masks and cannot be evaluated.
+members and the baseline never trained on them. The saved fusers were fitted on these same
+tiles (there is no third split), so by default each strategy is scored cross-fitted
+(:mod:`ensemble.crossfit`): every tile's fused prediction comes from a copy of the fuser
+fitted on the other folds of validation rover stops. ``cross_fit=0`` scores the saved
+fusers in-sample instead; ``meta.fusers_fitted_on`` says which. The test set has no masks.
 
 Memory: one model's class probabilities are held at a time; each model leaves behind only
 its per-tile confusion matrices, its ECE and its uint8 predicted masks.
@@ -18,6 +20,7 @@ from fusion.base import channel_argmax
 from members.training import BASELINE
 
 from .classes import CLASS_NAMES
+from .crossfit import cross_fitted_logits, fold_assignment
 from .data import MarsData, load_data, tile_ids
 from .errors import EnsembleError, RunError
 from .inference import (
@@ -37,7 +40,16 @@ from .report import build_table, write_report
 from .runfolder import RunFolder
 
 SPLITS = ("val",)
-FUSERS_FITTED_ON = "validation split (same tiles)"
+#: Default number of cross-fitting folds (validation rover stops dealt into folds).
+CROSS_FIT_FOLDS = 5
+
+
+def fusers_fitted_on(cross_fit, by_groups=True):
+    """What ``meta.fusers_fitted_on`` says of how the strategies were scored."""
+    if not cross_fit:
+        return "validation split (same tiles: in-sample)"
+    unit = "rover stops" if by_groups else "tiles (the data has no groups)"
+    return f"cross-fitted: {cross_fit} folds of validation {unit}, each scored by a fuser fitted without it"
 #: Tiles shown in ``differences.png``.
 DIFFERENCE_TILES = 8
 
@@ -63,12 +75,14 @@ def _difference_strategy(table, strategies):
 
 
 def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=64, device="cpu", n_boot=1000,
-                 seed=0, log=None):
+                 seed=0, stack=True, cross_fit=CROSS_FIT_FOLDS, log=None):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
     ``data`` (a path or loaded :class:`~ensemble.data.MarsData`) must be the file the run was
     trained on (sha256 checked). Only ``split="val"`` exists (the test set has no masks);
-    ``tta`` is ``"none"`` (member logits from the run's cache) or ``"flip"``.
+    ``tta`` is ``"none"`` (member logits from the run's cache) or ``"flip"``. Members run
+    stacked unless ``stack=False``. Strategies are scored with ``cross_fit`` folds (see the
+    module docstring; 0: the saved fusers, in-sample).
 
     Writes into ``out`` (default ``RUN/evaluation``): ``report.json`` and ``report.md``
     (:func:`~ensemble.report.write_report`; rows ``baseline`` and one per strategy,
@@ -79,7 +93,7 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=6
     differ most.
 
     Raises :class:`RunError` when the run has no fitted fuser or no baseline, and
-    :class:`EnsembleError` for an unknown ``split`` or ``tta``.
+    :class:`EnsembleError` for an unknown ``split`` or ``tta`` or too few groups for ``cross_fit``.
     Returns ``{"table", "meta", "report_md", "report_json", "out"}`` (paths as strings).
     """
     log = log or (lambda line: None)
@@ -102,22 +116,34 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=6
     ids = tile_ids(data)[val_idx]
     truth = data.masks[val_idx]
     n = len(val_idx)
-    log(f"evaluating baseline and {', '.join(strategies)} on {n} validation tiles (tta {tta})")
+    groups = data.groups[val_idx] if data.groups is not None else np.arange(n)
+    if cross_fit:
+        try:
+            folds = fold_assignment(groups, cross_fit, seed)
+        except ValueError as exc:
+            raise EnsembleError(f"--cross-fit {cross_fit}: {exc}; use fewer folds or 0") from None
+    how = f"cross-fitted over {cross_fit} folds" if cross_fit else "in-sample"
+    log(f"evaluating baseline and {', '.join(strategies)} ({how}) on {n} validation tiles (tta {tta})")
 
     tile_cms, eces, preds = {}, {}, {}
     tile_cms[BASELINE], eces[BASELINE], preds[BASELINE] = _score(
         all_logits(baseline_logits_batches(baseline, data.images[val_idx], batch_size, device, tta), n), truth)
     del baseline
     if tta == "none":
-        member_logits = cached_val_logits(run, data, tile_ids(data), device=device, log=log)[0]
+        member_logits = cached_val_logits(run, data, tile_ids(data), device=device, log=log, stack=stack)[0]
     else:
         members = load_members(run, device)
-        member_logits = all_logits(member_logits_batches(members, data.images[val_idx], batch_size, device, tta), n)
+        member_logits = all_logits(member_logits_batches(members, data.images[val_idx], batch_size, device, tta, stack), n)
         del members
     member_ious = {name: binary_iou(truth == k, member_logits[:, k] > 0) for k, name in enumerate(CLASS_NAMES)}
     for name, fuser in fusers.items():
         log(f"  {name}")
-        tile_cms[name], eces[name], preds[name] = _score(fuser.predict_logits(member_logits), truth)
+        if cross_fit:
+            fused_logits = cross_fitted_logits(fuser, member_logits, truth, folds, ids)
+        else:
+            fused_logits = fuser.predict_logits(member_logits)
+        tile_cms[name], eces[name], preds[name] = _score(fused_logits, truth)
+        del fused_logits
     del member_logits
 
     table = build_table(tile_cms, eces, member_ious, baseline_name=BASELINE, n_boot=n_boot, seed=seed)
@@ -142,7 +168,8 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=6
         "split": split,
         "n_tiles": int(n),
         "tta": tta,
-        "fusers_fitted_on": FUSERS_FITTED_ON,
+        "fusers_fitted_on": fusers_fitted_on(cross_fit, data.groups is not None),
+        "cross_fit_folds": int(cross_fit),
         "fuser_fit_tiles": {
             name: {"n_tiles": len(f.fitted_tile_ids_), "same_tiles": set(f.fitted_tile_ids_) == val_ids}
             for name, f in fusers.items()

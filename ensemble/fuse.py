@@ -36,16 +36,17 @@ def score_probs(probs, masks):
     }
 
 
-def fit_fusers(run, strategies, data=None, seed=0, log=print):
+def fit_fusers(run, strategies, data=None, seed=0, stack=True, log=print):
     """Fit each strategy on the run's cached validation logits, save ``RUN/fusion/<strategy>.pt``.
 
     Returns ``{strategy: {"before": scores, "after": scores, "params": [lines], "seconds": s, "path": p}}``;
-    ``before`` scores the plain softmax of the member logits.
+    ``before`` scores the plain softmax of the member logits. ``stack=False`` computes a
+    missing cache with the members one by one.
     """
     log = log or (lambda line: None)
     data_obj = load_data(data)
     folder = RunFolder(run)
-    logits, ids, val_idx = cached_val_logits(run, data_obj, tile_ids(data_obj), log=log)
+    logits, ids, val_idx = cached_val_logits(run, data_obj, tile_ids(data_obj), log=log, stack=stack)
     masks = data_obj.masks[val_idx].astype(np.int64)
     before = score_probs(torch.softmax(torch.from_numpy(np.asarray(logits)), dim=1), masks)
     results = {}

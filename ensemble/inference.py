@@ -11,6 +11,7 @@ import torch
 
 from fusion import load_fuser
 from members.checkpoint import load_checkpoint, model_from_checkpoint
+from members.stacked import StackedUNet
 from members.training import BASELINE
 
 from .classes import CLASS_NAMES, NUM_CLASSES
@@ -115,9 +116,17 @@ def logits_batches(forward, images, batch_size=64, device="cpu", tta="none"):
         yield start, logits
 
 
-def member_logits_batches(models, images, batch_size=64, device="cpu", tta="none"):
-    """Yield ``(start, member_logits)`` (B, 5, H, W) of the members, batch by batch."""
-    return logits_batches(lambda t: torch.cat([m(t) for m in models], dim=1), images, batch_size, device, tta)
+def members_forward(models, stack=True):
+    """One function images -> member logits (B, K, H, W): the members stacked into one grouped network
+    (:meth:`~members.stacked.StackedUNet.for_inference`), or, with ``stack=False``, run one by one."""
+    if stack:
+        return StackedUNet.from_members(models).for_inference()
+    return lambda t: torch.cat([m(t) for m in models], dim=1)
+
+
+def member_logits_batches(models, images, batch_size=64, device="cpu", tta="none", stack=True):
+    """Yield ``(start, member_logits)`` (B, 5, H, W) of the members, batch by batch (stacked unless ``stack=False``)."""
+    return logits_batches(members_forward(models, stack), images, batch_size, device, tta)
 
 
 def baseline_logits_batches(model, images, batch_size=64, device="cpu", tta="none"):
@@ -147,11 +156,12 @@ def _member_hashes(folder):
     return {name: sha256_file(_network_checkpoint(folder, name)) for name in CLASS_NAMES}
 
 
-def cached_val_logits(run, data, tile_ids, device="cpu", log=None):
+def cached_val_logits(run, data, tile_ids, device="cpu", log=None, stack=True):
     """Member logits (N, 5, H, W) of the run's validation tiles and their ids, computed once and cached.
 
     The cache is reused only while it was made from the same member checkpoints
-    (sha256) and the same validation tiles.
+    (sha256) and the same validation tiles. ``stack=False`` computes it with the members
+    one by one instead of stacked (equal within 1e-5).
     """
     folder = RunFolder(run)
     manifest = check_run_data(folder, data)
@@ -168,7 +178,7 @@ def cached_val_logits(run, data, tile_ids, device="cpu", log=None):
     if log:
         log(f"computing member logits for {len(val_idx)} validation tiles (cached in {folder.cache_dir})")
     models = load_members(run, device)
-    logits = all_logits(member_logits_batches(models, data.images[val_idx], device=device), len(val_idx))
+    logits = all_logits(member_logits_batches(models, data.images[val_idx], device=device, stack=stack), len(val_idx))
     for name, array in ((CACHE_LOGITS, logits), (CACHE_IDS, ids)):
         with atomic_path(folder.cache_dir / name) as tmp:
             with open(tmp, "wb") as fh:

@@ -181,14 +181,14 @@ def _load_predictor(folder, strategy, device):
     return load_members(folder.path, device), fuser
 
 
-def _class_logit_batches(models, fuser, tiles, batch_size, device, tta):
+def _class_logit_batches(models, fuser, tiles, batch_size, device, tta, stack):
     """Yield ``(start, class_logits (B, 5, H, W), member_logits or None)`` batch by batch."""
     if fuser is None:
         for start, logits in baseline_logits_batches(models, tiles, batch_size, device, tta):
             yield start, logits, None
             del logits  # drop this batch before the next one is computed
     else:
-        for start, member_logits in member_logits_batches(models, tiles, batch_size, device, tta):
+        for start, member_logits in member_logits_batches(models, tiles, batch_size, device, tta, stack):
             yield start, fuser.predict_logits(member_logits), member_logits
             del member_logits
 
@@ -228,7 +228,7 @@ def _write_batch(writer, batch_ids, class_logits, member_logits, png_dir, uncert
 
 
 def predict_run(run, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
-                uncertainty_dir=None, tta="none", batch_size=64, device="cpu", log=None):
+                uncertainty_dir=None, tta="none", batch_size=64, device="cpu", stack=True, log=None):
     """Predict masks with ``strategy`` of ``run`` and write a Kaggle submission CSV to ``out``.
 
     ``strategy``: any fuser fitted in ``RUN/fusion`` or ``"baseline"``; another name raises
@@ -263,7 +263,7 @@ def predict_run(run, strategy="learned", data=None, images=None, out="submission
     uncertainty_dir = Path(uncertainty_dir) if uncertainty_dir else None
     log(f"predicting {len(tiles)} tiles ({height}x{width}) from {source} with {strategy}, tta {tta}")
     with torch.inference_mode(), SubmissionWriter(out, height * width) as writer:
-        for start, class_logits, member_logits in _class_logit_batches(models, fuser, tiles, batch_size, device, tta):
+        for start, class_logits, member_logits in _class_logit_batches(models, fuser, tiles, batch_size, device, tta, stack):
             _write_batch(writer, ids[start : start + len(class_logits)], class_logits, member_logits, png_dir,
                          uncertainty_dir)
             del class_logits, member_logits  # drop this batch before the next one is computed

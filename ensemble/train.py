@@ -5,7 +5,7 @@ width chosen so that its parameter count is within 15 % of the members' sum.
 """
 import torch
 
-from members.parallel import train_parallel
+from members.parallel import train_parallel, train_stacked_tasks
 from members.presets import SAMPLER_WEIGHTS, get_preset
 from members.training import BASELINE, TrainConfig
 from members.unet import UNet, UNetConfig, count_parameters
@@ -99,8 +99,16 @@ def network_config(name, preset, settings, width, epochs, loss=None, samples_per
 
 def train_networks(names, data=None, run="runs/default", preset="quick", epochs=None, width=None, jobs=1,
                    backend="loky", scheduler=None, device="auto", seed=0, val_fraction=0.15, ignore_background=False,
-                   loss=None, samples_per_epoch=None, quiet=False, log=print):
-    """Train the named networks (class names and/or ``"baseline"``) into ``run``; return their metrics."""
+                   loss=None, samples_per_epoch=None, stacked=False, quiet=False, log=print):
+    """Train the named networks (class names and/or ``"baseline"``) into ``run``; return their metrics.
+
+    ``stacked=True`` trains the named members together as one grouped network in this
+    process (:mod:`members.stacked_training`) instead of one joblib task per network.
+    """
+    if stacked and BASELINE in names:
+        raise EnsembleError("--stacked trains one-vs-rest members only; the baseline trains with: ensemble baseline")
+    if stacked and (jobs > 1 or backend != "loky"):
+        raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")
     preset_values = get_preset(preset)
     data_obj = load_data(data)
     step = 2 ** preset_values["depth"]
@@ -134,9 +142,13 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
             }
         )
     if not quiet:
+        how = "stacked in one process" if stacked else f"{jobs} job(s)"
         log(f"training {', '.join(names)} on {len(train_idx)} tiles, validating on {len(val_idx)} "
-            f"({preset} preset, {jobs} job(s), device {resolve_device(device)})")
-    results = train_parallel(tasks, jobs=jobs, backend=backend, scheduler=scheduler)
+            f"({preset} preset, {how}, device {resolve_device(device)})")
+    if stacked:
+        results = train_stacked_tasks(tasks)
+    else:
+        results = train_parallel(tasks, jobs=jobs, backend=backend, scheduler=scheduler)
     finished = [folder.network_dir(r["name"]) / "best.pt" for r in results if r.get("finished")]
     recorded = folder.manifest().get("checksums", {})
     missing = [p for p in finished if p.relative_to(folder.path).as_posix() not in recorded]

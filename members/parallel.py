@@ -14,6 +14,7 @@ from joblib import Parallel, delayed, parallel_config
 from ensemble.data import load_data
 from ensemble.errors import DataError, EnsembleError
 
+from .stacked_training import train_stacked
 from .training import TrainConfig, train_network
 
 
@@ -38,10 +39,13 @@ def _cached_data(path, sha256):
     return data
 
 
+def _failure(name, exc):
+    return {"name": name, "failed": True, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+
+
 def train_task(config_dict, data_path, data_sha256, train_idx, val_idx, out_dir, device, threads, quiet):
     """One joblib task: train a network; return its metrics, or ``{"failed": True, "error": ...}``."""
     torch.set_num_threads(threads)
-    name = config_dict["name"]
     try:
         data = _cached_data(str(data_path), data_sha256)
         log = None if quiet else functools.partial(print, flush=True)
@@ -50,12 +54,26 @@ def train_task(config_dict, data_path, data_sha256, train_idx, val_idx, out_dir,
             data_sha256=data.sha256,
         )
     except Exception as exc:  # reported per network; the others go on
-        return {
-            "name": name,
-            "failed": True,
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-        }
+        return _failure(config_dict["name"], exc)
+
+
+def train_stacked_tasks(tasks):
+    """Train the members of ``tasks`` (dicts as for :func:`train_task`) stacked in this process, on every core.
+
+    Returns their metrics in order; if the stacked training fails, every member in it is
+    reported failed (finished members keep their checkpoints; a rerun resumes the rest).
+    """
+    torch.set_num_threads(available_cores())
+    first = tasks[0]
+    try:
+        data = _cached_data(str(first["data_path"]), first["data_sha256"])
+        log = None if first["quiet"] else functools.partial(print, flush=True)
+        return train_stacked(
+            [TrainConfig(**t["config_dict"]) for t in tasks], data.images, data.masks, first["train_idx"],
+            first["val_idx"], [t["out_dir"] for t in tasks], first["device"], log, data_sha256=data.sha256,
+        )
+    except Exception as exc:
+        return [_failure(t["config_dict"]["name"], exc) for t in tasks]
 
 
 def dask_client(scheduler):

@@ -126,9 +126,8 @@ def predict_logits(model, images, device, batch_size=128):
     return torch.cat(out)
 
 
-def validation_iou(config, model, images, masks, device):
-    """The early-stopping score: the member's class IoU, or the baseline's mean IoU of classes 1-4."""
-    logits = predict_logits(model, images, device)
+def validation_score(config, logits, masks):
+    """The early-stopping score from validation ``logits``: the member's class IoU, or the baseline's mean IoU."""
     truth = masks.astype(np.int64)
     convention = "labeled" if config.ignore_background else "kaggle"
     if config.is_member:
@@ -142,9 +141,169 @@ def validation_iou(config, model, images, masks, device):
     return mean_iou(confusion_matrix(truth, logits.argmax(1).numpy()), convention)
 
 
-def _format_seconds(seconds):
+def format_seconds(seconds):
+    """``1h02m`` or ``3m07s``."""
     seconds = int(round(seconds))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+@dataclass
+class SplitArrays:
+    """The training and validation tiles of one network: images float32 (N, H, W), masks uint8."""
+
+    train_images: np.ndarray
+    train_masks: np.ndarray
+    val_images: np.ndarray
+    val_masks: np.ndarray
+
+    @classmethod
+    def select(cls, images, masks, train_idx, val_idx):
+        """Index the whole file's arrays by the split (copies, made once per process)."""
+        return cls(images[train_idx], masks[train_idx], images[val_idx], masks[val_idx])
+
+    def validation_subset(self, config):
+        """Validation positions ``config`` scores on every epoch: all, or ``val_tiles`` drawn with its seed."""
+        n = len(self.val_images)
+        if config.val_tiles and config.val_tiles < n:
+            return np.sort(np.random.default_rng(config.seed).choice(n, config.val_tiles, replace=False))
+        return np.arange(n)
+
+
+def finished_metrics(out_dir):
+    """The metrics of a network already finished in ``out_dir`` (marked ``skipped``), else ``None``."""
+    metrics_path = Path(out_dir) / "metrics.json"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("finished"):
+            metrics["skipped"] = True
+            return metrics
+    return None
+
+
+class NetworkTrainer:
+    """The training state of one network: model, loss, optimiser, scheduler, history and checkpoints.
+
+    Built fresh, or resumed from ``out_dir/latest.pt``. The epoch loop lives outside
+    (:func:`train_network` for one plain U-Net, :func:`members.stacked_training.train_stacked`
+    for several members as one grouped network), so each network keeps its own loss,
+    sampler, learning rate and early stopping however it is executed.
+    """
+
+    def __init__(self, config, split, out_dir, device="cpu", log=None, data_sha256=None):
+        self.config = config
+        self.split = split
+        self.out_dir = Path(out_dir)
+        self.device = torch.device(device)
+        self.log = log or (lambda line: None)
+        self.data_sha256 = data_sha256
+        self.val_positions = split.validation_subset(config)
+        torch.manual_seed(config.network_seed())
+        self.model = UNet(UNetConfig.from_dict(config.model)).to(self.device)
+        self.loss_fn = build_loss(config, split.train_masks).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=config.epochs, eta_min=config.lr * 0.05
+        )
+        self.augment = build_augmentation(AugmentConfig(**config.augment)) if config.augment else None
+        self.state = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "history": []}
+        latest = self.out_dir / "latest.pt"
+        if latest.exists():
+            ckpt = load_checkpoint(latest, map_location=self.device)
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.state = {k: ckpt[k] for k in self.state}
+            self.log(f"[{config.name}] resuming from {latest} after epoch {self.state['epoch']}")
+
+    @property
+    def epoch(self):
+        """Epochs completed so far."""
+        return self.state["epoch"]
+
+    def active(self):
+        """True while epochs remain and early stopping has not triggered."""
+        return self.epoch < self.config.epochs and self.epoch - self.state["best_epoch"] <= self.config.patience
+
+    @property
+    def val_images(self):
+        """Validation images scored every epoch (N, H, W)."""
+        return self.split.val_images[self.val_positions]
+
+    def epoch_batches(self):
+        """Yield ``(images, target, valid)`` batches of the next epoch, on the device.
+
+        Tile order and augmentation are drawn from this network's own random stream,
+        seeded by (seed, network, epoch) and kept apart from the global one, so the
+        batches are the same whether the network trains alone, resumed, or stacked with others.
+        """
+        epoch = self.epoch
+        seed = self.config.network_seed() * 7919 + epoch
+        torch.manual_seed(seed)  # dropout draws from the global stream
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            rng_state = torch.get_rng_state()
+        order = epoch_order(self.config, self.split.train_masks, epoch)
+        for start in range(0, len(order), self.config.batch_size):
+            with torch.random.fork_rng(devices=[]):
+                torch.set_rng_state(rng_state)
+                x, y = make_batch(
+                    self.split.train_images, self.split.train_masks, order[start : start + self.config.batch_size],
+                    self.augment,
+                )
+                rng_state = torch.get_rng_state()
+            x, y = x.to(self.device), y.to(self.device)
+            target, valid = targets_and_valid(self.config, y)
+            yield x, target, valid
+
+    def step(self):
+        """One optimiser step on the gradients already accumulated, then clear them."""
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def end_epoch(self, val_logits, mean_loss, seconds):
+        """Score ``val_logits``, step the schedule, save best/latest checkpoints and log one line."""
+        config = self.config
+        self.scheduler.step()
+        score = validation_score(config, val_logits, self.split.val_masks[self.val_positions])
+        epoch = self.epoch + 1
+        self.state["epoch"] = epoch
+        self.state["history"].append({"epoch": epoch, "loss": mean_loss, "val_iou": score, "seconds": seconds})
+        improved = score > self.state["best_score"]
+        common = dict(model=self.model.state_dict(), model_config=config.model, name=config.name, target=config.target,
+                      train_config=config.to_dict(), data_sha256=self.data_sha256)
+        if improved:
+            self.state["best_score"], self.state["best_epoch"] = score, epoch
+            save_checkpoint(self.out_dir / "best.pt", epoch=epoch, val_iou=score, **common)
+        save_checkpoint(self.out_dir / "latest.pt", optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(), **common, **self.state)
+        mean_epoch = np.mean([h["seconds"] for h in self.state["history"]])
+        eta = mean_epoch * (config.epochs - epoch)
+        self.log(
+            f"[{config.name}] epoch {epoch}/{config.epochs}  loss {mean_loss:.4f}  "
+            f"val IoU {score:.4f}{' *' if improved else '  '}  {seconds:.1f}s  ETA {format_seconds(eta)}"
+        )
+
+    def finish(self, **extra):
+        """Write ``metrics.json`` (finished) and return the metrics dict."""
+        state, config = self.state, self.config
+        metrics = {
+            "name": config.name,
+            "target": config.target,
+            "class_name": CLASS_NAMES[config.target] if config.is_member else None,
+            "finished": True,
+            "best_epoch": state["best_epoch"],
+            "best_val_iou": state["best_score"],
+            "epochs_run": state["epoch"],
+            "stopped_early": state["epoch"] < config.epochs,
+            "parameters": count_parameters(self.model),
+            "seconds": float(sum(h["seconds"] for h in state["history"])),
+            "history": state["history"],
+            "val_tiles": int(len(self.val_positions)),
+            "config": config.to_dict(),
+            **extra,
+        }
+        write_json_atomic(self.out_dir / "metrics.json", metrics)
+        return metrics
 
 
 def train_network(config, images, masks, train_idx, val_idx, out_dir, device="cpu", log=print, data_sha256=None):
@@ -155,94 +314,21 @@ def train_network(config, images, masks, train_idx, val_idx, out_dir, device="cp
     one line per epoch (pass ``None`` for silence). ``data_sha256`` is stored in the
     checkpoints so networks from different data files are never mixed.
     """
-    out_dir = Path(out_dir)
-    metrics_path = out_dir / "metrics.json"
-    if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
-        if metrics.get("finished"):
-            metrics["skipped"] = True
-            return metrics
-    log = log or (lambda line: None)
-    device = torch.device(device)
-    train_images, train_masks = images[train_idx], masks[train_idx]
-    val_images, val_masks = images[val_idx], masks[val_idx]
-    if config.val_tiles and config.val_tiles < len(val_idx):
-        pick = np.sort(np.random.default_rng(config.seed).choice(len(val_idx), config.val_tiles, replace=False))
-        val_images, val_masks = val_images[pick], val_masks[pick]
-
-    torch.manual_seed(config.network_seed())
-    model = UNet(UNetConfig.from_dict(config.model)).to(device)
-    loss_fn = build_loss(config, train_masks).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr * 0.05)
-    augment = build_augmentation(AugmentConfig(**config.augment)) if config.augment else None
-    state = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "history": []}
-    latest = out_dir / "latest.pt"
-    if latest.exists():
-        ckpt = load_checkpoint(latest, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        state = {k: ckpt[k] for k in state}
-        log(f"[{config.name}] resuming from {latest} after epoch {state['epoch']}")
-
-    params = count_parameters(model)
-    while state["epoch"] < config.epochs and state["epoch"] - state["best_epoch"] <= config.patience:
-        epoch = state["epoch"]
+    done = finished_metrics(out_dir)
+    if done:
+        return done
+    split = SplitArrays.select(images, masks, train_idx, val_idx)
+    trainer = NetworkTrainer(config, split, out_dir, device, log, data_sha256)
+    while trainer.active():
         started = time.perf_counter()
-        torch.manual_seed(config.network_seed() * 7919 + epoch)
-        model.train()
-        order = epoch_order(config, train_masks, epoch)
+        trainer.model.train()
         total, count = 0.0, 0
-        for start in range(0, len(order), config.batch_size):
-            x, y = make_batch(train_images, train_masks, order[start : start + config.batch_size], augment)
-            x, y = x.to(device), y.to(device)
-            target, valid = targets_and_valid(config, y)
-            loss = loss_fn(model(x), target, valid)
-            optimizer.zero_grad(set_to_none=True)
+        for x, target, valid in trainer.epoch_batches():
+            loss = trainer.loss_fn(trainer.model(x), target, valid)
             loss.backward()
-            optimizer.step()
+            trainer.step()
             total += float(loss.detach()) * len(x)
             count += len(x)
-        scheduler.step()
-        score = validation_iou(config, model, val_images, val_masks, device)
-        seconds = time.perf_counter() - started
-        state["epoch"] = epoch + 1
-        state["history"].append({"epoch": epoch + 1, "loss": total / count, "val_iou": score, "seconds": seconds})
-        improved = score > state["best_score"]
-        if improved:
-            state["best_score"], state["best_epoch"] = score, epoch + 1
-            save_checkpoint(
-                out_dir / "best.pt", model=model.state_dict(), model_config=config.model, name=config.name,
-                target=config.target, epoch=epoch + 1, val_iou=score, train_config=config.to_dict(),
-                data_sha256=data_sha256,
-            )
-        save_checkpoint(
-            latest, model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            model_config=config.model, name=config.name, target=config.target, train_config=config.to_dict(),
-            data_sha256=data_sha256, **state,
-        )
-        mean_epoch = np.mean([h["seconds"] for h in state["history"]])
-        eta = mean_epoch * (config.epochs - state["epoch"])
-        log(
-            f"[{config.name}] epoch {epoch + 1}/{config.epochs}  loss {total / count:.4f}  "
-            f"val IoU {score:.4f}{' *' if improved else '  '}  {seconds:.1f}s  ETA {_format_seconds(eta)}"
-        )
-
-    metrics = {
-        "name": config.name,
-        "target": config.target,
-        "class_name": CLASS_NAMES[config.target] if config.is_member else None,
-        "finished": True,
-        "best_epoch": state["best_epoch"],
-        "best_val_iou": state["best_score"],
-        "epochs_run": state["epoch"],
-        "stopped_early": state["epoch"] < config.epochs,
-        "parameters": params,
-        "seconds": float(sum(h["seconds"] for h in state["history"])),
-        "history": state["history"],
-        "val_tiles": int(len(val_images)),
-        "config": config.to_dict(),
-    }
-    write_json_atomic(metrics_path, metrics)
-    return metrics
+        val_logits = predict_logits(trainer.model, trainer.val_images, trainer.device)
+        trainer.end_epoch(val_logits, total / count, time.perf_counter() - started)
+    return trainer.finish()

@@ -32,6 +32,18 @@ class UNetConfig:
         return cls(**values)
 
 
+def check_input_shape(x, channels, depth):
+    """Raise ``ValueError`` unless ``x`` is (N, channels, H, W) with H, W divisible by 2**depth."""
+    step = 2**depth
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"expected input (N, {channels}, H, W), got {tuple(x.shape)}")
+    if x.shape[-2] % step or x.shape[-1] % step:
+        raise ValueError(
+            f"input size {x.shape[-2]}x{x.shape[-1]} is not divisible by 2**depth = {step}; "
+            f"crop or pad tiles to a multiple of {step}"
+        )
+
+
 class UNet(nn.Module):
     """U-Net: ``depth`` conv-BN-ReLU levels down, a bottleneck, ``depth`` levels up, a 1x1 logit head.
 
@@ -65,14 +77,7 @@ class UNet(nn.Module):
 
     def check_input(self, x):
         """Raise ``ValueError`` unless ``x`` is (N, in_channels, H, W) with H, W divisible by 2**depth."""
-        step = 2**self.config.depth
-        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"expected input (N, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
-        if x.shape[-2] % step or x.shape[-1] % step:
-            raise ValueError(
-                f"input size {x.shape[-2]}x{x.shape[-1]} is not divisible by 2**depth = {step}; "
-                f"crop or pad tiles to a multiple of {step}"
-            )
+        check_input_shape(x, self.config.in_channels, self.config.depth)
 
     def forward(self, x):
         """Return logits (N, out_channels, H, W)."""

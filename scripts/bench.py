@@ -4,9 +4,11 @@
 Usage: python scripts/bench.py [--threads 2] [--repeats 5] [--width 8] [--quick] [--out bench.json]
 
 1. Inference throughput (tiles/s at batch 64, latency at batch 1): members one by one,
-   stacked members, stacked + fuser, the exported program, and the width-matched baseline.
-2. Training time for all members (sequential, joblib --jobs 2) against the baseline's, for
-   the same number of tiles (a short epoch on random tiles; the ratio is what matters).
+   stacked members (plain grouped network, and its folded inference form that predict and
+   evaluate use), stacked + fuser, the exported program, and the width-matched baseline.
+2. Training time for all members (sequential, joblib --jobs 2, --stacked) against the
+   baseline's, for the same number of tiles (a short epoch on random tiles; the ratio is
+   what matters).
 3. How inference cost grows: 1k/4k/16k tiles and tile sizes 64x128, 128x256, 256x512, with
    the exponent of time ~ pixels fitted by least squares (1.0 = linear).
 
@@ -31,6 +33,7 @@ from ensemble.train import matched_baseline_width, model_config  # noqa: E402
 from fusion import get_fuser  # noqa: E402
 from members.parallel import train_parallel  # noqa: E402
 from members.stacked import StackedUNet  # noqa: E402
+from members.stacked_training import train_stacked  # noqa: E402
 from members.training import TrainConfig, train_network  # noqa: E402
 from members.unet import UNet, UNetConfig, count_parameters  # noqa: E402
 
@@ -53,6 +56,10 @@ def build(width, depth=3):
     torch.manual_seed(0)
     members = [UNet(UNetConfig.from_dict(model_config(width, depth, 1))).eval() for _ in CLASSES]
     stacked = StackedUNet.from_members(members).eval()
+    for model in [*members, stacked]:  # non-trivial batch-norm statistics, as after training
+        with torch.no_grad():
+            model.train()(torch.rand(2, model.config.in_channels, 64, 128))
+        model.eval()
     logits = torch.randn(4, 5, 64, 128)
     fuser = get_fuser("learned", max_epochs=1).fit(logits, torch.randint(0, 5, (4, 64, 128)))
     fuser_module = fuser.module().eval()
@@ -65,10 +72,12 @@ def inference_table(width, repeats, workdir):
     """Tiles/s at batch 64 and batch-1 latency of every way to run the ensemble, and the baseline."""
     members, stacked, fuser, fuser_module, baseline = build(width)
     program = load_exported(export_pipeline(stacked, fuser, Path(workdir) / "bench.pt2"))
+    folded = stacked.for_inference()
     ways = {
         "members one by one": lambda x: torch.cat([m(x) for m in members], 1),
-        "stacked members": stacked,
-        "stacked + fuser": lambda x: torch.softmax(fuser_module(stacked(x)), 1),
+        "stacked, plain": stacked,
+        "stacked, folded": folded,
+        "stacked + fuser": lambda x: torch.softmax(fuser_module(folded(x)), 1),
         "exported program": program,
         "multiclass baseline": baseline,
     }
@@ -91,7 +100,7 @@ def inference_table(width, repeats, workdir):
 
 
 def training_table(width, tiles, repeats, workdir):
-    """Seconds to train all five members (sequential, --jobs 2) and the baseline on the same tiles."""
+    """Seconds to train all five members (sequential, --jobs 2, --stacked) and the baseline on the same tiles."""
     rng = np.random.default_rng(0)
     n = max(tiles, 64)
     images = rng.random((n, 64, 128), dtype=np.float32)
@@ -120,18 +129,24 @@ def training_table(width, tiles, repeats, workdir):
                  for c in CLASSES]
         train_parallel(tasks, jobs=jobs)
 
+    def stacked():
+        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+        train_stacked([config(c, width) for c in CLASSES], data.images, data.masks, train_idx, val_idx,
+                      [fresh(c) for c in CLASSES], log=None)
+
     def baseline():
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
         train_network(config("baseline", base_width), data.images, data.masks, train_idx, val_idx,
                       fresh("baseline"), log=None)
 
     return median_times({"members sequential": lambda: members(1), "members --jobs 2": lambda: members(2),
-                         "baseline": baseline}, repeats)
+                         "members --stacked": stacked, "baseline": baseline}, repeats)
 
 
 def scaling_table(width, repeats, quick):
     """Inference seconds of stacked + fuser for growing tile counts and tile sizes; fitted exponents."""
     _, stacked, _, fuser_module, _ = build(width)
+    stacked = stacked.for_inference()
     counts = (250, 1000, 4000) if quick else (1000, 4000, 16000)
     sizes = ((64, 128), (128, 256), (256, 512))
 

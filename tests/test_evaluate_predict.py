@@ -12,7 +12,8 @@ from PIL import Image
 
 from ensemble.data import load_data, tile_ids
 from ensemble.errors import DataError, EnsembleError, RunError
-from ensemble.evaluate import FUSERS_FITTED_ON, evaluate_run
+from ensemble.crossfit import cross_fitted_logits, fold_assignment
+from ensemble.evaluate import evaluate_run
 from ensemble.inference import (
     all_logits,
     baseline_logits_batches,
@@ -64,7 +65,8 @@ def test_evaluate_writes_report(fused_run, subset_path, tmp_path):
     assert report["table"]["order"] == ["baseline", "argmax", "learned"]
     assert result["table"]["order"] == report["table"]["order"]
     meta = report["meta"]
-    assert meta["fusers_fitted_on"] == FUSERS_FITTED_ON and meta["split"] == "val"
+    assert meta["fusers_fitted_on"].startswith("cross-fitted: 5 folds of validation rover stops")
+    assert meta["cross_fit_folds"] == 5 and meta["split"] == "val"
     assert all(info["same_tiles"] for info in meta["fuser_fit_tiles"].values())
     assert meta["differences"]["strategy"] == "learned" and len(meta["differences"]["tile_ids"]) == 8
     assert set(report["table"]["members"]) == {"background", "soil", "bedrock", "sand", "big_rock"}
@@ -80,6 +82,42 @@ def test_evaluate_writes_report(fused_run, subset_path, tmp_path):
     logits, _, val_idx = cached_val_logits(fused_run, data, tile_ids(data))
     cm = confusion_matrix(data.masks[val_idx], np.asarray(logits).argmax(axis=1))
     assert report["table"]["models"]["argmax"]["miou_kaggle"] == pytest.approx(mean_iou(cm))
+
+
+def test_in_sample_evaluation_differs_only_in_fitted_fusers(fused_run, subset_path, tmp_path):
+    cross = evaluate_run(fused_run, data=subset_path, out=tmp_path / "cross", n_boot=20)["table"]["models"]
+    result = evaluate_run(fused_run, data=subset_path, out=tmp_path / "same", n_boot=20, cross_fit=0)
+    same = result["table"]["models"]
+    assert result["meta"]["fusers_fitted_on"].startswith("validation split (same tiles")
+    assert same["baseline"] == cross["baseline"] and same["argmax"] == cross["argmax"]  # nothing fitted
+    assert same["learned"]["miou_kaggle"] != cross["learned"]["miou_kaggle"]
+
+
+def test_fold_assignment_keeps_groups_whole():
+    groups = np.repeat(np.arange(23), np.arange(1, 24))
+    folds = fold_assignment(groups, 5, seed=3)
+    assert set(folds) == set(range(5))
+    for g in np.unique(groups):
+        assert len(set(folds[groups == g])) == 1
+    assert np.array_equal(folds, fold_assignment(groups, 5, seed=3))
+    with pytest.raises(ValueError, match="at least 5 validation groups, got 4"):
+        fold_assignment(np.arange(4), 5)
+
+
+def test_cross_fitted_fold_comes_from_a_fuser_that_never_saw_it():
+    import torch
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(12, 5, 8, 8)).astype(np.float32)
+    masks = rng.integers(0, 5, (12, 8, 8))
+    folds = np.arange(12) % 3
+    fuser = get_fuser("calibrated", seed=0)
+    fused = cross_fitted_logits(fuser, logits, masks, folds, tile_ids=np.arange(12))
+    held_out = folds == 1
+    alone = get_fuser("calibrated", seed=0).fit(logits[~held_out], masks[~held_out])
+    expected = alone.predict_logits(torch.from_numpy(logits[held_out])).numpy()
+    np.testing.assert_allclose(fused[held_out], expected, rtol=1e-6, atol=1e-6)
+    assert not fuser.is_fitted()  # the strategy's own fuser is left alone
 
 
 def test_evaluate_default_out_and_flip(fused_run, subset_path):
@@ -125,6 +163,26 @@ def test_predict_matches_fuser(fused_run, subset_path, test_images, tmp_path):
         assert len(list((tmp_path / "unc").glob(f"*_{kind}.png"))) == 40
         with Image.open(tmp_path / "unc" / f"0_{kind}.png") as gray:
             assert gray.mode == "L" and gray.size == (W, H)
+
+
+def test_no_stack_runs_members_one_by_one_with_the_same_result(fused_run, subset_path, test_images, tmp_path):
+    from click.testing import CliRunner
+
+    from ensemble.cli import main
+
+    images, _ = test_images
+    models = load_members(fused_run)
+    stacked = all_logits(member_logits_batches(models, images, 16), len(images))
+    one_by_one = all_logits(member_logits_batches(models, images, 16, stack=False), len(images))
+    np.testing.assert_allclose(stacked, one_by_one, rtol=0, atol=1e-4)
+    labels = {}
+    for flag in ([], ["--no-stack"]):
+        out = tmp_path / f"sub{len(flag)}.csv"
+        args = ["predict", "--run", str(fused_run), "--data", str(subset_path), "--out", str(out), "--quiet", *flag]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        labels[len(flag)] = read_submission(out)[1]
+    assert (labels[0] == labels[1]).mean() > 0.999  # only exact ties could differ
 
 
 def test_predict_baseline(fused_run, subset_path, test_images, tmp_path):

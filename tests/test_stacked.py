@@ -43,8 +43,11 @@ def test_stacked_equals_members_one_by_one(depth, bottleneck, upsample):
         x = torch.rand(2, 1, *size)
         with torch.no_grad():
             out = stacked(x)
+            folded = stacked.for_inference()(x)
         assert out.shape == (2, K, *size)
         torch.testing.assert_close(out, _member_logits(models, x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(folded, out, rtol=0, atol=1e-5)
+        assert folded.is_contiguous()
 
 
 def test_split_round_trip_is_exact_and_leaves_the_rng_alone():

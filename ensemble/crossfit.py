@@ -1,0 +1,41 @@
+"""Out-of-fold fused logits: score a fusion strategy on tiles its fuser never saw.
+
+The fusers in ``RUN/fusion`` are fitted on the whole validation split, the only tiles the
+members never trained on, so scoring them on those tiles is in-sample. Cross-fitting
+removes that bias: the validation tiles are split into folds by rover stop (tiles of one
+stop are near-duplicates and must not be on both sides), a fresh copy of the fuser is
+fitted on all folds but one, and it predicts the held-out fold.
+"""
+import numpy as np
+import torch
+
+
+def fold_assignment(groups, folds, seed=0):
+    """Fold number (0..folds-1) of every tile: whole groups shuffled with ``seed``, dealt round-robin.
+
+    ``ValueError`` if there are fewer groups than ``folds``.
+    """
+    groups = np.asarray(groups)
+    unique = np.unique(groups)
+    if len(unique) < folds:
+        raise ValueError(f"cross-fitting needs at least {folds} validation groups, got {len(unique)}")
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold_of_group = np.empty(len(unique), dtype=np.int64)
+    fold_of_group[order] = np.arange(len(unique)) % folds
+    return fold_of_group[np.searchsorted(unique, groups)]
+
+
+def cross_fitted_logits(fuser, member_logits, masks, fold_of_tile, tile_ids=None):
+    """Fused class logits (N, 5, H, W) float32 where each tile comes from a fuser fitted without its fold.
+
+    ``fuser`` supplies the strategy and settings (``get_params``); it is not refitted itself.
+    """
+    fused_logits = np.empty(member_logits.shape, dtype=np.float32)
+    ids = np.asarray(tile_ids) if tile_ids is not None else None
+    for fold in np.unique(fold_of_tile):
+        held_out = fold_of_tile == fold
+        fit_ids = None if ids is None else ids[~held_out]
+        clone = type(fuser)(**fuser.get_params())
+        clone.fit(np.asarray(member_logits[~held_out]), masks[~held_out], tile_ids=fit_ids)
+        fused_logits[held_out] = clone.predict_logits(torch.from_numpy(np.asarray(member_logits[held_out]))).numpy()
+    return fused_logits
