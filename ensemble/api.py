@@ -94,7 +94,7 @@ def evaluate(run=None, data=None, split="val", tta="none", out=None, seed=0, sta
 
 
 def predict(run=None, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
-            uncertainty_dir=None, tta="none", batch_size=64, stack=True, quiet=False, log=print):
+            uncertainty_dir=None, tta="none", batch_size=16, stack=True, quiet=False, log=print):
     """Predict masks for ``test_set`` of ``data`` (or ``images``) and write a Kaggle submission CSV."""
     from .predict import predict_run
 

@@ -24,6 +24,7 @@ from .crossfit import cross_fitted_logits, fold_assignment
 from .data import MarsData, load_data, tile_ids
 from .errors import EnsembleError, RunError
 from .inference import (
+    BATCH_SIZE,
     all_logits,
     baseline_logits_batches,
     cached_val_logits,
@@ -74,8 +75,8 @@ def _difference_strategy(table, strategies):
     return max(strategies, key=miou)
 
 
-def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=64, device="cpu", n_boot=1000,
-                 seed=0, stack=True, cross_fit=CROSS_FIT_FOLDS, log=None):
+def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=BATCH_SIZE, device="cpu",
+                 n_boot=1000, seed=0, stack=True, cross_fit=CROSS_FIT_FOLDS, log=None):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
     ``data`` (a path or loaded :class:`~ensemble.data.MarsData`) must be the file the run was

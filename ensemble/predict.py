@@ -32,6 +32,7 @@ from .classes import NUM_CLASSES
 from .data import normalize_images, open_npz, resolve_data_path
 from .errors import DataError, EnsembleError
 from .inference import (
+    BATCH_SIZE,
     baseline_logits_batches,
     check_tile_shape,
     load_baseline,
@@ -228,7 +229,7 @@ def _write_batch(writer, batch_ids, class_logits, member_logits, png_dir, uncert
 
 
 def predict_run(run, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
-                uncertainty_dir=None, tta="none", batch_size=64, device="cpu", stack=True, log=None):
+                uncertainty_dir=None, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=True, log=None):
     """Predict masks with ``strategy`` of ``run`` and write a Kaggle submission CSV to ``out``.
 
     ``strategy``: any fuser fitted in ``RUN/fusion`` or ``"baseline"``; another name raises

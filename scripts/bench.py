@@ -1,16 +1,19 @@
 #!/usr/bin/env python
 """Benchmarks, as ratios measured side by side in one run (medians of repeated, interleaved runs).
 
-Usage: python scripts/bench.py [--threads 2] [--repeats 5] [--width 8] [--quick] [--out bench.json]
+Usage: python scripts/bench.py [--threads 2] [--repeats 5] [--width 8] [--quick]
+                               [--parts inference,training,scaling] [--out bench.json]
 
-1. Inference throughput (tiles/s at batch 64, latency at batch 1): members one by one,
+1. Inference throughput (tiles/s at batch 64 and at batch 16, the CLI default; latency at
+   batch 1): members one by one,
    stacked members (plain grouped network, and its folded inference form that predict and
    evaluate use), stacked + fuser, the exported program, and the width-matched baseline.
 2. Training time for all members (sequential, joblib --jobs 2, --stacked) against the
    baseline's, for the same number of tiles (a short epoch on random tiles; the ratio is
    what matters).
-3. How inference cost grows: 1k/4k/16k tiles and tile sizes 64x128, 128x256, 256x512, with
-   the exponent of time ~ pixels fitted by least squares (1.0 = linear).
+3. How inference cost grows: 1k/4k/16k tiles and tile sizes 64x128, 128x256, 256x512 (the
+   same pixels per batch: 16, 4 and 1 tiles), with the exponent of time ~ pixels fitted by
+   least squares (1.0 = linear).
 
 Networks have random weights of the preset's sizes: speed does not depend on the weights.
 """
@@ -83,15 +86,13 @@ def inference_table(width, repeats, workdir):
     }
     rows = {}
     with torch.inference_mode():
-        for batch in (64, 1):
+        for batch, key in ((64, "tiles_per_s"), (16, "tiles_per_s_16"), (1, "latency_ms")):
             x = torch.rand(batch, 1, 64, 128)
             for fn in ways.values():
                 fn(x)  # warm-up
             times = median_times({name: (lambda fn=fn: fn(x)) for name, fn in ways.items()}, repeats)
             for name, seconds in times.items():
-                rows.setdefault(name, {})["tiles_per_s" if batch == 64 else "latency_ms"] = (
-                    batch / seconds if batch == 64 else 1000 * seconds
-                )
+                rows.setdefault(name, {})[key] = 1000 * seconds if batch == 1 else batch / seconds
     params = {
         "members": sum(count_parameters(m) for m in members),
         "baseline": count_parameters(baseline),
@@ -150,14 +151,15 @@ def scaling_table(width, repeats, quick):
     counts = (250, 1000, 4000) if quick else (1000, 4000, 16000)
     sizes = ((64, 128), (128, 256), (256, 512))
 
-    def run(n, h, w, batch=64):
+    def run(n, h, w, batch=16):
         with torch.inference_mode():
             x = torch.rand(min(batch, n), 1, h, w)
             for _ in range(0, n, batch):
                 torch.softmax(fuser_module(stacked(x)), 1)
 
     by_count = {n: median_times({n: lambda n=n: run(n, 64, 128)}, max(1, repeats // 2))[n] for n in counts}
-    by_size = {f"{h}x{w}": median_times({0: lambda h=h, w=w: run(256, h, w, batch=16)}, repeats)[0]
+    by_size = {f"{h}x{w}": median_times({0: lambda h=h, w=w: run(256, h, w, batch=16 * 64 * 128 // (h * w))},
+                                        repeats)[0]
                for h, w in sizes}
     pixels_count = np.array(counts, dtype=float) * 64 * 128
     pixels_size = np.array([h * w for h, w in sizes], dtype=float) * 256
@@ -167,6 +169,19 @@ def scaling_table(width, repeats, quick):
             "exponent_tiles": exponent_count, "exponent_size": exponent_size}
 
 
+def print_inference(rows, params, args):
+    """The inference table: tiles/s at batch 64 and 16 with ratios, and batch-1 latency."""
+    print(f"inference (width {args.width}; members {params['members']:,} / baseline {params['baseline']:,} "
+          f"parameters; {args.threads} threads; median of {args.repeats}):")
+    one_by_one, base = rows["members one by one"], rows["multiclass baseline"]
+    print(f"  {'':<22}{'batch 64 (tiles/s, vs one by one, vs baseline)':<50}{'batch 16 (same)':<36}batch 1")
+    for name, row in rows.items():
+        cells = [f"{row[key]:>6.1f}  x{row[key] / one_by_one[key]:.2f}  x{row[key] / base[key]:.2f}"
+                 for key in ("tiles_per_s", "tiles_per_s_16")]
+        print(f"  {name:<22}{cells[0]:<50}{cells[1]:<36}{row['latency_ms']:.1f} ms "
+              f"(x{one_by_one['latency_ms'] / row['latency_ms']:.2f} vs one by one)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -174,35 +189,37 @@ def main():
     parser.add_argument("--width", type=int, default=8, help="member width (default 8, the presets')")
     parser.add_argument("--train-tiles", type=int, default=256, help="tiles per training measurement")
     parser.add_argument("--quick", action="store_true", help="smaller tile counts for the scaling part")
+    parser.add_argument("--parts", default="inference,training,scaling",
+                        help="comma-separated parts to run (default: all three)")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["BENCH_THREADS"] = str(args.threads)
     results = {"threads": args.threads, "torch": torch.__version__, "cpu_count": os.cpu_count()}
+    parts = set(args.parts.split(","))
+    unknown = parts - {"inference", "training", "scaling"}
+    if unknown:
+        parser.error(f"--parts: unknown {', '.join(sorted(unknown))}; valid: inference, training, scaling")
     with tempfile.TemporaryDirectory() as workdir:
-        rows, params = inference_table(args.width, args.repeats, workdir)
-        results["inference"], results["parameters"] = rows, params
-        print(f"inference (width {args.width}; members {params['members']:,} / baseline {params['baseline']:,} "
-              f"parameters; {args.threads} threads; median of {args.repeats}):")
-        one_by_one = rows["members one by one"]["tiles_per_s"]
-        base = rows["multiclass baseline"]["tiles_per_s"]
-        for name, row in rows.items():
-            print(f"  {name:<22}{row['tiles_per_s']:>9.1f} tiles/s  {row['latency_ms']:>8.1f} ms at batch 1  "
-                  f"x{row['tiles_per_s'] / one_by_one:.2f} vs one by one  x{row['tiles_per_s'] / base:.2f} vs baseline")
-        train = training_table(args.width, args.train_tiles, max(1, args.repeats // 2), workdir)
-        results["training_seconds"] = train
-        print(f"training {args.train_tiles} tiles, 1 epoch, all five members vs the baseline:")
-        for name, seconds in train.items():
-            print(f"  {name:<22}{seconds:>8.1f} s  x{seconds / train['baseline']:.2f} of the baseline")
-        scaling = scaling_table(args.width, args.repeats, args.quick)
-        results["scaling"] = scaling
-        print("scaling of stacked + fuser inference:")
-        for n, seconds in scaling["seconds_by_tiles"].items():
-            print(f"  {n:>6} tiles of 64x128  {seconds:8.2f} s")
-        for size, seconds in scaling["seconds_by_size"].items():
-            print(f"  256 tiles of {size:<8}{seconds:8.2f} s")
-        print(f"  fitted exponent of time ~ pixels: {scaling['exponent_tiles']:.2f} (tile count), "
-              f"{scaling['exponent_size']:.2f} (tile size); 1.0 is linear")
+        if "inference" in parts:
+            rows, params = inference_table(args.width, args.repeats, workdir)
+            results["inference"], results["parameters"] = rows, params
+            print_inference(rows, params, args)
+        if "training" in parts:
+            train = training_table(args.width, args.train_tiles, max(1, args.repeats // 2), workdir)
+            results["training_seconds"] = train
+            print(f"training {args.train_tiles} tiles, 1 epoch, all five members vs the baseline:")
+            for name, seconds in train.items():
+                print(f"  {name:<22}{seconds:>8.1f} s  x{seconds / train['baseline']:.2f} of the baseline")
+        if "scaling" in parts:
+            results["scaling"] = scaling = scaling_table(args.width, args.repeats, args.quick)
+            print("scaling of stacked + fuser inference (16 tiles of 64x128 per batch, or as many pixels):")
+            for n, seconds in scaling["seconds_by_tiles"].items():
+                print(f"  {n:>6} tiles of 64x128  {seconds:8.2f} s")
+            for size, seconds in scaling["seconds_by_size"].items():
+                print(f"  256 tiles of {size:<8}{seconds:8.2f} s")
+            print(f"  fitted exponent of time ~ pixels: {scaling['exponent_tiles']:.2f} (tile count), "
+                  f"{scaling['exponent_size']:.2f} (tile size); 1.0 is linear")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2, default=str))
 
