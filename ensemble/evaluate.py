@@ -101,6 +101,8 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=B
     if split not in SPLITS:
         raise EnsembleError(f"--split: unknown {split!r}; valid: {', '.join(SPLITS)} (the test set has no masks)")
     check_tta(tta)
+    if cross_fit == 1:
+        raise EnsembleError("--cross-fit 1: cross-fitting needs at least 2 folds (0 scores the saved fusers in-sample)")
     folder = RunFolder(run)
     folder.manifest()
     strategies = fitted_strategies(run)

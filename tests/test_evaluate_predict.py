@@ -93,6 +93,12 @@ def test_in_sample_evaluation_differs_only_in_fitted_fusers(fused_run, subset_pa
     assert same["learned"]["miou_kaggle"] != cross["learned"]["miou_kaggle"]
 
 
+@pytest.mark.parametrize("folds, fragment", [(1, "at least 2 folds"), (500, "at least 500 validation groups")])
+def test_impossible_cross_fit_is_a_clear_error(fused_run, subset_path, folds, fragment):
+    with pytest.raises(EnsembleError, match=f"--cross-fit {folds}: .*{fragment}"):
+        evaluate_run(fused_run, data=subset_path, cross_fit=folds)
+
+
 def test_fold_assignment_keeps_groups_whole():
     groups = np.repeat(np.arange(23), np.arange(1, 24))
     folds = fold_assignment(groups, 5, seed=3)
