@@ -233,7 +233,8 @@ def fuse(run, strategy, data, stack, seed, quiet):
     Example:
       ensemble fuse --run runs/quick --strategy all
     """
-    click.echo(format_fusion_results(api.fuse(run=run, strategy=strategy, data=data, seed=seed, stack=stack, quiet=quiet)))
+    results = api.fuse(run=run, strategy=strategy, data=data, seed=seed, stack=stack, quiet=quiet)
+    click.echo(format_fusion_results(results))
 
 
 def optional_run_option(func):
@@ -274,8 +275,8 @@ def evaluate(run, data, split, tta, out, cross_fit, stack, seed, quiet):
     Example:
       ensemble evaluate --run runs/quick --tta flip
     """
-    result = api.evaluate(run=run, data=data, split=split, tta=tta, out=out, seed=seed, stack=stack, cross_fit=cross_fit,
-                          quiet=quiet)
+    result = api.evaluate(run=run, data=data, split=split, tta=tta, out=out, seed=seed, stack=stack,
+                          cross_fit=cross_fit, quiet=quiet)
     click.echo(format_table(result["table"]))
     click.echo(f"report: {result['report_md']}")
 

@@ -51,6 +51,8 @@ def fusers_fitted_on(cross_fit, by_groups=True):
         return "validation split (same tiles: in-sample)"
     unit = "rover stops" if by_groups else "tiles (the data has no groups)"
     return f"cross-fitted: {cross_fit} folds of validation {unit}, each scored by a fuser fitted without it"
+
+
 #: Tiles shown in ``differences.png``.
 DIFFERENCE_TILES = 8
 
@@ -136,7 +138,8 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=B
         member_logits = cached_val_logits(run, data, tile_ids(data), device=device, log=log, stack=stack)[0]
     else:
         members = load_members(run, device)
-        member_logits = all_logits(member_logits_batches(members, data.images[val_idx], batch_size, device, tta, stack), n)
+        batches = member_logits_batches(members, data.images[val_idx], batch_size, device, tta, stack)
+        member_logits = all_logits(batches, n)
         del members
     member_ious = {name: binary_iou(truth == k, member_logits[:, k] > 0) for k, name in enumerate(CLASS_NAMES)}
     for name, fuser in fusers.items():

@@ -22,9 +22,10 @@ class EnsemblePipeline(nn.Module):
     """A :class:`~members.stacked.StackedUNet` of the five members, a fuser module and a softmax.
 
     The stacked members are held in their inference form (a
-    :class:`~members.stacked.FoldedStack`, batch norm folded). ``fuser_module`` maps member logits (N, 5, H, W) to fused class logits, as returned by
-    a fitted fuser's ``module()``. Input (N, 1, H, W) float in 0-1; output the fused class
-    probabilities (N, 5, H, W), summing to 1 over dim 1.
+    :class:`~members.stacked.FoldedStack`, batch norm folded). ``fuser_module`` maps member
+    logits (N, 5, H, W) to fused class logits, as returned by a fitted fuser's ``module()``.
+    Input (N, 1, H, W) float in 0-1; output the fused class probabilities (N, 5, H, W),
+    summing to 1 over dim 1.
     """
 
     def __init__(self, stacked, fuser_module):

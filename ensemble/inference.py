@@ -181,7 +181,8 @@ def cached_val_logits(run, data, tile_ids, device="cpu", log=None, stack=True):
     if log:
         log(f"computing member logits for {len(val_idx)} validation tiles (cached in {folder.cache_dir})")
     models = load_members(run, device)
-    logits = all_logits(member_logits_batches(models, data.images[val_idx], device=device, stack=stack), len(val_idx))
+    batches = member_logits_batches(models, data.images[val_idx], device=device, stack=stack)
+    logits = all_logits(batches, len(val_idx))
     for name, array in ((CACHE_LOGITS, logits), (CACHE_IDS, ids)):
         with atomic_path(folder.cache_dir / name) as tmp:
             with open(tmp, "wb") as fh:

@@ -264,7 +264,8 @@ def predict_run(run, strategy="learned", data=None, images=None, out="submission
     uncertainty_dir = Path(uncertainty_dir) if uncertainty_dir else None
     log(f"predicting {len(tiles)} tiles ({height}x{width}) from {source} with {strategy}, tta {tta}")
     with torch.inference_mode(), SubmissionWriter(out, height * width) as writer:
-        for start, class_logits, member_logits in _class_logit_batches(models, fuser, tiles, batch_size, device, tta, stack):
+        batches = _class_logit_batches(models, fuser, tiles, batch_size, device, tta, stack)
+        for start, class_logits, member_logits in batches:
             _write_batch(writer, ids[start : start + len(class_logits)], class_logits, member_logits, png_dir,
                          uncertainty_dir)
             del class_logits, member_logits  # drop this batch before the next one is computed

@@ -141,6 +141,20 @@ def common_config(models):
     return UNetConfig.from_dict(configs[0])
 
 
+def block_shapes(stacked):
+    """``{state key: shape of one member's block}`` of a stacked network's state dict (dim 0 split K ways)."""
+    k = stacked.num_members
+    return {key: (t.shape[0] // k, *t.shape[1:]) for key, t in stacked.state_dict().items()}
+
+
+def stack_member_states(shapes, member_states):
+    """The stacked state: each member's tensor reshaped to its block, concatenated along dim 0 in member order.
+
+    Differentiable: gradients of the result flow back to the members' own tensors.
+    """
+    return {key: torch.cat([s[key].reshape(shape) for s in member_states]) for key, shape in shapes.items()}
+
+
 class StackedUNet(nn.Module):
     """``num_members`` U-Nets of one :class:`~members.unet.UNetConfig` run as a single grouped network.
 
@@ -201,12 +215,8 @@ class StackedUNet(nn.Module):
         with torch.device("meta"):  # structure only: no random init, no memory
             stacked = cls(common_config(models), len(models))
         device = next(models[0].parameters()).device
-        member_states = [m.state_dict() for m in models]
-        state = {}
-        for key, target in stacked.state_dict().items():
-            block_shape = (target.shape[0] // len(models), *target.shape[1:])
-            state[key] = torch.cat([s[key].detach().to(device).reshape(block_shape) for s in member_states])
-        stacked.load_state_dict(state, assign=True)
+        member_states = [{key: t.to(device) for key, t in m.state_dict().items()} for m in models]
+        stacked.load_state_dict(stack_member_states(block_shapes(stacked), member_states), assign=True)
         return stacked.train(any(m.training for m in models))
 
     def for_inference(self):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .stacked import StackedUNet, common_config
+from .stacked import StackedUNet, block_shapes, common_config, stack_member_states
 from .training import NetworkTrainer, SplitArrays, finished_metrics, predict_logits
 
 
@@ -35,8 +35,7 @@ class MemberStack(nn.Module):
         k = len(models)
         with torch.device("meta"):  # structure only: the members' tensors are swapped in at every call
             self._templates = {False: StackedUNet(config, k), True: StackedUNet(config, k, separate_inputs=True)}
-        state = self._templates[False].state_dict()
-        self._block_shapes = {key: (t.shape[0] // k, *t.shape[1:]) for key, t in state.items()}
+        self._block_shapes = block_shapes(self._templates[False])
         self._buffer_keys = [name for name, _ in self._templates[False].named_buffers()]
         self._in_channels = config.in_channels
 
@@ -46,7 +45,7 @@ class MemberStack(nn.Module):
         template = self._templates[k > 1 and x.shape[1] == k * self._in_channels]
         template.train(self.training)
         states = [m.state_dict(keep_vars=True) for m in self.members]
-        tensors = {key: torch.cat([s[key].reshape(shape) for s in states]) for key, shape in self._block_shapes.items()}
+        tensors = stack_member_states(self._block_shapes, states)
         logits = torch.func.functional_call(template, tensors, (x,))
         if self.training:
             with torch.no_grad():
@@ -87,7 +86,7 @@ def stacked_epoch(trainers):
         size = len(batches[0][0])
         totals += np.array([float(loss.detach()) for loss in losses]) * size
         count += size
-    val_logits = predict_logits(stack, trainers[0].val_images, trainers[0].device)
+    val_logits = predict_logits(stack, trainers[0].val_images, trainers[0].device)  # same tiles for all
     seconds = time.perf_counter() - started
     for k, t in enumerate(trainers):
         t.end_epoch(val_logits[:, k : k + 1], float(totals[k] / count), seconds)

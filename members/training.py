@@ -197,6 +197,9 @@ class NetworkTrainer:
         self.log = log or (lambda line: None)
         self.data_sha256 = data_sha256
         self.val_positions = split.validation_subset(config)
+        every = len(self.val_positions) == len(split.val_images)  # no copy when all tiles are scored
+        self.val_images = split.val_images if every else split.val_images[self.val_positions]
+        self.val_masks = split.val_masks if every else split.val_masks[self.val_positions]
         torch.manual_seed(config.network_seed())
         self.model = UNet(UNetConfig.from_dict(config.model)).to(self.device)
         self.loss_fn = build_loss(config, split.train_masks).to(self.device)
@@ -223,11 +226,6 @@ class NetworkTrainer:
     def active(self):
         """True while epochs remain and early stopping has not triggered."""
         return self.epoch < self.config.epochs and self.epoch - self.state["best_epoch"] <= self.config.patience
-
-    @property
-    def val_images(self):
-        """Validation images scored every epoch (N, H, W)."""
-        return self.split.val_images[self.val_positions]
 
     def epoch_batches(self):
         """Yield ``(images, target, valid)`` batches of the next epoch, on the device.
@@ -264,7 +262,7 @@ class NetworkTrainer:
         """Score ``val_logits``, step the schedule, save best/latest checkpoints and log one line."""
         config = self.config
         self.scheduler.step()
-        score = validation_score(config, val_logits, self.split.val_masks[self.val_positions])
+        score = validation_score(config, val_logits, self.val_masks)
         epoch = self.epoch + 1
         self.state["epoch"] = epoch
         self.state["history"].append({"epoch": epoch, "loss": mean_loss, "val_iou": score, "seconds": seconds})
