@@ -23,7 +23,7 @@ setup(
         "click>=8.1",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "keras>=3"],  # keras: the competition metric is cross-checked against keras.metrics.MeanIoU
         "distributed": ["dask[distributed]>=2023.1"],
     },
     entry_points={"console_scripts": ["ensemble=ensemble.cli:main"]},

@@ -45,7 +45,7 @@ def train(data=None, run="runs/default", members="all", **options):
     """Train one-vs-rest members (``"all"`` or comma-separated class names) into ``run``.
 
     Options: ``preset``, ``epochs``, ``width``, ``jobs``, ``backend``, ``scheduler``, ``stacked``,
-    ``device``, ``seed``, ``val_fraction``, ``ignore_background``, ``loss``, ``quiet``, ``log``. Finished members
+    ``device``, ``seed``, ``val_fraction``, ``objective``, ``loss``, ``quiet``, ``log``. Finished members
     are skipped; unfinished ones continue from ``latest.pt``. Returns a list of metrics dicts.
     """
     from .train import parse_members, train_networks
@@ -101,6 +101,17 @@ def predict(run=None, strategy="learned", data=None, images=None, out="submissio
     return predict_run(default_run(run), strategy=strategy, data=data, images=images, out=out, png_dir=png_dir,
                        uncertainty_dir=uncertainty_dir, tta=tta, batch_size=batch_size, stack=stack,
                        log=None if quiet else log)
+
+
+def score(pred, masks):
+    """Score predicted masks ``pred`` (submission CSV, .npy, .npz[:KEY]) against true ``masks`` in every convention.
+
+    Returns ``{"competition" | "labeled" | "allpixels": {"soil", "bedrock", "sand", "big_rock", "mean"},
+    "tiles": n, "class0_on_labeled": share}``.
+    """
+    from .score import score_files
+
+    return score_files(pred, masks)
 
 
 def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, quiet=False, log=print, **train_options):

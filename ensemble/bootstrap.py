@@ -5,15 +5,17 @@ Both models are scored on the same tiles, so every replicate draws one set of ti
 are drawn as a (n_boot, N) matrix of per-tile counts, so the resampled confusion matrices of
 all replicates come out of one matrix product.
 """
+import functools
 import warnings
 
 import numpy as np
 
 from .classes import CLASS_NAMES, TERRAIN_CLASSES
-from .metrics import iou_per_class, mean_iou
+from .metrics import CONVENTIONS, iou_per_class, mean_iou
 
-#: Columns compared to the baseline: the terrain IoUs (kaggle convention) and both mean IoUs.
-COMPARE_COLUMNS = tuple(CLASS_NAMES[c] for c in TERRAIN_CLASSES) + ("miou_kaggle", "miou_labeled")
+#: Columns compared to the baseline: the terrain IoUs (in the run's headline convention) and the
+#: mean IoU of every convention.
+COMPARE_COLUMNS = tuple(CLASS_NAMES[c] for c in TERRAIN_CLASSES) + tuple(f"miou_{c}" for c in CONVENTIONS)
 
 
 def _resample_counts(n_tiles, n_boot, seed):
@@ -67,32 +69,34 @@ def paired_bootstrap(cm_a, cm_b, metric_fn, n_boot=1000, seed=0, alpha=0.05):
     return _interval(cm_a, cm_b, metric_fn, reps_a, reps_b, alpha)
 
 
-def compare_metrics(cm):
-    """The :data:`COMPARE_COLUMNS` of one (C, C) confusion matrix, as an array."""
+def compare_metrics(cm, convention="competition"):
+    """The :data:`COMPARE_COLUMNS` of one (C, C) confusion matrix, as an array; class IoUs in ``convention``."""
     terrain = list(TERRAIN_CLASSES)
-    return np.concatenate([iou_per_class(cm, "kaggle")[terrain], [mean_iou(cm, "kaggle"), mean_iou(cm, "labeled")]])
+    return np.concatenate([iou_per_class(cm, convention)[terrain], [mean_iou(cm, c) for c in CONVENTIONS]])
 
 
-def compare_to_baseline(tile_cms, baseline_name, n_boot=1000, seed=0, alpha=0.05):
+def compare_to_baseline(tile_cms, baseline_name, n_boot=1000, seed=0, alpha=0.05, convention="competition"):
     """Paired-bootstrap comparison of every model with the baseline on the same tiles.
 
     ``tile_cms`` maps model name to its (N, C, C) per-tile confusion matrices. Returns
     ``{model: {column: {"value", "diff", "low", "high"}}}`` for every non-baseline model and
-    every column of :data:`COMPARE_COLUMNS`. All models share one set of resampled tiles, so
-    each model's result equals ``paired_bootstrap(baseline, model, compare_metrics, ...)``.
+    every column of :data:`COMPARE_COLUMNS` (class IoUs in ``convention``). All models share
+    one set of resampled tiles, so each model's result equals
+    ``paired_bootstrap(baseline, model, compare_metrics, ...)``.
     """
     if baseline_name not in tile_cms:
         raise KeyError(f"baseline {baseline_name!r} not among models: {', '.join(tile_cms)}")
+    metric_fn = functools.partial(compare_metrics, convention=convention)
     base, _ = _check_paired(tile_cms[baseline_name], tile_cms[baseline_name])
     counts = _resample_counts(len(base), n_boot, seed)
-    base_reps = _replicate_metrics(base, counts, compare_metrics)
+    base_reps = _replicate_metrics(base, counts, metric_fn)
     result = {}
     for name, cms in tile_cms.items():
         if name == baseline_name:
             continue
         base, cms = _check_paired(base, cms)
-        boot = _interval(base, cms, compare_metrics, base_reps, _replicate_metrics(cms, counts, compare_metrics), alpha)
-        values = compare_metrics(cms.sum(axis=0))
+        boot = _interval(base, cms, metric_fn, base_reps, _replicate_metrics(cms, counts, metric_fn), alpha)
+        values = metric_fn(cms.sum(axis=0))
         result[name] = {
             col: {"value": float(values[i]), "diff": float(boot["diff"][i]),
                   "low": float(boot["low"][i]), "high": float(boot["high"][i])}

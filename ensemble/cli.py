@@ -7,9 +7,12 @@ import click
 
 from . import __version__, api
 from .errors import EnsembleError
+from .objectives import OBJECTIVES
 from .inspect import format_summary
 from .fuse import format_fusion_results
-from .report import format_table
+from .metrics import CONVENTIONS
+from .report import json_ready, format_table
+from .score import format_scores
 from .summary import format_training_summary
 
 
@@ -137,6 +140,13 @@ def run_option(func):
     )(func)
 
 
+objective_option = click.option(
+    "--objective", type=click.Choice(OBJECTIVES), default=None,
+    help="What the run is trained for, fixed when it is created [default: the run's, else competition]. "
+         "competition: the AN2DL metric (unlabeled pixels ignored in losses, fusion and scores; class 0 never "
+         "predicted); fullmask: a full 5-class mask scored on every pixel.")
+
+
 def training_options(func):
     """Options shared by ``train`` and ``baseline``."""
     options = [
@@ -152,8 +162,7 @@ def training_options(func):
                      help="Where to train."),
         click.option("--val-fraction", type=click.FloatRange(0.01, 0.9), default=0.15, show_default=True,
                      help="Share of tiles (whole rover stops) held out for validation."),
-        click.option("--ignore-background", is_flag=True,
-                     help="AI4Mars convention: unlabeled pixels are ignored, not negatives."),
+        objective_option,
         click.option("--loss", type=click.Choice(["bce_dice", "focal_dice", "ce", "focal"]), default=None,
                      help="Loss [members: bce_dice or focal_dice; baseline: ce or focal]."),
         quiet_option, seed_option, run_option, data_option,
@@ -309,6 +318,33 @@ def predict(**options):
     click.echo(f"wrote {result['rows']} rows to {result['out']} ({result['strategy']})")
 
 
+@main.command("score")
+@click.argument("pred", type=click.Path(dir_okay=False))
+@click.option("--masks", required=True, metavar="TRUTH",
+              help="True masks: .npy/.npz with one (N, H, W) integer array (FILE.npz:KEY picks one of several), "
+                   "or a Kaggle-layout .npz (its training_set[:, 1]).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object {competition, labeled, allpixels}, each with soil, bedrock, sand, "
+                   "big_rock and mean.")
+def score_command(pred, masks, as_json):
+    """Score predicted masks (a submission CSV, or .npy/.npz class ids) against true masks.
+
+    Prints per-class IoU and the mean in the three conventions: competition (keras
+    MeanIoU(num_classes=5, ignore_class=0), what AN2DL scores), labeled (same pixels, mean over
+    classes 1-4) and allpixels (every pixel counts).
+
+    \b
+    Example:
+      ensemble score submission.csv --masks heldout_masks.npy
+      ensemble score pred.npz:masks --masks mars_for_students.npz --json
+    """
+    scores = api.score(pred, masks)
+    if as_json:
+        click.echo(json.dumps(json_ready({c: scores[c] for c in CONVENTIONS}), indent=2))
+    else:
+        click.echo(format_scores(scores))
+
+
 @main.command("run")
 @click.option("--preset", type=click.Choice(["quick", "full"]), default="quick", show_default=True,
               help="quick: minutes, shows the pipeline; full: the best-quality recipe.")
@@ -320,9 +356,10 @@ def predict(**options):
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Override the members' width.")
 @click.option("--samples-per-epoch", type=click.IntRange(min=0), default=None,
               help="Tiles drawn per epoch (0: every training tile) [default: the preset's].")
+@objective_option
 @seed_option
 @quiet_option
-def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, seed, quiet):
+def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objective, seed, quiet):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
 
     \b
@@ -330,7 +367,7 @@ def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, seed,
       ensemble run --preset quick
     """
     result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet, epochs=epochs,
-                         width=width, samples_per_epoch=samples_per_epoch)
+                         width=width, samples_per_epoch=samples_per_epoch, objective=objective)
     click.echo(format_table(result["table"]))
     click.echo(f"report: {result['report_md']}")
 

@@ -35,6 +35,7 @@ from .inference import (
     member_logits_batches,
 )
 from .metrics import binary_iou, expected_calibration_error, per_tile_confusion
+from .objectives import scored_pixels
 from .predict import check_tta, fitted_strategies
 from .render import confusion_png, most_different_tiles, overlay_sheet
 from .report import build_table, write_report
@@ -57,21 +58,21 @@ def fusers_fitted_on(cross_fit, by_groups=True):
 DIFFERENCE_TILES = 8
 
 
-def _score(class_logits, truth):
-    """Per-tile confusion matrices, ECE of the softmax and uint8 masks of class logits (N, 5, H, W)."""
+def _score(class_logits, truth, valid):
+    """Per-tile confusion matrices, ECE of the softmax on ``valid`` pixels and uint8 masks of class logits (N, 5, H, W)."""
     class_logits = torch.as_tensor(class_logits)
     pred = channel_argmax(class_logits).to(torch.uint8).numpy()
-    ece = expected_calibration_error(torch.softmax(class_logits, dim=1), truth)
+    ece = expected_calibration_error(torch.softmax(class_logits, dim=1), truth, valid=valid)
     return per_tile_confusion(truth, pred), ece, pred
 
 
 def _difference_strategy(table, strategies):
-    """``learned`` if fitted, else the strategy with the best mean IoU (kaggle)."""
+    """``learned`` if fitted, else the strategy with the best headline mean IoU."""
     if "learned" in strategies:
         return "learned"
 
     def miou(name):
-        value = table["models"][name]["miou_kaggle"]
+        value = table["models"][name]["miou"][table["headline"]]
         return value if math.isfinite(value) else -math.inf
 
     return max(strategies, key=miou)
@@ -90,9 +91,11 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=B
     Writes into ``out`` (default ``RUN/evaluation``): ``report.json`` and ``report.md``
     (:func:`~ensemble.report.write_report`; rows ``baseline`` and one per strategy,
     differences by paired bootstrap with ``n_boot`` replicates and ``seed``; member rows are
-    the binary IoU of logit > 0 against truth == class over all pixels),
+    the binary IoU of logit > 0 against truth == class, on labeled pixels for terrain members
+    of a ``competition`` run, else on all pixels), every model scored in all three IoU
+    conventions with the run objective's convention as the headline,
     ``confusion_<model>.png`` per model and ``differences.png``: the :data:`DIFFERENCE_TILES`
-    tiles where ``learned`` (else the best strategy by mean IoU kaggle) and the baseline
+    tiles where ``learned`` (else the best strategy by headline mean IoU) and the baseline
     differ most.
 
     Raises :class:`RunError` when the run has no fitted fuser or no baseline, and
@@ -120,6 +123,8 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=B
         raise RunError(f"{folder.manifest_path}: the validation split is empty; nothing to evaluate")
     ids = tile_ids(data)[val_idx]
     truth = data.masks[val_idx]
+    objective = folder.objective()
+    valid = scored_pixels(truth, objective)
     n = len(val_idx)
     groups = data.groups[val_idx] if data.groups is not None else np.arange(n)
     if cross_fit:
@@ -128,11 +133,12 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=B
         except ValueError as exc:
             raise EnsembleError(f"--cross-fit {cross_fit}: {exc}; use fewer folds or 0") from None
     how = f"cross-fitted over {cross_fit} folds" if cross_fit else "in-sample"
-    log(f"evaluating baseline and {', '.join(strategies)} ({how}) on {n} validation tiles (tta {tta})")
+    log(f"evaluating baseline and {', '.join(strategies)} ({how}) on {n} validation tiles (tta {tta}, "
+        f"objective {objective})")
 
     tile_cms, eces, preds = {}, {}, {}
     tile_cms[BASELINE], eces[BASELINE], preds[BASELINE] = _score(
-        all_logits(baseline_logits_batches(baseline, data.images[val_idx], batch_size, device, tta), n), truth)
+        all_logits(baseline_logits_batches(baseline, data.images[val_idx], batch_size, device, tta), n), truth, valid)
     del baseline
     if tta == "none":
         member_logits = cached_val_logits(run, data, tile_ids(data), device=device, log=log, stack=stack)[0]
@@ -141,18 +147,20 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=B
         batches = member_logits_batches(members, data.images[val_idx], batch_size, device, tta, stack)
         member_logits = all_logits(batches, n)
         del members
-    member_ious = {name: binary_iou(truth == k, member_logits[:, k] > 0) for k, name in enumerate(CLASS_NAMES)}
+    member_ious = {name: binary_iou(truth == k, member_logits[:, k] > 0, None if k == 0 else valid)
+                   for k, name in enumerate(CLASS_NAMES)}
     for name, fuser in fusers.items():
         log(f"  {name}")
         if cross_fit:
             fused_logits = cross_fitted_logits(fuser, member_logits, truth, folds, ids)
         else:
             fused_logits = fuser.predict_logits(member_logits)
-        tile_cms[name], eces[name], preds[name] = _score(fused_logits, truth)
+        tile_cms[name], eces[name], preds[name] = _score(fused_logits, truth, valid)
         del fused_logits
     del member_logits
 
-    table = build_table(tile_cms, eces, member_ious, baseline_name=BASELINE, n_boot=n_boot, seed=seed)
+    table = build_table(tile_cms, eces, member_ious, baseline_name=BASELINE, n_boot=n_boot, seed=seed,
+                        objective=objective)
     out_dir = Path(out) if out else folder.path / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("confusion_*.png"):  # figures of fusers removed since the last evaluation
@@ -160,7 +168,7 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=B
             stale.unlink()
     for name, cms in tile_cms.items():
         row = table["models"][name]
-        title = f"{name}: {n} validation tiles, mIoU kaggle {row['miou_kaggle']:.3f}"
+        title = f"{name}: {n} validation tiles, mIoU {table['headline']} {row['miou'][table['headline']]:.3f}"
         confusion_png(cms.sum(axis=0), out_dir / f"confusion_{name}.png", title)
     shown = _difference_strategy(table, strategies)
     idx = most_different_tiles(preds[BASELINE], preds[shown], truth, DIFFERENCE_TILES)  # most different first
@@ -169,6 +177,7 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=B
     val_ids = set(map(str, ids))
     meta = {
         "run": str(folder.path),
+        "objective": objective,
         "data": str(data.path),
         "data_sha": data.sha256,
         "split": split,

@@ -6,11 +6,12 @@ import torch
 
 from fusion import STRATEGIES, get_fuser
 
-from .classes import CLASS_NAMES
+from .classes import CLASS_NAMES, TERRAIN_CLASSES
 from .data import load_data, tile_ids
 from .errors import EnsembleError
 from .inference import cached_val_logits
-from .metrics import confusion_matrix, expected_calibration_error, iou_per_class, mean_iou, nll
+from .metrics import CONVENTIONS, all_mean_ious, confusion_matrix, expected_calibration_error, iou_per_class, nll
+from .objectives import HEADLINE_CONVENTION, mask_background, scored_pixels
 from .runfolder import RunFolder
 
 
@@ -23,16 +24,21 @@ def parse_strategies(spec):
     return [spec]
 
 
-def score_probs(probs, masks):
-    """NLL, ECE (15 bins) and per-class / mean IoU (kaggle convention) of probabilities (N, 5, H, W)."""
+def score_probs(probs, masks, objective):
+    """NLL, ECE (15 bins), per-class IoU and the mean IoU of every convention of probabilities (N, 5, H, W).
+
+    NLL, ECE and per-class IoU are taken on the pixels ``objective`` is scored on (labeled
+    ones for ``competition``); per-class IoU in its headline convention.
+    """
     pred = probs.argmax(1).numpy() if isinstance(probs, torch.Tensor) else probs.argmax(1)
     cm = confusion_matrix(masks, pred)
+    valid = scored_pixels(masks, objective)
+    iou = iou_per_class(cm, HEADLINE_CONVENTION[objective])
     return {
-        "nll": nll(probs, masks),
-        "ece": expected_calibration_error(probs, masks),
-        "iou": {CLASS_NAMES[c]: float(v) for c, v in enumerate(iou_per_class(cm)) if c > 0},
-        "miou_kaggle": mean_iou(cm, "kaggle"),
-        "miou_labeled": mean_iou(cm, "labeled"),
+        "nll": nll(probs, masks, valid=valid),
+        "ece": expected_calibration_error(probs, masks, valid=valid),
+        "iou": {CLASS_NAMES[c]: float(iou[c]) for c in TERRAIN_CLASSES},
+        "miou": all_mean_ious(cm),
     }
 
 
@@ -48,11 +54,16 @@ def fit_fusers(run, strategies, data=None, seed=0, stack=True, log=print):
     folder = RunFolder(run)
     logits, ids, val_idx = cached_val_logits(run, data_obj, tile_ids(data_obj), log=log, stack=stack)
     masks = data_obj.masks[val_idx].astype(np.int64)
-    before = score_probs(torch.softmax(torch.from_numpy(np.asarray(logits)), dim=1), masks)
+    objective = folder.objective()
+    plain_logits = torch.from_numpy(np.asarray(logits))
+    if scored_pixels(masks, objective) is not None:
+        plain_logits = mask_background(plain_logits)
+    before = score_probs(torch.softmax(plain_logits, dim=1), masks, objective)
+    del plain_logits
     results = {}
     for name in strategies:
         started = time.perf_counter()
-        kwargs = {} if name == "argmax" else {"seed": seed}
+        kwargs = {"objective": objective} if name == "argmax" else {"seed": seed, "objective": objective}
         fuser = get_fuser(name, **kwargs).fit(logits, masks, tile_ids=[str(i) for i in ids])
         seconds = time.perf_counter() - started
         path = folder.fusion_dir / f"{name}.pt"
@@ -60,11 +71,12 @@ def fit_fusers(run, strategies, data=None, seed=0, stack=True, log=print):
         folder.record_checksums([path])
         results[name] = {
             "before": before,
-            "after": score_probs(fuser.predict_proba(logits), masks),
+            "after": score_probs(fuser.predict_proba(logits), masks, objective),
             "params": fuser.describe(),
             "seconds": seconds,
             "path": str(path),
             "tiles": int(len(ids)),
+            "objective": objective,
         }
     return results
 
@@ -77,10 +89,15 @@ def format_fusion_results(results):
         lines.append(f"== {name}  (fitted on {r['tiles']} validation tiles in {r['seconds']:.1f}s -> {r['path']})")
         lines.extend(f"   {line}" for line in r["params"])
         lines.append(f"   NLL {b['nll']:.4f} -> {a['nll']:.4f}   ECE {b['ece']:.4f} -> {a['ece']:.4f}")
-    header = f"{'strategy':<12}" + "".join(f"{c:>9}" for c in CLASS_NAMES[1:]) + f"{'mIoU':>8}{'mIoU-lab':>10}"
-    lines += ["", "validation IoU (kaggle convention) of the fused masks:", header]
+    if not results:
+        return "\n".join(lines)
+    objective = next(iter(results.values()))["objective"]
+    header = (f"{'strategy':<12}" + "".join(f"{CLASS_NAMES[c]:>9}" for c in TERRAIN_CLASSES)
+              + "".join(f"{'mIoU ' + c:>22}" for c in CONVENTIONS))
+    lines += ["", f"in-sample validation IoU of the fused masks (objective {objective}; per class: "
+                  f"{HEADLINE_CONVENTION[objective]} convention):", header]
     for name, r in results.items():
         a = r["after"]
-        lines.append(f"{name:<12}" + "".join(f"{a['iou'][c]:>9.4f}" for c in CLASS_NAMES[1:])
-                     + f"{a['miou_kaggle']:>8.4f}{a['miou_labeled']:>10.4f}")
+        lines.append(f"{name:<12}" + "".join(f"{a['iou'][CLASS_NAMES[c]]:>9.4f}" for c in TERRAIN_CLASSES)
+                     + "".join(f"{a['miou'][c]:>22.4f}" for c in CONVENTIONS))
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from members.training import BASELINE
 from .classes import CLASS_NAMES, NUM_CLASSES
 from .errors import RunError
 from .fileio import atomic_path, sha256_file, write_json_atomic
+from .objectives import for_objective
 from .runfolder import RunFolder
 
 #: Default tiles per inference batch: on 2 CPU cores batches of 16 run the members 1.4x faster
@@ -89,11 +90,16 @@ def load_members(run, device="cpu"):
 
 
 def load_baseline(run, device="cpu"):
-    """The multiclass baseline of ``run`` (eval mode)."""
-    path, state = load_network_state(RunFolder(run), BASELINE, device)
+    """The multiclass baseline of ``run`` (eval mode), emitting class logits as its objective implies.
+
+    Under ``competition`` its class-0 logit is -inf (:func:`~ensemble.objectives.for_objective`):
+    it was trained over classes 1-4 and never predicts 0.
+    """
+    folder = RunFolder(run)
+    path, state = load_network_state(folder, BASELINE, device)
     if state["model_config"].get("out_channels") != NUM_CLASSES:
         raise RunError(f"{path}: is not a {NUM_CLASSES}-class baseline")
-    return model_from_checkpoint(state, device)
+    return for_objective(model_from_checkpoint(state, device), folder.objective())
 
 
 def check_tile_shape(folder, shape):

@@ -1,17 +1,33 @@
 """Exact segmentation metrics from confusion matrices, and calibration scores.
 
-IoU conventions for the terrain classes 1-4:
+Three IoU conventions, each computed from one confusion matrix (rows = truth, columns =
+prediction, accumulated with ``bincount`` over all pixels of all tiles):
 
-* ``kaggle``: every pixel counts; a terrain class predicted on a background pixel is a
-  false positive for that class (the competition metric).
-* ``labeled``: background pixels of the truth are ignored (the AI4Mars convention).
+* ``competition``: what the AN2DL 2024-25 Homework 2 competition scores, exactly
+  ``keras.metrics.MeanIoU(num_classes=5, ignore_class=0)``. Pixels whose *true* label is 0
+  are dropped; the IoU of every class id 0-4 is computed and the mean runs over the ids whose
+  union is non-zero. Predicting a terrain class on an unlabeled pixel is free; predicting 0
+  on a labeled pixel misses that pixel and adds a zero term for class 0 to the mean.
+* ``labeled``: the same pixels, mean over the terrain classes 1-4 only (AI4Mars papers).
+* ``allpixels``: every pixel counts (a terrain class predicted on an unlabeled pixel is a
+  false positive), mean over classes 1-4: what a full 5-class mask gets. A diagnostic.
+
+Per class, ``competition`` and ``labeled`` give the same IoU for classes 1-4; they differ
+only in which ids the mean runs over.
 """
 import numpy as np
 import torch
 
 from .classes import NUM_CLASSES, TERRAIN_CLASSES
 
-CONVENTIONS = ("kaggle", "labeled")
+CONVENTIONS = ("competition", "labeled", "allpixels")
+
+
+def check_convention(convention):
+    """Return ``convention`` if known, else ``ValueError`` listing the valid ones."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown IoU convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
+    return convention
 
 
 def confusion_matrix(truth, pred, num_classes=NUM_CLASSES):
@@ -30,34 +46,53 @@ def per_tile_confusion(truth, pred, num_classes=NUM_CLASSES):
     return counts.reshape(len(truth), num_classes, num_classes)
 
 
-def iou_per_class(cm, convention="kaggle"):
-    """IoU of every class from a confusion matrix; NaN where a class is absent from truth and prediction."""
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
-    cm = np.asarray(cm, dtype=np.float64)
-    if convention == "labeled":
-        cm = cm.copy()
-        cm[0, :] = 0  # ignore pixels whose truth is background
-    tp = np.diag(cm)
-    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+def scored_matrix(cm, convention):
+    """The confusion matrix restricted to the pixels ``convention`` scores (float64 copy).
+
+    ``competition`` and ``labeled`` drop the pixels whose truth is 0 (row 0); ``allpixels``
+    keeps every pixel.
+    """
+    cm = np.array(cm, dtype=np.float64)
+    if check_convention(convention) != "allpixels":
+        cm[..., 0, :] = 0
+    return cm
+
+
+def iou_per_class(cm, convention="competition"):
+    """IoU of every class id from a confusion matrix; NaN where the class's union is zero."""
+    cm = scored_matrix(cm, convention)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    union = cm.sum(axis=-2) + cm.sum(axis=-1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, tp / union, np.nan)
 
 
-def mean_iou(cm, convention="kaggle", classes=TERRAIN_CLASSES):
-    """Mean IoU over ``classes`` (default the terrain classes 1-4), ignoring absent classes."""
-    values = iou_per_class(cm, convention)[list(classes)]
+def mean_iou(cm, convention="competition"):
+    """Mean IoU in ``convention`` (see the module docstring); NaN when no class has a union.
+
+    ``competition`` averages over every class id with a non-zero union (class 0 included,
+    where it is predicted on labeled pixels); ``labeled`` and ``allpixels`` over the terrain
+    classes 1-4 with a non-zero union.
+    """
+    values = iou_per_class(cm, convention)
+    if convention != "competition":
+        values = values[list(TERRAIN_CLASSES)]
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def pixel_accuracy(cm):
-    """Share of pixels whose predicted class equals the truth."""
-    cm = np.asarray(cm)
+def all_mean_ious(cm):
+    """``{convention: mean IoU}`` for every convention of :data:`CONVENTIONS`."""
+    return {convention: mean_iou(cm, convention) for convention in CONVENTIONS}
+
+
+def pixel_accuracy(cm, convention="competition"):
+    """Share of the pixels ``convention`` scores whose predicted class equals the truth."""
+    cm = scored_matrix(cm, convention)
     return float(np.trace(cm) / max(cm.sum(), 1))
 
 
 def binary_iou(truth_positive, pred_positive, valid=None):
-    """IoU of one class as a binary problem; ``valid`` masks pixels to count."""
+    """IoU of one class as a binary problem; ``valid`` (bool, same shape) masks the pixels to count."""
     truth_positive = np.asarray(truth_positive, dtype=bool)
     pred_positive = np.asarray(pred_positive, dtype=bool)
     if valid is not None:
@@ -73,24 +108,39 @@ def _probs_and_truth(probs, truth):
     return probs, torch.as_tensor(np.asarray(truth), dtype=torch.int64)
 
 
-def nll(probs, truth, eps=1e-12):
-    """Mean negative log-likelihood of the true class; ``probs`` (N, C, H, W), ``truth`` (N, H, W)."""
+def _valid_flat(valid, n):
+    """Flat bool tensor of the pixels to score (all when ``valid`` is None)."""
+    if valid is None:
+        return torch.ones(n, dtype=torch.bool)
+    return torch.as_tensor(np.asarray(valid), dtype=torch.bool).reshape(-1)
+
+
+def nll(probs, truth, eps=1e-12, valid=None):
+    """Mean negative log-likelihood of the true class; ``probs`` (N, C, H, W) or (P, C), ``truth`` (N, H, W) or (P,).
+
+    ``valid`` (same shape as ``truth``, bool) restricts the mean to those pixels.
+    """
     probs, truth = _probs_and_truth(probs, truth)
-    picked = probs.gather(1, truth[:, None])[:, 0].double()
-    return float(-torch.log(picked.clamp_min(eps)).mean())
+    picked = probs.gather(1, truth[:, None])[:, 0].double().reshape(-1)
+    keep = _valid_flat(valid, len(picked))
+    return float(-torch.log(picked[keep].clamp_min(eps)).mean()) if keep.any() else float("nan")
 
 
-def expected_calibration_error(probs, truth, bins=15):
+def expected_calibration_error(probs, truth, bins=15, valid=None):
     """Top-label expected calibration error with ``bins`` equal-width confidence bins.
 
     Works on (N, C, H, W) probabilities without copying them to another layout or dtype.
+    ``valid`` (same shape as ``truth``, bool) restricts it to those pixels.
     """
     probs, truth = _probs_and_truth(probs, truth)
     confidence, predicted = probs.max(dim=1)
-    confidence = confidence.reshape(-1).double()
-    correct = (predicted == truth).reshape(-1).double()
+    keep = _valid_flat(valid, confidence.numel())
+    confidence = confidence.reshape(-1)[keep].double()
+    correct = (predicted == truth).reshape(-1)[keep].double()
+    if len(correct) == 0:
+        return float("nan")
     edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
     which = torch.bucketize(confidence, edges[1:-1], right=True)
     conf_sum = torch.bincount(which, weights=confidence, minlength=bins)
     acc_sum = torch.bincount(which, weights=correct, minlength=bins)
-    return float((conf_sum - acc_sum).abs().sum() / max(len(correct), 1))
+    return float((conf_sum - acc_sum).abs().sum() / len(correct))

@@ -4,13 +4,17 @@ The ``table`` built by :func:`build_table` is plain data (JSON-ready apart from 
 
     {
       "baseline": "baseline",
+      "objective": "competition" | "fullmask",       # what the run was trained for
+      "headline": "competition" | "allpixels",       # the convention that scores it
       "order": ["baseline", "argmax", ...],          # row order, baseline first
-      "models": {name: {"iou": {"soil": v, "bedrock": v, "sand": v, "big_rock": v},  # kaggle
-                        "miou_kaggle": v, "miou_labeled": v,
-                        "pixel_accuracy": v, "ece": v, "n_tiles": int}},
+      "models": {name: {"iou": {"soil": v, "bedrock": v, "sand": v, "big_rock": v},  # headline convention
+                        "miou": {"competition": v, "labeled": v, "allpixels": v},
+                        "pixel_accuracy": v,          # on the pixels the headline scores
+                        "background_on_labeled": v,   # share of labeled pixels predicted 0
+                        "ece": v, "n_tiles": int}},
       "differences": {name: {column: {"value", "diff", "low", "high"}}},  # non-baseline models
       "members": {class_name: binary_iou},
-      "bootstrap": {"n_boot": int, "seed": int, "alpha": float},
+      "bootstrap": {"n_boot": int, "seed": int, "alpha": float, "method": str},
     }
 
 NaN (a class absent from truth and prediction, or a missing ECE) prints as ``n/a`` and is
@@ -24,55 +28,70 @@ import numpy as np
 from .bootstrap import COMPARE_COLUMNS, compare_to_baseline
 from .classes import CLASS_NAMES, TERRAIN_CLASSES
 from .fileio import write_json_atomic, write_text_atomic
-from .metrics import iou_per_class, mean_iou, pixel_accuracy
+from .metrics import CONVENTIONS, all_mean_ious, iou_per_class, pixel_accuracy
+from .objectives import HEADLINE_CONVENTION
 
 TERRAIN_NAMES = tuple(CLASS_NAMES[c] for c in TERRAIN_CLASSES)
 #: Table columns: (header, getter from a model row).
 _COLUMNS = (
     *((name.replace("_", " "), lambda row, name=name: row["iou"][name]) for name in TERRAIN_NAMES),
-    ("mIoU kaggle", lambda row: row["miou_kaggle"]),
-    ("mIoU labeled", lambda row: row["miou_labeled"]),
+    *((f"mIoU {c}", lambda row, c=c: row["miou"][c]) for c in CONVENTIONS),
+    ("class 0 on labeled", lambda row: row["background_on_labeled"]),
     ("pixel acc", lambda row: row["pixel_accuracy"]),
     ("ECE", lambda row: row["ece"]),
 )
-_META_KEYS = (("run", "run"), ("data_sha", "data sha256"), ("split", "split"), ("n_tiles", "tiles"), ("tta", "TTA"),
-              ("fusers_fitted_on", "fusers fitted on"))
+_META_KEYS = (("run", "run"), ("objective", "objective"), ("data_sha", "data sha256"), ("split", "split"),
+              ("n_tiles", "tiles"), ("tta", "TTA"), ("fusers_fitted_on", "fusers fitted on"))
+BOOTSTRAP_METHOD = "paired percentile bootstrap over tiles"
 
 
-def _model_row(tile_cms, ece):
+def background_on_labeled(cm):
+    """Share of the labeled pixels (truth 1-4) predicted as class 0."""
+    cm = np.asarray(cm, dtype=np.float64)
+    labeled = cm[1:].sum()
+    return float(cm[1:, 0].sum() / labeled) if labeled else float("nan")
+
+
+def _model_row(tile_cms, ece, headline):
     """Summary metrics of one model from its (N, C, C) per-tile confusion matrices."""
     cm = np.asarray(tile_cms).sum(axis=0)
-    iou = iou_per_class(cm, "kaggle")
+    iou = iou_per_class(cm, headline)
     return {
         "iou": {CLASS_NAMES[c]: float(iou[c]) for c in TERRAIN_CLASSES},
-        "miou_kaggle": mean_iou(cm, "kaggle"),
-        "miou_labeled": mean_iou(cm, "labeled"),
-        "pixel_accuracy": pixel_accuracy(cm),
+        "miou": all_mean_ious(cm),
+        "pixel_accuracy": pixel_accuracy(cm, headline),
+        "background_on_labeled": background_on_labeled(cm),
         "ece": float(ece),
         "n_tiles": int(len(tile_cms)),
     }
 
 
-def build_table(tile_cms, probs_ece, member_ious, baseline_name="baseline", n_boot=1000, seed=0):
+def build_table(tile_cms, probs_ece, member_ious, baseline_name="baseline", n_boot=1000, seed=0,
+                objective="competition"):
     """Build the comparison ``table`` (structure in the module docstring).
 
     ``tile_cms`` maps model name to (N, C, C) per-tile confusion matrices on the same tiles;
     ``probs_ece`` maps model name to its expected calibration error (models without
     probabilities may be left out: NaN); ``member_ious`` maps class name to the binary IoU of
-    that class's one-vs-rest member. Differences to ``baseline_name`` use a paired bootstrap
+    that class's one-vs-rest member. Per-class IoUs and the bootstrap are in the headline
+    convention of ``objective``. Differences to ``baseline_name`` use a paired bootstrap
     with ``n_boot`` replicates and a 95 % percentile interval.
     """
     if baseline_name not in tile_cms:
         raise KeyError(f"baseline {baseline_name!r} not among models: {', '.join(tile_cms)}")
+    headline = HEADLINE_CONVENTION[objective]
     order = [baseline_name] + [name for name in tile_cms if name != baseline_name]
     alpha = 0.05
     return {
         "baseline": baseline_name,
+        "objective": objective,
+        "headline": headline,
         "order": order,
-        "models": {name: _model_row(tile_cms[name], probs_ece.get(name, math.nan)) for name in order},
-        "differences": compare_to_baseline(tile_cms, baseline_name, n_boot=n_boot, seed=seed, alpha=alpha),
+        "models": {name: _model_row(tile_cms[name], probs_ece.get(name, math.nan), headline) for name in order},
+        "differences": compare_to_baseline(tile_cms, baseline_name, n_boot=n_boot, seed=seed, alpha=alpha,
+                                           convention=headline),
         "members": {str(name): float(value) for name, value in member_ious.items()},
-        "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "alpha": alpha},
+        "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "alpha": alpha, "method": BOOTSTRAP_METHOD},
     }
 
 
@@ -121,21 +140,23 @@ def _difference_rows(table):
 def format_table(table):
     """Plain fixed-width text of the comparison table (one row per model), for terminals.
 
-    Below it, each non-baseline model's mean IoU (kaggle) difference to the baseline with its
+    Below it, each non-baseline model's headline mean IoU difference to the baseline with its
     95 % bootstrap interval.
     """
-    text = _text_table(["model"] + [header for header, _ in _COLUMNS], _metric_rows(table))
-    diffs = [f"{name}: mIoU kaggle {_fmt_diff(table['differences'][name]['miou_kaggle'])} vs {table['baseline']}"
-             for name in table["order"] if name in table["differences"]]
+    headline = table["headline"]
+    text = f"objective {table['objective']}; class IoUs in the {headline} convention\n"
+    text += _text_table(["model"] + [header for header, _ in _COLUMNS], _metric_rows(table))
+    diffs = [f"{name}: mIoU {headline} {_fmt_diff(table['differences'][name]['miou_' + headline])} "
+             f"vs {table['baseline']}" for name in table["order"] if name in table["differences"]]
     return text + ("\n\n" + "\n".join(diffs) if diffs else "") + "\n"
 
 
-def _json_ready(value):
+def json_ready(value):
     """Recursively turn numpy scalars/arrays into Python values and NaN/inf into None."""
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -148,12 +169,17 @@ def _markdown(out_dir, table, meta):
     level = round(100 * (1 - boot["alpha"]))
     parts = ["# Mars terrain segmentation: ensemble vs baseline", ""]
     parts += [f"- **{label}**: {meta[key]}" for key, label in _META_KEYS if key in meta]
-    parts += ["", "## Comparison", "", "IoU per terrain class in the kaggle convention (every pixel counts); "
-              "mean IoU over the four terrain classes.", ""]
+    parts += ["", "## Comparison", "", f"The run is trained for the `{table['objective']}` objective and scored "
+              f"headline-first in the `{table['headline']}` convention: IoU per terrain class in that convention; "
+              "mean IoU in all three (`competition`: keras MeanIoU(num_classes=5, ignore_class=0), pixels whose truth "
+              "is 0 dropped, mean over the class ids 0-4 with a non-zero union; `labeled`: the same pixels, mean "
+              "over classes 1-4; `allpixels`: every pixel, mean over classes 1-4). `class 0 on labeled`: share of "
+              "labeled pixels predicted as class 0.", ""]
     parts += [_markdown_table(["model"] + [h for h, _ in _COLUMNS], _metric_rows(table)), ""]
     parts += ["## Differences to the baseline", "",
-              f"`{table['baseline']}` subtracted; {level} % paired bootstrap interval over tiles "
-              f"({boot['n_boot']} replicates, seed {boot['seed']}).", ""]
+              f"`{table['baseline']}` subtracted; {level} % interval, {boot['method']} "
+              f"({boot['n_boot']} replicates, seed {boot['seed']}); class IoUs in the {table['headline']} "
+              "convention.", ""]
     parts += [_markdown_table(_difference_headers(), _difference_rows(table)), ""]
     parts += ["## Ensemble members", "", "Binary IoU of each one-vs-rest member on its own class.", ""]
     parts += [_markdown_table(["member", "binary IoU"], [[n, _fmt(v)] for n, v in table["members"].items()]), ""]
@@ -172,6 +198,6 @@ def write_report(out_dir, table, meta):
     """
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
-    write_json_atomic(json_path, _json_ready({"meta": meta, "table": table}))
+    write_json_atomic(json_path, json_ready({"meta": meta, "table": table}))
     write_text_atomic(md_path, _markdown(out_dir, table, meta))
     return json_path, md_path

@@ -22,11 +22,12 @@ from . import FORMAT_VERSION, __version__
 from .classes import CLASS_NAMES
 from .errors import RunError
 from .fileio import sha256_file, write_json_atomic
+from .objectives import OBJECTIVES
 from .outliers import find_outliers
 from .split import split_indices
 
 #: Settings that fix the split and the meaning of the networks; a run folder keeps them for life.
-RUN_KEYS = ("seed", "val_fraction", "ignore_background", "drop_outliers")
+RUN_KEYS = ("seed", "val_fraction", "objective", "drop_outliers")
 
 
 class RunFolder:
@@ -78,6 +79,14 @@ class RunFolder:
                 f"(reads up to {FORMAT_VERSION}); upgrade the package"
             )
         return manifest
+
+    def objective(self):
+        """The run's objective (:mod:`ensemble.objectives`), recorded in the manifest at ``train`` time."""
+        objective = self.manifest()["settings"].get("objective")
+        if objective not in OBJECTIVES:
+            raise RunError(f"{self.manifest_path}: settings.objective is {objective!r}; expected one of "
+                           f"{', '.join(OBJECTIVES)}")
+        return objective
 
     def config(self):
         """The config dict."""

@@ -13,6 +13,7 @@ from members.unet import UNet, UNetConfig, count_parameters
 from .classes import CLASS_NAMES, NUM_CLASSES, class_index
 from .data import load_data
 from .errors import EnsembleError
+from .objectives import DEFAULT_OBJECTIVE, check_objective
 from .runfolder import RunFolder, prepare_run, record_network_config
 
 PARAMETER_TOLERANCE = 0.15
@@ -67,12 +68,16 @@ def recorded_member_width(folder, preset_values):
     return preset_values["member_width"]
 
 
-def run_settings(seed, val_fraction, ignore_background, drop_outliers=True):
+def run_settings(seed, val_fraction, objective=DEFAULT_OBJECTIVE, drop_outliers=True):
     """The run-level settings stored in the manifest."""
+    try:
+        check_objective(objective)
+    except ValueError as exc:
+        raise EnsembleError(f"--objective: {exc}") from None
     return {
         "seed": seed,
         "val_fraction": val_fraction,
-        "ignore_background": ignore_background,
+        "objective": objective,
         "drop_outliers": drop_outliers,
     }
 
@@ -92,16 +97,18 @@ def network_config(name, preset, settings, width, epochs, loss=None, samples_per
         val_tiles=preset["val_tiles"],
         sampler_weight=SAMPLER_WEIGHTS.get(name, 1.0) if is_member else 1.0,
         loss=loss or ("bce_dice" if is_member else "ce"),
-        ignore_background=settings["ignore_background"],
+        objective=settings["objective"],
         seed=settings["seed"],
     )
 
 
 def train_networks(names, data=None, run="runs/default", preset="quick", epochs=None, width=None, jobs=1,
-                   backend="loky", scheduler=None, device="auto", seed=0, val_fraction=0.15, ignore_background=False,
+                   backend="loky", scheduler=None, device="auto", seed=0, val_fraction=0.15, objective=None,
                    loss=None, samples_per_epoch=None, stacked=False, quiet=False, log=print):
     """Train the named networks (class names and/or ``"baseline"``) into ``run``; return their metrics.
 
+    ``objective`` (:mod:`ensemble.objectives`) is fixed when the run is created; ``None``
+    keeps an existing run's and gives a new one ``competition``.
     ``stacked=True`` trains the named members together as one grouped network in this
     process (:mod:`members.stacked_training`) instead of one joblib task per network.
     """
@@ -118,9 +125,11 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
             f"{data_obj.path}: tiles are {height}x{width_px}, but the U-Nets need sizes divisible by "
             f"2**depth = {step}; crop or pad the tiles"
         )
-    settings = run_settings(seed, val_fraction, ignore_background)
-    _, train_idx, val_idx = prepare_run(run, data_obj, settings)
     folder = RunFolder(run)
+    if objective is None:  # an existing run keeps its objective; a new one gets the default
+        objective = folder.objective() if folder.manifest_path.exists() else DEFAULT_OBJECTIVE
+    settings = run_settings(seed, val_fraction, objective)
+    _, train_idx, val_idx = prepare_run(run, data_obj, settings)
     tasks = []
     for name in names:
         if name == BASELINE:
@@ -143,8 +152,10 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
         )
     if not quiet:
         how = "stacked in one process" if stacked else f"{jobs} job(s)"
-        log(f"training {', '.join(names)} on {len(train_idx)} tiles, validating on {len(val_idx)} "
-            f"({preset} preset, {how}, device {resolve_device(device)})")
+        scored = min(preset_values["val_tiles"] or len(val_idx), len(val_idx))
+        log(f"training {', '.join(names)} on {len(train_idx)} tiles, validating on {scored} of {len(val_idx)} "
+            f"validation tiles each epoch "
+            f"({preset} preset, objective {objective}, {how}, device {resolve_device(device)})")
     if stacked:
         results = train_stacked_tasks(tasks)
     else:

@@ -52,17 +52,19 @@ def load_fuser(path):
         raise RunError(f"fuser file {path} is corrupted or not a torch file ({type(exc).__name__}: {reason[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RunError(f"fuser file {path} is not a {FORMAT} file")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise RunError(
-            f"fuser file {path} has format version {payload.get('format_version')!r}; this tool reads {FORMAT_VERSION}"
-        )
+    version = payload.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise RunError(f"fuser file {path} has format version {version!r}; this tool reads 1 to {FORMAT_VERSION}")
     missing = [key for key in _KEYS if key not in payload]
     if missing:
         raise RunError(f"fuser file {path} lacks {', '.join(missing)}")
     strategy = payload["strategy"]
     if strategy not in FUSERS:
         raise RunError(f"fuser file {path} has unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    init = dict(payload["init"])
+    if version == 1:  # written before objectives existed: fitted on every pixel, full 5-class masks
+        init["objective"] = "fullmask"
     try:
-        return FUSERS[strategy](**payload["init"])._restore(payload)
+        return FUSERS[strategy](**init)._restore(payload)
     except (TypeError, ValueError) as exc:
         raise RunError(f"fuser file {path} has bad {strategy} settings or parameters: {exc}") from None

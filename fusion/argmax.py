@@ -10,6 +10,7 @@ from .modules import ChannelAffine
 class ArgmaxFuser(Fuser):
     """Fused logits = member logits, unchanged; the mask is the argmax over the members.
 
+    Under ``competition`` the argmax runs over the terrain members (class 0 is never output).
     ``fit`` learns nothing; it only records the tile ids and sizes. The module is a
     per-channel affine map with scale 1 and bias 0, which is exact in float arithmetic.
     """
@@ -17,8 +18,8 @@ class ArgmaxFuser(Fuser):
     name = "argmax"
 
     def get_params(self):
-        """No constructor arguments."""
-        return {}
+        """Constructor arguments: only ``objective``."""
+        return {"objective": self.objective}
 
     def _fit(self, member_logits, masks):
         return {}

@@ -15,9 +15,11 @@ import torch
 
 from ensemble.classes import NUM_CLASSES
 from ensemble.fileio import write_bytes_atomic
+from ensemble.objectives import DEFAULT_OBJECTIVE, check_objective, for_objective, predicts_background
 
 FORMAT = "mars-fuser"
-FORMAT_VERSION = 1
+#: 2: the fuser's ``objective`` is one of its constructor arguments (1: no objective, always ``fullmask``).
+FORMAT_VERSION = 2
 
 
 class NotFittedError(RuntimeError):
@@ -74,11 +76,25 @@ def channel_argmax(logits):
 class Fuser:
     """Base class of the fusion strategies.
 
+    Every strategy takes ``objective`` (:mod:`ensemble.objectives`): under ``competition``
+    it is fitted on labeled pixels only and never outputs class 0 (the fused class-0 logit is
+    -inf; the background member's logit stays an input); under ``fullmask`` it is fitted on
+    every pixel and outputs all five classes.
+
     Subclasses set ``name`` and implement ``get_params``, ``_fit``, ``_params``,
-    ``_set_params``, ``_build_module`` and ``_describe_params``.
+    ``_set_params``, ``_build_module`` and ``_describe_params``; their constructors call
+    ``super().__init__(objective)`` and ``get_params`` includes ``objective``.
     """
 
     name = None
+
+    def __init__(self, objective=DEFAULT_OBJECTIVE):
+        self.objective = check_objective(objective)
+
+    @property
+    def labeled_only(self):
+        """True when fitting and scoring use labeled pixels only (the ``competition`` objective)."""
+        return not predicts_background(self.objective)
 
     def get_params(self):
         """Constructor keyword arguments (plain types) that rebuild an unfitted copy."""
@@ -121,10 +137,11 @@ class Fuser:
         """A fresh ``torch.nn.Module`` mapping member logits (N, 5, H, W) to fused class logits.
 
         The fitted parameters are baked in as buffers and the forward pass uses only
-        elementwise ops or ``conv2d``, so it can be exported with ``torch.export``.
+        elementwise ops, ``conv2d`` and (``competition``) a ``cat`` that sets the class-0 logit
+        to -inf, so it can be exported with ``torch.export``.
         """
         self._check_fitted()
-        return self._build_module().eval()
+        return for_objective(self._build_module().eval(), self.objective)
 
     def predict_logits(self, member_logits):
         """Fused class logits (N, 5, H, W) float32, before the softmax."""

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from ensemble.classes import CLASS_NAMES, NUM_CLASSES
 from ensemble.metrics import nll
+from ensemble.objectives import DEFAULT_OBJECTIVE, for_objective
 
 from .base import Fuser, check_param
 from .modules import ChannelAffine
@@ -14,7 +15,8 @@ from .sampling import sample_windows
 class CalibratedFuser(Fuser):
     """Per-member scale and shift: ``fused_logits[:, k] = a_k * member_logits[:, k] + b_k``.
 
-    ``a`` and ``b`` minimise the NLL of the 5-way softmax on a seeded random sample of at
+    ``a`` and ``b`` minimise the NLL of the 5-way softmax (``competition``: the 4-way softmax
+    of the terrain classes, on labeled pixels) on a seeded random sample of at
     most ``max_pixels`` calibration pixels, with L-BFGS (strong Wolfe line search) from
     ``a = 1, b = 0``. ``a_k`` is kept positive by optimising ``log a_k``; ``b`` is centred to
     mean 0 afterwards (the softmax ignores a shift shared by all classes).
@@ -25,19 +27,23 @@ class CalibratedFuser(Fuser):
 
     name = "calibrated"
 
-    def __init__(self, max_pixels=200_000, seed=0, max_iter=100):
+    def __init__(self, max_pixels=200_000, seed=0, max_iter=100, objective=DEFAULT_OBJECTIVE):
+        super().__init__(objective)
         self.max_pixels = max_pixels
         self.seed = seed
         self.max_iter = max_iter
 
     def get_params(self):
-        """Constructor arguments: ``max_pixels``, ``seed``, ``max_iter``."""
-        return {"max_pixels": int(self.max_pixels), "seed": int(self.seed), "max_iter": int(self.max_iter)}
+        """Constructor arguments: ``max_pixels``, ``seed``, ``max_iter``, ``objective``."""
+        return {"max_pixels": int(self.max_pixels), "seed": int(self.seed), "max_iter": int(self.max_iter),
+                "objective": self.objective}
 
     def _fit(self, member_logits, masks):
         rng = np.random.default_rng(self.seed)
-        windows, labels = sample_windows(member_logits, masks, np.arange(len(member_logits)), self.max_pixels, rng)
+        windows, labels = sample_windows(member_logits, masks, np.arange(len(member_logits)), self.max_pixels, rng,
+                                         labeled_only=self.labeled_only)
         pixel_logits = windows.reshape(len(labels), NUM_CLASSES).double()
+        head = for_objective(torch.nn.Identity(), self.objective)
         log_scales = torch.zeros(NUM_CLASSES, dtype=torch.float64, requires_grad=True)
         biases = torch.zeros(NUM_CLASSES, dtype=torch.float64, requires_grad=True)
         optimizer = torch.optim.LBFGS(
@@ -47,7 +53,7 @@ class CalibratedFuser(Fuser):
 
         def closure():
             optimizer.zero_grad()
-            loss = F.cross_entropy(pixel_logits * log_scales.exp() + biases, labels)
+            loss = F.cross_entropy(head(pixel_logits * log_scales.exp() + biases), labels)
             loss.backward()
             return loss
 
@@ -58,8 +64,8 @@ class CalibratedFuser(Fuser):
         return {
             "sample_pixels": len(labels),
             "lbfgs_iterations": int(optimizer.state[log_scales]["n_iter"]),
-            "sample_nll_before": nll(torch.softmax(pixel_logits, dim=1), labels),
-            "sample_nll_after": nll(torch.softmax(fused_logits, dim=1), labels),
+            "sample_nll_before": nll(torch.softmax(head(pixel_logits), dim=1), labels),
+            "sample_nll_after": nll(torch.softmax(head(fused_logits), dim=1), labels),
         }
 
     def _set_fitted(self, scales, biases):

@@ -5,26 +5,29 @@ import torch.nn.functional as F
 
 from ensemble.classes import CLASS_NAMES, NUM_CLASSES
 from ensemble.metrics import confusion_matrix, mean_iou, nll
+from ensemble.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION, for_objective
 
 from .base import Fuser, check_param
 from .modules import FusionConv
 from .sampling import sample_windows, split_tiles
 
 
-def class_weights(masks):
+def class_weights(masks, ignore_background=False):
     """Cross-entropy class weights: ``share ** -0.5`` of each class's pixels, mean 1 over present classes.
 
-    Classes absent from ``masks`` get weight 0.
+    Classes absent from ``masks`` get weight 0; so does class 0 with ``ignore_background``.
     """
     counts = torch.bincount(masks.reshape(-1).long(), minlength=NUM_CLASSES).double()
+    if ignore_background:
+        counts[0] = 0
     weights = torch.where(counts > 0, (counts / counts.sum()).rsqrt(), torch.zeros_like(counts))
     return (weights / weights[counts > 0].mean()).float()
 
 
-def holdout_score(pixel_logits, labels):
-    """(mean IoU of classes 1-4, NLL) of fused pixel logits (P, 5) against labels (P,)."""
-    cm = confusion_matrix(labels.numpy(), pixel_logits.argmax(dim=1).numpy())
-    return mean_iou(cm), nll(torch.softmax(pixel_logits, dim=1), labels)
+def holdout_score(fused_logits, labels, convention):
+    """(mean IoU in ``convention``, NLL) of fused pixel logits (P, 5) against labels (P,)."""
+    cm = confusion_matrix(labels.numpy(), fused_logits.argmax(dim=1).numpy())
+    return mean_iou(cm, convention), nll(torch.softmax(fused_logits, dim=1), labels)
 
 
 class LearnedFuser(Fuser):
@@ -32,7 +35,8 @@ class LearnedFuser(Fuser):
 
     Initialised at the identity (centre tap 1 on the diagonal, 0 elsewhere, bias 0), so it
     starts as the argmax fuser. Trained with class-weighted cross-entropy (weights from
-    :func:`class_weights` of the fit masks) and AdamW (weight decay on the kernel only), in
+    :func:`class_weights` of the fit masks; under the ``competition`` objective on labeled
+    pixels, over the fused logits of classes 1-4, the class-0 output being -inf) and AdamW (weight decay on the kernel only), in
     mini-batches of ``batch_pixels`` from a seeded sample of at most ``max_pixels`` pixels
     (with their k x k windows) of the training tiles.
 
@@ -40,8 +44,8 @@ class LearnedFuser(Fuser):
     one source image may fall on both sides, which only makes the stopping point a little
     optimistic) are held out and
     a sample of at most ``max_pixels // 4`` of their pixels is scored after every epoch,
-    and before the first, at the identity. The kept state is the best by held-out mean IoU of
-    classes 1-4 (kaggle convention), ties broken by lower held-out NLL; training stops after
+    and before the first, at the identity. The kept state is the best by held-out mean IoU in
+    the objective's headline convention, ties broken by lower held-out NLL; training stops after
     ``patience`` epochs without improvement. Because the identity is scored too, the kept
     fuser is never worse than ``argmax`` on the held-out sample. With no holdout
     (``holdout_fraction=0`` or a single tile) it trains ``max_epochs`` and keeps the last state.
@@ -53,7 +57,8 @@ class LearnedFuser(Fuser):
     name = "learned"
 
     def __init__(self, kernel_size=1, max_epochs=50, lr=0.02, weight_decay=1e-4, patience=8,
-                 holdout_fraction=0.2, max_pixels=200_000, batch_pixels=8192, seed=0):
+                 holdout_fraction=0.2, max_pixels=200_000, batch_pixels=8192, seed=0, objective=DEFAULT_OBJECTIVE):
+        super().__init__(objective)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
         self.kernel_size = kernel_size
@@ -72,7 +77,7 @@ class LearnedFuser(Fuser):
             "kernel_size": int(self.kernel_size), "max_epochs": int(self.max_epochs), "lr": float(self.lr),
             "weight_decay": float(self.weight_decay), "patience": int(self.patience),
             "holdout_fraction": float(self.holdout_fraction), "max_pixels": int(self.max_pixels),
-            "batch_pixels": int(self.batch_pixels), "seed": int(self.seed),
+            "batch_pixels": int(self.batch_pixels), "seed": int(self.seed), "objective": self.objective,
         }
 
     def _kernel_shape(self):
@@ -86,7 +91,7 @@ class LearnedFuser(Fuser):
         holdout = None
         if len(holdout_tiles):
             holdout = self._sample(member_logits, masks, holdout_tiles, max(self.max_pixels // 4, 1), rng)
-        weights = class_weights(masks)
+        weights = class_weights(masks, ignore_background=self.labeled_only)
         (kernel, bias), history = self._train(train, holdout, weights)
         self._set_fitted(kernel.reshape(self._kernel_shape()), bias)
         return {
@@ -97,7 +102,8 @@ class LearnedFuser(Fuser):
         }
 
     def _sample(self, member_logits, masks, tiles, max_pixels, rng):
-        windows, labels = sample_windows(member_logits, masks, tiles, max_pixels, rng, self.kernel_size)
+        windows, labels = sample_windows(member_logits, masks, tiles, max_pixels, rng, self.kernel_size,
+                                         labeled_only=self.labeled_only)
         return windows.reshape(len(labels), -1), labels
 
     def _train(self, train, holdout, weights):
@@ -112,13 +118,15 @@ class LearnedFuser(Fuser):
             lr=self.lr,
         )
         generator = torch.Generator().manual_seed(self.seed)
+        head = for_objective(torch.nn.Identity(), self.objective)
+        convention = HEADLINE_CONVENTION[self.objective]
 
         def snapshot():
             return kernel.detach().clone(), bias.detach().clone()
 
         def score():  # (held-out mIoU 1-4, -NLL): larger is better, compared as a tuple
             with torch.no_grad():
-                miou, held_nll = holdout_score(holdout[0] @ kernel.T + bias, holdout[1])
+                miou, held_nll = holdout_score(head(holdout[0] @ kernel.T + bias), holdout[1], convention)
             return (miou if np.isfinite(miou) else -np.inf, -held_nll)
 
         windows, labels = train
@@ -127,7 +135,7 @@ class LearnedFuser(Fuser):
         for epoch in range(1, self.max_epochs + 1):
             for batch in torch.randperm(len(labels), generator=generator).split(self.batch_pixels):
                 optimizer.zero_grad()
-                F.cross_entropy(windows[batch] @ kernel.T + bias, labels[batch], weight=weights).backward()
+                F.cross_entropy(head(windows[batch] @ kernel.T + bias), labels[batch], weight=weights).backward()
                 optimizer.step()
             current = score() if holdout else None
             if holdout is None or current > best:
@@ -170,7 +178,8 @@ class LearnedFuser(Fuser):
         if info["holdout_tiles"]:
             lines.append(
                 f"early stopping on {info['holdout_tiles']} held-out tiles: best epoch {info['best_epoch']} of "
-                f"{info['epochs_run']}, held-out mIoU 1-4 {info['holdout_miou_identity']:.4f} (identity) -> "
+                f"{info['epochs_run']}, held-out mIoU ({HEADLINE_CONVENTION[self.objective]}) "
+                f"{info['holdout_miou_identity']:.4f} (identity) -> "
                 f"{info['holdout_miou_best']:.4f}, NLL {info['holdout_nll_identity']:.4f} -> {info['holdout_nll_best']:.4f}"
             )
         else:

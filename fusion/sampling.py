@@ -24,17 +24,26 @@ def split_tiles(n_tiles, holdout_fraction, rng):
     return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
 
 
-def sample_windows(member_logits, masks, tiles, max_pixels, rng, kernel_size=1):
+def sample_windows(member_logits, masks, tiles, max_pixels, rng, kernel_size=1, labeled_only=False):
     """Sample up to ``max_pixels`` pixels of ``tiles`` (without replacement) with ``rng``.
 
+    ``labeled_only`` draws among the pixels whose mask is not 0 (``ValueError`` if there are none).
     Returns ``(windows, labels)``: float32 (P, C, k, k) windows of ``member_logits``
     centred on the pixels (zero outside the tile) and int64 (P,) mask labels.
     """
     n_tiles, channels, height, width = member_logits.shape
     per_tile = height * width
-    total = len(tiles) * per_tile
-    flat = np.sort(rng.choice(total, size=min(int(max_pixels), total), replace=False))
-    tile = torch.as_tensor(np.asarray(tiles)[flat // per_tile], dtype=torch.int64)
+    tiles = np.asarray(tiles)
+    if labeled_only:
+        candidates = np.flatnonzero(np.asarray(masks[torch.as_tensor(tiles)] > 0).reshape(-1))
+        if len(candidates) == 0:
+            raise ValueError("no labeled pixels (mask 1-4) to fit on")
+        flat = np.sort(candidates[rng.choice(len(candidates), size=min(int(max_pixels), len(candidates)),
+                                             replace=False)])
+    else:
+        total = len(tiles) * per_tile
+        flat = np.sort(rng.choice(total, size=min(int(max_pixels), total), replace=False))
+    tile = torch.as_tensor(tiles[flat // per_tile], dtype=torch.int64)
     pos = torch.as_tensor(flat % per_tile, dtype=torch.int64)
     row, col = pos // width, pos % width
     labels = masks[tile, row, col].long()

@@ -1,7 +1,7 @@
 """Losses: one-vs-rest member losses (BCE or focal, plus soft Dice) and the multiclass baseline loss.
 
 Every loss takes logits, never probabilities, and an optional ``valid`` pixel mask
-(False = ignored, e.g. background pixels under ``--ignore-background``).
+(False = ignored, e.g. unlabeled pixels under the ``competition`` objective).
 """
 import math
 
@@ -63,23 +63,33 @@ class MemberLoss(nn.Module):
 
 
 class MulticlassLoss(nn.Module):
-    """Class-weighted cross-entropy (or focal) over 5 classes; ``valid`` False pixels are ignored."""
+    """Class-weighted cross-entropy (or focal) over 5 classes; ``valid`` False pixels are ignored.
 
-    def __init__(self, kind="ce", class_weights=None, gamma=2.0):
+    ``terrain_only=True`` (the ``competition`` objective) drops class 0 altogether: the
+    softmax runs over the logits of classes 1-4 and only pixels labeled 1-4 count, so the
+    network learns exactly the choice it is scored on (class 0 is never predicted).
+    """
+
+    def __init__(self, kind="ce", class_weights=None, gamma=2.0, terrain_only=False):
         super().__init__()
         if kind not in MULTICLASS_LOSSES:
             raise ValueError(f"unknown multiclass loss {kind!r}; valid: {', '.join(MULTICLASS_LOSSES)}")
-        self.kind, self.gamma = kind, gamma
+        self.kind, self.gamma, self.terrain_only = kind, gamma, terrain_only
         self.register_buffer("class_weights", None if class_weights is None else torch.as_tensor(class_weights).float())
 
     def forward(self, class_logits, target, valid=None):
         """``class_logits`` (N, C, H, W); ``target`` (N, H, W) int64; ``valid`` (N, H, W) bool or None."""
-        pixel = F.cross_entropy(class_logits, target, weight=self.class_weights, reduction="none")
+        weight = self.class_weights
+        if valid is None:
+            valid = torch.ones_like(target, dtype=torch.bool)
+        if self.terrain_only:
+            valid = valid & (target > 0)
+            class_logits, target = class_logits[:, 1:], (target - 1).clamp_min(0)
+            weight = None if weight is None else weight[1:]
+        pixel = F.cross_entropy(class_logits, target, weight=weight, reduction="none")
         if self.kind == "focal":
             log_p = F.log_softmax(class_logits, dim=1).gather(1, target[:, None])[:, 0]
             pixel = pixel * (1 - log_p.exp()).pow(self.gamma)
-        if valid is None:
-            valid = torch.ones_like(pixel, dtype=torch.bool)
-        weights = self.class_weights[target] if self.class_weights is not None else torch.ones_like(pixel)
+        weights = weight[target] if weight is not None else torch.ones_like(pixel)
         weights = weights * valid
         return (pixel * valid).sum() / weights.sum().clamp_min(1e-6)

@@ -18,7 +18,8 @@ import torch
 from ensemble.augment import AugmentConfig, build_augmentation
 from ensemble.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
 from ensemble.fileio import write_json_atomic
-from ensemble.metrics import confusion_matrix, mean_iou
+from ensemble.metrics import binary_iou, confusion_matrix, mean_iou
+from ensemble.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION, mask_background, predicts_background
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import MemberLoss, MulticlassLoss, auto_class_weights, auto_pos_weight
@@ -46,7 +47,7 @@ class TrainConfig:
     pos_weight: float = None  # None: from the class's pixel share
     dice_weight: float = 1.0
     focal_gamma: float = 2.0
-    ignore_background: bool = False
+    objective: str = DEFAULT_OBJECTIVE  # competition: unlabeled pixels ignored, class 0 never predicted
     augment: dict = field(default_factory=lambda: AugmentConfig().to_dict())
     seed: int = 0
 
@@ -59,6 +60,14 @@ class TrainConfig:
         """True for a one-vs-rest member, False for the multiclass baseline."""
         return self.target is not None
 
+    @property
+    def ignores_unlabeled(self):
+        """True when unlabeled pixels are left out of this network's loss and score.
+
+        Under the ``competition`` objective every network but the background member ignores them.
+        """
+        return not predicts_background(self.objective) and self.target != 0
+
     def network_seed(self):
         """Seed of this network: the run seed combined with its identity."""
         index = self.target if self.is_member else NUM_CLASSES
@@ -66,23 +75,26 @@ class TrainConfig:
 
 
 def build_loss(config, train_masks):
-    """The loss of ``config`` with weights from the pixel shares of ``train_masks``."""
+    """The loss of ``config`` with weights from the pixel shares of ``train_masks``.
+
+    Pixel shares are taken over the pixels the network learns from: labeled ones when
+    :attr:`TrainConfig.ignores_unlabeled`, else all.
+    """
     counts = np.bincount(train_masks.ravel(), minlength=NUM_CLASSES).astype(np.float64)
+    if config.ignores_unlabeled:
+        counts[0] = 0
+    shares = counts / max(counts.sum(), 1)
     if config.is_member:
-        valid = counts if (config.target == 0 or not config.ignore_background) else counts[1:]
-        share = counts[config.target] / max(valid.sum(), 1)
-        pos_weight = config.pos_weight if config.pos_weight is not None else auto_pos_weight(share)
+        pos_weight = config.pos_weight if config.pos_weight is not None else auto_pos_weight(shares[config.target])
         return MemberLoss(config.loss, pos_weight, config.dice_weight, config.focal_gamma)
-    shares = counts / counts.sum()
-    ignore = (0,) if config.ignore_background else ()
-    return MulticlassLoss(config.loss, auto_class_weights(shares, ignore), config.focal_gamma)
+    ignore = (0,) if config.ignores_unlabeled else ()
+    return MulticlassLoss(config.loss, auto_class_weights(shares, ignore), config.focal_gamma,
+                          terrain_only=config.ignores_unlabeled)
 
 
 def targets_and_valid(config, masks):
-    """Training target and valid-pixel mask for a batch of masks (N, H, W) int64."""
-    valid = None
-    if config.ignore_background and config.target != 0:
-        valid = masks > 0
+    """Training target and valid-pixel mask (None: all) for a batch of masks (N, H, W) int64."""
+    valid = masks > 0 if config.ignores_unlabeled else None
     if config.is_member:
         return (masks == config.target).long(), valid
     return masks, valid
@@ -127,18 +139,19 @@ def predict_logits(model, images, device, batch_size=128):
 
 
 def validation_score(config, logits, masks):
-    """The early-stopping score from validation ``logits``: the member's class IoU, or the baseline's mean IoU."""
+    """The early-stopping score from validation ``logits``, in the metric of the run's objective.
+
+    A member: the binary IoU of its class (logit > 0) on the pixels it learns from
+    (labeled ones for terrain members under ``competition``). The baseline: the mean IoU
+    of its masks in the objective's headline convention (``competition``: class 0 is never
+    predicted, the argmax runs over classes 1-4).
+    """
     truth = masks.astype(np.int64)
-    convention = "labeled" if config.ignore_background else "kaggle"
     if config.is_member:
-        pred = logits[:, 0].numpy() > 0
-        positive = truth == config.target
-        if config.ignore_background and config.target != 0:
-            keep = truth > 0
-            pred, positive = pred & keep, positive & keep
-        union = np.logical_or(pred, positive).sum()
-        return float(np.logical_and(pred, positive).sum() / union) if union else float("nan")
-    return mean_iou(confusion_matrix(truth, logits.argmax(1).numpy()), convention)
+        valid = truth > 0 if config.ignores_unlabeled else None
+        return binary_iou(truth == config.target, logits[:, 0].numpy() > 0, valid)
+    class_logits = logits if predicts_background(config.objective) else mask_background(logits)
+    return mean_iou(confusion_matrix(truth, class_logits.argmax(1).numpy()), HEADLINE_CONVENTION[config.objective])
 
 
 def format_seconds(seconds):

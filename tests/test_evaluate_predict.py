@@ -80,8 +80,12 @@ def test_evaluate_writes_report(fused_run, subset_path, tmp_path):
     # the argmax row is the argmax of the cached member logits of the validation tiles
     data = load_data(subset_path)
     logits, _, val_idx = cached_val_logits(fused_run, data, tile_ids(data))
-    cm = confusion_matrix(data.masks[val_idx], np.asarray(logits).argmax(axis=1))
-    assert report["table"]["models"]["argmax"]["miou_kaggle"] == pytest.approx(mean_iou(cm))
+    terrain_pred = np.asarray(logits)[:, 1:].argmax(axis=1) + 1  # competition run: class 0 never predicted
+    cm = confusion_matrix(data.masks[val_idx], terrain_pred)
+    assert report["table"]["objective"] == "competition" and meta["objective"] == "competition"
+    assert report["table"]["models"]["argmax"]["miou"]["competition"] == pytest.approx(mean_iou(cm, "competition"))
+    for name in ("baseline", "argmax", "learned"):
+        assert report["table"]["models"][name]["background_on_labeled"] == 0
 
 
 def test_in_sample_evaluation_differs_only_in_fitted_fusers(fused_run, subset_path, tmp_path):
@@ -90,7 +94,7 @@ def test_in_sample_evaluation_differs_only_in_fitted_fusers(fused_run, subset_pa
     same = result["table"]["models"]
     assert result["meta"]["fusers_fitted_on"].startswith("validation split (same tiles")
     assert same["baseline"] == cross["baseline"] and same["argmax"] == cross["argmax"]  # nothing fitted
-    assert same["learned"]["miou_kaggle"] != cross["learned"]["miou_kaggle"]
+    assert same["learned"]["miou"]["competition"] != cross["learned"]["miou"]["competition"]
 
 
 @pytest.mark.parametrize("folds, fragment", [(1, "at least 2 folds"), (500, "at least 500 validation groups")])

@@ -62,13 +62,42 @@ def test_probabilities_sum_to_one_and_masks_in_range(fitted, data, name):
 
 
 def test_argmax_keeps_member_logits(fitted, data):
-    assert torch.equal(fitted["argmax"].predict_logits(data[0]), data[0])
+    fused_logits = fitted["argmax"].predict_logits(data[0])  # competition: class 0 blocked, the rest unchanged
+    assert torch.equal(fused_logits[:, 1:], data[0][:, 1:]) and torch.all(fused_logits[:, 0] == float("-inf"))
+    full = fusion.ArgmaxFuser(objective="fullmask").fit(*data[:2])
+    assert torch.equal(full.predict_logits(data[0]), data[0])
+
+
+@pytest.mark.parametrize("name", fusion.STRATEGIES)
+def test_competition_fusers_never_predict_background_and_ignore_unlabeled_pixels(data, name):
+    logits, masks, _ = data
+    fuser = fusion.get_fuser(name, **FAST[name]).fit(logits, masks)
+    assert fuser.objective == "competition" and int((fuser.predict(logits) == 0).sum()) == 0
+    assert torch.all(fuser.predict_proba(logits)[:, 0] == 0)
+    # the logits of unlabeled pixels are never looked at: scrambling them leaves the fit unchanged
+    scrambled = torch.where((masks == 0)[:, None], torch.randn(logits.shape), logits)
+    refit = fusion.get_fuser(name, **FAST[name]).fit(scrambled, masks)
+    if name == "learned3x3":  # its windows reach into unlabeled neighbours; only the pixels drawn are the same
+        return
+    assert torch.equal(refit.predict_logits(logits), fuser.predict_logits(logits))
+    full = fusion.get_fuser(name, **{**FAST[name], "objective": "fullmask"}).fit(logits, masks)
+    assert int((full.predict(logits) == 0).sum()) > 0
+
+
+def test_fuser_file_of_format_1_loads_as_fullmask(fitted, tmp_path):
+    path = fitted["learned"].save(tmp_path / "learned.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 1
+    del payload["init"]["objective"]
+    torch.save(payload, path)
+    loaded = fusion.load_fuser(path)
+    assert loaded.objective == "fullmask" and torch.equal(loaded.weight_, fitted["learned"].weight_)
 
 
 def test_calibrated_lowers_nll_of_overconfident_logits():
     masks = blocky_masks(10, seed=3)
     overconfident = 5.0 * clean_logits(masks, margin=1.0, noise=1.0, seed=4)  # ideal temperature: 5
-    fuser = fusion.CalibratedFuser(max_pixels=3000).fit(overconfident, masks)
+    fuser = fusion.CalibratedFuser(max_pixels=3000, objective="fullmask").fit(overconfident, masks)
     before = nll(torch.softmax(overconfident, dim=1), masks)
     after = nll(fuser.predict_proba(overconfident), masks)
     assert after < before - 0.1
@@ -84,7 +113,7 @@ def test_learned_recovers_a_linear_mixing():
     scales = torch.tensor([0.5, 2.0, 1.0, 3.0, 0.7])
     member_logits = scales[None, :, None, None] * class_logits[:, perm]
     identity_acc = float((member_logits.argmax(dim=1) == masks).float().mean())
-    fuser = fusion.LearnedFuser(max_epochs=40, lr=0.1, patience=40, batch_pixels=512, seed=0)
+    fuser = fusion.LearnedFuser(max_epochs=40, lr=0.1, patience=40, batch_pixels=512, seed=0, objective="fullmask")
     fuser.fit(member_logits, masks)
     accuracy = float((fuser.predict(member_logits) == masks).float().mean())
     assert identity_acc < 0.5 and accuracy > 0.98
@@ -133,6 +162,7 @@ def test_module_matches_predict_logits(fitted, data, name):
     if name.startswith("learned"):
         weight = fuser.weight_.reshape(5, 5, fuser.kernel_size, fuser.kernel_size)
         expected = F.conv2d(data[0], weight, fuser.bias_, padding=fuser.kernel_size // 2)
+        expected[:, 0] = float("-inf")  # competition objective: class 0 blocked
         assert torch.allclose(fuser.predict_logits(data[0]), expected)
 
 

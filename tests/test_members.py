@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from ensemble import api
+from ensemble.errors import RunError
 from ensemble.train import matched_baseline_width, members_parameter_count, model_config
 from members.blocks import get_block
 from members.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from members.training import TrainConfig, build_loss, make_batch, targets_and_valid
+from members.training import TrainConfig, build_loss, make_batch, targets_and_valid, validation_score
 from members.unet import UNet, UNetConfig, count_parameters
 
 from conftest import TINY  # noqa: E402
@@ -92,6 +93,60 @@ def test_baseline_parameters_within_15_percent():
 
 def _weights(run, name):
     return load_checkpoint(os.path.join(run, "members", name, "latest.pt"))["model"]
+
+
+@pytest.mark.parametrize("target, ignores", [(None, True), (2, True), (0, False)])
+def test_competition_losses_ignore_unlabeled_pixels(target, ignores):
+    """Baseline and terrain members never see unlabeled pixels; the background member learns them."""
+    torch.manual_seed(0)
+    masks = torch.randint(0, 5, (2, 8, 8))
+    masks[:, :2] = 0  # two rows unlabeled
+    config = TrainConfig(name="x", target=target, loss="ce" if target is None else "bce_dice", objective="competition")
+    channels = 5 if target is None else 1
+    loss_fn = build_loss(config, masks.numpy().astype(np.uint8))
+    goal, valid = targets_and_valid(config, masks)
+    logits = torch.randn(2, channels, 8, 8, requires_grad=True)
+    loss_fn(logits, goal, valid).backward()
+    unlabeled_grad = logits.grad[:, :, :2].abs().sum()
+    assert (float(unlabeled_grad) == 0) is ignores
+    if target is None:  # class 0 has no say: its logit gets no gradient anywhere
+        assert float(logits.grad[:, 0].abs().sum()) == 0
+    full = TrainConfig(name="x", target=target, loss=config.loss, objective="fullmask")
+    logits.grad = None
+    build_loss(full, masks.numpy().astype(np.uint8))(logits, *targets_and_valid(full, masks)).backward()
+    assert float(logits.grad[:, :, :2].abs().sum()) > 0  # fullmask: every pixel counts
+
+
+def test_validation_score_follows_the_objective():
+    masks = np.array([[[0, 0, 1, 2]]], dtype=np.uint8)
+    class_logits = torch.tensor([[[[9.0, 9, 0, 0]], [[0.0, 1, 5, 0]], [[0.0, 0, 0, 5]], [[1.0, 0, 0, 0]],
+                                  [[0.0, 0, 0, 0]]]])  # argmax 0,0,1,2 ; over classes 1-4: 3,1,1,2
+    competition = TrainConfig(name="baseline", objective="competition")
+    fullmask = TrainConfig(name="baseline", objective="fullmask")
+    assert validation_score(competition, class_logits, masks) == pytest.approx(1.0)  # labeled pixels all right
+    # allpixels: classes 1 and 2 right, class 3 absent -> mean over 1-2 = 1
+    assert validation_score(fullmask, class_logits, masks) == pytest.approx(1.0)
+    class_logits[0, 0, 0, 2] = 10  # predict 0 on a labeled soil pixel
+    assert validation_score(competition, class_logits, masks) == pytest.approx(1.0)  # never predicts 0
+    assert validation_score(fullmask, class_logits, masks) == pytest.approx(0.5)  # soil missed: (0 + 1) / 2
+    member_logits = torch.tensor([[[[5.0, 5.0, 5.0, -5.0]]]])  # soil member says yes on two unlabeled pixels
+    soil = TrainConfig(name="soil", target=1, objective="competition")
+    assert validation_score(soil, member_logits, masks) == pytest.approx(1.0)
+    assert validation_score(TrainConfig(name="soil", target=1, objective="fullmask"), member_logits, masks) == \
+        pytest.approx(1 / 3)
+
+
+def test_objective_is_fixed_with_the_run(tmp_path, subset_path):
+    run = str(tmp_path / "run")
+    api.train(data=str(subset_path), run=run, members="sand", **{**TINY, "objective": "fullmask"})
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["settings"]["objective"] == "fullmask"
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["networks"]["sand"]["objective"] == "fullmask"
+    again = api.train(data=str(subset_path), run=run, members="sand", **TINY)  # no objective: the run's
+    assert again[0]["skipped"]
+    with pytest.raises(RunError, match="objective='fullmask' \\(asked 'competition'\\)"):
+        api.train(data=str(subset_path), run=run, members="sand", **{**TINY, "objective": "competition"})
 
 
 def test_jobs2_equals_jobs1_and_skips_finished(tmp_path, subset_path):

@@ -160,12 +160,13 @@ def test_build_table_and_write_report(tmp_path, tiles):
         "stacked": per_tile_confusion(no_rock, no_rock),
     }
     members = {"soil": 0.7, "big_rock": float("nan")}
-    table = build_table(tile_cms, {"baseline": 0.12, "argmax": 0.05}, members, n_boot=100)
+    table = build_table(tile_cms, {"baseline": 0.12, "argmax": 0.05}, members, n_boot=100, objective="fullmask")
     assert table["order"] == ["baseline", "argmax", "stacked"]
     assert np.isnan(table["models"]["baseline"]["iou"]["big_rock"])
     assert np.isnan(table["models"]["stacked"]["ece"])  # no probabilities given
-    assert table["models"]["stacked"]["miou_kaggle"] == 1.0
-    assert table["differences"]["argmax"]["miou_kaggle"]["low"] > 0
+    assert table["headline"] == "allpixels"
+    assert table["models"]["stacked"]["miou"]["allpixels"] == 1.0
+    assert table["differences"]["argmax"]["miou_allpixels"]["low"] > 0
     confusion_png(tile_cms["argmax"].sum(axis=0), tmp_path / "confusion_argmax.png", "argmax")
     meta = {"run": "r1", "data_sha": "abc", "split": "val", "n_tiles": 40, "tta": False}
     json_path, md_path = write_report(tmp_path, table, meta)
@@ -180,4 +181,5 @@ def test_build_table_and_write_report(tmp_path, tiles):
     assert "n/a [" not in markdown  # an undefined difference is just n/a
     text = format_table(table)
     assert all(name in text for name in table["order"]) and "n/a" in text
-    assert len({len(line) for line in text.splitlines()[:5]}) == 1  # fixed width
+    assert text.splitlines()[0].startswith("objective fullmask")
+    assert len({len(line) for line in text.splitlines()[1:6]}) == 1  # fixed width

@@ -1,0 +1,149 @@
+"""Score predicted masks against true masks in the three IoU conventions (``ensemble score``).
+
+Predictions: a Kaggle submission CSV (what ``ensemble predict`` writes), or an ``.npy`` /
+``.npz`` holding one (N, H, W) integer array of class ids. Truth: an ``.npy`` / ``.npz``
+holding one (N, H, W) integer array, or a Kaggle-layout file (its ``training_set[:, 1]``).
+``FILE.npz:KEY`` names the array of an ``.npz`` that holds several.
+
+CSV rows are matched to truth rows by id when the ids are the row numbers ``0`` .. ``N-1``
+(what Kaggle scores and ``predict`` writes for an ``.npz``), else taken in file order.
+"""
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
+from .data import open_npz
+from .errors import DataError
+from .metrics import CONVENTIONS, confusion_matrix, iou_per_class, mean_iou
+from .report import background_on_labeled
+from .submission import read_submission
+
+TERRAIN_NAMES = tuple(CLASS_NAMES[c] for c in TERRAIN_CLASSES)
+
+
+def split_key(spec):
+    """``"FILE.npz:KEY"`` -> ``(Path(FILE.npz), "KEY")``; anything else -> ``(Path(spec), None)``."""
+    spec = str(spec)
+    head, sep, key = spec.rpartition(":")
+    if sep and head.lower().endswith(".npz") and key and not Path(spec).exists():
+        return Path(head), key
+    return Path(spec), None
+
+
+def _pick_array(path, arrays, key, what):
+    """The mask array of an ``.npz``: ``key``, else a Kaggle ``training_set``'s masks, else its only array."""
+    keys = ", ".join(sorted(arrays)) or "none"
+    if key is not None:
+        if key not in arrays:
+            raise DataError(f"{path}: no key {key!r} (keys found: {keys})")
+        return arrays[key], f"{path.name}:{key}"
+    training = arrays.get("training_set")
+    if training is not None and training.ndim == 4 and training.shape[1] == 2:
+        return training[:, 1], f"{path.name}:training_set[:, 1]"
+    if len(arrays) == 1:
+        (only_key, value), = arrays.items()
+        return value, f"{path.name}:{only_key}"
+    raise DataError(f"{path}: holds several arrays ({keys}); name the {what} with {path.name}:KEY")
+
+
+def _check_masks(masks, where):
+    """Check an (N, H, W) array of integer class ids 0-4; return it as int64."""
+    if masks.dtype.kind not in "iu":
+        raise DataError(f"{where}: dtype {masks.dtype}, expected integer class ids 0-{NUM_CLASSES - 1}")
+    if masks.ndim != 3 or 0 in masks.shape:
+        raise DataError(f"{where}: shape {masks.shape}, expected (N, H, W) masks")
+    bad = (masks < 0) | (masks >= NUM_CLASSES)
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise DataError(f"{where}: {int(bad.sum())} values outside 0-{NUM_CLASSES - 1} (first in tile {first})")
+    return masks.astype(np.int64, copy=False)
+
+
+def read_array_masks(spec, what="masks"):
+    """(N, H, W) int64 masks from ``.npy``, ``.npz`` or ``FILE.npz:KEY``; :class:`DataError` otherwise."""
+    path, key = split_key(spec)
+    if not path.is_file():
+        raise DataError(f"{path}: not found (expected an .npy or .npz file of {what})")
+    if path.suffix.lower() == ".npy":
+        if key is not None:
+            raise DataError(f"{path}: an .npy file holds one array; leave out :{key}")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"{path}: not a readable .npy array ({reason[:200]})") from None
+        return _check_masks(array, path.name)
+    try:
+        arrays = open_npz(path)
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz archive ({exc})") from None
+    array, where = _pick_array(path, arrays, key, what)
+    return _check_masks(array, where)
+
+
+def read_predictions(spec, tile_shape):
+    """Predicted masks (N, H, W) int64 from a submission CSV or an array file; ``tile_shape`` is the truth's (H, W)."""
+    path, _ = split_key(spec)
+    if path.suffix.lower() != ".csv":
+        return read_array_masks(spec, "predicted masks")
+    if not path.is_file():
+        raise DataError(f"{path}: not found (expected a submission CSV)")
+    try:
+        ids, labels = read_submission(path)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{path}: not a readable submission CSV ({message[:200]})") from None
+    height, width = tile_shape
+    if labels.shape[1] != height * width:
+        raise DataError(f"{path}: rows have {labels.shape[1]} labels, but the true tiles are {height}x{width} "
+                        f"= {height * width} pixels")
+    if ids and sorted(ids, key=lambda t: (len(t), t)) == [str(i) for i in range(len(ids))]:
+        labels = labels[np.argsort([int(t) for t in ids])]  # Kaggle ids: row numbers
+    return labels.reshape(len(labels), height, width).astype(np.int64)
+
+
+def score_masks(pred, truth):
+    """Per-class IoU and mean IoU of ``pred`` against ``truth`` (N, H, W) in every convention.
+
+    Returns ``{convention: {"soil", "bedrock", "sand", "big_rock", "mean"}}`` for the
+    conventions of :mod:`ensemble.metrics` (NaN where a class has no union), plus
+    ``"tiles"`` and ``"class0_on_labeled"`` (share of labeled pixels predicted as 0).
+    """
+    cm = confusion_matrix(truth, pred)
+    result = {}
+    for convention in CONVENTIONS:
+        iou = iou_per_class(cm, convention)
+        result[convention] = {**{CLASS_NAMES[c]: float(iou[c]) for c in TERRAIN_CLASSES},
+                              "mean": mean_iou(cm, convention)}
+    result["tiles"] = int(len(truth))
+    result["class0_on_labeled"] = background_on_labeled(cm)
+    return result
+
+
+def score_files(pred, masks):
+    """Read ``masks`` (truth) and ``pred`` and score them (see :func:`score_masks`)."""
+    truth = read_array_masks(masks, "true masks")
+    predicted = read_predictions(pred, truth.shape[1:])
+    if predicted.shape[1:] != truth.shape[1:]:
+        raise DataError(f"{pred}: tiles are {predicted.shape[1]}x{predicted.shape[2]}, but the true masks in "
+                        f"{masks} are {truth.shape[1]}x{truth.shape[2]}")
+    if len(predicted) != len(truth):
+        raise DataError(f"{pred}: {len(predicted)} predicted tiles, but {masks} holds {len(truth)} true masks")
+    return score_masks(predicted, truth)
+
+
+def format_scores(scores):
+    """A fixed-width table: one row per convention, columns per terrain class and the mean."""
+    headers = ["convention", *(n.replace("_", " ") for n in TERRAIN_NAMES), "mean"]
+    rows = [[c] + ["n/a" if not np.isfinite(scores[c][k]) else f"{scores[c][k]:.4f}"
+                   for k in (*TERRAIN_NAMES, "mean")] for c in CONVENTIONS]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+             for r in [headers, *rows]]
+    share = scores["class0_on_labeled"]
+    lines.append(f"{scores['tiles']} tiles; class 0 predicted on "
+                 f"{'n/a' if not np.isfinite(share) else f'{100 * share:.2f} %'} of the labeled pixels")
+    lines.append("competition = keras MeanIoU(num_classes=5, ignore_class=0): the headline of the AN2DL task")
+    return "\n".join(lines)
