@@ -18,7 +18,6 @@ setup(
         "torch>=2.1",
         "torchvision>=0.16",
         "numpy>=1.23",
-        "scipy>=1.9",
         "joblib>=1.2",
         "click>=8.1",
     ],

@@ -1,6 +1,7 @@
 """Importable API: one function per CLI verb, for notebooks and scripts.
 
-Each ``ensemble`` subcommand is a thin wrapper over a function here.
+Each ``ensemble`` subcommand is a thin wrapper over a function here. Modules that load torch
+are imported inside the functions that need them, so ``ensemble --help`` starts without torch.
 """
 import numpy as np
 
@@ -61,15 +62,20 @@ def baseline(data=None, run="runs/default", **options):
     return train_networks([BASELINE], data=data, run=run, **options)[0]
 
 
-def fuse(run="runs/default", strategy="learned", data=None, seed=0, stack=True, quiet=False, log=print):
-    """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results."""
+def fuse(run="runs/default", strategy="learned", data=None, seed=0, stack=True, device="auto", quiet=False, log=print):
+    """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results.
+
+    ``device`` (``auto``, ``cpu`` or ``cuda``) runs the members when their logits are not cached yet.
+    """
     from .fuse import fit_fusers, parse_strategies
+    from .train import resolve_device
 
-    return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, stack=stack, log=None if quiet else log)
+    return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, stack=stack,
+                      device=resolve_device(device), log=None if quiet else log)
 
 
-def default_run(run=None):
-    """``run`` if given, else the reference run shipped in ``models/reference``."""
+def default_run(run=None, log=None):
+    """``run`` if given, else the reference run shipped in ``models/reference`` (said to ``log``)."""
     from .data import PROJECT_ROOT
     from .errors import RunError
 
@@ -78,29 +84,40 @@ def default_run(run=None):
     reference = PROJECT_ROOT / "models" / "reference"
     if not (reference / "manifest.json").exists():
         raise RunError(f"no --run given and no reference run at {reference}; train one with: ensemble run")
+    if log:
+        log(f"no --run given: using the shipped reference run {reference}")
     return str(reference)
 
 
-def evaluate(run=None, data=None, split="val", tta="none", out=None, seed=0, stack=True, cross_fit=5, quiet=False,
-             log=print):
+def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=True, cross_fit=5, device="auto",
+             quiet=False, log=print):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
+    The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``).
     """
     from .evaluate import evaluate_run
+    from .train import resolve_device
 
-    return evaluate_run(default_run(run), data=data, split=split, tta=tta, out=out, seed=seed, stack=stack,
-                        cross_fit=cross_fit, log=None if quiet else log)
+    log = None if quiet else log
+    return evaluate_run(default_run(run, log), data=data, tta=tta, out=out, seed=seed, stack=stack,
+                        cross_fit=cross_fit, device=resolve_device(device), log=log)
 
 
 def predict(run=None, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
-            uncertainty_dir=None, tta="none", batch_size=16, stack=True, quiet=False, log=print):
-    """Predict masks for ``test_set`` of ``data`` (or ``images``) and write a Kaggle submission CSV."""
-    from .predict import predict_run
+            uncertainty_dir=None, tta="none", batch_size=16, stack=True, device="auto", quiet=False, log=print):
+    """Predict masks for ``test_set`` of ``data`` (or ``images``: a path, or an array (N, H, W)) and write a
+    Kaggle submission CSV. For masks and probabilities in memory, use :func:`predictor`.
 
-    return predict_run(default_run(run), strategy=strategy, data=data, images=images, out=out, png_dir=png_dir,
+    The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``).
+    """
+    from .predict import predict_run
+    from .train import resolve_device
+
+    log = None if quiet else log
+    return predict_run(default_run(run, log), strategy=strategy, data=data, images=images, out=out, png_dir=png_dir,
                        uncertainty_dir=uncertainty_dir, tta=tta, batch_size=batch_size, stack=stack,
-                       log=None if quiet else log)
+                       device=resolve_device(device), log=log)
 
 
 def score(pred, masks):
@@ -114,7 +131,20 @@ def score(pred, masks):
     return score_files(pred, masks)
 
 
-def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, quiet=False, log=print, **train_options):
+def predictor(run=None, strategy="learned", device="auto", tta="none", batch_size=16, stack=True):
+    """A :class:`~ensemble.predict.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
+    ``predict_proba(images)`` and ``predict_logits(images)`` on arrays (N, H, W), uint8 or float; no files.
+
+    ``run`` defaults to the shipped reference run.
+    """
+    from .predict import Predictor
+    from .train import resolve_device
+
+    return Predictor(default_run(run), strategy, resolve_device(device), tta, batch_size, stack)
+
+
+def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto", quiet=False, log=print,
+            **train_options):
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation."""
     from .data import resolve_data_path
     from .fuse import format_fusion_results
@@ -125,7 +155,7 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, quiet=False,
     data = str(resolve_data_path(data))
     jobs = jobs or min(available_cores(), 5)
     say = (lambda line: None) if quiet else log
-    common = dict(data=data, run=run, preset=preset, seed=seed, quiet=quiet, log=log, **train_options)
+    common = dict(data=data, run=run, preset=preset, seed=seed, device=device, quiet=quiet, log=log, **train_options)
     say(f"== 1/4 members ({run})")
     results = train(members="all", jobs=jobs, **common)
     say(format_training_summary(results))
@@ -137,9 +167,10 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, quiet=False,
     say("== 2/4 multiclass baseline")
     say(format_training_summary([baseline(**{**common, "width": None})]))  # width matched to the members
     say("== 3/4 fusion")
-    say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, quiet=quiet, log=log)))
+    say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, device=device, quiet=quiet,
+                                   log=log)))
     say("== 4/4 evaluation")
-    return evaluate(run=run, data=data, seed=seed, quiet=quiet, log=log)
+    return evaluate(run=run, data=data, seed=seed, device=device, quiet=quiet, log=log)
 
 
 def export(run=None, strategy="learned", out="model.pt2"):

@@ -1,4 +1,8 @@
-"""The ``ensemble`` command: a thin click layer over :mod:`ensemble.api`."""
+"""The ``ensemble`` command: a thin click layer over :mod:`ensemble.api`.
+
+Only light modules are imported at start-up, so ``ensemble --help`` answers at once; the
+commands import torch and the modules that need it when they run.
+"""
 import json
 import sys
 import warnings
@@ -9,10 +13,6 @@ from . import __version__, api
 from .errors import EnsembleError
 from .objectives import OBJECTIVES
 from .inspect import format_summary
-from .fuse import format_fusion_results
-from .metrics import CONVENTIONS
-from .report import json_ready, format_table
-from .score import format_scores
 from .summary import format_training_summary
 
 
@@ -52,6 +52,12 @@ def seed_option(func):
 def quiet_option(func):
     """``--quiet``: no progress output."""
     return click.option("--quiet", is_flag=True, help="Print no progress, only results and errors.")(func)
+
+
+def device_option(func):
+    """``--device auto|cpu|cuda``: where the networks run."""
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                        help="Where the networks run (auto: a CUDA GPU when present, else the CPU).")(func)
 
 
 def stack_option(func):
@@ -158,8 +164,7 @@ def training_options(func):
         click.option("--width", type=click.IntRange(min=1), default=None,
                      help="Channels of the first level (members; for baseline: its own width, "
                           "default matched to the members' parameter count)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                     help="Where to train."),
+        device_option,
         click.option("--val-fraction", type=click.FloatRange(0.01, 0.9), default=0.15, show_default=True,
                      help="Share of tiles (whole rover stops) held out for validation."),
         objective_option,
@@ -229,9 +234,10 @@ def baseline(**options):
               default="learned", show_default=True, help="Fusion strategy to fit, or all of them.")
 @data_option
 @stack_option
+@device_option
 @seed_option
 @quiet_option
-def fuse(run, strategy, data, stack, seed, quiet):
+def fuse(run, strategy, data, stack, device, seed, quiet):
     """Fit a fuser on the members' validation logits and save it to RUN/fusion/<strategy>.pt.
 
     The members' logits of the validation tiles (never used to train them) are
@@ -242,7 +248,9 @@ def fuse(run, strategy, data, stack, seed, quiet):
     Example:
       ensemble fuse --run runs/quick --strategy all
     """
-    results = api.fuse(run=run, strategy=strategy, data=data, seed=seed, stack=stack, quiet=quiet)
+    from .fuse import format_fusion_results
+
+    results = api.fuse(run=run, strategy=strategy, data=data, seed=seed, stack=stack, device=device, quiet=quiet)
     click.echo(format_fusion_results(results))
 
 
@@ -261,8 +269,6 @@ def tta_option(func):
 @main.command()
 @optional_run_option
 @data_option
-@click.option("--split", type=click.Choice(["val"]), default="val", show_default=True,
-              help="Tiles to evaluate: the run's grouped validation split (the test set has no masks).")
 @tta_option
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Report folder [default: RUN/evaluation].")
@@ -270,9 +276,10 @@ def tta_option(func):
               help="Score each strategy out of fold: refit its fuser this many times, each time without one "
                    "fold of validation rover stops (0: score the saved fusers on the tiles they were fitted on).")
 @stack_option
+@device_option
 @seed_option
 @quiet_option
-def evaluate(run, data, split, tta, out, cross_fit, stack, seed, quiet):
+def evaluate(run, data, tta, out, cross_fit, stack, device, seed, quiet):
     """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
 
     The saved fusers were fitted on the validation tiles, so each strategy is scored
@@ -284,8 +291,10 @@ def evaluate(run, data, split, tta, out, cross_fit, stack, seed, quiet):
     Example:
       ensemble evaluate --run runs/quick --tta flip
     """
-    result = api.evaluate(run=run, data=data, split=split, tta=tta, out=out, seed=seed, stack=stack,
-                          cross_fit=cross_fit, quiet=quiet)
+    result = api.evaluate(run=run, data=data, tta=tta, out=out, seed=seed, stack=stack,
+                          cross_fit=cross_fit, device=device, quiet=quiet)
+    from .report import format_table
+
     click.echo(format_table(result["table"]))
     click.echo(f"report: {result['report_md']}")
 
@@ -306,6 +315,7 @@ def evaluate(run, data, split, tta, out, cross_fit, stack, seed, quiet):
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Tiles per batch (16 is the fastest on a CPU; try 64 or more on a GPU).")
 @stack_option
+@device_option
 @quiet_option
 def predict(**options):
     """Predict masks and write a Kaggle submission (id,0,1,...,H*W-1; row-major labels).
@@ -338,6 +348,10 @@ def score_command(pred, masks, as_json):
       ensemble score submission.csv --masks heldout_masks.npy
       ensemble score pred.npz:masks --masks mars_for_students.npz --json
     """
+    from .metrics import CONVENTIONS
+    from .report import json_ready
+    from .score import format_scores
+
     scores = api.score(pred, masks)
     if as_json:
         click.echo(json.dumps(json_ready({c: scores[c] for c in CONVENTIONS}), indent=2))
@@ -357,9 +371,10 @@ def score_command(pred, masks, as_json):
 @click.option("--samples-per-epoch", type=click.IntRange(min=0), default=None,
               help="Tiles drawn per epoch (0: every training tile) [default: the preset's].")
 @objective_option
+@device_option
 @seed_option
 @quiet_option
-def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objective, seed, quiet):
+def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objective, device, seed, quiet):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
 
     \b
@@ -367,7 +382,9 @@ def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objec
       ensemble run --preset quick
     """
     result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet, epochs=epochs,
-                         width=width, samples_per_epoch=samples_per_epoch, objective=objective)
+                         width=width, samples_per_epoch=samples_per_epoch, objective=objective, device=device)
+    from .report import format_table
+
     click.echo(format_table(result["table"]))
     click.echo(f"report: {result['report_md']}")
 

@@ -8,7 +8,7 @@ Every problem raises :class:`~ensemble.errors.DataError` with a one-line message
 """
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,6 @@ class MarsData:
     ids: np.ndarray = None
     test_images: np.ndarray = None
     test_ids: np.ndarray = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def tile_shape(self):
@@ -191,8 +190,6 @@ def load_data(path=None, require_masks=True):
     if data.images is None:
         data.images, data.test_images = data.test_images, None
         data.ids, data.test_ids = data.test_ids, None
-    known = {"training_set", "training_groups", "training_ids", "test_set", "test_ids"}
-    data.extra = {k: v for k, v in arrays.items() if k not in known}
     return data
 
 

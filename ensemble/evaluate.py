@@ -41,7 +41,6 @@ from .render import confusion_png, most_different_tiles, overlay_sheet
 from .report import build_table, write_report
 from .runfolder import RunFolder
 
-SPLITS = ("val",)
 #: Default number of cross-fitting folds (validation rover stops dealt into folds).
 CROSS_FIT_FOLDS = 5
 
@@ -78,13 +77,13 @@ def _difference_strategy(table, strategies):
     return max(strategies, key=miou)
 
 
-def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=BATCH_SIZE, device="cpu",
+def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, device="cpu",
                  n_boot=1000, seed=0, stack=True, cross_fit=CROSS_FIT_FOLDS, log=None):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
     ``data`` (a path or loaded :class:`~ensemble.data.MarsData`) must be the file the run was
-    trained on (sha256 checked). Only ``split="val"`` exists (the test set has no masks);
-    ``tta`` is ``"none"`` (member logits from the run's cache) or ``"flip"``. Members run
+    trained on (sha256 checked); the tiles are the run's validation split (the test set has
+    no masks). ``tta`` is ``"none"`` (member logits from the run's cache) or ``"flip"``. Members run
     stacked unless ``stack=False``. Strategies are scored with ``cross_fit`` folds (see the
     module docstring; 0: the saved fusers, in-sample).
 
@@ -99,12 +98,10 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=B
     differ most.
 
     Raises :class:`RunError` when the run has no fitted fuser or no baseline, and
-    :class:`EnsembleError` for an unknown ``split`` or ``tta`` or too few groups for ``cross_fit``.
+    :class:`EnsembleError` for an unknown ``tta`` or too few groups for ``cross_fit``.
     Returns ``{"table", "meta", "report_md", "report_json", "out"}`` (paths as strings).
     """
     log = log or (lambda line: None)
-    if split not in SPLITS:
-        raise EnsembleError(f"--split: unknown {split!r}; valid: {', '.join(SPLITS)} (the test set has no masks)")
     check_tta(tta)
     if cross_fit == 1:
         raise EnsembleError("--cross-fit 1: cross-fitting needs at least 2 folds (0 scores the saved fusers in-sample)")
@@ -180,7 +177,7 @@ def evaluate_run(run, data=None, split="val", tta="none", out=None, batch_size=B
         "objective": objective,
         "data": str(data.path),
         "data_sha": data.sha256,
-        "split": split,
+        "split": "val",  # the run's grouped validation split: the test set has no masks
         "n_tiles": int(n),
         "tta": tta,
         "fusers_fitted_on": fusers_fitted_on(cross_fit, data.groups is not None),

@@ -42,7 +42,7 @@ def score_probs(probs, masks, objective):
     }
 
 
-def fit_fusers(run, strategies, data=None, seed=0, stack=True, log=print):
+def fit_fusers(run, strategies, data=None, seed=0, stack=True, device="cpu", log=print):
     """Fit each strategy on the run's cached validation logits, save ``RUN/fusion/<strategy>.pt``.
 
     Returns ``{strategy: {"before": scores, "after": scores, "params": [lines], "seconds": s, "path": p}}``;
@@ -52,7 +52,7 @@ def fit_fusers(run, strategies, data=None, seed=0, stack=True, log=print):
     log = log or (lambda line: None)
     data_obj = load_data(data)
     folder = RunFolder(run)
-    logits, ids, val_idx = cached_val_logits(run, data_obj, tile_ids(data_obj), log=log, stack=stack)
+    logits, ids, val_idx = cached_val_logits(run, data_obj, tile_ids(data_obj), device=device, log=log, stack=stack)
     masks = data_obj.masks[val_idx].astype(np.int64)
     objective = folder.objective()
     plain_logits = torch.from_numpy(np.asarray(logits))

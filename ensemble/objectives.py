@@ -11,8 +11,7 @@
 * ``fullmask``: a full 5-class mask where the background detector decides class 0, trained
   on every pixel and scored by the ``allpixels`` convention.
 """
-import torch
-from torch import nn
+import functools
 
 OBJECTIVES = ("competition", "fullmask")
 DEFAULT_OBJECTIVE = "competition"
@@ -42,18 +41,31 @@ def mask_background(class_logits):
 
     Built with ``cat`` (no in-place write), so it traces and exports.
     """
+    import torch  # here, not at the top: the CLI reads the objective names without loading torch
+
     blocked = torch.full_like(class_logits[:, :1], float("-inf"))
     return torch.cat([blocked, class_logits[:, 1:]], dim=1)
 
 
-class MaskBackground(nn.Module):
-    """:func:`mask_background` as a module, appended to networks and fusers of the ``competition`` objective."""
+@functools.cache
+def mask_background_module():
+    """The ``torch.nn.Module`` class applying :func:`mask_background` (defined on first use, so torch loads lazily)."""
+    from torch import nn
 
-    def forward(self, class_logits):
-        """Class logits (N, C, H, W) with channel 0 at -inf."""
-        return mask_background(class_logits)
+    class MaskBackground(nn.Module):
+        """:func:`mask_background` as a module, appended to networks and fusers of the ``competition`` objective."""
+
+        def forward(self, class_logits):
+            """Class logits (N, C, H, W) with channel 0 at -inf."""
+            return mask_background(class_logits)
+
+    return MaskBackground
 
 
 def for_objective(module, objective):
-    """``module`` unchanged for ``fullmask``; followed by :class:`MaskBackground` for ``competition``."""
-    return module if predicts_background(objective) else nn.Sequential(module, MaskBackground()).eval()
+    """``module`` unchanged for ``fullmask``; followed by a ``MaskBackground`` module for ``competition``."""
+    if predicts_background(objective):
+        return module
+    from torch import nn
+
+    return nn.Sequential(module, mask_background_module()()).eval()

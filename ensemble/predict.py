@@ -33,12 +33,13 @@ from .data import normalize_images, open_npz, resolve_data_path
 from .errors import DataError, EnsembleError
 from .inference import (
     BATCH_SIZE,
-    baseline_logits_batches,
+    all_logits,
     check_tile_shape,
     load_baseline,
     load_members,
     load_run_fuser,
-    member_logits_batches,
+    logits_batches,
+    members_forward,
 )
 from .render import write_gray_png, write_mask_png
 from .runfolder import RunFolder
@@ -132,12 +133,15 @@ def _read_png_folder(folder):
     return tiles, [p.stem for p in entries]
 
 
-def _open_tiles(path):
-    """Open an ``.npz`` or a PNG folder as a lazily normalised :class:`_Tiles` and its ids."""
+def _open_tiles(path, folders=True):
+    """Open an ``.npz`` (or, with ``folders``, a PNG folder: ``--images``) as a lazily normalised :class:`_Tiles` and ids.
+
+    Without ``folders`` (``--data``) a missing path or a folder gets the data file's own message.
+    """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: not found (expected an .npz file or a folder of PNG tiles)")
-    if path.is_dir():
+    if folders and not path.exists():
+        raise DataError(f"{path}: not found (--images expects an .npz file or a folder of PNG tiles)")
+    if folders and path.is_dir():
         raw, ids = _read_png_folder(path)
         return _Tiles(raw, str(path)), ids
     arrays = open_npz(path)
@@ -165,33 +169,91 @@ def load_images(path):
     return tiles[:], ids
 
 
-def _load_predictor(folder, strategy, device):
-    """``(models, fuser)`` for an ensemble strategy, ``(baseline_model, None)`` for ``"baseline"``."""
-    if strategy == BASELINE:
-        return load_baseline(folder.path, device), None
+def _check_strategy(folder, strategy):
+    """Refuse a strategy the run has no fuser for, listing the available ones and how to fit it."""
     available = fitted_strategies(folder.path)
-    if strategy not in available:
-        hint = ""
-        if strategy in STRATEGIES:
-            hint = f"; fit it with: ensemble fuse --run {folder.path} --strategy {strategy}"
-        elif not available:
-            hint = f"; no fusers fitted yet: run ensemble fuse --run {folder.path} --strategy all"
-        listed = ", ".join([*available, BASELINE])
-        raise EnsembleError(f"--strategy: {strategy!r} is not available in {folder.path} (available: {listed}){hint}")
-    fuser = load_run_fuser(folder.path, strategy)
-    return load_members(folder.path, device), fuser
+    if strategy == BASELINE or strategy in available:
+        return
+    hint = ""
+    if strategy in STRATEGIES:
+        hint = f"; fit it with: ensemble fuse --run {folder.path} --strategy {strategy}"
+    elif not available:
+        hint = f"; no fusers fitted yet: run ensemble fuse --run {folder.path} --strategy all"
+    listed = ", ".join([*available, BASELINE])
+    raise EnsembleError(f"--strategy: {strategy!r} is not available in {folder.path} (available: {listed}){hint}")
 
 
-def _class_logit_batches(models, fuser, tiles, batch_size, device, tta, stack):
-    """Yield ``(start, class_logits (B, 5, H, W), member_logits or None)`` batch by batch."""
-    if fuser is None:
-        for start, logits in baseline_logits_batches(models, tiles, batch_size, device, tta):
-            yield start, logits, None
+def as_tiles(images, where="images"):
+    """Wrap an array of tiles (N, H, W), uint8 0-255 or float 0-1 / 0-255, as a lazily normalised :class:`_Tiles`."""
+    raw = np.asarray(images)
+    if raw.ndim != 3 or 0 in raw.shape:
+        raise DataError(f"{where}: shape {raw.shape}, expected (N, H, W) grayscale tiles")
+    return _Tiles(raw, where)
+
+
+class Predictor:
+    """Built once from a run folder and a strategy, it serves every prediction.
+
+    Like nnU-Net's ``nnUNetPredictor`` and smp's ``predict()``: the constructor loads and
+    verifies every checkpoint (sha256 against the manifest) and the fuser once, and holds the
+    device, batch size, test-time augmentation and execution path (members stacked or one by
+    one). ``strategy`` is a fuser fitted in ``RUN/fusion`` or ``"baseline"``. Tiles are arrays
+    (N, H, W), uint8 0-255 or float 0-1 / 0-255, of the run's tile size; they are processed
+    in batches of ``batch_size`` under ``torch.inference_mode()``. The class logits follow the
+    run's objective (under ``competition`` class 0 has logit -inf, probability 0).
+    """
+
+    def __init__(self, run, strategy="learned", device="cpu", tta="none", batch_size=BATCH_SIZE, stack=True):
+        check_tta(tta)
+        if int(batch_size) < 1:
+            raise EnsembleError(f"--batch-size: must be at least 1, got {batch_size}")
+        self.folder = RunFolder(run)
+        manifest = self.folder.manifest()
+        _check_strategy(self.folder, strategy)
+        self.strategy, self.device, self.tta, self.batch_size = strategy, device, tta, int(batch_size)
+        self.objective = self.folder.objective()
+        self.tile_shape = tuple(manifest["data"]["tile_shape"])
+        if strategy == BASELINE:
+            self.fuser = None
+            self._forward = load_baseline(self.folder.path, device)
+        else:
+            self.fuser = load_run_fuser(self.folder.path, strategy)
+            self._forward = members_forward(load_members(self.folder.path, device), stack)
+
+    def logit_batches(self, tiles):
+        """Yield ``(start, class_logits (B, 5, H, W), member_logits or None)`` float32 CPU tensors, batch by batch.
+
+        ``tiles`` is an array (N, H, W) or a lazily normalised tile source; member logits are
+        ``None`` for the baseline.
+        """
+        tiles = tiles if isinstance(tiles, _Tiles) else as_tiles(tiles)
+        check_tile_shape(self.folder, tiles.shape[1:])
+        for start, logits in logits_batches(self._forward, tiles, self.batch_size, self.device, self.tta):
+            if self.fuser is None:
+                yield start, logits, None
+            else:
+                yield start, self.fuser.predict_logits(logits), logits
             del logits  # drop this batch before the next one is computed
-    else:
-        for start, member_logits in member_logits_batches(models, tiles, batch_size, device, tta, stack):
-            yield start, fuser.predict_logits(member_logits), member_logits
-            del member_logits
+
+    def predict_logits(self, images):
+        """Class logits (N, 5, H, W) float32 numpy array."""
+        return all_logits(((start, logits) for start, logits, _ in self.logit_batches(images)), len(images))
+
+    def predict_proba(self, images):
+        """Class probabilities (N, 5, H, W) float32, summing to 1 over axis 1 (class 0 is 0 under ``competition``)."""
+        with torch.inference_mode():
+            return torch.softmax(torch.from_numpy(self.predict_logits(images)), dim=1).numpy()
+
+    def predict(self, images):
+        """Masks (N, H, W) uint8 of class ids: the argmax of the class logits."""
+        masks = np.empty((len(images), *np.shape(images)[1:]), dtype=np.uint8)
+        for start, class_logits, _ in self.logit_batches(images):
+            masks[start : start + len(class_logits)] = channel_argmax(class_logits).to(torch.uint8).numpy()
+        return masks
+
+    def __repr__(self):
+        return (f"Predictor(run={str(self.folder.path)!r}, strategy={self.strategy!r}, device={self.device!r}, "
+                f"tta={self.tta!r}, objective={self.objective!r})")
 
 
 def entropy_map(probs):
@@ -233,8 +295,8 @@ def predict_run(run, strategy="learned", data=None, images=None, out="submission
     """Predict masks with ``strategy`` of ``run`` and write a Kaggle submission CSV to ``out``.
 
     ``strategy``: any fuser fitted in ``RUN/fusion`` or ``"baseline"``; another name raises
-    :class:`EnsembleError` listing the run's strategies. Tiles: ``images`` (see
-    :func:`load_images`) if given, else the ``test_set`` of ``data`` (the Kaggle ``.npz``,
+    :class:`EnsembleError` listing the run's strategies. Tiles: ``images`` (a path, see
+    :func:`load_images`, or an array (N, H, W) uint8 / float whose ids are the row numbers) if given, else the ``test_set`` of ``data`` (the Kaggle ``.npz``,
     default :func:`~ensemble.data.resolve_data_path`). Their size must match the run
     (:class:`RunError` otherwise).
 
@@ -250,22 +312,19 @@ def predict_run(run, strategy="learned", data=None, images=None, out="submission
     """
     started = time.perf_counter()
     log = log or (lambda line: None)
-    check_tta(tta)
-    if int(batch_size) < 1:
-        raise EnsembleError(f"--batch-size: must be at least 1, got {batch_size}")
-    folder = RunFolder(run)
-    folder.manifest()
-    models, fuser = _load_predictor(folder, strategy, device)
-    source = Path(images) if images is not None else resolve_data_path(data)
-    tiles, ids = _open_tiles(source)
+    predictor = Predictor(run, strategy, device, tta, batch_size, stack)
+    if isinstance(images, np.ndarray):
+        tiles, ids, source = as_tiles(images), [str(i) for i in range(len(images))], "an array"
+    else:
+        source = Path(images) if images is not None else resolve_data_path(data)
+        tiles, ids = _open_tiles(source, folders=images is not None)
     height, width = tiles.shape[1:]
-    check_tile_shape(folder, (height, width))
+    check_tile_shape(predictor.folder, (height, width))  # before the CSV is opened
     png_dir = Path(png_dir) if png_dir else None
     uncertainty_dir = Path(uncertainty_dir) if uncertainty_dir else None
     log(f"predicting {len(tiles)} tiles ({height}x{width}) from {source} with {strategy}, tta {tta}")
     with torch.inference_mode(), SubmissionWriter(out, height * width) as writer:
-        batches = _class_logit_batches(models, fuser, tiles, batch_size, device, tta, stack)
-        for start, class_logits, member_logits in batches:
+        for start, class_logits, member_logits in predictor.logit_batches(tiles):
             _write_batch(writer, ids[start : start + len(class_logits)], class_logits, member_logits, png_dir,
                          uncertainty_dir)
             del class_logits, member_logits  # drop this batch before the next one is computed

@@ -129,7 +129,6 @@ class RunFolder:
 def package_versions():
     """Versions of the packages that shape results."""
     import joblib
-    import scipy
     import torch
     import torchvision
 
@@ -139,7 +138,6 @@ def package_versions():
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "numpy": np.__version__,
-        "scipy": scipy.__version__,
         "joblib": joblib.__version__,
     }
 

@@ -116,6 +116,7 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
         raise EnsembleError("--stacked trains one-vs-rest members only; the baseline trains with: ensemble baseline")
     if stacked and (jobs > 1 or backend != "loky"):
         raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")
+    device = resolve_device(device)  # refuse an unavailable device before anything is written
     preset_values = get_preset(preset)
     data_obj = load_data(data)
     step = 2 ** preset_values["depth"]
@@ -146,7 +147,7 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
                 "train_idx": train_idx,
                 "val_idx": val_idx,
                 "out_dir": str(folder.network_dir(name)),
-                "device": resolve_device(device),
+                "device": device,
                 "quiet": quiet,
             }
         )
@@ -155,7 +156,7 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
         scored = min(preset_values["val_tiles"] or len(val_idx), len(val_idx))
         log(f"training {', '.join(names)} on {len(train_idx)} tiles, validating on {scored} of {len(val_idx)} "
             f"validation tiles each epoch "
-            f"({preset} preset, objective {objective}, {how}, device {resolve_device(device)})")
+            f"({preset} preset, objective {objective}, {how}, device {device})")
     if stacked:
         results = train_stacked_tasks(tasks)
     else:

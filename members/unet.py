@@ -96,16 +96,6 @@ class UNet(nn.Module):
         """The decoder's input at one level: the upsampled features, then the skip connection."""
         return torch.cat([upsampled, skip], dim=1)
 
-    @torch.inference_mode()
-    def predict_logits(self, images):
-        """Logits for a batch in eval mode, without autograd."""
-        was_training = self.training
-        self.eval()
-        try:
-            return self(images)
-        finally:
-            self.train(was_training)
-
 
 def count_parameters(model):
     """Number of trainable parameters."""

@@ -150,11 +150,6 @@ def test_evaluate_without_baseline(fused_run, subset_path, tmp_path):
         evaluate_run(run, data=subset_path)
 
 
-def test_evaluate_test_split_refused(fused_run, subset_path):
-    with pytest.raises(EnsembleError, match="--split.*valid: val"):
-        evaluate_run(fused_run, data=subset_path, split="test")
-
-
 def test_predict_matches_fuser(fused_run, subset_path, test_images, tmp_path):
     out = tmp_path / "sub.csv"
     result = predict_run(fused_run, "learned", data=subset_path, out=out, batch_size=16,
@@ -335,3 +330,27 @@ def test_predict_streams_with_flat_memory(fused_run, subset_path, write_npz, tmp
           f"all probabilities would be {probs_mb:.0f} MB)")
     assert growth_mb < input_mb + 48, result
     assert (tmp_path / "big.csv").stat().st_size > STREAM_TILES * 2 * H * W
+
+
+def test_predictor_serves_arrays_like_the_csv(fused_run, subset_path, tmp_path):
+    """The notebook API: one Predictor, arrays in (uint8 or float), masks and probabilities out, no files."""
+    from ensemble import api
+
+    raw = np.load(subset_path)["test_set"][:12]  # uint8 0-255
+    predictor = api.predictor(run=str(fused_run), strategy="learned", device="cpu")
+    masks = predictor.predict(raw)
+    assert masks.shape == (12, H, W) and masks.dtype == np.uint8 and (masks > 0).all()  # competition run
+    assert np.array_equal(masks, predictor.predict(raw.astype(np.float32) / 255))
+    probs = predictor.predict_proba(raw)
+    assert probs.shape == (12, 5, H, W) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert (probs[:, 0] == 0).all() and np.array_equal(probs.argmax(axis=1), masks)
+    assert np.array_equal(masks, _member_labels(fused_run, "learned", raw.astype(np.float32) / 255, 16))
+    result = api.predict(run=str(fused_run), strategy="learned", images=raw, out=str(tmp_path / "a.csv"), quiet=True)
+    ids, labels = read_submission(result["out"])
+    assert ids == [str(i) for i in range(12)] and np.array_equal(labels.reshape(-1, H, W), masks)
+    baseline = api.predictor(run=str(fused_run), strategy="baseline", device="cpu")
+    assert baseline.predict(raw).shape == (12, H, W) and baseline.fuser is None
+    with pytest.raises(RunError, match="trained on 64x128 tiles, but the images are 32x128"):
+        predictor.predict(raw[:, :32])
+    with pytest.raises(DataError, match="expected \\(N, H, W\\)"):
+        predictor.predict(raw[0])

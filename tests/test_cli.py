@@ -1,0 +1,82 @@
+"""What a new user meets first: a fast --help, clear defaults and messages, --device on every network verb."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ensemble.cli import main
+
+from conftest import assert_one_line_error, copy_run  # noqa: E402
+
+COMMANDS = ([], ["data", "inspect"], ["data", "clean"], ["train"], ["baseline"], ["fuse"], ["evaluate"],
+            ["predict"], ["export"], ["score"], ["run"])
+
+
+def test_help_loads_no_torch():
+    """`ensemble --help` and every command's --help answer without importing torch (the slow part)."""
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from ensemble.cli import main\n"
+        f"for args in {COMMANDS!r}:\n"
+        "    result = CliRunner().invoke(main, [*args, '--help'])\n"
+        "    assert result.exit_code == 0 and 'Usage' in result.output, (args, result.output)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_predict_without_run_says_it_uses_the_reference(tmp_path, subset_path):
+    out = tmp_path / "submission.csv"
+    result = CliRunner().invoke(main, ["predict", "--images", str(subset_path), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "no --run given: using the shipped reference run" in result.output and "models/reference" in result.output
+
+
+def test_missing_data_file_message_is_the_same_everywhere(tmp_path):
+    missing = str(tmp_path / "missing.npz")
+    inspect = CliRunner().invoke(main, ["data", "inspect", "--data", missing])
+    predict = CliRunner().invoke(main, ["predict", "--data", missing, "--out", str(tmp_path / "s.csv")])
+    assert_one_line_error(inspect, "missing.npz: file not found")
+    assert_one_line_error(predict, "missing.npz: file not found")
+    assert inspect.stderr == predict.stderr
+    images = CliRunner().invoke(main, ["predict", "--images", missing, "--out", str(tmp_path / "s.csv")])
+    assert_one_line_error(images, "--images expects an .npz file or a folder of PNG tiles")
+
+
+def test_training_log_names_the_validation_tiles_scored(tmp_path, subset_path):
+    result = CliRunner().invoke(main, ["train", "--data", str(subset_path), "--run", str(tmp_path / "run"),
+                                       "--members", "sand", "--epochs", "1", "--width", "4",
+                                       "--samples-per-epoch", "32", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    # the quick preset scores 384 validation tiles per epoch, or all of them when there are fewer
+    line = next(line for line in result.output.splitlines() if line.startswith("training sand"))
+    scored, _, total = line.split("validating on ")[1].split(" validation")[0].partition(" of ")
+    assert int(scored) == min(384, int(total))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("command", [["predict"], ["evaluate"], ["fuse"], ["train"], ["run"]])
+def test_device_cuda_without_a_gpu_is_refused(tmp_path, subset_path, command):
+    args = [*command, "--device", "cuda", "--data", str(subset_path)]
+    if command[0] in ("train", "fuse", "run"):
+        args += ["--run", str(tmp_path / "run")]
+    result = CliRunner().invoke(main, args)
+    assert_one_line_error(result, "--device cuda: no CUDA device is available")
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_device_cpu_runs_predict_and_evaluate(tmp_path, subset_path, tiny_run):
+    from ensemble import api
+
+    tiny_run = copy_run(tiny_run, tmp_path)
+    api.fuse(run=str(tiny_run), strategy="argmax", data=str(subset_path), device="cpu", quiet=True)
+    out = tmp_path / "s.csv"
+    result = CliRunner().invoke(main, ["predict", "--run", str(tiny_run), "--strategy", "argmax", "--data",
+                                       str(subset_path), "--out", str(out), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["evaluate", "--run", str(tiny_run), "--data", str(subset_path), "--out",
+                                       str(tmp_path / "ev"), "--device", "cpu", "--quiet", "--cross-fit", "0"])
+    assert result.exit_code == 0, result.output
