@@ -25,6 +25,10 @@ def _zip_of(**members):
     return buffer.getvalue()
 
 
+#: Kinds of damage :func:`malformed_npz_cases` cycles through.
+NPZ_KINDS = 30
+
+
 def malformed_npz_cases(rng, count):
     """Yield ``(label, bytes)`` of ``count`` malformed .npz files, each a different kind of damage."""
     def tiles(n=3, h=8, w=16, dtype=np.uint8):
@@ -66,6 +70,7 @@ def malformed_npz_cases(rng, count):
         ("plain npy", lambda: _npy_with_header((3, 2, 8, 16), payload=b"\x01" * 768)),
         ("empty file", lambda: b""),
     ]
+    assert len(makers) == NPZ_KINDS
     for i in range(count):
         label, make = makers[i % len(makers)]
         yield f"{i:03d}-{label}", make()
