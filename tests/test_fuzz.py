@@ -1,10 +1,13 @@
 """Fuzz: malformed .npz files and image folders end with exit status 2 and one line, nothing written.
 
 :func:`fuzz_inputs.malformed_npz_cases` has one generator per kind of damage (30 kinds), cycled
-7 times with fresh random draws: 210 files. ``data inspect`` reads all 210; every other command
-that reads data (train, evaluate --data, predict --data, predict --images) reads one file of
-every kind, all in-process against one tiny trained run.
+7 times with fresh random draws: 210 files of 8x16 tiles, all read by ``data inspect``. Every
+command that reads data (data inspect, train, evaluate --data, predict --data, predict --images)
+also reads one file of every kind with 64x128 tiles, the size of the tiny trained run, so that
+no kind is refused merely for its tile size; all in-process.
 """
+import shutil
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -39,13 +42,17 @@ def _kind(path):
 
 
 @pytest.fixture(scope="module")
-def one_per_kind(cases):
-    """The first file of every kind of damage."""
-    first = {}
-    for path in cases:
-        first.setdefault(_kind(path), path)
-    assert len(first) == NPZ_KINDS
-    return list(first.values())
+def one_per_kind(tmp_path_factory):
+    """One file of every kind of damage, with tiles of the tiny run's size (64x128), so that
+    evaluate and predict reach the damage rather than refusing the tile size."""
+    folder = tmp_path_factory.mktemp("fuzz-kinds")
+    paths = []
+    for label, blob in malformed_npz_cases(np.random.default_rng(1), NPZ_KINDS, h=64, w=128):
+        path = folder / f"{label.replace(' ', '_')}.npz"
+        path.write_bytes(blob)
+        paths.append(path)
+    assert len({_kind(p) for p in paths}) == NPZ_KINDS
+    return paths
 
 
 def _refused_by_all(runner, paths, args_for, workdir, before=()):
@@ -57,6 +64,8 @@ def _refused_by_all(runner, paths, args_for, workdir, before=()):
             _check(result, workdir, sorted(before))
         except AssertionError as exc:
             failures.append(f"{path.name}: {str(exc).splitlines()[0][:300]}")
+            for left in set(workdir.iterdir()) - {workdir / name for name in before}:  # report each file once
+                shutil.rmtree(left) if left.is_dir() else left.unlink()
     assert not failures, "\n".join(failures)
 
 
@@ -66,9 +75,11 @@ def test_data_inspect_refuses_every_malformed_file(cases, tmp_path, monkeypatch)
     _refused_by_all(CliRunner(), cases, lambda p: ["data", "inspect", "--data", p], tmp_path)
 
 
-def test_train_refuses_every_kind(one_per_kind, tmp_path, monkeypatch):
+def test_data_inspect_and_train_refuse_every_kind(one_per_kind, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _refused_by_all(CliRunner(), one_per_kind,
+    runner = CliRunner()
+    _refused_by_all(runner, one_per_kind, lambda p: ["data", "inspect", "--data", p], tmp_path)
+    _refused_by_all(runner, one_per_kind,
                     lambda p: ["train", "--data", p, "--run", "run", "--epochs", "1", "--quiet"], tmp_path)
 
 
@@ -85,8 +96,6 @@ def test_train_refuses_tiles_not_divisible(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def fitted_run(tiny_run, subset_path, tmp_path_factory):
     """A copy of the tiny run with an argmax fuser."""
-    import shutil
-
     run = tmp_path_factory.mktemp("fuzzrun") / "run"
     shutil.copytree(tiny_run, run)
     result = CliRunner().invoke(main, ["fuse", "--run", str(run), "--data", str(subset_path), "--strategy", "argmax"])
