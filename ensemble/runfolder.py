@@ -111,14 +111,37 @@ class RunFolder:
             for path in paths:
                 checksums[Path(path).relative_to(self.path).as_posix()] = sha256_file(path)
 
+    def checksum_required(self, path):
+        """True when the run must hold a checksum for ``path``.
+
+        That is a fitted fuser ``fusion/<strategy>.pt`` (recorded when it is saved) and the
+        ``best.pt`` of a finished network (its ``metrics.json`` says finished; recorded when
+        training ends). Other files, such as the checkpoints of a network still training, need none.
+        """
+        path = Path(path)
+        if path.parent == self.fusion_dir and path.suffix == ".pt":
+            return True
+        metrics_path = path.parent / "metrics.json"
+        if path.name != "best.pt" or not metrics_path.exists():
+            return False
+        metrics = self.read_json(metrics_path)
+        return isinstance(metrics, dict) and bool(metrics.get("finished"))
+
     def verify(self, path):
         """Check ``path`` against the sha256 the manifest recorded for it; a mismatch raises :class:`RunError`.
 
-        Files the manifest has no checksum for (not yet finished) pass.
+        A file the run must hold a checksum for (:meth:`checksum_required`) whose entry is
+        missing is refused too. Other files without an entry (not yet finished) pass.
         """
         key = Path(path).relative_to(self.path).as_posix()
         expected = self.manifest().get("checksums", {}).get(key)
-        if expected is not None and sha256_file(path) != expected:
+        if expected is None:
+            if self.checksum_required(path):
+                raise RunError(
+                    f"{path}: no sha256 recorded for it in {self.manifest_path}, so it cannot be verified; "
+                    "the manifest was edited or replaced, or the file was copied in (retrain or refit it)"
+                )
+        elif sha256_file(path) != expected:
             raise RunError(
                 f"{path}: sha256 differs from the one recorded in {self.manifest_path} when it was written; "
                 "the file is corrupted or was replaced (retrain it, or restore the original)"

@@ -237,8 +237,16 @@ class NetworkTrainer:
         return self.state["epoch"]
 
     def active(self):
-        """True while epochs remain and early stopping has not triggered."""
-        return self.epoch < self.config.epochs and self.epoch - self.state["best_epoch"] <= self.config.patience
+        """True while epochs remain and early stopping has not triggered.
+
+        Early stopping triggers after ``patience`` epochs in a row without improvement: with
+        patience 4 and the best score at epoch 5, epochs 6-9 are trained and 9 is the last.
+        The first epoch always runs.
+        """
+        if self.epoch >= self.config.epochs:
+            return False
+        without_improvement = self.epoch - max(self.state["best_epoch"], 0)  # best_epoch is -1 before any
+        return self.epoch == 0 or without_improvement < self.config.patience
 
     def epoch_batches(self):
         """Yield ``(images, target, valid)`` batches of the next epoch, on the device.

@@ -25,9 +25,17 @@ def _zip_of(**members):
     return buffer.getvalue()
 
 
-def malformed_npz_cases(rng, count):
-    """Yield ``(label, bytes)`` of ``count`` malformed .npz files, each a different kind of damage."""
-    def tiles(n=3, h=8, w=16, dtype=np.uint8):
+#: Kinds of damage :func:`malformed_npz_cases` cycles through.
+NPZ_KINDS = 30
+
+
+def malformed_npz_cases(rng, count, h=8, w=16):
+    """Yield ``(label, bytes)`` of ``count`` malformed .npz files, each a different kind of damage.
+
+    Tiles are ``h`` x ``w`` pixels: pass the size a run was trained on so that commands which
+    check the tile size reach the damage itself rather than refusing the size.
+    """
+    def tiles(n=3, h=h, w=w, dtype=np.uint8):
         return np.stack([rng.integers(0, 256, (n, h, w)), rng.integers(0, 5, (n, h, w))], axis=1).astype(dtype)
 
     makers = [
@@ -36,15 +44,15 @@ def malformed_npz_cases(rng, count):
         ("rank 3", lambda: _npz_bytes(training_set=tiles()[:, 0])),
         ("rank 5", lambda: _npz_bytes(training_set=tiles()[None])),
         ("3 planes", lambda: _npz_bytes(training_set=np.concatenate([tiles(), tiles()[:, :1]], 1))),
-        ("zero tiles", lambda: _npz_bytes(training_set=np.zeros((0, 2, 8, 16), np.uint8))),
-        ("zero width", lambda: _npz_bytes(training_set=np.zeros((3, 2, 8, 0), np.uint8))),
-        ("nan pixels", lambda: _npz_bytes(training_set=np.where(rng.random((3, 2, 8, 16)) < 0.05, np.nan,
+        ("zero tiles", lambda: _npz_bytes(training_set=np.zeros((0, 2, h, w), np.uint8))),
+        ("zero width", lambda: _npz_bytes(training_set=np.zeros((3, 2, h, 0), np.uint8))),
+        ("nan pixels", lambda: _npz_bytes(training_set=np.where(rng.random((3, 2, h, w)) < 0.05, np.nan,
                                                                tiles(dtype=np.float32)))),
-        ("inf pixels", lambda: _npz_bytes(training_set=np.where(rng.random((3, 2, 8, 16)) < 0.05, np.inf,
+        ("inf pixels", lambda: _npz_bytes(training_set=np.where(rng.random((3, 2, h, w)) < 0.05, np.inf,
                                                                tiles(dtype=np.float64)))),
         ("negative pixels", lambda: _npz_bytes(training_set=tiles(dtype=np.float32) - 300)),
         ("mask 5..9", lambda: _npz_bytes(training_set=np.concatenate(
-            [tiles()[:, :1], rng.integers(5, 10, (3, 1, 8, 16)).astype(np.uint8)], 1))),
+            [tiles()[:, :1], rng.integers(5, 10, (3, 1, h, w)).astype(np.uint8)], 1))),
         ("negative mask", lambda: _npz_bytes(training_set=tiles(dtype=np.int16) * np.array([1, -1])[None, :, None, None]
                                              - np.array([0, 1])[None, :, None, None])),
         ("fractional mask", lambda: _npz_bytes(training_set=tiles(dtype=np.float32) + np.array([0, 0.5])[None, :, None, None])),
@@ -57,15 +65,16 @@ def malformed_npz_cases(rng, count):
         ("ids 2-d", lambda: _npz_bytes(training_set=tiles(), training_ids=np.array([["a"], ["b"], ["c"]]))),
         ("test_set rank 4", lambda: _npz_bytes(training_set=tiles(), test_set=tiles())),
         ("test_set other size", lambda: _npz_bytes(training_set=tiles(), test_set=np.zeros((2, 4, 4), np.uint8))),
-        ("test_set nan", lambda: _npz_bytes(training_set=tiles(), test_set=np.full((2, 8, 16), np.nan))),
+        ("test_set nan", lambda: _npz_bytes(training_set=tiles(), test_set=np.full((2, h, w), np.nan))),
         ("truncated", lambda: _npz_bytes(training_set=tiles(20, 64, 128))[: int(rng.integers(10, 2000))]),
         ("random bytes", lambda: rng.integers(0, 256, int(rng.integers(1, 4000)), dtype=np.uint8).tobytes()),
         ("zip of text", lambda: _zip_of(**{"training_set.npy": b"not an array"})),
         ("huge header", lambda: _zip_of(**{"training_set.npy": _npy_with_header((10**12, 2, 64, 128))})),
         ("short payload", lambda: _zip_of(**{"training_set.npy": _npy_with_header((50, 2, 64, 128))})),
-        ("plain npy", lambda: _npy_with_header((3, 2, 8, 16), payload=b"\x01" * 768)),
+        ("plain npy", lambda: _npy_with_header((3, 2, h, w), payload=b"\x01" * (3 * 2 * h * w))),
         ("empty file", lambda: b""),
     ]
+    assert len(makers) == NPZ_KINDS
     for i in range(count):
         label, make = makers[i % len(makers)]
         yield f"{i:03d}-{label}", make()

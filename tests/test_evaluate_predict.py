@@ -24,6 +24,7 @@ from ensemble.inference import (
 )
 from ensemble.metrics import confusion_matrix, mean_iou
 from ensemble.predict import load_images, predict_run
+from ensemble.runfolder import RunFolder
 from ensemble.submission import read_submission
 from fusion import get_fuser, load_fuser
 
@@ -42,7 +43,9 @@ def fused_run(tiny_run, subset_path, tmp_path_factory):
     logits, ids, val_idx = cached_val_logits(run, data, tile_ids(data))
     masks = data.masks[val_idx]
     for name, kwargs in (("argmax", {}), ("learned", {"max_epochs": 3, "max_pixels": 20_000, "seed": 0})):
-        get_fuser(name, **kwargs).fit(logits, masks, tile_ids=ids).save(run / "fusion" / f"{name}.pt")
+        path = run / "fusion" / f"{name}.pt"
+        get_fuser(name, **kwargs).fit(logits, masks, tile_ids=ids).save(path)
+        RunFolder(run).record_checksums([path])  # as ensemble fuse does: fusers are verified when loaded
     return run
 
 

@@ -1,5 +1,6 @@
 """Crash safety, integrity checks and refused options."""
 import errno
+import hashlib
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from conftest import TINY, assert_one_line_error, copy_run
 from ensemble import api
 from ensemble.cli import main
 from ensemble.errors import RunError
+from ensemble.runfolder import RunFolder
 from members.checkpoint import save_checkpoint
 
 
@@ -18,11 +20,26 @@ def cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_manifest_records_checksums(tiny_run):
-    manifest = json.loads((tiny_run / "manifest.json").read_text())
-    for name in ("background", "soil", "bedrock", "sand", "big_rock"):
-        assert f"members/{name}/best.pt" in manifest["checksums"]
-    assert "baseline/best.pt" in manifest["checksums"]
+@pytest.fixture(scope="module")
+def fused_copy(tiny_run, subset_path, tmp_path_factory):
+    """A copy of the tiny run with its argmax fuser fitted by ``ensemble fuse`` (which records its checksum)."""
+    run = copy_run(tiny_run, tmp_path_factory.mktemp("reliability"))  # fusers other tests fitted stay
+    result = cli("fuse", "--run", run, "--data", subset_path, "--strategy", "argmax")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_manifest_records_checksums(fused_copy):
+    checksums = json.loads((fused_copy / "manifest.json").read_text())["checksums"]
+    expected = {f"members/{name}/best.pt" for name in ("background", "soil", "bedrock", "sand", "big_rock")}
+    expected |= {"baseline/best.pt", "fusion/argmax.pt"}
+    assert expected <= set(checksums)
+    for key, value in checksums.items():
+        assert value == _sha256(fused_copy / key), key
 
 
 def test_flipped_byte_in_member_is_named(tiny_run, subset_path, tmp_path):
@@ -34,15 +51,51 @@ def test_flipped_byte_in_member_is_named(tiny_run, subset_path, tmp_path):
     assert_one_line_error(cli("fuse", "--run", run, "--data", subset_path), "bedrock/best.pt", "sha256")
 
 
+def test_flipped_byte_in_fuser_is_named(fused_copy, subset_path, tmp_path):
+    run = copy_run(fused_copy, tmp_path)
+    path = run / "fusion" / "argmax.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    out = tmp_path / "submission.csv"
+    result = cli("predict", "--run", run, "--data", subset_path, "--strategy", "argmax", "--out", out, "--quiet")
+    assert_one_line_error(result, "fusion/argmax.pt", "sha256")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("key, strategy", [("members/sand/best.pt", "argmax"), ("baseline/best.pt", "baseline"),
+                                           ("fusion/argmax.pt", "argmax")])
+def test_missing_manifest_entry_refused(fused_copy, subset_path, tmp_path, key, strategy):
+    run = copy_run(fused_copy, tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["checksums"].pop(key)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "submission.csv"
+    result = cli("predict", "--run", run, "--data", subset_path, "--strategy", strategy, "--out", out, "--quiet")
+    assert_one_line_error(result, key, "manifest.json", "no sha256 recorded")
+    assert not out.exists()
+    # a network that has not finished (no metrics.json saying so) needs no entry yet
+    if key.endswith("best.pt"):
+        (run / key).with_name("metrics.json").unlink()
+        assert RunFolder(run).verify(run / key) == run / key
+
+
+def test_intact_run_predicts(fused_copy, subset_path, tmp_path):
+    for strategy in ("argmax", "baseline"):
+        out = tmp_path / f"{strategy}.csv"
+        result = cli("predict", "--run", fused_copy, "--data", subset_path, "--strategy", strategy, "--out", out,
+                     "--quiet")
+        assert result.exit_code == 0, result.output
+        assert out.exists()
+
+
 def test_member_from_other_data_refused(tiny_run, subset_path, tmp_path):
     run = copy_run(tiny_run, tmp_path)
     path = run / "members" / "soil" / "best.pt"
     state = torch.load(path, weights_only=True)
     state["data_sha256"] = "0" * 64
     torch.save(state, path)
-    manifest = json.loads((run / "manifest.json").read_text())
-    manifest["checksums"].pop("members/soil/best.pt")
-    (run / "manifest.json").write_text(json.dumps(manifest))
+    RunFolder(run).record_checksums([path])  # a consistent checksum: the data hash alone must refuse it
     assert_one_line_error(cli("fuse", "--run", run, "--data", subset_path), "soil/best.pt", "different data")
 
 
