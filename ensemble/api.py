@@ -78,11 +78,12 @@ def default_run(run=None, log=None):
     """``run`` if given, else the reference run shipped in ``models/reference`` (said to ``log``)."""
     from .data import PROJECT_ROOT
     from .errors import RunError
+    from .runfolder import RunFolder
 
     if run:
         return run
     reference = PROJECT_ROOT / "models" / "reference"
-    if not (reference / "manifest.json").exists():
+    if not RunFolder(reference).manifest_path.exists():
         raise RunError(f"no --run given and no reference run at {reference}; train one with: ensemble run")
     if log:
         log(f"no --run given: using the shipped reference run {reference}")
@@ -146,13 +147,12 @@ def predictor(run=None, strategy="learned", device="auto", tta="none", batch_siz
 def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto", quiet=False, log=print,
             **train_options):
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation."""
-    from .data import resolve_data_path
     from .fuse import format_fusion_results
     from .summary import format_training_summary
     from members.parallel import available_cores
 
     run = run or f"runs/{preset}"
-    data = str(resolve_data_path(data))
+    data = load_data(data)  # read and hashed once; every step below gets the loaded data
     jobs = jobs or min(available_cores(), 5)
     say = (lambda line: None) if quiet else log
     common = dict(data=data, run=run, preset=preset, seed=seed, device=device, quiet=quiet, log=log, **train_options)

@@ -145,13 +145,38 @@ def _per_tile(array, n, where, what):
     return array
 
 
+#: The last file loaded, by (path, mtime, size, require_masks): a command reads and hashes its data once.
+_LOADED = {}
+
+
 def load_data(path=None, require_masks=True):
     """Load and validate a Kaggle-layout ``.npz``; return :class:`MarsData`.
 
-    ``path`` defaults to :func:`resolve_data_path`. With ``require_masks=False`` a file
-    holding only ``test_set`` is accepted (its ``images`` are then the test images).
+    ``path`` defaults to :func:`resolve_data_path`; a :class:`MarsData` is returned as it is.
+    With ``require_masks=False`` a file holding only ``test_set`` is accepted (its ``images``
+    are then the test images). The last file loaded is kept while its modification time and
+    size are unchanged, so the steps of one command (train, baseline, fuse, evaluate) read and
+    hash it once; treat the arrays as read-only.
     """
+    if isinstance(path, MarsData):
+        return path
     path = resolve_data_path(path)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, require_masks)
+    except OSError:
+        key = None
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
+    data = _read_data(path, require_masks)
+    _LOADED.clear()
+    if key is not None:
+        _LOADED[key] = data
+    return data
+
+
+def _read_data(path, require_masks):
+    """Read and validate ``path`` (see :func:`load_data`)."""
     arrays = open_npz(path)
     name = path.name
     if "training_set" not in arrays and (require_masks or "test_set" not in arrays):

@@ -158,7 +158,7 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
 
     table = build_table(tile_cms, eces, member_ious, baseline_name=BASELINE, n_boot=n_boot, seed=seed,
                         objective=objective)
-    out_dir = Path(out) if out else folder.path / "evaluation"
+    out_dir = Path(out) if out else folder.evaluation_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("confusion_*.png"):  # figures of fusers removed since the last evaluation
         if stale.stem[len("confusion_"):] not in tile_cms:

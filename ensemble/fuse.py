@@ -66,7 +66,7 @@ def fit_fusers(run, strategies, data=None, seed=0, stack=True, device="cpu", log
         kwargs = {"objective": objective} if name == "argmax" else {"seed": seed, "objective": objective}
         fuser = get_fuser(name, **kwargs).fit(logits, masks, tile_ids=[str(i) for i in ids])
         seconds = time.perf_counter() - started
-        path = folder.fusion_dir / f"{name}.pt"
+        path = folder.fuser_path(name)
         fuser.save(path)
         folder.record_checksums([path])
         results[name] = {

@@ -23,9 +23,6 @@ from .runfolder import RunFolder
 #: Default tiles per inference batch: on 2 CPU cores batches of 16 run the members 1.4x faster
 #: than batches of 64 (``scripts/bench.py``: larger batches' activations spill out of the caches).
 BATCH_SIZE = 16
-CACHE_LOGITS = "val_logits.npy"
-CACHE_IDS = "val_tile_ids.npy"
-CACHE_META = "val_cache.json"
 
 
 def check_run_data(folder, data):
@@ -40,7 +37,7 @@ def check_run_data(folder, data):
 
 
 def _network_checkpoint(folder, name):
-    path = folder.network_dir(name) / "best.pt"
+    path = folder.best_path(name)
     if not path.exists():
         what = "the multiclass baseline" if name == BASELINE else f"member {name!r}"
         raise RunError(f"{path}: missing; {what} has not been trained in {folder.path} (run ensemble "
@@ -65,7 +62,7 @@ def load_network_state(folder, name, device="cpu"):
 def load_run_fuser(run, strategy):
     """The fitted fuser ``RUN/fusion/<strategy>.pt``, verified against the manifest's sha256."""
     folder = RunFolder(run)
-    path = folder.fusion_dir / f"{strategy}.pt"
+    path = folder.fuser_path(strategy)
     if not path.exists():
         raise RunError(f"{path}: missing; fit it with: ensemble fuse --run {folder.path} --strategy {strategy}")
     return load_fuser(folder.verify(path))
@@ -176,21 +173,21 @@ def cached_val_logits(run, data, tile_ids, device="cpu", log=None, stack=True):
     manifest = check_run_data(folder, data)
     val_idx = np.asarray(manifest["split"]["val_indices"], dtype=np.int64)
     ids = np.asarray(tile_ids)[val_idx]
-    meta_path = folder.cache_dir / CACHE_META
+    meta_path = folder.cache_path("meta")
     hashes = _member_hashes(folder)
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("members") == hashes and meta.get("tiles") == len(val_idx):
-            cached_ids = np.load(folder.cache_dir / CACHE_IDS, allow_pickle=False)
+            cached_ids = np.load(folder.cache_path("ids"), allow_pickle=False)
             if np.array_equal(cached_ids, ids):
-                return np.load(folder.cache_dir / CACHE_LOGITS, mmap_mode="r", allow_pickle=False), ids, val_idx
+                return np.load(folder.cache_path("logits"), mmap_mode="r", allow_pickle=False), ids, val_idx
     if log:
         log(f"computing member logits for {len(val_idx)} validation tiles (cached in {folder.cache_dir})")
     models = load_members(run, device)
     batches = member_logits_batches(models, data.images[val_idx], device=device, stack=stack)
     logits = all_logits(batches, len(val_idx))
-    for name, array in ((CACHE_LOGITS, logits), (CACHE_IDS, ids)):
-        with atomic_path(folder.cache_dir / name) as tmp:
+    for which, array in (("logits", logits), ("ids", ids)):
+        with atomic_path(folder.cache_path(which)) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, array, allow_pickle=False)
     write_json_atomic(meta_path, {"members": hashes, "tiles": int(len(val_idx))})

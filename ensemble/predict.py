@@ -82,9 +82,7 @@ def check_tta(tta):
 
 def fitted_strategies(run):
     """Names of the fusers fitted in ``run`` (``RUN/fusion/<name>.pt``), in :data:`fusion.STRATEGIES` order."""
-    fusion_dir = RunFolder(run).fusion_dir
-    paths = fusion_dir.glob("*.pt") if fusion_dir.is_dir() else []
-    names = [p.stem for p in paths if p.is_file() and p.stem != BASELINE]
+    names = [name for name in RunFolder(run).fuser_names() if name != BASELINE]
     rank = {name: i for i, name in enumerate(STRATEGIES)}
     return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
 

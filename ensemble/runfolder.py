@@ -10,6 +10,7 @@ Layout::
     RUN/fusion/<strategy>.pt          fitted fusers
 """
 import contextlib
+import copy
 import fcntl
 import json
 import platform
@@ -29,6 +30,28 @@ from .split import split_indices
 #: Settings that fix the split and the meaning of the networks; a run folder keeps them for life.
 RUN_KEYS = ("seed", "val_fraction", "objective", "drop_outliers")
 
+# Every file name of a run folder is spelled here and nowhere else.
+CONFIG = "config.json"
+MANIFEST = "manifest.json"
+#: In each network's folder: the best validation epoch, the resume state, the finished metrics.
+BEST = "best.pt"
+LATEST = "latest.pt"
+METRICS = "metrics.json"
+BASELINE_DIR = "baseline"
+MEMBERS_DIR = "members"
+FUSION_DIR = "fusion"
+FUSER_SUFFIX = ".pt"
+CACHE_DIR = "cache"
+#: The logits cache: member logits of the validation tiles, their tile ids, and what they were made from.
+CACHE_LOGITS = "val_logits.npy"
+CACHE_IDS = "val_tile_ids.npy"
+CACHE_META = "val_cache.json"
+EVALUATION_DIR = "evaluation"
+LOCK = ".manifest.lock"
+
+#: Parsed manifests by path, reused while the file's (mtime, size) is unchanged: one parse per command.
+_MANIFESTS = {}
+
 
 class RunFolder:
     """Paths and JSON files of one run folder."""
@@ -39,26 +62,49 @@ class RunFolder:
     @property
     def config_path(self):
         """``RUN/config.json``."""
-        return self.path / "config.json"
+        return self.path / CONFIG
 
     @property
     def manifest_path(self):
         """``RUN/manifest.json``."""
-        return self.path / "manifest.json"
+        return self.path / MANIFEST
 
     def network_dir(self, name):
         """Folder of a member (by class name) or of ``"baseline"``."""
-        return self.path / "baseline" if name == "baseline" else self.path / "members" / name
+        return self.path / BASELINE_DIR if name == "baseline" else self.path / MEMBERS_DIR / name
+
+    def best_path(self, name):
+        """``best.pt`` of a member (by class name) or of ``"baseline"``."""
+        return self.network_dir(name) / BEST
 
     @property
     def cache_dir(self):
         """``RUN/cache``."""
-        return self.path / "cache"
+        return self.path / CACHE_DIR
+
+    def cache_path(self, which):
+        """A file of the logits cache: ``which`` is ``"logits"``, ``"ids"`` or ``"meta"``."""
+        return self.cache_dir / {"logits": CACHE_LOGITS, "ids": CACHE_IDS, "meta": CACHE_META}[which]
 
     @property
     def fusion_dir(self):
         """``RUN/fusion``."""
-        return self.path / "fusion"
+        return self.path / FUSION_DIR
+
+    def fuser_path(self, strategy):
+        """``RUN/fusion/<strategy>.pt``."""
+        return self.fusion_dir / f"{strategy}{FUSER_SUFFIX}"
+
+    def fuser_names(self):
+        """Names of the fusers saved in ``RUN/fusion`` (unsorted)."""
+        if not self.fusion_dir.is_dir():
+            return []
+        return [p.stem for p in self.fusion_dir.glob(f"*{FUSER_SUFFIX}") if p.is_file()]
+
+    @property
+    def evaluation_dir(self):
+        """``RUN/evaluation``: the default report folder."""
+        return self.path / EVALUATION_DIR
 
     def read_json(self, path):
         """Read a JSON file of the run; a missing or broken file raises :class:`RunError`."""
@@ -69,8 +115,21 @@ class RunFolder:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RunError(f"{path}: not valid JSON ({exc})") from None
 
-    def manifest(self):
-        """The manifest dict, checked for a readable format version."""
+    def manifest(self, fresh=False):
+        """The manifest dict, checked for a readable format version.
+
+        Parsed once per command: the parsed dict is reused while the file's modification time
+        and size are unchanged (callers get their own copy); ``fresh=True`` always rereads it.
+        """
+        key = str(self.manifest_path.resolve())
+        try:
+            stat = self.manifest_path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            stamp = None
+        cached = _MANIFESTS.get(key)
+        if not fresh and stamp is not None and cached is not None and cached[0] == stamp:
+            return copy.deepcopy(cached[1])
         manifest = self.read_json(self.manifest_path)
         version = manifest.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -78,6 +137,8 @@ class RunFolder:
                 f"{self.manifest_path}: format version {version!r} is not readable by this tool "
                 f"(reads up to {FORMAT_VERSION}); upgrade the package"
             )
+        if stamp is not None:
+            _MANIFESTS[key] = (stamp, copy.deepcopy(manifest))
         return manifest
 
     def objective(self):
@@ -95,10 +156,10 @@ class RunFolder:
     @contextlib.contextmanager
     def locked_manifest(self):
         """Yield the manifest dict under an exclusive lock; it is written back (atomically) on exit."""
-        with open(self.path / ".manifest.lock", "a") as lock:
+        with open(self.path / LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                manifest = self.manifest()
+                manifest = self.manifest(fresh=True)  # another process may have written it a moment ago
                 yield manifest
                 write_json_atomic(self.manifest_path, manifest)
             finally:
@@ -121,8 +182,8 @@ class RunFolder:
         path = Path(path)
         if path.parent == self.fusion_dir and path.suffix == ".pt":
             return True
-        metrics_path = path.parent / "metrics.json"
-        if path.name != "best.pt" or not metrics_path.exists():
+        metrics_path = path.parent / METRICS
+        if path.name != BEST or not metrics_path.exists():
             return False
         metrics = self.read_json(metrics_path)
         return isinstance(metrics, dict) and bool(metrics.get("finished"))
@@ -225,7 +286,7 @@ def record_network_config(run, settings, name, config_dict):
     folder = RunFolder(run)
     config = folder.config() if folder.config_path.exists() else {"settings": settings, "networks": {}}
     old = config["networks"].get(name)
-    started = (folder.network_dir(name) / "latest.pt").exists()
+    started = (folder.network_dir(name) / LATEST).exists()
     if old is not None and old != config_dict and started:
         keys = sorted(k for k in set(old) | set(config_dict) if old.get(k) != config_dict.get(k))
         raise RunError(

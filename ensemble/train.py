@@ -161,7 +161,7 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
         results = train_stacked_tasks(tasks)
     else:
         results = train_parallel(tasks, jobs=jobs, backend=backend, scheduler=scheduler)
-    finished = [folder.network_dir(r["name"]) / "best.pt" for r in results if r.get("finished")]
+    finished = [folder.best_path(r["name"]) for r in results if r.get("finished")]
     recorded = folder.manifest().get("checksums", {})
     missing = [p for p in finished if p.relative_to(folder.path).as_posix() not in recorded]
     if missing:

@@ -20,6 +20,7 @@ from ensemble.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
 from ensemble.fileio import write_json_atomic
 from ensemble.metrics import binary_iou, confusion_matrix, mean_iou
 from ensemble.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION, mask_background, predicts_background
+from ensemble.runfolder import BEST, LATEST, METRICS
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import MemberLoss, MulticlassLoss, auto_class_weights, auto_pos_weight
@@ -184,7 +185,7 @@ class SplitArrays:
 
 def finished_metrics(out_dir):
     """The metrics of a network already finished in ``out_dir`` (marked ``skipped``), else ``None``."""
-    metrics_path = Path(out_dir) / "metrics.json"
+    metrics_path = Path(out_dir) / METRICS
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
         if metrics.get("finished"):
@@ -222,7 +223,7 @@ class NetworkTrainer:
         )
         self.augment = build_augmentation(AugmentConfig(**config.augment)) if config.augment else None
         self.state = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "history": []}
-        latest = self.out_dir / "latest.pt"
+        latest = self.out_dir / LATEST
         if latest.exists():
             ckpt = load_checkpoint(latest, map_location=self.device)
             self.model.load_state_dict(ckpt["model"])
@@ -292,8 +293,8 @@ class NetworkTrainer:
                       train_config=config.to_dict(), data_sha256=self.data_sha256)
         if improved:
             self.state["best_score"], self.state["best_epoch"] = score, epoch
-            save_checkpoint(self.out_dir / "best.pt", epoch=epoch, val_iou=score, **common)
-        save_checkpoint(self.out_dir / "latest.pt", optimizer=self.optimizer.state_dict(),
+            save_checkpoint(self.out_dir / BEST, epoch=epoch, val_iou=score, **common)
+        save_checkpoint(self.out_dir / LATEST, optimizer=self.optimizer.state_dict(),
                         scheduler=self.scheduler.state_dict(), **common, **self.state)
         mean_epoch = np.mean([h["seconds"] for h in self.state["history"]])
         eta = mean_epoch * (config.epochs - epoch)
@@ -321,7 +322,7 @@ class NetworkTrainer:
             "config": config.to_dict(),
             **extra,
         }
-        write_json_atomic(self.out_dir / "metrics.json", metrics)
+        write_json_atomic(self.out_dir / METRICS, metrics)
         return metrics
 
 

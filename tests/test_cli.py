@@ -80,3 +80,44 @@ def test_device_cpu_runs_predict_and_evaluate(tmp_path, subset_path, tiny_run):
     result = CliRunner().invoke(main, ["evaluate", "--run", str(tiny_run), "--data", str(subset_path), "--out",
                                        str(tmp_path / "ev"), "--device", "cpu", "--quiet", "--cross-fit", "0"])
     assert result.exit_code == 0, result.output
+
+
+def test_run_folder_file_names_live_in_one_module():
+    """Every run-folder file name is spelled in ensemble/runfolder.py only."""
+    from ensemble.data import PROJECT_ROOT
+    from ensemble.runfolder import BEST, CACHE_IDS, CACHE_LOGITS, CACHE_META, CONFIG, LATEST, MANIFEST, METRICS
+
+    names = (BEST, LATEST, METRICS, CONFIG, MANIFEST, CACHE_LOGITS, CACHE_IDS, CACHE_META)
+    sources = [p for package in ("ensemble", "members", "fusion") for p in (PROJECT_ROOT / package).rglob("*.py")]
+    spelled = {str(p.relative_to(PROJECT_ROOT)): [n for n in names if f'"{n}"' in p.read_text()] for p in sources}
+    assert {path for path, found in spelled.items() if found} == {"ensemble/runfolder.py"}
+
+
+def test_one_predict_parses_the_manifest_once(tmp_path, subset_path, monkeypatch):
+    from ensemble import api, runfolder
+
+    parsed = []
+    read_json = runfolder.RunFolder.read_json
+
+    def counting(self, path):
+        if path.name == runfolder.MANIFEST:
+            parsed.append(path)
+        return read_json(self, path)
+
+    monkeypatch.setattr(runfolder.RunFolder, "read_json", counting)
+    runfolder._MANIFESTS.clear()
+    api.predict(images=str(subset_path), out=str(tmp_path / "s.csv"), device="cpu", quiet=True)
+    assert len(parsed) == 1
+
+
+def test_main_job_reads_the_data_once(tmp_path, subset_path, monkeypatch):
+    """`ensemble run` reads and hashes its npz once in this process (workers get the path and the hash)."""
+    from ensemble import api, data
+
+    reads = []
+    read = data._read_data
+    monkeypatch.setattr(data, "_read_data", lambda *args: reads.append(args[0]) or read(*args))
+    data._LOADED.clear()
+    api.run_all(preset="quick", data=str(subset_path), run=str(tmp_path / "run"), jobs=1, epochs=1, width=4,
+                samples_per_epoch=32, device="cpu", quiet=True)
+    assert reads == [subset_path]
