@@ -115,7 +115,8 @@ def _markdown_table(headers, rows):
     return "\n".join(lines)
 
 
-def _text_table(headers, rows):
+def text_table(headers, rows):
+    """Fixed-width text table: first column left-aligned, the others right-aligned, a rule under the header."""
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
              for r in [headers, *rows]]
@@ -145,7 +146,7 @@ def format_table(table):
     """
     headline = table["headline"]
     text = f"objective {table['objective']}; class IoUs in the {headline} convention\n"
-    text += _text_table(["model"] + [header for header, _ in _COLUMNS], _metric_rows(table))
+    text += text_table(["model"] + [header for header, _ in _COLUMNS], _metric_rows(table))
     diffs = [f"{name}: mIoU {headline} {_fmt_diff(table['differences'][name]['miou_' + headline])} "
              f"vs {table['baseline']}" for name in table["order"] if name in table["differences"]]
     return text + ("\n\n" + "\n".join(diffs) if diffs else "") + "\n"

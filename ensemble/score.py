@@ -17,11 +17,8 @@ from .classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
 from .data import open_npz
 from .errors import DataError
 from .metrics import CONVENTIONS, confusion_matrix, iou_per_class, mean_iou
-from .report import background_on_labeled
+from .report import TERRAIN_NAMES, background_on_labeled, text_table
 from .submission import read_submission
-
-TERRAIN_NAMES = tuple(CLASS_NAMES[c] for c in TERRAIN_CLASSES)
-
 
 def split_key(spec):
     """``"FILE.npz:KEY"`` -> ``(Path(FILE.npz), "KEY")``; anything else -> ``(Path(spec), None)``."""
@@ -139,9 +136,7 @@ def format_scores(scores):
     headers = ["convention", *(n.replace("_", " ") for n in TERRAIN_NAMES), "mean"]
     rows = [[c] + ["n/a" if not np.isfinite(scores[c][k]) else f"{scores[c][k]:.4f}"
                    for k in (*TERRAIN_NAMES, "mean")] for c in CONVENTIONS]
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-             for r in [headers, *rows]]
+    lines = text_table(headers, rows).splitlines()
     share = scores["class0_on_labeled"]
     lines.append(f"{scores['tiles']} tiles; class 0 predicted on "
                  f"{'n/a' if not np.isfinite(share) else f'{100 * share:.2f} %'} of the labeled pixels")
