@@ -11,7 +11,7 @@ from .data import load_data, tile_ids
 from .errors import EnsembleError
 from .inference import cached_val_logits
 from .metrics import CONVENTIONS, all_mean_ious, confusion_matrix, expected_calibration_error, iou_per_class, nll
-from .objectives import HEADLINE_CONVENTION, mask_background, scored_pixels
+from .objectives import HEADLINE_CONVENTION, mask_background, predicts_background, scored_pixels
 from .runfolder import RunFolder
 
 
@@ -56,7 +56,7 @@ def fit_fusers(run, strategies, data=None, seed=0, stack=True, device="cpu", log
     masks = data_obj.masks[val_idx].astype(np.int64)
     objective = folder.objective()
     plain_logits = torch.from_numpy(np.asarray(logits))
-    if scored_pixels(masks, objective) is not None:
+    if not predicts_background(objective):
         plain_logits = mask_background(plain_logits)
     before = score_probs(torch.softmax(plain_logits, dim=1), masks, objective)
     del plain_logits
