@@ -20,6 +20,11 @@ setup(
         "numpy>=1.23",
         "joblib>=1.2",
         "click>=8.1",
+        # the default inference engine on the CPU (README, Dependencies): onnxruntime runs the graphs,
+        # onnx + onnxscript are what torch.onnx.export needs to write them
+        "onnxruntime>=1.17",
+        "onnx>=1.16",
+        "onnxscript>=0.2",
     ],
     extras_require={
         "test": ["pytest>=7", "keras>=3"],  # keras: the competition metric is cross-checked against keras.metrics.MeanIoU

@@ -3,13 +3,18 @@
 Each ``ensemble`` subcommand is a thin wrapper over a function here. Modules that load torch
 are imported inside the functions that need them, so ``ensemble --help`` starts without torch.
 """
+from pathlib import Path
+
 import numpy as np
 
-from .data import load_data, open_npz, resolve_data_path
-from .errors import DataError
-from .fileio import atomic_path
+from .core.classes import BASELINE
+from .core.data import PROJECT_ROOT, load_data, open_npz, resolve_data_path
+from .core.errors import DataError, EnsembleError, RunError
+from .core.fileio import atomic_path
+from .core.outliers import find_outliers
+from .core.runfolder import RunFolder
 from .inspect import summarize
-from .outliers import find_outliers
+from .summary import format_training_summary
 
 
 def inspect_data(data=None, min_repeats=20, uniform_share=0.95):
@@ -56,29 +61,28 @@ def train(data=None, run="runs/default", members="all", **options):
 
 def baseline(data=None, run="runs/default", **options):
     """Train the multiclass baseline into ``run``; same options as :func:`train`. Returns its metrics."""
-    from .train import BASELINE, train_networks
+    from .train import train_networks
 
     options.pop("jobs", None)
     return train_networks([BASELINE], data=data, run=run, **options)[0]
 
 
-def fuse(run="runs/default", strategy="learned", data=None, seed=0, stack=True, device="auto", quiet=False, log=print):
+def fuse(run="runs/default", strategy="learned", data=None, seed=0, stack=True, device="auto", engine="auto",
+         quiet=False, log=print):
     """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results.
 
-    ``device`` (``auto``, ``cpu`` or ``cuda``) runs the members when their logits are not cached yet.
+    ``device`` (``auto``, ``cpu`` or ``cuda``) and ``engine`` (``auto``, ``torch``, ``onnxruntime``:
+    :mod:`ensemble.engines`) run the members when their logits are not cached yet.
     """
     from .fuse import fit_fusers, parse_strategies
     from .train import resolve_device
 
     return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, stack=stack,
-                      device=resolve_device(device), log=None if quiet else log)
+                      device=resolve_device(device), engine=engine, log=None if quiet else log)
 
 
 def default_run(run=None, log=None):
     """``run`` if given, else the reference run shipped in ``models/reference`` (said to ``log``)."""
-    from .data import PROJECT_ROOT
-    from .errors import RunError
-    from .runfolder import RunFolder
 
     if run:
         return run
@@ -91,26 +95,29 @@ def default_run(run=None, log=None):
 
 
 def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=True, cross_fit=5, device="auto",
-             quiet=False, log=print):
+             engine="auto", quiet=False, log=print):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
-    The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``).
+    The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
+    ``onnxruntime``).
     """
     from .evaluate import evaluate_run
     from .train import resolve_device
 
     log = None if quiet else log
     return evaluate_run(default_run(run, log), data=data, tta=tta, out=out, seed=seed, stack=stack,
-                        cross_fit=cross_fit, device=resolve_device(device), log=log)
+                        cross_fit=cross_fit, device=resolve_device(device), engine=engine, log=log)
 
 
 def predict(run=None, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
-            uncertainty_dir=None, tta="none", batch_size=16, stack=True, device="auto", quiet=False, log=print):
+            uncertainty_dir=None, tta="none", batch_size=16, stack=True, device="auto", engine="auto", quiet=False,
+            log=print):
     """Predict masks for ``test_set`` of ``data`` (or ``images``: a path, or an array (N, H, W)) and write a
     Kaggle submission CSV. For masks and probabilities in memory, use :func:`predictor`.
 
-    The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``).
+    The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
+    ``onnxruntime``).
     """
     from .predict import predict_run
     from .train import resolve_device
@@ -118,7 +125,7 @@ def predict(run=None, strategy="learned", data=None, images=None, out="submissio
     log = None if quiet else log
     return predict_run(default_run(run, log), strategy=strategy, data=data, images=images, out=out, png_dir=png_dir,
                        uncertainty_dir=uncertainty_dir, tta=tta, batch_size=batch_size, stack=stack,
-                       device=resolve_device(device), log=log)
+                       device=resolve_device(device), engine=engine, log=log)
 
 
 def score(pred, masks):
@@ -132,23 +139,22 @@ def score(pred, masks):
     return score_files(pred, masks)
 
 
-def predictor(run=None, strategy="learned", device="auto", tta="none", batch_size=16, stack=True):
-    """A :class:`~ensemble.predict.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
+def predictor(run=None, strategy="learned", device="auto", tta="none", batch_size=16, stack=True, engine="auto"):
+    """A :class:`~ensemble.inference.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
     ``predict_proba(images)`` and ``predict_logits(images)`` on arrays (N, H, W), uint8 or float; no files.
 
     ``run`` defaults to the shipped reference run.
     """
-    from .predict import Predictor
+    from .inference import Predictor
     from .train import resolve_device
 
-    return Predictor(default_run(run), strategy, resolve_device(device), tta, batch_size, stack)
+    return Predictor(default_run(run), strategy, resolve_device(device), tta, batch_size, stack, engine)
 
 
-def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto", quiet=False, log=print,
-            **train_options):
+def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,
+            log=print, **train_options):
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation."""
     from .fuse import format_fusion_results
-    from .summary import format_training_summary
     from members.parallel import available_cores
 
     run = run or f"runs/{preset}"
@@ -161,30 +167,30 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto
     say(format_training_summary(results))
     failed = [f"{r['name']} ({r['error']})" for r in results if r.get("failed")]
     if failed:
-        from .errors import EnsembleError
-
         raise EnsembleError(f"members failed: {'; '.join(failed)}; rerun to retrain only them")
     say("== 2/4 multiclass baseline")
     say(format_training_summary([baseline(**{**common, "width": None})]))  # width matched to the members
     say("== 3/4 fusion")
-    say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, device=device, quiet=quiet,
-                                   log=log)))
+    say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, device=device, engine=engine,
+                                   quiet=quiet, log=log)))
     say("== 4/4 evaluation")
-    return evaluate(run=run, data=data, seed=seed, device=device, quiet=quiet, log=log)
+    return evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log)
 
 
-def export(run=None, strategy="learned", out="model.pt2"):
-    """Write one ``torch.export`` program: stacked members + fuser, images (N, 1, H, W) -> probabilities."""
-    from .errors import EnsembleError
-    from .export import export_pipeline
-    from .inference import load_members, load_run_fuser
-    from .runfolder import RunFolder
-    from members.stacked import StackedUNet
+def export(run=None, strategy="learned", out="model.pt2", format=None):
+    """Write one program mapping images (N, 1, H, W) to probabilities: a ``torch.export`` program
+    (``.pt2``: stacked members + fuser) or an ONNX graph (``.onnx``: members + fuser, or the baseline).
 
-    if not str(out).endswith(".pt2"):
-        raise EnsembleError(f"--out {out}: the exported program's file name must end in .pt2")
-    run = default_run(run)
-    height, width = RunFolder(run).manifest()["data"]["tile_shape"]
-    stacked = StackedUNet.from_members(load_members(run))
-    export_pipeline(stacked, load_run_fuser(run, strategy), out, example_shape=(2, 1, height, width))
-    return {"out": str(out), "strategy": strategy, "tile_shape": [height, width]}
+    ``format`` (``pt2`` or ``onnx``) defaults to the extension of ``out``.
+    """
+    from .inference import Predictor
+
+    suffix = Path(str(out)).suffix.lstrip(".")
+    format = format or suffix
+    if format not in ("pt2", "onnx"):
+        raise EnsembleError(f"--format: unknown {format!r}; valid: pt2, onnx")
+    if suffix != format:
+        raise EnsembleError(f"--out {out}: the file name must end in .{format} for --format {format}")
+    predictor = Predictor(default_run(run), strategy, device="cpu", engine="torch")
+    predictor.export(out, format)
+    return {"out": str(out), "strategy": strategy, "format": format, "tile_shape": list(predictor.tile_shape)}

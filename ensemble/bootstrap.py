@@ -10,8 +10,8 @@ import warnings
 
 import numpy as np
 
-from .classes import CLASS_NAMES, TERRAIN_CLASSES
-from .metrics import CONVENTIONS, iou_per_class, mean_iou
+from .core.classes import CLASS_NAMES, TERRAIN_CLASSES
+from .core.metrics import CONVENTIONS, iou_per_class, mean_iou
 
 #: Columns compared to the baseline: the terrain IoUs (in the run's headline convention) and the
 #: mean IoU of every convention.

@@ -10,8 +10,8 @@ import warnings
 import click
 
 from . import __version__, api
-from .errors import EnsembleError
-from .objectives import OBJECTIVES
+from .core.errors import EnsembleError
+from .core.objectives import OBJECTIVES
 from .inspect import format_summary
 from .summary import format_training_summary
 
@@ -58,6 +58,14 @@ def device_option(func):
     """``--device auto|cpu|cuda``: where the networks run."""
     return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                         help="Where the networks run (auto: a CUDA GPU when present, else the CPU).")(func)
+
+
+def engine_option(func):
+    """``--engine auto|torch|onnxruntime``: what runs the networks (:mod:`ensemble.engines`)."""
+    return click.option("--engine", type=click.Choice(["auto", "torch", "onnxruntime"]), default="auto",
+                        show_default=True,
+                        help="What runs the networks: auto = onnxruntime on the CPU when installed (faster), "
+                             "else PyTorch.")(func)
 
 
 def stack_option(func):
@@ -235,9 +243,10 @@ def baseline(**options):
 @data_option
 @stack_option
 @device_option
+@engine_option
 @seed_option
 @quiet_option
-def fuse(run, strategy, data, stack, device, seed, quiet):
+def fuse(run, strategy, data, stack, device, engine, seed, quiet):
     """Fit a fuser on the members' validation logits and save it to RUN/fusion/<strategy>.pt.
 
     The members' logits of the validation tiles (never used to train them) are
@@ -250,7 +259,8 @@ def fuse(run, strategy, data, stack, device, seed, quiet):
     """
     from .fuse import format_fusion_results
 
-    results = api.fuse(run=run, strategy=strategy, data=data, seed=seed, stack=stack, device=device, quiet=quiet)
+    results = api.fuse(run=run, strategy=strategy, data=data, seed=seed, stack=stack, device=device, engine=engine,
+                       quiet=quiet)
     click.echo(format_fusion_results(results))
 
 
@@ -277,9 +287,10 @@ def tta_option(func):
                    "fold of validation rover stops (0: score the saved fusers on the tiles they were fitted on).")
 @stack_option
 @device_option
+@engine_option
 @seed_option
 @quiet_option
-def evaluate(run, data, tta, out, cross_fit, stack, device, seed, quiet):
+def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet):
     """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
 
     The saved fusers were fitted on the validation tiles, so each strategy is scored
@@ -292,7 +303,7 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, seed, quiet):
       ensemble evaluate --run runs/quick --tta flip
     """
     result = api.evaluate(run=run, data=data, tta=tta, out=out, seed=seed, stack=stack,
-                          cross_fit=cross_fit, device=device, quiet=quiet)
+                          cross_fit=cross_fit, device=device, engine=engine, quiet=quiet)
     from .report import format_table
 
     click.echo(format_table(result["table"]))
@@ -316,6 +327,7 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, seed, quiet):
               help="Tiles per batch (16 is the fastest on a CPU; try 64 or more on a GPU).")
 @stack_option
 @device_option
+@engine_option
 @quiet_option
 def predict(**options):
     """Predict masks and write a Kaggle submission (id,0,1,...,H*W-1; row-major labels).
@@ -348,7 +360,7 @@ def score_command(pred, masks, as_json):
       ensemble score submission.csv --masks heldout_masks.npy
       ensemble score pred.npz:masks --masks mars_for_students.npz --json
     """
-    from .metrics import CONVENTIONS
+    from .core.metrics import CONVENTIONS
     from .report import json_ready
     from .score import format_scores
 
@@ -372,9 +384,10 @@ def score_command(pred, masks, as_json):
               help="Tiles drawn per epoch (0: every training tile) [default: the preset's].")
 @objective_option
 @device_option
+@engine_option
 @seed_option
 @quiet_option
-def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objective, device, seed, quiet):
+def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objective, device, engine, seed, quiet):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
 
     \b
@@ -382,7 +395,8 @@ def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objec
       ensemble run --preset quick
     """
     result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet, epochs=epochs,
-                         width=width, samples_per_epoch=samples_per_epoch, objective=objective, device=device)
+                         width=width, samples_per_epoch=samples_per_epoch, objective=objective, device=device,
+                         engine=engine)
     from .report import format_table
 
     click.echo(format_table(result["table"]))
@@ -391,19 +405,24 @@ def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objec
 
 @main.command("export")
 @optional_run_option
-@click.option("--strategy", type=click.Choice(["argmax", "calibrated", "learned", "learned3x3"]), default="learned",
-              show_default=True, help="The fitted fuser to bake in.")
-@click.option("--out", type=click.Path(dir_okay=False), default="model.pt2", show_default=True,
-              help="Where to write the program (.pt2).")
-def export_command(run, strategy, out):
-    """Export stacked members + fuser as one torch.export program (.pt2).
+@click.option("--strategy", type=click.Choice(["argmax", "calibrated", "learned", "learned3x3", "baseline"]),
+              default="learned", show_default=True, help="The fitted fuser to bake in (baseline: ONNX only).")
+@click.option("--format", "format", type=click.Choice(["pt2", "onnx"]), default=None,
+              help="pt2: a torch.export program; onnx: an ONNX graph [default: from --out's extension].")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the program [default: model.pt2, or model.onnx with --format onnx].")
+def export_command(run, strategy, format, out):
+    """Export members + fuser (or the baseline) as one program: .pt2 (torch.export) or .onnx.
 
     The program maps images (N, 1, H, W) float 0-1 to class probabilities (N, 5, H, W)
-    and loads with torch alone: torch.export.load(PATH).module().
+    for any N. A .pt2 loads with torch alone: torch.export.load(PATH).module(); an .onnx
+    runs in onnxruntime: InferenceSession(PATH).run(None, {"images": x})[0].
 
     \b
-    Example:
+    Examples:
       ensemble export --run runs/quick --strategy learned --out model.pt2
+      ensemble export --run runs/quick --format onnx --out model.onnx
     """
-    result = api.export(run=run, strategy=strategy, out=out)
+    out = out or f"model.{format or 'pt2'}"
+    result = api.export(run=run, strategy=strategy, out=out, format=format)
     click.echo(f"wrote {result['out']} ({result['strategy']} fusion, tiles {result['tile_shape'][0]}x{result['tile_shape'][1]})")

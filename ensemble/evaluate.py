@@ -11,35 +11,33 @@ Memory: one model's class probabilities are held at a time; each model leaves be
 its per-tile confusion matrices, its ECE and its uint8 predicted masks.
 """
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fusion.base import channel_argmax
-from members.training import BASELINE
 
-from .classes import CLASS_NAMES
+from .core.classes import BASELINE, CLASS_NAMES
+from .core.data import MarsData, load_data, tile_ids
+from .core.errors import EnsembleError, RunError
+from .core.metrics import binary_iou, expected_calibration_error, per_tile_confusion
+from .core.objectives import scored_pixels
+from .core.runfolder import RunFolder
 from .crossfit import cross_fitted_logits, fold_assignment
-from .data import MarsData, load_data, tile_ids
-from .errors import EnsembleError, RunError
+from .engines import resolve_engine
 from .inference import (
     BATCH_SIZE,
-    all_logits,
-    baseline_logits_batches,
+    Predictor,
     cached_val_logits,
     check_run_data,
-    load_baseline,
-    load_members,
+    check_tta,
+    fitted_strategies,
     load_run_fuser,
-    member_logits_batches,
 )
-from .metrics import binary_iou, expected_calibration_error, per_tile_confusion
-from .objectives import scored_pixels
-from .predict import check_tta, fitted_strategies
 from .render import confusion_png, most_different_tiles, overlay_sheet
 from .report import build_table, write_report
-from .runfolder import RunFolder
 
 #: Default number of cross-fitting folds (validation rover stops dealt into folds).
 CROSS_FIT_FOLDS = 5
@@ -77,11 +75,122 @@ def _difference_strategy(table, strategies):
     return max(strategies, key=miou)
 
 
+@dataclass
+class Scores:
+    """What scoring leaves behind: per model its per-tile confusion matrices, ECE and uint8 masks."""
+
+    val_idx: np.ndarray
+    ids: np.ndarray
+    truth: np.ndarray
+    tile_cms: dict = field(default_factory=dict)
+    eces: dict = field(default_factory=dict)
+    preds: dict = field(default_factory=dict)
+    member_ious: dict = field(default_factory=dict)
+
+    def add(self, name, class_logits, valid):
+        self.tile_cms[name], self.eces[name], self.preds[name] = _score(class_logits, self.truth, valid)
+
+
+def _folds(data, val_idx, cross_fit, seed):
+    groups = data.groups[val_idx] if data.groups is not None else np.arange(len(val_idx))
+    try:
+        return fold_assignment(groups, cross_fit, seed)
+    except ValueError as exc:
+        raise EnsembleError(f"--cross-fit {cross_fit}: {exc}; use fewer folds or 0") from None
+
+
+def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=True,
+                 cross_fit=CROSS_FIT_FOLDS, seed=0, engine="auto", log=None):
+    """Score the baseline, each member alone and each fuser of ``fusers`` on the run's validation tiles.
+
+    Every network runs through a :class:`~ensemble.inference.Predictor`; with ``tta="none"``
+    the member logits come from the run's cache. Fusers are applied cross-fitted over
+    ``cross_fit`` folds of validation rover stops (0: the fitted fusers, in-sample).
+    Returns :class:`Scores`.
+    """
+    log = log or (lambda line: None)
+    manifest = check_run_data(folder, data)
+    val_idx = np.asarray(manifest["split"]["val_indices"], dtype=np.int64)
+    if len(val_idx) == 0:
+        raise RunError(f"{folder.manifest_path}: the validation split is empty; nothing to evaluate")
+    scores = Scores(val_idx=val_idx, ids=tile_ids(data)[val_idx], truth=data.masks[val_idx])
+    objective = folder.objective()
+    valid = scored_pixels(scores.truth, objective)
+    folds = _folds(data, val_idx, cross_fit, seed) if cross_fit else None
+    how = f"cross-fitted over {cross_fit} folds" if cross_fit else "in-sample"
+    log(f"evaluating baseline and {', '.join(fusers)} ({how}) on {len(val_idx)} validation tiles (tta {tta}, "
+        f"objective {objective})")
+    images = data.images[val_idx]
+    baseline = Predictor(folder.path, BASELINE, device, tta, batch_size, engine=engine, log=log)
+    scores.add(BASELINE, baseline.predict_logits(images), valid)
+    del baseline
+    if tta == "none":
+        member_logits = cached_val_logits(folder.path, data, tile_ids(data), device=device, log=log, stack=stack,
+                                          engine=engine)[0]
+    else:
+        members = Predictor(folder.path, None, device, tta, batch_size, stack, engine, log)
+        member_logits = members.predict_member_logits(images)
+        del members
+    scores.member_ious = {name: binary_iou(scores.truth == k, member_logits[:, k] > 0, None if k == 0 else valid)
+                          for k, name in enumerate(CLASS_NAMES)}
+    for name, fuser in fusers.items():
+        log(f"  {name}")
+        if cross_fit:
+            fused_logits = cross_fitted_logits(fuser, member_logits, scores.truth, folds, scores.ids)
+        else:
+            fused_logits = fuser.predict_logits(member_logits)
+        scores.add(name, fused_logits, valid)
+        del fused_logits
+    return scores
+
+
+def write_figures(out_dir, table, scores, images, strategies):
+    """``confusion_<model>.png`` per model (stale ones of removed fusers deleted) and ``differences.png``.
+
+    Returns ``(shown strategy, indices of the tiles shown)``.
+    """
+    for stale in out_dir.glob("confusion_*.png"):  # figures of fusers removed since the last evaluation
+        if stale.stem[len("confusion_"):] not in scores.tile_cms:
+            stale.unlink()
+    n = len(scores.val_idx)
+    for name, cms in scores.tile_cms.items():
+        row = table["models"][name]
+        title = f"{name}: {n} validation tiles, mIoU {table['headline']} {row['miou'][table['headline']]:.3f}"
+        confusion_png(cms.sum(axis=0), out_dir / f"confusion_{name}.png", title)
+    shown = _difference_strategy(table, strategies)
+    preds = scores.preds
+    idx = most_different_tiles(preds[BASELINE], preds[shown], scores.truth, DIFFERENCE_TILES)  # most different first
+    overlay_sheet(images[idx], scores.truth[idx], preds[BASELINE][idx], preds[shown][idx],
+                  out_dir / "differences.png", labels=("image", "truth", BASELINE, shown))
+    return shown, idx
+
+
+def _meta(folder, data, scores, fusers, tta, engine, cross_fit, shown, idx):
+    val_ids = set(map(str, scores.ids))
+    return {
+        "run": str(folder.path),
+        "objective": folder.objective(),
+        "data": str(data.path),
+        "data_sha": data.sha256,
+        "split": "val",  # the run's grouped validation split: the test set has no masks
+        "n_tiles": int(len(scores.val_idx)),
+        "tta": tta,
+        "engine": engine,
+        "fusers_fitted_on": fusers_fitted_on(cross_fit, data.groups is not None),
+        "cross_fit_folds": int(cross_fit),
+        "fuser_fit_tiles": {
+            name: {"n_tiles": len(f.fitted_tile_ids_), "same_tiles": set(f.fitted_tile_ids_) == val_ids}
+            for name, f in fusers.items()
+        },
+        "differences": {"strategy": shown, "tile_ids": [str(t) for t in scores.ids[idx]]},
+    }
+
+
 def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, device="cpu",
-                 n_boot=1000, seed=0, stack=True, cross_fit=CROSS_FIT_FOLDS, log=None):
+                 n_boot=1000, seed=0, stack=True, cross_fit=CROSS_FIT_FOLDS, engine="auto", log=None):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
-    ``data`` (a path or loaded :class:`~ensemble.data.MarsData`) must be the file the run was
+    ``data`` (a path or loaded :class:`~ensemble.core.data.MarsData`) must be the file the run was
     trained on (sha256 checked); the tiles are the run's validation split (the test set has
     no masks). ``tta`` is ``"none"`` (member logits from the run's cache) or ``"flip"``. Members run
     stacked unless ``stack=False``. Strategies are scored with ``cross_fit`` folds (see the
@@ -101,7 +210,6 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     :class:`EnsembleError` for an unknown ``tta`` or too few groups for ``cross_fit``.
     Returns ``{"table", "meta", "report_md", "report_json", "out"}`` (paths as strings).
     """
-    log = log or (lambda line: None)
     check_tta(tta)
     if cross_fit == 1:
         raise EnsembleError("--cross-fit 1: cross-fitting needs at least 2 folds (0 scores the saved fusers in-sample)")
@@ -112,82 +220,14 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
         raise RunError(f"{folder.fusion_dir}: no fitted fusers in {folder.path}; run "
                        f"`ensemble fuse --run {folder.path} --strategy all` first")
     fusers = {name: load_run_fuser(folder.path, name) for name in strategies}
-    baseline = load_baseline(run, device)
     data = data if isinstance(data, MarsData) else load_data(data)
-    manifest = check_run_data(folder, data)
-    val_idx = np.asarray(manifest["split"]["val_indices"], dtype=np.int64)
-    if len(val_idx) == 0:
-        raise RunError(f"{folder.manifest_path}: the validation split is empty; nothing to evaluate")
-    ids = tile_ids(data)[val_idx]
-    truth = data.masks[val_idx]
-    objective = folder.objective()
-    valid = scored_pixels(truth, objective)
-    n = len(val_idx)
-    groups = data.groups[val_idx] if data.groups is not None else np.arange(n)
-    if cross_fit:
-        try:
-            folds = fold_assignment(groups, cross_fit, seed)
-        except ValueError as exc:
-            raise EnsembleError(f"--cross-fit {cross_fit}: {exc}; use fewer folds or 0") from None
-    how = f"cross-fitted over {cross_fit} folds" if cross_fit else "in-sample"
-    log(f"evaluating baseline and {', '.join(strategies)} ({how}) on {n} validation tiles (tta {tta}, "
-        f"objective {objective})")
-
-    tile_cms, eces, preds = {}, {}, {}
-    tile_cms[BASELINE], eces[BASELINE], preds[BASELINE] = _score(
-        all_logits(baseline_logits_batches(baseline, data.images[val_idx], batch_size, device, tta), n), truth, valid)
-    del baseline
-    if tta == "none":
-        member_logits = cached_val_logits(run, data, tile_ids(data), device=device, log=log, stack=stack)[0]
-    else:
-        members = load_members(run, device)
-        batches = member_logits_batches(members, data.images[val_idx], batch_size, device, tta, stack)
-        member_logits = all_logits(batches, n)
-        del members
-    member_ious = {name: binary_iou(truth == k, member_logits[:, k] > 0, None if k == 0 else valid)
-                   for k, name in enumerate(CLASS_NAMES)}
-    for name, fuser in fusers.items():
-        log(f"  {name}")
-        if cross_fit:
-            fused_logits = cross_fitted_logits(fuser, member_logits, truth, folds, ids)
-        else:
-            fused_logits = fuser.predict_logits(member_logits)
-        tile_cms[name], eces[name], preds[name] = _score(fused_logits, truth, valid)
-        del fused_logits
-    del member_logits
-
-    table = build_table(tile_cms, eces, member_ious, baseline_name=BASELINE, n_boot=n_boot, seed=seed,
-                        objective=objective)
+    scores = score_models(folder, data, fusers, tta, batch_size, device, stack, cross_fit, seed, engine, log)
+    table = build_table(scores.tile_cms, scores.eces, scores.member_ious, baseline_name=BASELINE, n_boot=n_boot,
+                        seed=seed, objective=folder.objective())
     out_dir = Path(out) if out else folder.evaluation_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("confusion_*.png"):  # figures of fusers removed since the last evaluation
-        if stale.stem[len("confusion_"):] not in tile_cms:
-            stale.unlink()
-    for name, cms in tile_cms.items():
-        row = table["models"][name]
-        title = f"{name}: {n} validation tiles, mIoU {table['headline']} {row['miou'][table['headline']]:.3f}"
-        confusion_png(cms.sum(axis=0), out_dir / f"confusion_{name}.png", title)
-    shown = _difference_strategy(table, strategies)
-    idx = most_different_tiles(preds[BASELINE], preds[shown], truth, DIFFERENCE_TILES)  # most different first
-    overlay_sheet(data.images[val_idx[idx]], truth[idx], preds[BASELINE][idx], preds[shown][idx],
-                  out_dir / "differences.png", labels=("image", "truth", BASELINE, shown))
-    val_ids = set(map(str, ids))
-    meta = {
-        "run": str(folder.path),
-        "objective": objective,
-        "data": str(data.path),
-        "data_sha": data.sha256,
-        "split": "val",  # the run's grouped validation split: the test set has no masks
-        "n_tiles": int(n),
-        "tta": tta,
-        "fusers_fitted_on": fusers_fitted_on(cross_fit, data.groups is not None),
-        "cross_fit_folds": int(cross_fit),
-        "fuser_fit_tiles": {
-            name: {"n_tiles": len(f.fitted_tile_ids_), "same_tiles": set(f.fitted_tile_ids_) == val_ids}
-            for name, f in fusers.items()
-        },
-        "differences": {"strategy": shown, "tile_ids": [str(t) for t in ids[idx]]},
-    }
+    shown, idx = write_figures(out_dir, table, scores, data.images[scores.val_idx], strategies)
+    meta = _meta(folder, data, scores, fusers, tta, resolve_engine(engine, device), cross_fit, shown, idx)
     json_path, md_path = write_report(out_dir, table, meta)
     return {"table": table, "meta": meta, "report_md": str(md_path), "report_json": str(json_path),
             "out": str(out_dir)}

@@ -1,7 +1,11 @@
-"""The whole ensemble (stacked members, fuser, softmax) as one ``torch.export`` program.
+"""The whole ensemble (stacked members, fuser, softmax), or the baseline, as one program.
 
-The saved program needs only ``torch`` to run: ``torch.export.load(path).module()(images)``
-maps images (N, 1, H, W) float in 0-1 to class probabilities (N, 5, H, W), for any N.
+Two formats, both mapping images (N, 1, H, W) float in 0-1 to class probabilities (N, 5, H, W),
+for any N:
+
+* ``.pt2``: a ``torch.export`` program; needs only ``torch``: ``torch.export.load(path).module()(images)``;
+* ``.onnx``: one ONNX graph (input ``images``, output ``outputs``); needs only onnxruntime:
+  ``onnxruntime.InferenceSession(path).run(None, {"images": images})[0]``.
 """
 import contextlib
 import copy
@@ -14,8 +18,8 @@ from torch import nn
 
 from members.stacked import StackedUNet
 
-from .classes import NUM_CLASSES
-from .fileio import atomic_path
+from .core.classes import NUM_CLASSES
+from .core.fileio import atomic_path
 
 
 class EnsemblePipeline(nn.Module):
@@ -64,6 +68,37 @@ def export_pipeline(stacked, fuser, path, example_shape=(2, 1, 64, 128)):
         torch.export.save(program, fh)
         fh.flush()
         os.fsync(fh.fileno())
+    return path
+
+
+class ProbabilitiesPipeline(nn.Module):
+    """Networks -> optional fuser -> softmax: class probabilities (N, 5, H, W) of images (N, 1, H, W).
+
+    ``networks`` maps images to member logits (then ``fuser_module`` fuses them) or, for the
+    baseline, directly to class logits (``fuser_module=None``).
+    """
+
+    def __init__(self, networks, fuser_module=None):
+        super().__init__()
+        self.networks = networks
+        self.fuser = fuser_module if fuser_module is not None else nn.Identity()
+
+    def forward(self, images):
+        """Class probabilities (N, 5, H, W)."""
+        return torch.softmax(self.fuser(self.networks(images)), dim=1)
+
+
+def export_onnx_pipeline(networks, fuser, path, example_shape=(2, 1, 64, 128)):
+    """Write networks (+ ``fuser``, a fitted :class:`fusion.Fuser`, its module, or ``None``) + softmax as one
+    ONNX graph to ``path`` (atomically), batch dimension dynamic. Returns ``path``."""
+    from .engines import export_onnx
+
+    if Path(path).suffix != ".onnx":
+        raise ValueError(f"{path}: an ONNX graph's file name must end in .onnx")
+    fuser_module = None if fuser is None else fuser if isinstance(fuser, nn.Module) else fuser.module()
+    pipeline = ProbabilitiesPipeline(copy.deepcopy(networks), copy.deepcopy(fuser_module)).eval()
+    example = torch.rand(example_shape, generator=torch.Generator().manual_seed(0))
+    export_onnx(pipeline, example, path)
     return path
 
 

@@ -6,13 +6,13 @@ import torch
 
 from fusion import STRATEGIES, get_fuser
 
-from .classes import CLASS_NAMES, TERRAIN_CLASSES
-from .data import load_data, tile_ids
-from .errors import EnsembleError
+from .core.classes import CLASS_NAMES, TERRAIN_CLASSES
+from .core.data import load_data, tile_ids
+from .core.errors import EnsembleError
 from .inference import cached_val_logits
-from .metrics import CONVENTIONS, all_mean_ious, confusion_matrix, expected_calibration_error, iou_per_class, nll
-from .objectives import HEADLINE_CONVENTION, mask_background, predicts_background, scored_pixels
-from .runfolder import RunFolder
+from .core.metrics import CONVENTIONS, all_mean_ious, confusion_matrix, expected_calibration_error, iou_per_class, nll
+from .core.objectives import HEADLINE_CONVENTION, mask_background, predicts_background, scored_pixels
+from .core.runfolder import RunFolder
 
 
 def parse_strategies(spec):
@@ -42,17 +42,18 @@ def score_probs(probs, masks, objective):
     }
 
 
-def fit_fusers(run, strategies, data=None, seed=0, stack=True, device="cpu", log=print):
+def fit_fusers(run, strategies, data=None, seed=0, stack=True, device="cpu", engine="auto", log=print):
     """Fit each strategy on the run's cached validation logits, save ``RUN/fusion/<strategy>.pt``.
 
     Returns ``{strategy: {"before": scores, "after": scores, "params": [lines], "seconds": s, "path": p}}``;
     ``before`` scores the plain softmax of the member logits. ``stack=False`` computes a
-    missing cache with the members one by one.
+    missing cache with the members one by one; ``engine`` picks PyTorch or onnxruntime for it.
     """
     log = log or (lambda line: None)
     data_obj = load_data(data)
     folder = RunFolder(run)
-    logits, ids, val_idx = cached_val_logits(run, data_obj, tile_ids(data_obj), device=device, log=log, stack=stack)
+    logits, ids, val_idx = cached_val_logits(run, data_obj, tile_ids(data_obj), device=device, log=log, stack=stack,
+                                             engine=engine)
     masks = data_obj.masks[val_idx].astype(np.int64)
     objective = folder.objective()
     plain_logits = torch.from_numpy(np.asarray(logits))

@@ -1,24 +1,30 @@
-"""Load trained networks from a run folder and compute their logits in batches.
+"""The one way down from a run folder to logits: :class:`Predictor`.
 
-Members are loaded from ``RUN/members/<class>/best.pt`` and checked to agree with each
-other and with the run's manifest (classes, tile size, data hash). The validation
-logits of the members are cached in ``RUN/cache`` so fusers can be refitted cheaply.
+A :class:`Predictor` loads and verifies a run's networks once: members from
+``RUN/members/<class>/best.pt``, checked to agree with each other and with the run's manifest
+(classes, tile size, data hash), the baseline, and a fitted fuser. ``ensemble predict``,
+``evaluate``, ``export``, the fusers' logits cache (:func:`cached_val_logits`, the members'
+validation logits in ``RUN/cache`` so fusers can be refitted cheaply) and the notebook API all
+run their networks through it.
 """
 import json
 
 import numpy as np
 import torch
+from torch import nn
 
-from fusion import load_fuser
+from fusion import STRATEGIES, load_fuser
+from fusion.base import channel_argmax
 from members.checkpoint import load_checkpoint, model_from_checkpoint
 from members.stacked import StackedUNet
-from members.training import BASELINE
 
-from .classes import CLASS_NAMES, NUM_CLASSES
-from .errors import RunError
-from .fileio import atomic_path, sha256_file, write_json_atomic
-from .objectives import for_objective
-from .runfolder import RunFolder
+from .core.classes import BASELINE, CLASS_NAMES, NUM_CLASSES
+from .core.data import normalize_images
+from .core.errors import DataError, EnsembleError, RunError
+from .core.fileio import atomic_path, sha256_file, write_json_atomic
+from .core.objectives import for_objective
+from .core.runfolder import RunFolder
+from .engines import OnnxForward, cached_graph, export_onnx, resolve_engine
 
 #: Default tiles per inference batch: on 2 CPU cores batches of 16 run the members 1.4x faster
 #: than batches of 64 (``scripts/bench.py``: larger batches' activations spill out of the caches).
@@ -89,7 +95,7 @@ def load_members(run, device="cpu"):
 def load_baseline(run, device="cpu"):
     """The multiclass baseline of ``run`` (eval mode), emitting class logits as its objective implies.
 
-    Under ``competition`` its class-0 logit is -inf (:func:`~ensemble.objectives.for_objective`):
+    Under ``competition`` its class-0 logit is -inf (:func:`~ensemble.core.objectives.for_objective`):
     it was trained over classes 1-4 and never predicts 0.
     """
     folder = RunFolder(run)
@@ -122,22 +128,24 @@ def logits_batches(forward, images, batch_size=BATCH_SIZE, device="cpu", tta="no
         yield start, logits
 
 
+class MembersOneByOne(nn.Module):
+    """The members run one after the other, their logits concatenated: (B, K, H, W)."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.members = nn.ModuleList(models)
+
+    def forward(self, x):
+        """Member logits (B, K, H, W) in member order."""
+        return torch.cat([m(x) for m in self.members], dim=1)
+
+
 def members_forward(models, stack=True):
-    """One function images -> member logits (B, K, H, W): the members stacked into one grouped network
+    """One module images -> member logits (B, K, H, W): the members stacked into one grouped network
     (:meth:`~members.stacked.StackedUNet.for_inference`), or, with ``stack=False``, run one by one."""
     if stack:
         return StackedUNet.from_members(models).for_inference()
-    return lambda t: torch.cat([m(t) for m in models], dim=1)
-
-
-def member_logits_batches(models, images, batch_size=BATCH_SIZE, device="cpu", tta="none", stack=True):
-    """Yield ``(start, member_logits)`` (B, 5, H, W) of the members, batch by batch (stacked unless ``stack=False``)."""
-    return logits_batches(members_forward(models, stack), images, batch_size, device, tta)
-
-
-def baseline_logits_batches(model, images, batch_size=BATCH_SIZE, device="cpu", tta="none"):
-    """Yield ``(start, class_logits)`` (B, 5, H, W) of the baseline, batch by batch."""
-    return logits_batches(model, images, batch_size, device, tta)
+    return MembersOneByOne(models).eval()
 
 
 def _tta_logits(forward, x, tta):
@@ -158,17 +166,207 @@ def all_logits(batches, n):
     return out
 
 
+TTA_CHOICES = ("none", "flip")
+
+
+class _Tiles:
+    """Raw tiles (N, H, W) that ``len()`` and slicing turn into float32 0-1 batches on the fly.
+
+    uint8 tiles stay uint8 and are divided by 255 per batch; any other dtype is validated and
+    normalised as a whole by :func:`~ensemble.core.data.normalize_images`.
+    """
+
+    def __init__(self, raw, where):
+        self.where = where
+        self.raw = raw if raw.dtype == np.uint8 else normalize_images(raw, where)
+
+    def __len__(self):
+        return len(self.raw)
+
+    @property
+    def shape(self):
+        """(N, H, W)."""
+        return self.raw.shape
+
+    def __getitem__(self, index):
+        chunk = self.raw[index]
+        return normalize_images(chunk, self.where) if chunk.dtype == np.uint8 else chunk
+
+
+def check_tta(tta):
+    """Refuse an unknown test-time augmentation with :class:`EnsembleError` naming ``--tta``."""
+    if tta not in TTA_CHOICES:
+        raise EnsembleError(f"--tta: unknown {tta!r}; valid: {', '.join(TTA_CHOICES)}")
+
+
+def fitted_strategies(run):
+    """Names of the fusers fitted in ``run`` (``RUN/fusion/<name>.pt``), in :data:`fusion.STRATEGIES` order."""
+    names = [name for name in RunFolder(run).fuser_names() if name != BASELINE]
+    rank = {name: i for i, name in enumerate(STRATEGIES)}
+    return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
+
+
+def _check_strategy(folder, strategy):
+    """Refuse a strategy the run has no fuser for, listing the available ones and how to fit it."""
+    available = fitted_strategies(folder.path)
+    if strategy == BASELINE or strategy in available:
+        return
+    hint = ""
+    if strategy in STRATEGIES:
+        hint = f"; fit it with: ensemble fuse --run {folder.path} --strategy {strategy}"
+    elif not available:
+        hint = f"; no fusers fitted yet: run ensemble fuse --run {folder.path} --strategy all"
+    listed = ", ".join([*available, BASELINE])
+    raise EnsembleError(f"--strategy: {strategy!r} is not available in {folder.path} (available: {listed}){hint}")
+
+
+def as_tiles(images, where="images"):
+    """Wrap an array of tiles (N, H, W), uint8 0-255 or float 0-1 / 0-255, as a lazily normalised :class:`_Tiles`."""
+    raw = np.asarray(images)
+    if raw.ndim != 3 or 0 in raw.shape:
+        raise DataError(f"{where}: shape {raw.shape}, expected (N, H, W) grayscale tiles")
+    return _Tiles(raw, where)
+
+
+class Predictor:
+    """Built once from a run folder and a strategy, it serves every prediction.
+
+    Like nnU-Net's ``nnUNetPredictor`` and smp's ``predict()``: the constructor loads and
+    verifies every checkpoint (sha256 against the manifest) and the fuser once, and holds the
+    device, batch size, test-time augmentation and execution path (members stacked or one by
+    one). ``strategy`` is a fuser fitted in ``RUN/fusion``, ``"baseline"``, or ``None`` for the
+    members alone (their logits, no fuser: what the fusers are fitted and evaluated on). Tiles
+    are arrays (N, H, W), uint8 0-255 or float 0-1 / 0-255, of the run's tile size; they are
+    processed in batches of ``batch_size`` under ``torch.inference_mode()``. The class logits
+    follow the run's objective (under ``competition`` class 0 has logit -inf, probability 0).
+
+    ``predict`` / ``predict_proba`` / ``predict_logits`` / ``predict_member_logits`` serve
+    ``ensemble predict``, ``evaluate``, the fusers' logits cache and the notebook API;
+    ``export`` writes the ``torch.export`` program of ``ensemble export``.
+    """
+
+    def __init__(self, run, strategy="learned", device="cpu", tta="none", batch_size=BATCH_SIZE, stack=True,
+                 engine="auto", log=None):
+        check_tta(tta)
+        if int(batch_size) < 1:
+            raise EnsembleError(f"--batch-size: must be at least 1, got {batch_size}")
+        self.folder = RunFolder(run)
+        manifest = self.folder.manifest()
+        if strategy is not None:
+            _check_strategy(self.folder, strategy)
+        self.engine = resolve_engine(engine, device)
+        self.strategy, self.device, self.tta, self.batch_size = strategy, device, tta, int(batch_size)
+        self.objective = self.folder.objective()
+        self.tile_shape = tuple(manifest["data"]["tile_shape"])
+        self.fuser, self.members = None, None
+        if strategy == BASELINE:
+            names, graph = [BASELINE], BASELINE
+            self._forward = load_baseline(self.folder.path, device)
+        else:
+            names, graph = list(CLASS_NAMES), "members" if stack else "members_one_by_one"
+            self.fuser = None if strategy is None else load_run_fuser(self.folder.path, strategy)
+            self.members = load_members(self.folder.path, device)
+            self._forward = members_forward(self.members, stack)
+        if self.engine == "onnxruntime":
+            self._forward = self._onnx_forward(graph, names, log)
+
+    def _onnx_forward(self, graph, names, log):
+        """The networks of ``self._forward`` as an onnxruntime session, exported once and cached in the run."""
+        checksums = self.folder.manifest().get("checksums", {})
+        sources = {}
+        for name in names:
+            key = self.folder.relative(self.folder.best_path(name))
+            sources[key] = checksums.get(key) or sha256_file(self.folder.best_path(name))
+        example = torch.rand((2, 1, *self.tile_shape), generator=torch.Generator().manual_seed(0))
+        module = self._forward
+        return OnnxForward(cached_graph(self.folder, graph, sources, lambda path: export_onnx(module, example, path),
+                                        log))
+
+    def logit_batches(self, tiles):
+        """Yield ``(start, class_logits, member_logits)`` (B, 5, H, W) float32 CPU tensors, batch by batch.
+
+        ``tiles`` is an array (N, H, W) or a lazily normalised tile source. Member logits are
+        ``None`` for the baseline; class logits are ``None`` for the members alone (``strategy=None``).
+        """
+        tiles = tiles if isinstance(tiles, _Tiles) else as_tiles(tiles)
+        check_tile_shape(self.folder, tiles.shape[1:])
+        for start, logits in logits_batches(self._forward, tiles, self.batch_size, self.device, self.tta):
+            if self.strategy == BASELINE:
+                yield start, logits, None
+            else:
+                yield start, None if self.fuser is None else self.fuser.predict_logits(logits), logits
+            del logits  # drop this batch before the next one is computed
+
+    def _collect(self, images, which):
+        self._require(which)
+        slot = 2 if which == "member" else 1
+        return all_logits(((batch[0], batch[slot]) for batch in self.logit_batches(images)), len(images))
+
+    def _require(self, which):
+        if which == "member" and self.members is None:
+            raise EnsembleError("the baseline has no member logits; build the Predictor with a fusion strategy or None")
+        if which == "class" and self.strategy is None:
+            raise EnsembleError("a Predictor of the members alone (strategy None) has no class logits; "
+                                "build it with a fusion strategy or 'baseline'")
+
+    def predict_member_logits(self, images):
+        """The five members' logits (N, 5, H, W) float32 numpy array (not for the baseline)."""
+        return self._collect(images, "member")
+
+    def predict_logits(self, images):
+        """Class logits (N, 5, H, W) float32 numpy array."""
+        return self._collect(images, "class")
+
+    def predict_proba(self, images):
+        """Class probabilities (N, 5, H, W) float32, summing to 1 over axis 1 (class 0 is 0 under ``competition``)."""
+        with torch.inference_mode():
+            return torch.softmax(torch.from_numpy(self.predict_logits(images)), dim=1).numpy()
+
+    def predict(self, images):
+        """Masks (N, H, W) uint8 of class ids: the argmax of the class logits."""
+        self._require("class")
+        masks = np.empty((len(images), *np.shape(images)[1:]), dtype=np.uint8)
+        for start, class_logits, _ in self.logit_batches(images):
+            masks[start : start + len(class_logits)] = channel_argmax(class_logits).to(torch.uint8).numpy()
+        return masks
+
+    def export(self, path, format="pt2"):
+        """Write the networks + fuser + softmax as one program (see :mod:`ensemble.export`).
+
+        ``format="pt2"``: a ``torch.export`` program of the stacked members and the fuser;
+        ``format="onnx"``: one ONNX graph, of the members and the fuser, or of the baseline.
+        """
+        from .export import export_onnx_pipeline, export_pipeline  # exporters load only when exporting
+
+        if self.strategy is None or (format == "pt2" and self.fuser is None):
+            raise EnsembleError(f"--strategy: {format} export needs a fusion strategy of {self.folder.path}"
+                                f"{' or baseline' if format == 'onnx' else ''}, not {self.strategy!r}")
+        example_shape = (2, 1, *self.tile_shape)
+        if format == "pt2":
+            return export_pipeline(StackedUNet.from_members(self.members), self.fuser, path, example_shape)
+        if format == "onnx":
+            networks = load_baseline(self.folder.path) if self.fuser is None else members_forward(self.members)
+            return export_onnx_pipeline(networks, self.fuser, path, example_shape)
+        raise EnsembleError(f"--format: unknown {format!r}; valid: pt2, onnx")
+
+    def __repr__(self):
+        return (f"Predictor(run={str(self.folder.path)!r}, strategy={self.strategy!r}, device={self.device!r}, "
+                f"engine={self.engine!r}, tta={self.tta!r}, objective={self.objective!r})")
+
+
 def _member_hashes(folder):
     return {name: sha256_file(_network_checkpoint(folder, name)) for name in CLASS_NAMES}
 
 
-def cached_val_logits(run, data, tile_ids, device="cpu", log=None, stack=True):
+def cached_val_logits(run, data, tile_ids, device="cpu", log=None, stack=True, engine="auto"):
     """Member logits (N, 5, H, W) of the run's validation tiles and their ids, computed once and cached.
 
     The cache is reused only while it was made from the same member checkpoints
-    (sha256) and the same validation tiles. ``stack=False`` computes it with the members
-    one by one instead of stacked (equal within 1e-5).
+    (sha256), the same validation tiles and the same engine (:mod:`ensemble.engines`; the
+    engines agree within 1e-5). ``stack=False`` computes it with the members one by one
+    instead of stacked (equal within 1e-5).
     """
+    engine = resolve_engine(engine, device)
     folder = RunFolder(run)
     manifest = check_run_data(folder, data)
     val_idx = np.asarray(manifest["split"]["val_indices"], dtype=np.int64)
@@ -177,18 +375,17 @@ def cached_val_logits(run, data, tile_ids, device="cpu", log=None, stack=True):
     hashes = _member_hashes(folder)
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if meta.get("members") == hashes and meta.get("tiles") == len(val_idx):
+        if meta.get("members") == hashes and meta.get("tiles") == len(val_idx) and meta.get("engine") == engine:
             cached_ids = np.load(folder.cache_path("ids"), allow_pickle=False)
             if np.array_equal(cached_ids, ids):
                 return np.load(folder.cache_path("logits"), mmap_mode="r", allow_pickle=False), ids, val_idx
     if log:
         log(f"computing member logits for {len(val_idx)} validation tiles (cached in {folder.cache_dir})")
-    models = load_members(run, device)
-    batches = member_logits_batches(models, data.images[val_idx], device=device, stack=stack)
-    logits = all_logits(batches, len(val_idx))
+    predictor = Predictor(folder.path, None, device, stack=stack, engine=engine, log=log)
+    logits = predictor.predict_member_logits(data.images[val_idx])
     for which, array in (("logits", logits), ("ids", ids)):
         with atomic_path(folder.cache_path(which)) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, array, allow_pickle=False)
-    write_json_atomic(meta_path, {"members": hashes, "tiles": int(len(val_idx))})
+    write_json_atomic(meta_path, {"members": hashes, "tiles": int(len(val_idx)), "engine": engine})
     return logits, ids, val_idx

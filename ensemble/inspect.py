@@ -1,12 +1,12 @@
 """Summaries of a data file: counts, class shares, groups and outliers."""
 import numpy as np
 
-from .classes import CLASS_NAMES, NUM_CLASSES
-from .outliers import find_outliers
+from .core.classes import CLASS_NAMES, NUM_CLASSES
+from .core.outliers import find_outliers
 
 
 def summarize(data, min_repeats=20, uniform_share=0.95):
-    """Return a JSON-ready dict describing ``data`` (a :class:`~ensemble.data.MarsData`)."""
+    """Return a JSON-ready dict describing ``data`` (a :class:`~ensemble.core.data.MarsData`)."""
     masks = data.masks
     n = len(data)
     pixel_counts = np.bincount(masks.ravel(), minlength=NUM_CLASSES)

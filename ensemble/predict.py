@@ -24,67 +24,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fusion import STRATEGIES
 from fusion.base import channel_argmax
-from members.training import BASELINE
 
-from .classes import NUM_CLASSES
-from .data import normalize_images, open_npz, resolve_data_path
-from .errors import DataError, EnsembleError
-from .inference import (
-    BATCH_SIZE,
-    all_logits,
-    check_tile_shape,
-    load_baseline,
-    load_members,
-    load_run_fuser,
-    logits_batches,
-    members_forward,
-)
+from .core.classes import NUM_CLASSES
+from .core.data import open_npz, resolve_data_path
+from .core.errors import DataError
+from .inference import BATCH_SIZE, Predictor, _Tiles, as_tiles, check_tile_shape
 from .render import write_gray_png, write_mask_png
-from .runfolder import RunFolder
 from .submission import SubmissionWriter
 
-TTA_CHOICES = ("none", "flip")
 _NPZ_KEYS = ("test_set", "images")
 _BAD_ID_CHARS = set(',"\r\n')
-
-
-class _Tiles:
-    """Raw tiles (N, H, W) that ``len()`` and slicing turn into float32 0-1 batches on the fly.
-
-    uint8 tiles stay uint8 and are divided by 255 per batch; any other dtype is validated and
-    normalised as a whole by :func:`~ensemble.data.normalize_images`.
-    """
-
-    def __init__(self, raw, where):
-        self.where = where
-        self.raw = raw if raw.dtype == np.uint8 else normalize_images(raw, where)
-
-    def __len__(self):
-        return len(self.raw)
-
-    @property
-    def shape(self):
-        """(N, H, W)."""
-        return self.raw.shape
-
-    def __getitem__(self, index):
-        chunk = self.raw[index]
-        return normalize_images(chunk, self.where) if chunk.dtype == np.uint8 else chunk
-
-
-def check_tta(tta):
-    """Refuse an unknown test-time augmentation with :class:`EnsembleError` naming ``--tta``."""
-    if tta not in TTA_CHOICES:
-        raise EnsembleError(f"--tta: unknown {tta!r}; valid: {', '.join(TTA_CHOICES)}")
-
-
-def fitted_strategies(run):
-    """Names of the fusers fitted in ``run`` (``RUN/fusion/<name>.pt``), in :data:`fusion.STRATEGIES` order."""
-    names = [name for name in RunFolder(run).fuser_names() if name != BASELINE]
-    rank = {name: i for i, name in enumerate(STRATEGIES)}
-    return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
 
 
 def _check_id(tile_id, where):
@@ -167,93 +117,6 @@ def load_images(path):
     return tiles[:], ids
 
 
-def _check_strategy(folder, strategy):
-    """Refuse a strategy the run has no fuser for, listing the available ones and how to fit it."""
-    available = fitted_strategies(folder.path)
-    if strategy == BASELINE or strategy in available:
-        return
-    hint = ""
-    if strategy in STRATEGIES:
-        hint = f"; fit it with: ensemble fuse --run {folder.path} --strategy {strategy}"
-    elif not available:
-        hint = f"; no fusers fitted yet: run ensemble fuse --run {folder.path} --strategy all"
-    listed = ", ".join([*available, BASELINE])
-    raise EnsembleError(f"--strategy: {strategy!r} is not available in {folder.path} (available: {listed}){hint}")
-
-
-def as_tiles(images, where="images"):
-    """Wrap an array of tiles (N, H, W), uint8 0-255 or float 0-1 / 0-255, as a lazily normalised :class:`_Tiles`."""
-    raw = np.asarray(images)
-    if raw.ndim != 3 or 0 in raw.shape:
-        raise DataError(f"{where}: shape {raw.shape}, expected (N, H, W) grayscale tiles")
-    return _Tiles(raw, where)
-
-
-class Predictor:
-    """Built once from a run folder and a strategy, it serves every prediction.
-
-    Like nnU-Net's ``nnUNetPredictor`` and smp's ``predict()``: the constructor loads and
-    verifies every checkpoint (sha256 against the manifest) and the fuser once, and holds the
-    device, batch size, test-time augmentation and execution path (members stacked or one by
-    one). ``strategy`` is a fuser fitted in ``RUN/fusion`` or ``"baseline"``. Tiles are arrays
-    (N, H, W), uint8 0-255 or float 0-1 / 0-255, of the run's tile size; they are processed
-    in batches of ``batch_size`` under ``torch.inference_mode()``. The class logits follow the
-    run's objective (under ``competition`` class 0 has logit -inf, probability 0).
-    """
-
-    def __init__(self, run, strategy="learned", device="cpu", tta="none", batch_size=BATCH_SIZE, stack=True):
-        check_tta(tta)
-        if int(batch_size) < 1:
-            raise EnsembleError(f"--batch-size: must be at least 1, got {batch_size}")
-        self.folder = RunFolder(run)
-        manifest = self.folder.manifest()
-        _check_strategy(self.folder, strategy)
-        self.strategy, self.device, self.tta, self.batch_size = strategy, device, tta, int(batch_size)
-        self.objective = self.folder.objective()
-        self.tile_shape = tuple(manifest["data"]["tile_shape"])
-        if strategy == BASELINE:
-            self.fuser = None
-            self._forward = load_baseline(self.folder.path, device)
-        else:
-            self.fuser = load_run_fuser(self.folder.path, strategy)
-            self._forward = members_forward(load_members(self.folder.path, device), stack)
-
-    def logit_batches(self, tiles):
-        """Yield ``(start, class_logits (B, 5, H, W), member_logits or None)`` float32 CPU tensors, batch by batch.
-
-        ``tiles`` is an array (N, H, W) or a lazily normalised tile source; member logits are
-        ``None`` for the baseline.
-        """
-        tiles = tiles if isinstance(tiles, _Tiles) else as_tiles(tiles)
-        check_tile_shape(self.folder, tiles.shape[1:])
-        for start, logits in logits_batches(self._forward, tiles, self.batch_size, self.device, self.tta):
-            if self.fuser is None:
-                yield start, logits, None
-            else:
-                yield start, self.fuser.predict_logits(logits), logits
-            del logits  # drop this batch before the next one is computed
-
-    def predict_logits(self, images):
-        """Class logits (N, 5, H, W) float32 numpy array."""
-        return all_logits(((start, logits) for start, logits, _ in self.logit_batches(images)), len(images))
-
-    def predict_proba(self, images):
-        """Class probabilities (N, 5, H, W) float32, summing to 1 over axis 1 (class 0 is 0 under ``competition``)."""
-        with torch.inference_mode():
-            return torch.softmax(torch.from_numpy(self.predict_logits(images)), dim=1).numpy()
-
-    def predict(self, images):
-        """Masks (N, H, W) uint8 of class ids: the argmax of the class logits."""
-        masks = np.empty((len(images), *np.shape(images)[1:]), dtype=np.uint8)
-        for start, class_logits, _ in self.logit_batches(images):
-            masks[start : start + len(class_logits)] = channel_argmax(class_logits).to(torch.uint8).numpy()
-        return masks
-
-    def __repr__(self):
-        return (f"Predictor(run={str(self.folder.path)!r}, strategy={self.strategy!r}, device={self.device!r}, "
-                f"tta={self.tta!r}, objective={self.objective!r})")
-
-
 def entropy_map(probs):
     """Per-pixel entropy of class probabilities (B, 5, H, W), divided by log(5): (B, H, W) in [0, 1]."""
     return torch.special.entr(probs).sum(dim=1) / math.log(NUM_CLASSES)
@@ -289,13 +152,14 @@ def _write_batch(writer, batch_ids, class_logits, member_logits, png_dir, uncert
 
 
 def predict_run(run, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
-                uncertainty_dir=None, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=True, log=None):
+                uncertainty_dir=None, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=True, engine="auto",
+                log=None):
     """Predict masks with ``strategy`` of ``run`` and write a Kaggle submission CSV to ``out``.
 
     ``strategy``: any fuser fitted in ``RUN/fusion`` or ``"baseline"``; another name raises
     :class:`EnsembleError` listing the run's strategies. Tiles: ``images`` (a path, see
     :func:`load_images`, or an array (N, H, W) uint8 / float whose ids are the row numbers) if given, else the ``test_set`` of ``data`` (the Kaggle ``.npz``,
-    default :func:`~ensemble.data.resolve_data_path`). Their size must match the run
+    default :func:`~ensemble.core.data.resolve_data_path`). Their size must match the run
     (:class:`RunError` otherwise).
 
     Works in batches of ``batch_size``: member logits -> fused logits (or the baseline's
@@ -310,7 +174,7 @@ def predict_run(run, strategy="learned", data=None, images=None, out="submission
     """
     started = time.perf_counter()
     log = log or (lambda line: None)
-    predictor = Predictor(run, strategy, device, tta, batch_size, stack)
+    predictor = Predictor(run, strategy, device, tta, batch_size, stack, engine, log)
     if isinstance(images, np.ndarray):
         tiles, ids, source = as_tiles(images), [str(i) for i in range(len(images))], "an array"
     else:
@@ -320,7 +184,8 @@ def predict_run(run, strategy="learned", data=None, images=None, out="submission
     check_tile_shape(predictor.folder, (height, width))  # before the CSV is opened
     png_dir = Path(png_dir) if png_dir else None
     uncertainty_dir = Path(uncertainty_dir) if uncertainty_dir else None
-    log(f"predicting {len(tiles)} tiles ({height}x{width}) from {source} with {strategy}, tta {tta}")
+    log(f"predicting {len(tiles)} tiles ({height}x{width}) from {source} with {strategy}, tta {tta}, "
+        f"engine {predictor.engine}")
     with torch.inference_mode(), SubmissionWriter(out, height * width) as writer:
         for start, class_logits, member_logits in predictor.logit_batches(tiles):
             _write_batch(writer, ids[start : start + len(class_logits)], class_logits, member_logits, png_dir,

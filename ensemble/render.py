@@ -4,8 +4,8 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .classes import CLASS_NAMES, NUM_CLASSES
-from .fileio import write_bytes_atomic
+from .core.classes import CLASS_NAMES, NUM_CLASSES
+from .core.fileio import write_bytes_atomic
 
 #: RGB colour of every class: background, soil, bedrock, sand, big rock.
 CLASS_COLORS = np.array(

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from .bootstrap import COMPARE_COLUMNS, compare_to_baseline
-from .classes import CLASS_NAMES, TERRAIN_CLASSES
-from .fileio import write_json_atomic, write_text_atomic
-from .metrics import CONVENTIONS, all_mean_ious, iou_per_class, pixel_accuracy
-from .objectives import HEADLINE_CONVENTION
+from .core.classes import CLASS_NAMES, TERRAIN_CLASSES
+from .core.fileio import write_json_atomic, write_text_atomic
+from .core.metrics import CONVENTIONS, all_mean_ious, iou_per_class, pixel_accuracy
+from .core.objectives import HEADLINE_CONVENTION
 
 TERRAIN_NAMES = tuple(CLASS_NAMES[c] for c in TERRAIN_CLASSES)
 #: Table columns: (header, getter from a model row).

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
-from .data import open_npz
-from .errors import DataError
-from .metrics import CONVENTIONS, confusion_matrix, iou_per_class, mean_iou
+from .core.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
+from .core.data import open_npz
+from .core.errors import DataError
+from .core.metrics import CONVENTIONS, confusion_matrix, iou_per_class, mean_iou
 from .report import TERRAIN_NAMES, background_on_labeled, text_table
 from .submission import read_submission
 
@@ -105,7 +105,7 @@ def score_masks(pred, truth):
     """Per-class IoU and mean IoU of ``pred`` against ``truth`` (N, H, W) in every convention.
 
     Returns ``{convention: {"soil", "bedrock", "sand", "big_rock", "mean"}}`` for the
-    conventions of :mod:`ensemble.metrics` (NaN where a class has no union), plus
+    conventions of :mod:`ensemble.core.metrics` (NaN where a class has no union), plus
     ``"tiles"`` and ``"class0_on_labeled"`` (share of labeled pixels predicted as 0).
     """
     cm = confusion_matrix(truth, pred)

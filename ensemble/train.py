@@ -3,18 +3,21 @@
 Members train in parallel (joblib); the baseline is the same U-Net with 5 outputs and a
 width chosen so that its parameter count is within 15 % of the members' sum.
 """
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 from members.parallel import train_parallel, train_stacked_tasks
 from members.presets import SAMPLER_WEIGHTS, get_preset
-from members.training import BASELINE, TrainConfig
+from members.training import TrainConfig
 from members.unet import UNet, UNetConfig, count_parameters
 
-from .classes import CLASS_NAMES, NUM_CLASSES, class_index
-from .data import load_data
-from .errors import EnsembleError
-from .objectives import DEFAULT_OBJECTIVE, check_objective
-from .runfolder import RunFolder, prepare_run, record_network_config
+from .core.classes import BASELINE, CLASS_NAMES, NUM_CLASSES, class_index
+from .core.data import load_data
+from .core.errors import EnsembleError
+from .core.objectives import DEFAULT_OBJECTIVE, check_objective
+from .core.runfolder import RunFolder, prepare_run, record_network_config
 
 PARAMETER_TOLERANCE = 0.15
 
@@ -102,35 +105,43 @@ def network_config(name, preset, settings, width, epochs, loss=None, samples_per
     )
 
 
-def train_networks(names, data=None, run="runs/default", preset="quick", epochs=None, width=None, jobs=1,
-                   backend="loky", scheduler=None, device="auto", seed=0, val_fraction=0.15, objective=None,
-                   loss=None, samples_per_epoch=None, stacked=False, quiet=False, log=print):
-    """Train the named networks (class names and/or ``"baseline"``) into ``run``; return their metrics.
+@dataclass
+class TrainingPlan:
+    """What :func:`plan_training` decided: the run folder (prepared), one task per network, and the split."""
 
-    ``objective`` (:mod:`ensemble.objectives`) is fixed when the run is created; ``None``
-    keeps an existing run's and gives a new one ``competition``.
-    ``stacked=True`` trains the named members together as one grouped network in this
-    process (:mod:`members.stacked_training`) instead of one joblib task per network.
-    """
-    if stacked and BASELINE in names:
-        raise EnsembleError("--stacked trains one-vs-rest members only; the baseline trains with: ensemble baseline")
-    if stacked and (jobs > 1 or backend != "loky"):
-        raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")
-    device = resolve_device(device)  # refuse an unavailable device before anything is written
-    preset_values = get_preset(preset)
-    data_obj = load_data(data)
-    step = 2 ** preset_values["depth"]
-    if data_obj.tile_shape[0] % step or data_obj.tile_shape[1] % step:
-        height, width_px = data_obj.tile_shape
+    folder: RunFolder
+    names: list
+    tasks: list
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    objective: str
+    preset: str
+    scored_tiles: int
+
+
+def _check_tile_size(data, depth):
+    step = 2 ** depth
+    if data.tile_shape[0] % step or data.tile_shape[1] % step:
+        height, width = data.tile_shape
         raise EnsembleError(
-            f"{data_obj.path}: tiles are {height}x{width_px}, but the U-Nets need sizes divisible by "
+            f"{data.path}: tiles are {height}x{width}, but the U-Nets need sizes divisible by "
             f"2**depth = {step}; crop or pad the tiles"
         )
+
+
+def plan_training(names, data, run, preset="quick", epochs=None, width=None, device="cpu", seed=0,
+                  val_fraction=0.15, objective=None, loss=None, samples_per_epoch=None, quiet=False):
+    """Prepare ``run`` (manifest, split, every network's config) and return a :class:`TrainingPlan`.
+
+    ``data`` is a loaded :class:`~ensemble.core.data.MarsData`; workers get its path and sha256.
+    """
+    preset_values = get_preset(preset)
+    _check_tile_size(data, preset_values["depth"])
     folder = RunFolder(run)
     if objective is None:  # an existing run keeps its objective; a new one gets the default
         objective = folder.objective() if folder.manifest_path.exists() else DEFAULT_OBJECTIVE
     settings = run_settings(seed, val_fraction, objective)
-    _, train_idx, val_idx = prepare_run(run, data_obj, settings)
+    _, train_idx, val_idx = prepare_run(run, data, settings)
     tasks = []
     for name in names:
         if name == BASELINE:
@@ -139,31 +150,55 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
             net_width = width or preset_values["member_width"]
         config = network_config(name, preset_values, settings, net_width, epochs, loss, samples_per_epoch)
         record_network_config(run, settings, name, config.to_dict())
-        tasks.append(
-            {
-                "config_dict": config.to_dict(),
-                "data_path": str(data_obj.path),
-                "data_sha256": data_obj.sha256,
-                "train_idx": train_idx,
-                "val_idx": val_idx,
-                "out_dir": str(folder.network_dir(name)),
-                "device": device,
-                "quiet": quiet,
-            }
-        )
-    if not quiet:
-        how = "stacked in one process" if stacked else f"{jobs} job(s)"
-        scored = min(preset_values["val_tiles"] or len(val_idx), len(val_idx))
-        log(f"training {', '.join(names)} on {len(train_idx)} tiles, validating on {scored} of {len(val_idx)} "
-            f"validation tiles each epoch "
-            f"({preset} preset, objective {objective}, {how}, device {device})")
+        tasks.append({
+            "config_dict": config.to_dict(),
+            "data_path": str(data.path),
+            "data_sha256": data.sha256,
+            "train_idx": train_idx,
+            "val_idx": val_idx,
+            "out_dir": str(folder.network_dir(name)),
+            "device": device,
+            "quiet": quiet,
+        })
+    scored = min(preset_values["val_tiles"] or len(val_idx), len(val_idx))
+    return TrainingPlan(folder, list(names), tasks, train_idx, val_idx, objective, preset, scored)
+
+
+def dispatch(plan, jobs=1, backend="loky", scheduler=None, stacked=False):
+    """Train the plan's tasks (joblib workers, or stacked in this process); record the finished checksums."""
     if stacked:
-        results = train_stacked_tasks(tasks)
+        results = train_stacked_tasks(plan.tasks)
     else:
-        results = train_parallel(tasks, jobs=jobs, backend=backend, scheduler=scheduler)
+        results = train_parallel(plan.tasks, jobs=jobs, backend=backend, scheduler=scheduler)
+    folder = plan.folder
     finished = [folder.best_path(r["name"]) for r in results if r.get("finished")]
     recorded = folder.manifest().get("checksums", {})
     missing = [p for p in finished if p.relative_to(folder.path).as_posix() not in recorded]
     if missing:
         folder.record_checksums(missing)
     return results
+
+
+def train_networks(names, data=None, run="runs/default", preset="quick", epochs=None, width=None, jobs=1,
+                   backend="loky", scheduler=None, device="auto", seed=0, val_fraction=0.15, objective=None,
+                   loss=None, samples_per_epoch=None, stacked=False, quiet=False, log=print):
+    """Train the named networks (class names and/or ``"baseline"``) into ``run``; return their metrics.
+
+    :func:`plan_training` then :func:`dispatch`. ``objective`` (:mod:`ensemble.core.objectives`)
+    is fixed when the run is created; ``None`` keeps an existing run's and gives a new one
+    ``competition``. ``stacked=True`` trains the named members together as one grouped network
+    in this process (:mod:`members.stacked_training`) instead of one joblib task per network.
+    """
+    if stacked and BASELINE in names:
+        raise EnsembleError("--stacked trains one-vs-rest members only; the baseline trains with: ensemble baseline")
+    if stacked and (jobs > 1 or backend != "loky"):
+        raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")
+    device = resolve_device(device)  # refuse an unavailable device before anything is written
+    plan = plan_training(names, load_data(data), run, preset, epochs, width, device, seed, val_fraction, objective,
+                         loss, samples_per_epoch, quiet)
+    if not quiet:
+        how = "stacked in one process" if stacked else f"{jobs} job(s)"
+        log(f"training {', '.join(names)} on {len(plan.train_idx)} tiles, validating on {plan.scored_tiles} of "
+            f"{len(plan.val_idx)} validation tiles each epoch "
+            f"({preset} preset, objective {plan.objective}, {how}, device {device})")
+    return dispatch(plan, jobs, backend, scheduler, stacked)

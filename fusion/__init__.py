@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ensemble.errors import RunError
+from ensemble.core.errors import RunError
 
 from .argmax import ArgmaxFuser
 from .base import FORMAT, FORMAT_VERSION, Fuser, NotFittedError

@@ -1,7 +1,7 @@
 """The naive reference fuser: take the member logits as the class logits."""
 import torch
 
-from ensemble.classes import NUM_CLASSES
+from ensemble.core.classes import NUM_CLASSES
 
 from .base import Fuser
 from .modules import ChannelAffine

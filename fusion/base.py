@@ -1,7 +1,7 @@
 """The :class:`Fuser` base: fit on member logits and masks, predict fused class logits.
 
 A fuser turns the stacked member logits (N, 5, H, W) -- channel k is the logit of the
-one-vs-rest member for class k, in the order of :data:`ensemble.classes.CLASS_NAMES` --
+one-vs-rest member for class k, in the order of :data:`ensemble.core.classes.CLASS_NAMES` --
 into fused 5-class logits (N, 5, H, W). The API follows scikit-learn's
 ``CalibratedClassifierCV``: ``fit`` returns ``self``, fitted attributes end in ``_`` and
 predicting before ``fit`` raises :class:`NotFittedError`.
@@ -13,9 +13,9 @@ import warnings
 import numpy as np
 import torch
 
-from ensemble.classes import NUM_CLASSES
-from ensemble.fileio import write_bytes_atomic
-from ensemble.objectives import DEFAULT_OBJECTIVE, check_objective, for_objective, predicts_background
+from ensemble.core.classes import NUM_CLASSES
+from ensemble.core.fileio import write_bytes_atomic
+from ensemble.core.objectives import DEFAULT_OBJECTIVE, check_objective, for_objective, predicts_background
 
 FORMAT = "mars-fuser"
 #: 2: the fuser's ``objective`` is one of its constructor arguments (1: no objective, always ``fullmask``).
@@ -76,7 +76,7 @@ def channel_argmax(logits):
 class Fuser:
     """Base class of the fusion strategies.
 
-    Every strategy takes ``objective`` (:mod:`ensemble.objectives`): under ``competition``
+    Every strategy takes ``objective`` (:mod:`ensemble.core.objectives`): under ``competition``
     it is fitted on labeled pixels only and never outputs class 0 (the fused class-0 logit is
     -inf; the background member's logit stays an input); under ``fullmask`` it is fitted on
     every pixel and outputs all five classes.

@@ -3,9 +3,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ensemble.classes import CLASS_NAMES, NUM_CLASSES
-from ensemble.metrics import nll
-from ensemble.objectives import DEFAULT_OBJECTIVE, for_objective
+from ensemble.core.classes import CLASS_NAMES, NUM_CLASSES
+from ensemble.core.metrics import nll
+from ensemble.core.objectives import DEFAULT_OBJECTIVE, for_objective
 
 from .base import Fuser, check_param
 from .modules import ChannelAffine

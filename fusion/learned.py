@@ -3,25 +3,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ensemble.classes import CLASS_NAMES, NUM_CLASSES
-from ensemble.metrics import confusion_matrix, mean_iou, nll
-from ensemble.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION, for_objective
+from ensemble.core.classes import CLASS_NAMES, NUM_CLASSES
+from ensemble.core.metrics import confusion_matrix, mean_iou, nll
+from ensemble.core.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION, for_objective
+from ensemble.core.weights import class_weights
 
 from .base import Fuser, check_param
 from .modules import FusionConv
 from .sampling import sample_windows, split_tiles
-
-
-def class_weights(masks, ignore_background=False):
-    """Cross-entropy class weights: ``share ** -0.5`` of each class's pixels, mean 1 over present classes.
-
-    Classes absent from ``masks`` get weight 0; so does class 0 with ``ignore_background``.
-    """
-    counts = torch.bincount(masks.reshape(-1).long(), minlength=NUM_CLASSES).double()
-    if ignore_background:
-        counts[0] = 0
-    weights = torch.where(counts > 0, (counts / counts.sum()).rsqrt(), torch.zeros_like(counts))
-    return (weights / weights[counts > 0].mean()).float()
 
 
 def holdout_score(fused_logits, labels, convention):
@@ -35,7 +24,7 @@ class LearnedFuser(Fuser):
 
     Initialised at the identity (centre tap 1 on the diagonal, 0 elsewhere, bias 0), so it
     starts as the argmax fuser. Trained with class-weighted cross-entropy (weights from
-    :func:`class_weights` of the fit masks; under the ``competition`` objective on labeled
+    :func:`~ensemble.core.weights.class_weights` of the fit masks; under the ``competition`` objective on labeled
     pixels, over the fused logits of classes 1-4, the class-0 output being -inf) and AdamW (weight decay on the kernel only), in
     mini-batches of ``batch_pixels`` from a seeded sample of at most ``max_pixels`` pixels
     (with their k x k windows) of the training tiles.
@@ -91,7 +80,8 @@ class LearnedFuser(Fuser):
         holdout = None
         if len(holdout_tiles):
             holdout = self._sample(member_logits, masks, holdout_tiles, max(self.max_pixels // 4, 1), rng)
-        weights = class_weights(masks, ignore_background=self.labeled_only)
+        counts = torch.bincount(torch.as_tensor(masks).reshape(-1).long(), minlength=NUM_CLASSES)
+        weights = class_weights(counts, ignore=(0,) if self.labeled_only else ())
         (kernel, bias), history = self._train(train, holdout, weights)
         self._set_fitted(kernel.reshape(self._kernel_shape()), bias)
         return {

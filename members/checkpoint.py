@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from ensemble import FORMAT_VERSION
-from ensemble.errors import RunError
-from ensemble.fileio import atomic_path
+from ensemble.core.errors import RunError
+from ensemble.core.fileio import atomic_path
 
 from .unet import UNet, UNetConfig
 

@@ -19,14 +19,6 @@ def auto_pos_weight(share, cap=20.0):
     return float(min(math.sqrt((1 - share) / share), cap))
 
 
-def auto_class_weights(shares, ignore=()):
-    """Inverse-square-root class weights normalised to mean 1 over the classes not ignored."""
-    weights = torch.tensor([0.0 if c in ignore else 1.0 / math.sqrt(max(s, 1e-6)) for c, s in enumerate(shares)])
-    used = weights > 0
-    weights[used] = weights[used] / weights[used].mean()
-    return weights
-
-
 def soft_dice_loss(member_logits, target, valid, eps=1.0):
     """1 - soft Dice of sigmoid(logits) against a binary target, over valid pixels, per batch."""
     member_probs = torch.sigmoid(member_logits) * valid

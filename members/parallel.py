@@ -11,8 +11,8 @@ import traceback
 import torch
 from joblib import Parallel, delayed, parallel_config
 
-from ensemble.data import load_data
-from ensemble.errors import DataError, EnsembleError
+from ensemble.core.data import load_data
+from ensemble.core.errors import DataError, EnsembleError
 
 from .stacked_training import train_stacked
 from .training import TrainConfig, train_network

@@ -1,14 +1,16 @@
 """K identically configured U-Nets run as one network of grouped layers.
 
-:class:`StackedUNet` mirrors the module tree of :class:`~members.unet.UNet` layer for
-layer, with every layer widened K times and split into K groups, one per member:
+:class:`StackedUNet` is built by the same code as :class:`~members.unet.UNet`
+(:func:`~members.unet.build_layers` with ``members=K``: every block of :mod:`members.blocks`
+takes a member count), so the two module trees agree name by name; every layer is widened K
+times and split into K groups, one per member:
 
 * ``Conv2d`` / ``ConvTranspose2d``: ``groups=K``, weights and biases concatenated along
   dim 0 in member order (for ``ConvTranspose2d`` dim 0 is the input channel, so the
   concatenation again puts member k's block in group k). The first convolution reads the
   input shared by all members, so it keeps ``groups=1`` and only multiplies its outputs;
 * ``BatchNorm2d``: one layer over K*C channels, i.e. per-member statistics; its
-  ``num_batches_tracked`` holds one count per member (see :class:`GroupedBatchNorm2d`);
+  ``num_batches_tracked`` holds one count per member (see :class:`~members.blocks.GroupedBatchNorm2d`);
 * the squeeze-and-excitation ``Linear`` layers: grouped 1x1 convolutions, so each member's
   gate sees only its own channels;
 * the skip concatenation: per member, ``[member k's upsampled, member k's skip]``.
@@ -27,99 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .unet import UNet, UNetConfig, check_input_shape
-
-
-class GroupedBatchNorm2d(nn.BatchNorm2d):
-    """``BatchNorm2d`` over the K*C channels of K members; ``num_batches_tracked`` has shape (K,).
-
-    Batch norm normalises each channel on its own, so the per-member statistics need no
-    change; only the batch counter is kept per member so that :meth:`StackedUNet.split`
-    gives every member back its own count.
-    """
-
-    def __init__(self, channels, members):
-        super().__init__(channels * members)
-        self.num_batches_tracked = torch.zeros(members, dtype=torch.long)
-
-
-def _conv_bn_relu(in_channels, out_channels, members, dilation=1, shared_input=False):
-    """Grouped counterpart of :class:`~members.blocks.ConvBNReLU` (same child names)."""
-    in_total = in_channels if shared_input else in_channels * members
-    return nn.Sequential(
-        nn.Conv2d(in_total, out_channels * members, 3, padding=dilation, dilation=dilation, bias=False,
-                  groups=1 if shared_input else members),
-        GroupedBatchNorm2d(out_channels, members),
-        nn.ReLU(inplace=True),
-    )
-
-
-def _double_conv(in_channels, out_channels, members, dropout=0.0, shared_input=False):
-    """Grouped counterpart of :class:`~members.blocks.DoubleConv` (same child names)."""
-    layers = [
-        _conv_bn_relu(in_channels, out_channels, members, shared_input=shared_input),
-        _conv_bn_relu(out_channels, out_channels, members),
-    ]
-    if dropout:
-        layers.append(nn.Dropout2d(dropout))
-    return nn.Sequential(*layers)
-
-
-class _GroupedSqueezeExcite(nn.Module):
-    """Grouped :class:`~members.blocks.SqueezeExcite`: the dense layers are grouped 1x1 convolutions."""
-
-    def __init__(self, channels, members, reduction=4):
-        super().__init__()
-        hidden = max(1, channels // reduction)
-        self.fc = nn.Sequential(
-            nn.Conv2d(channels * members, hidden * members, 1, groups=members),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden * members, channels * members, 1, groups=members),
-        )
-
-    def forward(self, x):
-        """Scale every channel by its member's gate."""
-        return x * torch.sigmoid(self.fc(x.mean(dim=(2, 3), keepdim=True)))
-
-
-class _GroupedDilatedSEBottleneck(nn.Module):
-    """Grouped :class:`~members.blocks.DilatedSEBottleneck` (same child names)."""
-
-    def __init__(self, in_channels, out_channels, members, dropout=0.0, rates=(1, 2, 4)):
-        super().__init__()
-        self.project = _conv_bn_relu(in_channels, out_channels, members)
-        self.branches = nn.ModuleList(_conv_bn_relu(out_channels, out_channels, members, dilation=r) for r in rates)
-        self.se = _GroupedSqueezeExcite(out_channels, members)
-        self.dropout = nn.Dropout2d(dropout) if dropout else nn.Identity()
-
-    def forward(self, x):
-        """Projection plus the summed dilated branches, then squeeze-and-excitation and dropout."""
-        x = self.project(x)
-        x = x + sum(branch(x) for branch in self.branches)
-        return self.dropout(self.se(x))
-
-
-def _transpose_up(in_channels, out_channels, members):
-    """Grouped :class:`~members.blocks.TransposeUp`."""
-    return nn.ConvTranspose2d(in_channels * members, out_channels * members, 2, stride=2, groups=members)
-
-
-def _bilinear_up(in_channels, out_channels, members):
-    """Grouped :class:`~members.blocks.BilinearUp` (same child names)."""
-    return nn.Sequential(
-        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-        nn.Conv2d(in_channels * members, out_channels * members, 1, groups=members),
-    )
-
-
-_BOTTLENECKS = {"double_conv": _double_conv, "dilated_se": _GroupedDilatedSEBottleneck}
-_UPSAMPLERS = {"transpose": _transpose_up, "bilinear": _bilinear_up}
-
-
-def _grouped_block(registry, kind, name):
-    if name not in registry:
-        raise ValueError(f"no stacked version of {kind} {name!r}; supported: {', '.join(sorted(registry))}")
-    return registry[name]
+from .unet import UNet, UNetConfig, build_layers, check_input_shape
 
 
 def common_config(models):
@@ -172,23 +82,7 @@ class StackedUNet(nn.Module):
         self.config = config
         self.num_members = num_members
         self.separate_inputs = separate_inputs
-        k = num_members
-        widths = [config.width * 2**i for i in range(config.depth + 1)]
-        self.down = nn.ModuleList()
-        channels = config.in_channels
-        for i, w in enumerate(widths[:-1]):
-            self.down.append(_double_conv(channels, w, k, config.dropout, shared_input=i == 0 and not separate_inputs))
-            channels = w
-        self.pool = nn.MaxPool2d(2)
-        bottleneck = _grouped_block(_BOTTLENECKS, "bottleneck", config.bottleneck)
-        self.bottleneck = bottleneck(channels, widths[-1], k, dropout=config.dropout)
-        up = _grouped_block(_UPSAMPLERS, "upsample", config.upsample)
-        self.up = nn.ModuleList()
-        self.merge = nn.ModuleList()
-        for w_in, w_out in zip(widths[:0:-1], widths[-2::-1]):
-            self.up.append(up(w_in, w_out, k))
-            self.merge.append(_double_conv(2 * w_out, w_out, k, config.dropout))
-        self.head = nn.Conv2d(widths[0] * k, config.out_channels * k, 1, groups=k)
+        build_layers(self, config, num_members, shared_input=not separate_inputs)
 
     def check_input(self, x):
         """Raise ``ValueError`` unless ``x`` has the input channels and a size divisible by 2**depth."""

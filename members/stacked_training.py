@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .stacked import StackedUNet, block_shapes, common_config, stack_member_states
-from .training import NetworkTrainer, SplitArrays, finished_metrics, predict_logits
+from .training import NetworkTrainer, SplitArrays, finished_metrics, validation_logits
 
 
 class MemberStack(nn.Module):
@@ -86,7 +86,7 @@ def stacked_epoch(trainers):
         size = len(batches[0][0])
         totals += np.array([float(loss.detach()) for loss in losses]) * size
         count += size
-    val_logits = predict_logits(stack, trainers[0].val_images, trainers[0].device)  # same tiles for all
+    val_logits = validation_logits(stack, trainers[0].val_images, trainers[0].device)  # same tiles for all
     seconds = time.perf_counter() - started
     for k, t in enumerate(trainers):
         t.end_epoch(val_logits[:, k : k + 1], float(totals[k] / count), seconds)

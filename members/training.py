@@ -15,19 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ensemble.augment import AugmentConfig, build_augmentation
-from ensemble.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
-from ensemble.fileio import write_json_atomic
-from ensemble.metrics import binary_iou, confusion_matrix, mean_iou
-from ensemble.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION, mask_background, predicts_background
-from ensemble.runfolder import BEST, LATEST, METRICS
+from ensemble.core.augment import AugmentConfig, build_augmentation
+from ensemble.core.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
+from ensemble.core.fileio import write_json_atomic
+from ensemble.core.metrics import binary_iou, confusion_matrix, mean_iou
+from ensemble.core.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION, mask_background, predicts_background
+from ensemble.core.runfolder import BEST, LATEST, METRICS
+from ensemble.core.weights import class_weights
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .losses import MemberLoss, MulticlassLoss, auto_class_weights, auto_pos_weight
+from .losses import MemberLoss, MulticlassLoss, auto_pos_weight
 from .unet import UNet, UNetConfig, count_parameters
-
-BASELINE = "baseline"
-
 
 @dataclass
 class TrainConfig:
@@ -89,7 +87,7 @@ def build_loss(config, train_masks):
         pos_weight = config.pos_weight if config.pos_weight is not None else auto_pos_weight(shares[config.target])
         return MemberLoss(config.loss, pos_weight, config.dice_weight, config.focal_gamma)
     ignore = (0,) if config.ignores_unlabeled else ()
-    return MulticlassLoss(config.loss, auto_class_weights(shares, ignore), config.focal_gamma,
+    return MulticlassLoss(config.loss, class_weights(counts, ignore), config.focal_gamma,
                           terrain_only=config.ignores_unlabeled)
 
 
@@ -129,7 +127,7 @@ def make_batch(images, masks, positions, augment):
 
 
 @torch.inference_mode()
-def predict_logits(model, images, device, batch_size=128):
+def validation_logits(model, images, device, batch_size=128):
     """Logits of ``model`` for float images (N, H, W) in eval mode, as a float32 CPU tensor."""
     model.eval()
     out = []
@@ -349,6 +347,6 @@ def train_network(config, images, masks, train_idx, val_idx, out_dir, device="cp
             trainer.step()
             total += float(loss.detach()) * len(x)
             count += len(x)
-        val_logits = predict_logits(trainer.model, trainer.val_images, trainer.device)
+        val_logits = validation_logits(trainer.model, trainer.val_images, trainer.device)
         trainer.end_epoch(val_logits, total / count, time.perf_counter() - started)
     return trainer.finish()

@@ -4,7 +4,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .blocks import DoubleConv, get_block
+from .blocks import DoubleConv, get_block, grouped_conv
 
 
 @dataclass
@@ -59,21 +59,7 @@ class UNet(nn.Module):
         if config.width < 1 or config.depth < 1 or config.out_channels < 1:
             raise ValueError(f"width, depth and out_channels must be >= 1, got {config}")
         self.config = config
-        widths = [config.width * 2**i for i in range(config.depth + 1)]
-        self.down = nn.ModuleList()
-        channels = config.in_channels
-        for w in widths[:-1]:
-            self.down.append(DoubleConv(channels, w, config.dropout))
-            channels = w
-        self.pool = nn.MaxPool2d(2)
-        self.bottleneck = get_block("bottleneck", config.bottleneck)(channels, widths[-1], dropout=config.dropout)
-        up_cls = get_block("upsample", config.upsample)
-        self.up = nn.ModuleList()
-        self.merge = nn.ModuleList()
-        for w_in, w_out in zip(widths[:0:-1], widths[-2::-1]):
-            self.up.append(up_cls(w_in, w_out))
-            self.merge.append(DoubleConv(2 * w_out, w_out, config.dropout))
-        self.head = nn.Conv2d(widths[0], config.out_channels, 1)
+        build_layers(self, config)
 
     def check_input(self, x):
         """Raise ``ValueError`` unless ``x`` is (N, in_channels, H, W) with H, W divisible by 2**depth."""
@@ -95,6 +81,30 @@ class UNet(nn.Module):
     def concat_skip(self, upsampled, skip):
         """The decoder's input at one level: the upsampled features, then the skip connection."""
         return torch.cat([upsampled, skip], dim=1)
+
+
+def build_layers(net, config, members=None, shared_input=True):
+    """Give ``net`` the layers of a U-Net of ``config``: ``down``, ``pool``, ``bottleneck``, ``up``, ``merge``, ``head``.
+
+    ``members=K`` builds K U-Nets side by side as grouped layers (see :mod:`members.blocks`;
+    ``None``: one plain U-Net); ``shared_input`` makes them all read the same input image.
+    """
+    widths = [config.width * 2**i for i in range(config.depth + 1)]
+    net.down = nn.ModuleList()
+    channels = config.in_channels
+    for i, w in enumerate(widths[:-1]):
+        net.down.append(DoubleConv(channels, w, config.dropout, members=members, shared_input=i == 0 and shared_input))
+        channels = w
+    net.pool = nn.MaxPool2d(2)
+    net.bottleneck = get_block("bottleneck", config.bottleneck)(channels, widths[-1], dropout=config.dropout,
+                                                                 members=members)
+    up_cls = get_block("upsample", config.upsample)
+    net.up = nn.ModuleList()
+    net.merge = nn.ModuleList()
+    for w_in, w_out in zip(widths[:0:-1], widths[-2::-1]):
+        net.up.append(up_cls(w_in, w_out, members=members))
+        net.merge.append(DoubleConv(2 * w_out, w_out, config.dropout, members=members))
+    net.head = grouped_conv(widths[0], config.out_channels, 1, members)
 
 
 def count_parameters(model):

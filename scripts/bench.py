@@ -108,7 +108,7 @@ def training_table(width, tiles, repeats, workdir):
     masks = rng.integers(0, 5, (n, 64, 128)).astype(np.uint8)
     data_path = Path(workdir) / "bench.npz"
     np.savez(data_path, training_set=np.stack([(images * 255).astype(np.uint8), masks], 1))
-    from ensemble.data import load_data
+    from ensemble.core.data import load_data
 
     data = load_data(data_path)
     train_idx, val_idx = np.arange(n - 32), np.arange(n - 32, n)

@@ -6,7 +6,7 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from ensemble.data import load_data, resolve_data_path  # noqa: E402
+from ensemble.core.data import load_data, resolve_data_path  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from ensemble.augment import AugmentConfig, build_augmentation
+from ensemble.core.augment import AugmentConfig, build_augmentation
 
 
 def test_image_and_mask_stay_aligned():

@@ -27,7 +27,7 @@ def test_dask_cluster_equals_local(tmp_path, subset_path):
 
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path, subset_path):
-    from ensemble.errors import EnsembleError
+    from ensemble.core.errors import EnsembleError
 
     with pytest.raises(EnsembleError, match="cannot reach the Dask scheduler"):
         api.train(data=str(subset_path), run=str(tmp_path / "r"), members="soil", jobs=2, backend="dask",

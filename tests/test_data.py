@@ -4,9 +4,9 @@ import pytest
 from click.testing import CliRunner
 
 from ensemble.cli import main
-from ensemble.data import load_data
-from ensemble.outliers import find_outliers
-from ensemble.split import LeakWarning, split_indices
+from ensemble.core.data import load_data
+from ensemble.core.outliers import find_outliers
+from ensemble.core.split import LeakWarning, split_indices
 
 
 def run_cli(*args):

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import members.training as training
-from ensemble.classes import class_index
-from ensemble.data import load_data
+from ensemble.core.classes import class_index
+from ensemble.core.data import load_data
 from members.checkpoint import load_checkpoint
 from members.stacked_training import train_stacked
 from members.training import NetworkTrainer, TrainConfig, train_network

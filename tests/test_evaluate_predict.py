@@ -10,21 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ensemble.data import load_data, tile_ids
-from ensemble.errors import DataError, EnsembleError, RunError
+from ensemble.core.data import load_data, tile_ids
+from ensemble.core.errors import DataError, EnsembleError, RunError
 from ensemble.crossfit import cross_fitted_logits, fold_assignment
 from ensemble.evaluate import evaluate_run
-from ensemble.inference import (
-    all_logits,
-    baseline_logits_batches,
-    cached_val_logits,
-    load_baseline,
-    load_members,
-    member_logits_batches,
-)
-from ensemble.metrics import confusion_matrix, mean_iou
+from ensemble.inference import Predictor, cached_val_logits
+from ensemble.core.metrics import confusion_matrix, mean_iou
 from ensemble.predict import load_images, predict_run
-from ensemble.runfolder import RunFolder
+from ensemble.core.runfolder import RunFolder
 from ensemble.submission import read_submission
 from fusion import get_fuser, load_fuser
 
@@ -56,7 +49,7 @@ def test_images(subset_path):
 
 
 def _member_labels(run, strategy, images, batch_size):
-    logits = all_logits(member_logits_batches(load_members(run), images, batch_size), len(images))
+    logits = Predictor(run, None, batch_size=batch_size).predict_member_logits(images)
     return load_fuser(run / "fusion" / f"{strategy}.pt").predict(logits).numpy()
 
 
@@ -179,9 +172,8 @@ def test_no_stack_runs_members_one_by_one_with_the_same_result(fused_run, subset
     from ensemble.cli import main
 
     images, _ = test_images
-    models = load_members(fused_run)
-    stacked = all_logits(member_logits_batches(models, images, 16), len(images))
-    one_by_one = all_logits(member_logits_batches(models, images, 16, stack=False), len(images))
+    stacked = Predictor(fused_run, None).predict_member_logits(images)
+    one_by_one = Predictor(fused_run, None, stack=False).predict_member_logits(images)
     np.testing.assert_allclose(stacked, one_by_one, rtol=0, atol=1e-4)
     labels = {}
     for flag in ([], ["--no-stack"]):
@@ -197,7 +189,7 @@ def test_predict_baseline(fused_run, subset_path, test_images, tmp_path):
     out = tmp_path / "base.csv"
     predict_run(fused_run, "baseline", data=subset_path, out=out, uncertainty_dir=tmp_path / "unc")
     images, _ = test_images
-    logits = all_logits(baseline_logits_batches(load_baseline(fused_run), images), len(images))
+    logits = Predictor(fused_run, "baseline").predict_logits(images)
     assert np.array_equal(read_submission(out)[1].reshape(-1, H, W), logits.argmax(axis=1))
     assert len(list((tmp_path / "unc").glob("*_entropy.png"))) == 40
     assert not list((tmp_path / "unc").glob("*_disagreement.png"))
@@ -313,7 +305,7 @@ def test_predict_streams_with_flat_memory(fused_run, subset_path, write_npz, tmp
     raw uint8 input plus a little, not by the (N, 5, H, W) logits or probabilities of all tiles.
 
     Two batches, not one, as reference: torch's ``inference_mode`` generator wrapper around
-    ``member_logits_batches`` keeps the previous batch's logits alive while the next is computed.
+    ``logits_batches`` keeps the previous batch's logits alive while the next is computed.
     """
     raw = np.load(subset_path)["test_set"]
     paths = [write_npz(f"{n}.npz", images=np.resize(raw, (n, H, W))) for n in (16, 512, STREAM_TILES)]

@@ -68,7 +68,7 @@ def test_export_cli_reproduces_predict_proba(tiny_run, subset_path, tmp_path):
 
     from ensemble.export import load_exported
     from ensemble.inference import load_members
-    from ensemble.data import load_data
+    from ensemble.core.data import load_data
 
     assert fuse_cli("--run", str(tiny_run), "--data", str(subset_path), "--strategy", "learned").exit_code == 0
     out = tmp_path / "model.pt2"

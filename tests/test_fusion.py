@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import fusion
-from ensemble.errors import RunError
-from ensemble.metrics import nll
+from ensemble.core.errors import RunError
+from ensemble.core.metrics import nll
 from fusion.sampling import sample_windows
 
 #: Fast settings per strategy so every fit takes a fraction of a second.

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ensemble import api
-from ensemble.errors import RunError
+from ensemble.core.errors import RunError
 from ensemble.train import matched_baseline_width, members_parameter_count, model_config
 from members.blocks import get_block
 from members.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -75,7 +75,7 @@ def test_checkpoint_roundtrip_identical_outputs(tmp_path):
 
 
 def test_corrupted_checkpoint_named(tmp_path):
-    from ensemble.errors import RunError
+    from ensemble.core.errors import RunError
 
     path = tmp_path / "bad.pt"
     path.write_bytes(b"\x00garbage")

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from ensemble.metrics import (
+from ensemble.core.metrics import (
     CONVENTIONS,
     all_mean_ious,
     binary_iou,

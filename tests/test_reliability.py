@@ -11,8 +11,8 @@ import members.parallel
 from conftest import TINY, assert_one_line_error, copy_run
 from ensemble import api
 from ensemble.cli import main
-from ensemble.errors import RunError
-from ensemble.runfolder import RunFolder
+from ensemble.core.errors import RunError
+from ensemble.core.runfolder import RunFolder
 from members.checkpoint import save_checkpoint
 
 

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from ensemble.bootstrap import COMPARE_COLUMNS, compare_metrics, compare_to_baseline, paired_bootstrap
-from ensemble.classes import NUM_CLASSES
-from ensemble.metrics import mean_iou, per_tile_confusion
+from ensemble.core.classes import NUM_CLASSES
+from ensemble.core.metrics import mean_iou, per_tile_confusion
 from ensemble.render import (
     CLASS_COLORS,
     colorize,

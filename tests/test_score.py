@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from ensemble.cli import main
-from ensemble.metrics import CONVENTIONS, confusion_matrix, mean_iou
+from ensemble.core.metrics import CONVENTIONS, confusion_matrix, mean_iou
 from ensemble.submission import SubmissionWriter
 
 from conftest import assert_one_line_error

@@ -7,9 +7,9 @@ import torch
 from click.testing import CliRunner
 
 import members.stacked_training as stacked_training
-from ensemble.classes import class_index
+from ensemble.core.classes import class_index
 from ensemble.cli import main
-from ensemble.data import load_data
+from ensemble.core.data import load_data
 from members.checkpoint import load_checkpoint
 from members.stacked_training import MemberStack, check_stackable, train_stacked
 from members.training import NetworkTrainer, SplitArrays, TrainConfig, train_network

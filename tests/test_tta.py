@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ensemble.inference import all_logits, baseline_logits_batches, logits_batches, member_logits_batches
+from ensemble.inference import all_logits, logits_batches, members_forward
 from members.unet import UNet
 
 H, W = 64, 128
@@ -83,12 +83,12 @@ def test_flip_through_stacked_members_and_baseline():
         plain = torch.cat([m(x) for m in members], 1)
         right = (plain + _mirror(torch.cat([m(_mirror(x)) for m in members], 1))) / 2
     for stack in (True, False):
-        got = all_logits(member_logits_batches(members, images, batch_size=3, tta="flip", stack=stack), len(images))
+        got = all_logits(logits_batches(members_forward(members, stack), images, batch_size=3, tta="flip"), len(images))
         np.testing.assert_allclose(got, right.numpy(), rtol=0, atol=1e-4)
     baseline = _unet(5, seed=20)
     with torch.no_grad():
         right = (baseline(x) + _mirror(baseline(_mirror(x)))) / 2
-    got = all_logits(baseline_logits_batches(baseline, images, batch_size=3, tta="flip"), len(images))
+    got = all_logits(logits_batches(baseline, images, batch_size=3, tta="flip"), len(images))
     np.testing.assert_allclose(got, right.numpy(), rtol=0, atol=1e-5)
 
 

@@ -4,7 +4,7 @@ Keys: ``training_set`` (N, 2, H, W) with image and mask, optional ``test_set``
 (M, H, W), optional ``training_groups`` (N,) rover stops and optional
 ``training_ids`` / ``test_ids``. Images may be uint8 0-255 or float in 0-255 or
 0-1; they are normalised to float32 0-1. Masks are integer class ids 0-4.
-Every problem raises :class:`~ensemble.errors.DataError` with a one-line message.
+Every problem raises :class:`~ensemble.core.errors.DataError` with a one-line message.
 """
 import os
 import zipfile
@@ -19,7 +19,7 @@ from .fileio import sha256_file
 
 DEFAULT_DATA_NAME = "ai4mars-64x128.npz"
 DATA_ENV = "MARS_DATA"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

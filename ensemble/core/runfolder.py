@@ -6,7 +6,7 @@ Layout::
     RUN/manifest.json                 format version, data file hash, split, package versions, seed
     RUN/members/<class>/{best.pt,latest.pt,metrics.json}
     RUN/baseline/{best.pt,latest.pt,metrics.json}
-    RUN/cache/                        cached member logits for fusion
+    RUN/cache/                        cached member logits for fusion; cache/onnx/: ONNX graphs for onnxruntime
     RUN/fusion/<strategy>.pt          fitted fusers
 """
 import contextlib
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import FORMAT_VERSION, __version__
-from .classes import CLASS_NAMES
+from ensemble import FORMAT_VERSION, __version__
+from .classes import BASELINE, CLASS_NAMES
 from .errors import RunError
 from .fileio import sha256_file, write_json_atomic
 from .objectives import OBJECTIVES
@@ -46,6 +46,10 @@ CACHE_DIR = "cache"
 CACHE_LOGITS = "val_logits.npy"
 CACHE_IDS = "val_tile_ids.npy"
 CACHE_META = "val_cache.json"
+#: ONNX graphs of the run's networks for onnxruntime (``cache/onnx/<name>.onnx``) and what each was made from.
+ONNX_DIR = "onnx"
+ONNX_SUFFIX = ".onnx"
+ONNX_META_SUFFIX = ".json"
 EVALUATION_DIR = "evaluation"
 LOCK = ".manifest.lock"
 
@@ -71,7 +75,7 @@ class RunFolder:
 
     def network_dir(self, name):
         """Folder of a member (by class name) or of ``"baseline"``."""
-        return self.path / BASELINE_DIR if name == "baseline" else self.path / MEMBERS_DIR / name
+        return self.path / BASELINE_DIR if name == BASELINE else self.path / MEMBERS_DIR / name
 
     def best_path(self, name):
         """``best.pt`` of a member (by class name) or of ``"baseline"``."""
@@ -81,6 +85,18 @@ class RunFolder:
     def cache_dir(self):
         """``RUN/cache``."""
         return self.path / CACHE_DIR
+
+    def onnx_path(self, name):
+        """``cache/onnx/<name>.onnx``: an ONNX graph of some of the run's networks."""
+        return self.cache_dir / ONNX_DIR / f"{name}{ONNX_SUFFIX}"
+
+    def onnx_meta_path(self, name):
+        """``cache/onnx/<name>.json``: the checkpoints (sha256) the graph ``name`` was made from."""
+        return self.cache_dir / ONNX_DIR / f"{name}{ONNX_META_SUFFIX}"
+
+    def relative(self, path):
+        """``path`` as the manifest's checksums key it: relative to the run, with forward slashes."""
+        return Path(path).relative_to(self.path).as_posix()
 
     def cache_path(self, which):
         """A file of the logits cache: ``which`` is ``"logits"``, ``"ids"`` or ``"meta"``."""
@@ -142,7 +158,7 @@ class RunFolder:
         return manifest
 
     def objective(self):
-        """The run's objective (:mod:`ensemble.objectives`), recorded in the manifest at ``train`` time."""
+        """The run's objective (:mod:`ensemble.core.objectives`), recorded in the manifest at ``train`` time."""
         objective = self.manifest()["settings"].get("objective")
         if objective not in OBJECTIVES:
             raise RunError(f"{self.manifest_path}: settings.objective is {objective!r}; expected one of "
@@ -170,7 +186,7 @@ class RunFolder:
         with self.locked_manifest() as manifest:
             checksums = manifest.setdefault("checksums", {})
             for path in paths:
-                checksums[Path(path).relative_to(self.path).as_posix()] = sha256_file(path)
+                checksums[self.relative(path)] = sha256_file(path)
 
     def checksum_required(self, path):
         """True when the run must hold a checksum for ``path``.
@@ -180,8 +196,10 @@ class RunFolder:
         training ends). Other files, such as the checkpoints of a network still training, need none.
         """
         path = Path(path)
-        if path.parent == self.fusion_dir and path.suffix == ".pt":
+        if path.parent == self.fusion_dir and path.suffix == FUSER_SUFFIX:
             return True
+        if path.parent == self.cache_dir / ONNX_DIR and path.suffix == ONNX_SUFFIX:
+            return True  # recorded when exported
         metrics_path = path.parent / METRICS
         if path.name != BEST or not metrics_path.exists():
             return False
@@ -194,7 +212,7 @@ class RunFolder:
         A file the run must hold a checksum for (:meth:`checksum_required`) whose entry is
         missing is refused too. Other files without an entry (not yet finished) pass.
         """
-        key = Path(path).relative_to(self.path).as_posix()
+        key = self.relative(path)
         expected = self.manifest().get("checksums", {}).get(key)
         if expected is None:
             if self.checksum_required(path):

@@ -1,7 +1,7 @@
 """What a run is trained for, chosen at ``train`` time and used by every later step.
 
 * ``competition`` (the default): the AN2DL competition metric
-  (:mod:`ensemble.metrics`, convention ``competition``), which drops every pixel whose true
+  (:mod:`ensemble.core.metrics`, convention ``competition``), which drops every pixel whose true
   label is 0. Terrain members ignore unlabeled pixels in their loss; the background member
   still learns pixel == 0 vs the rest on all pixels (its logit is an input of the fusers);
   the baseline's cross-entropy runs over classes 1-4 on labeled pixels; fusers are fitted on
@@ -15,7 +15,7 @@ import functools
 
 OBJECTIVES = ("competition", "fullmask")
 DEFAULT_OBJECTIVE = "competition"
-#: The IoU convention (see :mod:`ensemble.metrics`) that scores each objective: the headline number.
+#: The IoU convention (see :mod:`ensemble.core.metrics`) that scores each objective: the headline number.
 HEADLINE_CONVENTION = {"competition": "competition", "fullmask": "allpixels"}
 
 

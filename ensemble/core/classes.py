@@ -4,6 +4,8 @@ CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big_rock")
 NUM_CLASSES = len(CLASS_NAMES)
 #: Terrain classes averaged by the competition metric (background excluded).
 TERRAIN_CLASSES = (1, 2, 3, 4)
+#: The multiclass baseline network, trained beside the members (named by ``CLASS_NAMES``).
+BASELINE = "baseline"
 
 
 def class_index(name):
