@@ -155,11 +155,8 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto
             log=print, **train_options):
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation."""
     from .fuse import format_fusion_results
-    from members.parallel import available_cores
-
     run = run or f"runs/{preset}"
     data = load_data(data)  # read and hashed once; every step below gets the loaded data
-    jobs = jobs or min(available_cores(), 5)
     say = (lambda line: None) if quiet else log
     common = dict(data=data, run=run, preset=preset, seed=seed, device=device, quiet=quiet, log=log, **train_options)
     say(f"== 1/4 members ({run})")

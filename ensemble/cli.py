@@ -198,8 +198,9 @@ def _report_training(results):
 @training_options
 @click.option("--members", default="all", show_default=True,
               help="Members to train: all, or comma-separated class names (background,soil,bedrock,sand,big_rock).")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Members trained at once; each gets cores // jobs torch threads.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Members trained at once; each gets cores // jobs torch threads "
+                   "[default: the cores, at most one per member; 1 with --stacked].")
 @click.option("--backend", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
               help="joblib backend for --jobs > 1; dask sends members to the cluster at --scheduler.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",

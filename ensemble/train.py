@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from members.parallel import train_parallel, train_stacked_tasks
+from members.parallel import available_cores, train_parallel, train_stacked_tasks
 from members.presets import SAMPLER_WEIGHTS, get_preset
 from members.training import TrainConfig
 from members.unet import UNet, UNetConfig, count_parameters
@@ -179,20 +179,27 @@ def dispatch(plan, jobs=1, backend="loky", scheduler=None, stacked=False):
     return results
 
 
-def train_networks(names, data=None, run="runs/default", preset="quick", epochs=None, width=None, jobs=1,
+def default_jobs(names, stacked=False):
+    """Networks trained at once when ``--jobs`` is not given: every core busy, at most one network each."""
+    return 1 if stacked else max(1, min(available_cores(), len(names)))
+
+
+def train_networks(names, data=None, run="runs/default", preset="quick", epochs=None, width=None, jobs=None,
                    backend="loky", scheduler=None, device="auto", seed=0, val_fraction=0.15, objective=None,
                    loss=None, samples_per_epoch=None, stacked=False, quiet=False, log=print):
     """Train the named networks (class names and/or ``"baseline"``) into ``run``; return their metrics.
 
     :func:`plan_training` then :func:`dispatch`. ``objective`` (:mod:`ensemble.core.objectives`)
     is fixed when the run is created; ``None`` keeps an existing run's and gives a new one
-    ``competition``. ``stacked=True`` trains the named members together as one grouped network
-    in this process (:mod:`members.stacked_training`) instead of one joblib task per network.
+    ``competition``. ``jobs`` networks train at once (default :func:`default_jobs`: one per
+    core). ``stacked=True`` trains the named members together as one grouped network in this
+    process (:mod:`members.stacked_training`) instead of one joblib task per network.
     """
     if stacked and BASELINE in names:
         raise EnsembleError("--stacked trains one-vs-rest members only; the baseline trains with: ensemble baseline")
-    if stacked and (jobs > 1 or backend != "loky"):
+    if stacked and ((jobs or 1) > 1 or backend != "loky"):
         raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")
+    jobs = jobs or default_jobs(names, stacked)
     device = resolve_device(device)  # refuse an unavailable device before anything is written
     plan = plan_training(names, load_data(data), run, preset, epochs, width, device, seed, val_fraction, objective,
                          loss, samples_per_epoch, quiet)

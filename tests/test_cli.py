@@ -124,3 +124,15 @@ def test_main_job_reads_the_data_once(tmp_path, subset_path, monkeypatch):
     api.run_all(preset="quick", data=str(subset_path), run=str(tmp_path / "run"), jobs=1, epochs=1, width=4,
                 samples_per_epoch=32, device="cpu", quiet=True)
     assert reads == [subset_path]
+
+
+def test_train_defaults_to_one_job_per_core(monkeypatch):
+    """Issue 13: members train in parallel by default, every core busy, never more jobs than networks."""
+    from ensemble import train
+
+    monkeypatch.setattr(train, "available_cores", lambda: 2)
+    assert train.default_jobs(["background", "soil", "bedrock", "sand", "big_rock"]) == 2
+    assert train.default_jobs(["sand"]) == 1
+    assert train.default_jobs(["soil", "sand"], stacked=True) == 1
+    monkeypatch.setattr(train, "available_cores", lambda: 16)
+    assert train.default_jobs(["background", "soil", "bedrock", "sand", "big_rock"]) == 5

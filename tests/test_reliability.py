@@ -143,7 +143,7 @@ def test_failed_member_reported_others_saved(tmp_path, subset_path, monkeypatch)
 
     monkeypatch.setattr(members.parallel, "train_network", flaky)
     args = ["train", "--data", subset_path, "--run", run, "--members", "soil,sand,big_rock", "--epochs", 1,
-            "--width", 4, "--samples-per-epoch", 48]
+            "--width", 4, "--samples-per-epoch", 48, "--jobs", 1]  # in this process, where the failure is injected
     result = cli(*args)
     assert result.exit_code == 1
     assert "sand failed: RuntimeError: injected failure" in result.stderr
