@@ -115,17 +115,18 @@ def epoch_order(config, train_masks, epoch):
     return rng.choice(n, size=size, replace=True, p=weights / weights.sum())
 
 
-def make_batch(images, masks, positions, augment):
-    """Stack augmented tiles: images (B, 1, H, W) float32, masks (B, H, W) int64."""
-    xs, ys = [], []
-    for i in positions:
-        x = torch.from_numpy(images[i])[None]
-        y = torch.from_numpy(masks[i].astype(np.int64))
-        if augment is not None:
-            x, y = augment(x, y)
-        xs.append(x)
-        ys.append(y)
-    return torch.stack(xs), torch.stack(ys)
+def make_batch(images, masks, positions, augment, generator=None, device="cpu"):
+    """The tiles at ``positions``, augmented as one batch: images (B, 1, H, W) float32, masks (B, H, W) int64.
+
+    ``augment`` (a :class:`~ensemble.augment.BatchAugmentation`, or ``None``) draws every
+    tile's parameters from ``generator`` and runs on ``device``, where the batch is returned.
+    """
+    positions = np.asarray(positions)
+    x = torch.from_numpy(images[positions])[:, None].to(device)
+    y = torch.from_numpy(masks[positions].astype(np.int64)).to(device)
+    if augment is not None:
+        x, y = augment(x, y, generator)
+    return x, y
 
 
 @torch.inference_mode()
@@ -259,19 +260,11 @@ class NetworkTrainer:
         epoch = self.epoch
         seed = self.config.network_seed() * 7919 + epoch
         torch.manual_seed(seed)  # dropout draws from the global stream
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            rng_state = torch.get_rng_state()
+        generator = torch.Generator().manual_seed(seed)  # augmentation: this network's own stream
         order = epoch_order(self.config, self.split.train_masks, epoch)
         for start in range(0, len(order), self.config.batch_size):
-            with torch.random.fork_rng(devices=[]):
-                torch.set_rng_state(rng_state)
-                x, y = make_batch(
-                    self.split.train_images, self.split.train_masks, order[start : start + self.config.batch_size],
-                    self.augment,
-                )
-                rng_state = torch.get_rng_state()
-            x, y = x.to(self.device), y.to(self.device)
+            x, y = make_batch(self.split.train_images, self.split.train_masks,
+                              order[start : start + self.config.batch_size], self.augment, generator, self.device)
             target, valid = targets_and_valid(self.config, y)
             yield x, target, valid
 

@@ -157,11 +157,15 @@ def test_jobs2_equals_jobs1_and_skips_finished(tmp_path, subset_path):
         assert all(r["finished"] for r in results)
         runs[jobs] = run
     # jobs 1 trains with 2 torch threads, jobs 2 with 1 each: only float summation order differs,
-    # and Adam can turn a near-zero gradient's sign: weights agree within a few lr-sized steps,
-    # while another seed starts from weights ~0.1-1 apart
+    # and Adam can turn a near-zero gradient's sign. Its first steps move a weight by about lr
+    # (the update is ~sign(gradient)), so the two steps of TINY (48 tiles, batches of 32, lr 3e-3)
+    # leave weights at most 2 x 2 lr = 0.012 apart, and most far closer; another seed starts
+    # from weights ~0.1-1 apart
     for name in ("soil", "big_rock"):
         a, b = _weights(runs[1], name), _weights(runs[2], name)
-        assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-2
+        gaps = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
+        assert float(gaps.max()) < 4 * 3e-3 + 1e-4
+        assert float((gaps > 2 * 3e-3).float().mean()) < 0.01  # one sign flip or less for 99 % of them
         iou = [json.loads((runs[j] / "members" / name / "metrics.json").read_text())["best_val_iou"] for j in (1, 2)]
         assert iou[0] == pytest.approx(iou[1], abs=2e-3)
     metrics = json.loads((runs[1] / "members" / "soil" / "metrics.json").read_text())
