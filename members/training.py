@@ -5,6 +5,9 @@ scheduler state), ``best.pt`` (the best validation epoch) and, once finished,
 ``metrics.json``. Each epoch draws its tile order and augmentation from a seed
 derived from (seed, network, epoch), so a run resumed from ``latest.pt`` ends with
 the same weights as one that was never interrupted.
+
+Networks train in channels-last memory layout (:data:`MEMORY_FORMAT`), which oneDNN's CPU
+convolutions run faster; checkpoints are saved in the standard contiguous layout either way.
 """
 import json
 import math
@@ -27,6 +30,9 @@ from .losses import MemberLoss, MulticlassLoss, auto_class_weights, auto_pos_wei
 from .unet import UNet, UNetConfig, count_parameters
 
 BASELINE = "baseline"
+
+#: Memory layout of the networks and batches during training (``torch.contiguous_format`` for NCHW).
+MEMORY_FORMAT = torch.channels_last
 
 
 @dataclass
@@ -136,7 +142,7 @@ def predict_logits(model, images, device, batch_size=128):
     out = []
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(images[start : start + batch_size])[:, None].to(device)
-        out.append(model(x).float().cpu())
+        out.append(model(x.contiguous(memory_format=MEMORY_FORMAT)).float().contiguous().cpu())
     return torch.cat(out)
 
 
@@ -195,6 +201,20 @@ def finished_metrics(out_dir):
     return None
 
 
+def match_parameter_layout(optimizer):
+    """Give the optimiser's per-parameter state tensors their parameter's memory layout (in place).
+
+    Checkpoints store them contiguous; after loading, the moments of a channels-last weight
+    are channels-last again, exactly as in a run that was never interrupted.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 class NetworkTrainer:
     """The training state of one network: model, loss, optimiser, scheduler, history and checkpoints.
 
@@ -215,8 +235,9 @@ class NetworkTrainer:
         every = len(self.val_positions) == len(split.val_images)  # no copy when all tiles are scored
         self.val_images = split.val_images if every else split.val_images[self.val_positions]
         self.val_masks = split.val_masks if every else split.val_masks[self.val_positions]
+        self.memory_format = MEMORY_FORMAT
         torch.manual_seed(config.network_seed())
-        self.model = UNet(UNetConfig.from_dict(config.model)).to(self.device)
+        self.model = UNet(UNetConfig.from_dict(config.model)).to(self.device, memory_format=self.memory_format)
         self.loss_fn = build_loss(config, split.train_masks).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -229,6 +250,7 @@ class NetworkTrainer:
             ckpt = load_checkpoint(latest, map_location=self.device)
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            match_parameter_layout(self.optimizer)
             self.scheduler.load_state_dict(ckpt["scheduler"])
             self.state = {k: ckpt[k] for k in self.state}
             self.log(f"[{config.name}] resuming from {latest} after epoch {self.state['epoch']}")
@@ -266,7 +288,7 @@ class NetworkTrainer:
             x, y = make_batch(self.split.train_images, self.split.train_masks,
                               order[start : start + self.config.batch_size], self.augment, generator, self.device)
             target, valid = targets_and_valid(self.config, y)
-            yield x, target, valid
+            yield x.contiguous(memory_format=self.memory_format), target, valid
 
     def step(self):
         """One optimiser step on the gradients already accumulated, then clear them."""
