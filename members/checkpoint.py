@@ -15,14 +15,32 @@ from ensemble.core.fileio import atomic_path
 from .unet import UNet, UNetConfig
 
 
+def standard_layout(value):
+    """``value`` with every tensor in it (through dicts, lists and tuples) in the contiguous (NCHW) layout.
+
+    Training runs channels-last; checkpoints keep the standard layout, so a file does not
+    depend on the memory format it was trained in.
+    """
+    if torch.is_tensor(value):
+        return value.contiguous()
+    if isinstance(value, dict):  # same mapping type, and a state dict keeps its ``_metadata``
+        out = type(value)((k, standard_layout(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):
+            out._metadata = value._metadata
+        return out
+    if isinstance(value, (list, tuple)):
+        return type(value)(standard_layout(v) for v in value)
+    return value
+
+
 def save_checkpoint(path, **state):
-    """Save ``state`` (plain types and tensors) to ``path`` via a temp file and ``os.replace``.
+    """Save ``state`` (plain types and tensors, stored contiguous) to ``path`` via a temp file and ``os.replace``.
 
     If writing fails (disk full, no permission) the previous file at ``path`` is left
     intact and :class:`RunError` says so.
     """
     path = Path(path)
-    state = {"format_version": FORMAT_VERSION, **state}
+    state = {"format_version": FORMAT_VERSION, **standard_layout(state)}
     try:
         with atomic_path(path) as tmp:
             torch.save(state, tmp)

@@ -4,9 +4,9 @@ Each member keeps its own parameters, optimiser, scheduler, loss, sampler and ea
 stopping (a :class:`~members.training.NetworkTrainer` each); only the forward and backward
 passes run stacked. Every step, :class:`MemberStack` concatenates the members' parameters
 into the weights of a :class:`~members.stacked.StackedUNet` with separate inputs, and the
-members' own batches go in side by side. The stacked network is block-diagonal, so a
-member's gradient comes from its own loss alone; a member that stops early leaves the
-stack and its parameters no longer change. Checkpoints and metrics are the same files as
+members' own batches go in side by side (channels-last, as each member trains alone). The
+stacked network is block-diagonal, so a member's gradient comes from its own loss alone; a
+member that stops early leaves the stack and its parameters no longer change. Checkpoints and metrics are the same files as
 independent training writes, so either way can resume the other.
 """
 import time
@@ -75,7 +75,8 @@ def stacked_epoch(trainers):
     stack = MemberStack([t.model for t in trainers]).train()
     totals, count = np.zeros(len(trainers)), 0
     for batches in zip(*(t.epoch_batches() for t in trainers)):
-        member_logits = stack(torch.cat([x for x, _, _ in batches], dim=1))
+        images = torch.cat([x for x, _, _ in batches], dim=1)  # member k reads channel block k
+        member_logits = stack(images.contiguous(memory_format=trainers[0].memory_format))
         losses = [
             t.loss_fn(member_logits[:, k : k + 1], target, valid)
             for k, (t, (_, target, valid)) in enumerate(zip(trainers, batches))

@@ -2,7 +2,7 @@
 """Benchmarks, as ratios measured side by side in one run (medians of repeated, interleaved runs).
 
 Usage: python scripts/bench.py [--threads 2] [--repeats 5] [--width 8] [--quick]
-                               [--parts inference,training,scaling] [--out bench.json]
+                               [--parts inference,training,scaling,steps] [--out bench.json]
 
 1. Inference throughput (tiles/s at batch 64 and at batch 16, the CLI default; latency at
    batch 1): members one by one,
@@ -14,10 +14,16 @@ Usage: python scripts/bench.py [--threads 2] [--repeats 5] [--width 8] [--quick]
 3. How inference cost grows: 1k/4k/16k tiles and tile sizes 64x128, 128x256, 256x512 (the
    same pixels per batch: 16, 4 and 1 tiles), with the exponent of time ~ pixels fitted by
    least squares (1.0 = linear).
+4. ``steps`` (not run by default): milliseconds of ``make_batch`` for a batch of 32, the
+   per-tile torchvision v2 augmentation used before against today's batch augmentation;
+   training-step throughput (forward, loss, backward, AdamW; batch 32) of one member and of
+   the baseline in NCHW and channels-last layout; inference throughput (batch 16) of the
+   baseline and the members one by one in both layouts. ``--threads 1`` gives the per-core numbers.
 
 Networks have random weights of the preset's sizes: speed does not depend on the weights.
 """
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -37,7 +43,8 @@ from fusion import get_fuser  # noqa: E402
 from members.parallel import train_parallel  # noqa: E402
 from members.stacked import StackedUNet  # noqa: E402
 from members.stacked_training import train_stacked  # noqa: E402
-from members.training import TrainConfig, train_network  # noqa: E402
+from ensemble.core.augment import AugmentConfig, build_augmentation  # noqa: E402
+from members.training import TrainConfig, build_loss, make_batch, targets_and_valid, train_network  # noqa: E402
 from members.unet import UNet, UNetConfig, count_parameters  # noqa: E402
 
 CLASSES = ("background", "soil", "bedrock", "sand", "big_rock")
@@ -169,6 +176,107 @@ def scaling_table(width, repeats, quick):
             "exponent_tiles": exponent_count, "exponent_size": exponent_size}
 
 
+def legacy_make_batch(images, masks, positions, config):
+    """``make_batch`` as it was before the batch augmentation: torchvision v2 transforms tile by tile.
+
+    Kept here only as the reference of the ``steps`` benchmark (same transforms and options).
+    """
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    fill = {tv_tensors.Image: 0.0, tv_tensors.Mask: 0}
+    pipeline = v2.Compose([v2.RandomHorizontalFlip(p=0.5), v2.RandomRotation(degrees=config.rotate_degrees, fill=fill)])
+    xs, ys = [], []
+    for i in positions:
+        img = tv_tensors.Image(torch.from_numpy(images[i])[None])
+        msk = tv_tensors.Mask(torch.from_numpy(masks[i].astype(np.int64)))
+        size = tuple(img.shape[-2:])
+        ratio = size[1] / size[0]
+        crop = v2.RandomResizedCrop(size, scale=(config.zoom_min_scale, 1.0), ratio=(ratio * 0.9, ratio / 0.9),
+                                    antialias=True)
+        img, msk = pipeline(*crop(img, msk))
+        xs.append(torch.clamp(img.as_subclass(torch.Tensor), 0.0, 1.0))
+        ys.append(msk.as_subclass(torch.Tensor))
+    return torch.stack(xs), torch.stack(ys)
+
+
+def steps_table(width, repeats, batch=32):
+    """make_batch ms (per-tile v2 vs batch), training-step and inference tiles/s in NCHW vs channels-last."""
+    rng = np.random.default_rng(0)
+    images = rng.random((512, 64, 128), dtype=np.float32)
+    masks = rng.integers(0, 5, (512, 64, 128)).astype(np.uint8)
+    positions = rng.choice(512, batch, replace=False)
+    config = AugmentConfig()
+    augment, generator = build_augmentation(config), torch.Generator().manual_seed(0)
+    batch_ms = median_times({
+        "per tile (torchvision v2, before)": lambda: legacy_make_batch(images, masks, positions, config),
+        "batch (one grid_sample)": lambda: make_batch(images, masks, positions, augment, generator),
+    }, repeats * 4)
+    results = {"make_batch_ms": {name: 1000 * seconds for name, seconds in batch_ms.items()}}
+
+    x, y = make_batch(images, masks, positions, augment, generator)
+    networks = {"member": (width, 3), "baseline": (matched_baseline_width(width, 3), None)}
+    layouts = {"NCHW": torch.contiguous_format, "channels_last": torch.channels_last}
+    steps, forwards = {}, {}
+    for name, (net_width, target) in networks.items():
+        train_config = TrainConfig(name=name, target=target, loss="bce_dice" if target else "ce")
+        loss_fn = build_loss(train_config, masks)
+        goal, valid = targets_and_valid(train_config, y)
+        for layout_name, layout in layouts.items():
+            torch.manual_seed(0)
+            model = UNet(UNetConfig.from_dict(model_config(net_width, 3, 5 if target is None else 1)))
+            model = model.to(memory_format=layout).train()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            inputs = x.contiguous(memory_format=layout)
+
+            def step(model=model, optimizer=optimizer, inputs=inputs, loss_fn=loss_fn, goal=goal, valid=valid):
+                loss = loss_fn(model(inputs), goal, valid)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            step()  # warm-up
+            steps[f"{name} w{net_width}, {layout_name}"] = step
+            eval_model = copy.deepcopy(model).eval()
+            small = torch.rand(16, 1, 64, 128).contiguous(memory_format=layout)
+
+            def forward(eval_model=eval_model, small=small):
+                with torch.inference_mode():
+                    eval_model(small)
+
+            forward()
+            forwards[f"{name} w{net_width}, {layout_name}"] = forward
+    step_seconds = median_times(steps, repeats)
+    results["train_step_tiles_per_s"] = {name: batch / seconds for name, seconds in step_seconds.items()}
+    forward_seconds = median_times(forwards, repeats * 2)
+    results["inference_tiles_per_s"] = {name: 16 / seconds for name, seconds in forward_seconds.items()}
+    return results
+
+
+def print_steps(steps, args):
+    """make_batch times and the NCHW/channels-last throughput table, with ratios."""
+    print(f"make_batch, batch of 32 ({args.threads} threads; median of {args.repeats * 4}):")
+    batch_ms = steps["make_batch_ms"]
+    before = batch_ms["per tile (torchvision v2, before)"]
+    for name, ms in batch_ms.items():
+        print(f"  {name:<36}{ms:>8.1f} ms  x{before / ms:.1f} faster than per tile")
+    for key, title in (("train_step_tiles_per_s", "training step, batch 32"), ("inference_tiles_per_s",
+                                                                               "inference (eval), batch 16")):
+        print(f"{title}, tiles/s ({args.threads} threads; median of {args.repeats}):")
+        rows = steps[key]
+        for name, value in rows.items():
+            nchw = rows[name.replace("channels_last", "NCHW")]
+            print(f"  {name:<36}{value:>8.1f}  x{value / nchw:.2f} of NCHW")
+    after = batch_ms["batch (one grid_sample)"]
+    print("make_batch + training step, tiles/s: before (per tile, NCHW) -> after (batch, channels_last):")
+    for name in ("member", "baseline"):
+        rows = {k: v for k, v in steps["train_step_tiles_per_s"].items() if k.startswith(name)}
+        old, new = (32 / (32 / rows[k] + ms / 1000) for k, ms in
+                    ((next(k for k in rows if k.endswith("NCHW")), before),
+                     (next(k for k in rows if k.endswith("channels_last")), after)))
+        print(f"  {name:<36}{old:>8.1f} -> {new:.1f}  x{new / old:.2f}")
+
+
 def print_inference(rows, params, args):
     """The inference table: tiles/s at batch 64 and 16 with ratios, and batch-1 latency."""
     print(f"inference (width {args.width}; members {params['members']:,} / baseline {params['baseline']:,} "
@@ -190,16 +298,17 @@ def main():
     parser.add_argument("--train-tiles", type=int, default=256, help="tiles per training measurement")
     parser.add_argument("--quick", action="store_true", help="smaller tile counts for the scaling part")
     parser.add_argument("--parts", default="inference,training,scaling",
-                        help="comma-separated parts to run (default: all three)")
+                        help="comma-separated parts to run: inference, training, scaling, steps "
+                             "(default: the first three)")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["BENCH_THREADS"] = str(args.threads)
     results = {"threads": args.threads, "torch": torch.__version__, "cpu_count": os.cpu_count()}
     parts = set(args.parts.split(","))
-    unknown = parts - {"inference", "training", "scaling"}
+    unknown = parts - {"inference", "training", "scaling", "steps"}
     if unknown:
-        parser.error(f"--parts: unknown {', '.join(sorted(unknown))}; valid: inference, training, scaling")
+        parser.error(f"--parts: unknown {', '.join(sorted(unknown))}; valid: inference, training, scaling, steps")
     with tempfile.TemporaryDirectory() as workdir:
         if "inference" in parts:
             rows, params = inference_table(args.width, args.repeats, workdir)
@@ -211,6 +320,9 @@ def main():
             print(f"training {args.train_tiles} tiles, 1 epoch, all five members vs the baseline:")
             for name, seconds in train.items():
                 print(f"  {name:<22}{seconds:>8.1f} s  x{seconds / train['baseline']:.2f} of the baseline")
+        if "steps" in parts:
+            results["steps"] = steps = steps_table(args.width, args.repeats)
+            print_steps(steps, args)
         if "scaling" in parts:
             results["scaling"] = scaling = scaling_table(args.width, args.repeats, args.quick)
             print("scaling of stacked + fuser inference (16 tiles of 64x128 per batch, or as many pixels):")

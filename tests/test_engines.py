@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from conftest import assert_one_line_error, copy_run

@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 
 import members.stacked_training as stacked_training
+import members.training as training
 from ensemble.core.classes import class_index
 from ensemble.cli import main
 from ensemble.core.data import load_data
@@ -83,6 +84,20 @@ def test_stacked_training_matches_independent_training(tmp_path, subset):
         wa = load_checkpoint(tmp_path / "alone" / c.name / "latest.pt")["model"]
         ws = load_checkpoint(tmp_path / "stacked" / c.name / "latest.pt")["model"]
         assert max(float((wa[k].float() - ws[k].float()).abs().max()) for k in wa) < 0.02
+
+
+def test_stacked_training_channels_last_matches_nchw(tmp_path, subset, monkeypatch):
+    """One stacked epoch in NCHW and in channels-last layout: the same losses within float rounding."""
+    data, train_idx, val_idx = subset
+    configs = [_config(name, epochs=1) for name in ("soil", "big_rock")]
+    results = {}
+    for layout in (torch.contiguous_format, torch.channels_last):
+        monkeypatch.setattr(training, "MEMORY_FORMAT", layout)
+        results[layout] = train_stacked(configs, data.images, data.masks, train_idx, val_idx,
+                                        [tmp_path / str(layout) / c.name for c in configs], log=None)
+    for nchw, last in zip(results[torch.contiguous_format], results[torch.channels_last]):
+        assert last["history"][0]["loss"] == pytest.approx(nchw["history"][0]["loss"], rel=1e-4)
+        assert last["best_val_iou"] == pytest.approx(nchw["best_val_iou"], abs=1e-3)
 
 
 def test_each_member_keeps_its_learning_rate_and_epochs(tmp_path, subset):

@@ -1,14 +1,26 @@
-"""Paired image/mask augmentation with ``torchvision.transforms.v2``.
+"""Paired image/mask augmentation of a whole batch at once.
 
-The image is a ``tv_tensors.Image`` and the mask a ``tv_tensors.Mask``, so every
-geometric transform draws one set of parameters for both, resamples the mask with
-nearest neighbour, and fills padded areas of the mask with background (0).
+Every tile gets its own random parameters — zoom (a random resized crop), rotation,
+horizontal flip, optional brightness/contrast — and the geometric ones are applied to the
+batch as one affine warp: one ``affine_grid`` and one ``grid_sample`` per batch for the
+images (bilinear) and one for the masks (nearest neighbour, on the same grid, so image and
+mask stay aligned), the flip included. Areas the warp brings in from outside the tile are
+0: black in the image, background in the mask. With rotation and zoom off, flips are exact
+mirrors and nothing is resampled.
+
+The parameters are drawn from a ``torch.Generator`` the caller passes (training passes each
+network's own stream, seeded by (seed, network, epoch)); without one they come from the
+global torch stream.
 """
+import math
 from dataclasses import asdict, dataclass
 
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
+import torch.nn.functional as F
+
+#: Draws per tile for the zoom crop: a draw whose crop does not fit in the tile is redrawn,
+#: up to this many times, then the whole tile is kept (torchvision's ``RandomResizedCrop`` rule).
+ZOOM_ATTEMPTS = 10
 
 
 @dataclass
@@ -25,34 +37,123 @@ class AugmentConfig:
         """Plain dict for JSON configs."""
         return asdict(self)
 
+    @property
+    def warps(self):
+        """True when a rotation or a zoom is on (a resampling warp, not only flips and colour)."""
+        return bool(self.rotate_degrees) or bool(self.zoom_min_scale and self.zoom_min_scale < 1.0)
 
-def build_augmentation(config=None, size=None):
-    """Return ``f(image, mask) -> (image, mask)`` for an image (1, H, W) float and a mask (H, W).
 
-    ``size``: output (H, W) of the zoom crop; defaults to the input size at call time.
+def _uniform(n, low, high, generator, shape=()):
+    return torch.rand((n, *shape), generator=generator, dtype=torch.float64) * (high - low) + low
+
+
+def zoom_crops(n, config, generator):
+    """Per tile crop width and height as shares of the tile and crop centre in normalised coordinates.
+
+    Same distribution as torchvision's ``RandomResizedCrop(scale=(zoom_min_scale, 1),
+    ratio=(r * 0.9, r / 0.9))`` with r the tile's aspect ratio, without rounding to whole pixels:
+    area share uniform, aspect factor log-uniform in [0.9, 1/0.9], redrawn while the crop does
+    not fit (then the whole tile), position uniform over the places the crop fits.
+    Returns float64 tensors ``(share_w, share_h, centre_x, centre_y)``, each (n,).
     """
-    config = config or AugmentConfig()
-    fill = {tv_tensors.Image: 0.0, tv_tensors.Mask: 0}
-    steps = []
-    if config.hflip:
-        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    area = _uniform(n, config.zoom_min_scale, 1.0, generator, (ZOOM_ATTEMPTS,))
+    aspect = torch.exp(_uniform(n, math.log(0.9), -math.log(0.9), generator, (ZOOM_ATTEMPTS,)))
+    share_w, share_h = torch.sqrt(area * aspect), torch.sqrt(area / aspect)
+    fits = (share_w <= 1) & (share_h <= 1)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # first draw that fits (0 when none does)
+    any_fit = fits.any(dim=1)
+    share_w = torch.where(any_fit, share_w.gather(1, first)[:, 0], 1.0)
+    share_h = torch.where(any_fit, share_h.gather(1, first)[:, 0], 1.0)
+    position = torch.rand((n, 2), generator=generator, dtype=torch.float64)
+    centre_x = (1 - share_w) * (2 * position[:, 0] - 1)
+    centre_y = (1 - share_h) * (2 * position[:, 1] - 1)
+    return share_w, share_h, centre_x, centre_y
+
+
+def warp_matrices(n, size, config, generator):
+    """``affine_grid`` matrices (n, 2, 3), float64: for every output pixel, where to read in the input.
+
+    The tile is zoomed (cropped and resized back to ``size``), then rotated about its centre
+    by an angle uniform in ±``rotate_degrees`` (in pixels, so a 64x128 tile turns without
+    shearing).
+    """
+    h, w = size
+    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    if config.zoom_min_scale and config.zoom_min_scale < 1.0:
+        share_w, share_h, centre_x, centre_y = zoom_crops(n, config, generator)
+    else:
+        share_w = share_h = torch.ones(n, dtype=torch.float64)
+        centre_x = centre_y = torch.zeros(n, dtype=torch.float64)
     if config.rotate_degrees:
-        steps.append(v2.RandomRotation(degrees=config.rotate_degrees, fill=fill))
-    if config.brightness or config.contrast:
-        steps.append(v2.ColorJitter(brightness=config.brightness or None, contrast=config.contrast or None))
-    pipeline = v2.Compose(steps)
+        angle = torch.deg2rad(_uniform(n, -config.rotate_degrees, config.rotate_degrees, generator))
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # rotation in pixel units, written in normalised coordinates (x spans w/2 pixels, y h/2)
+        rotation = torch.stack([torch.stack([cos, -sin * h / w], 1), torch.stack([sin * w / h, cos], 1)], 1)
+    else:
+        rotation = theta[:, :, :2].clone()
+    theta[:, 0, :2] = share_w[:, None] * rotation[:, 0]
+    theta[:, 1, :2] = share_h[:, None] * rotation[:, 1]
+    theta[:, 0, 2], theta[:, 1, 2] = centre_x, centre_y
+    return theta
 
-    def augment(image, mask):
-        img = tv_tensors.Image(image)
-        msk = tv_tensors.Mask(mask)
-        if config.zoom_min_scale and config.zoom_min_scale < 1.0:
-            out_size = size or tuple(img.shape[-2:])
-            ratio = out_size[1] / out_size[0]
-            crop = v2.RandomResizedCrop(
-                out_size, scale=(config.zoom_min_scale, 1.0), ratio=(ratio * 0.9, ratio / 0.9), antialias=True
-            )
-            img, msk = crop(img, msk)
-        img, msk = pipeline(img, msk)
-        return torch.clamp(img.as_subclass(torch.Tensor), 0.0, 1.0), msk.as_subclass(torch.Tensor)
 
-    return augment
+def adjust_colour(images, config, generator):
+    """Brightness and contrast jitter per tile, in random order, as torchvision's ``ColorJitter``."""
+    n = len(images)
+    shape = (n, 1, 1, 1)
+    out = images
+    steps = []
+    if config.brightness:
+        factor = _uniform(n, max(0.0, 1 - config.brightness), 1 + config.brightness, generator).float()
+        steps.append(lambda x, f=factor.to(images.device).view(shape): (x * f).clamp(0, 1))
+    if config.contrast:
+        factor = _uniform(n, max(0.0, 1 - config.contrast), 1 + config.contrast, generator).float()
+        steps.append(lambda x, f=factor.to(images.device).view(shape):
+                     (f * x + (1 - f) * x.mean(dim=(1, 2, 3), keepdim=True)).clamp(0, 1))
+    if len(steps) == 1:
+        out = steps[0](images)
+    elif len(steps) == 2:
+        reverse = (torch.rand(n, generator=generator) < 0.5).to(images.device).view(shape)
+        out = torch.where(reverse, steps[0](steps[1](images)), steps[1](steps[0](images)))
+    return out
+
+
+class BatchAugmentation:
+    """``f(images, masks, generator=None) -> (images, masks)`` for a batch of tiles.
+
+    ``images`` (B, C, H, W) float 0-1 and ``masks`` (B, H, W) integer class ids, on any
+    device; a single tile, image (C, H, W) and mask (H, W), works too. Every tile draws
+    its own parameters from ``generator`` (a CPU ``torch.Generator``; ``None``: the global
+    stream), a fixed number of draws per batch, so a stream seeded the same way gives the
+    same batches.
+    """
+
+    def __init__(self, config=None):
+        self.config = config or AugmentConfig()
+
+    def __call__(self, images, masks, generator=None):
+        if images.ndim == 3:
+            out_images, out_masks = self(images[None], masks[None], generator)
+            return out_images[0], out_masks[0]
+        config, n, size = self.config, len(images), tuple(images.shape[-2:])
+        if config.warps:
+            theta = warp_matrices(n, size, config, generator)
+            if config.hflip:  # a mirrored tile reads column -x for output column x
+                theta[torch.rand(n, generator=generator) < 0.5, :, 0] *= -1
+            grid = F.affine_grid(theta.to(images.device, torch.float32), (n, 1, *size), align_corners=False)
+            images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            warped = F.grid_sample(masks[:, None].to(grid.dtype), grid, mode="nearest", padding_mode="zeros",
+                                   align_corners=False)
+            masks = warped[:, 0].to(masks.dtype)
+        elif config.hflip:  # flips alone: an exact mirror, no resampling
+            flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+            images = torch.where(flip.view(n, 1, 1, 1), images.flip(-1), images)
+            masks = torch.where(flip.view(n, 1, 1), masks.flip(-1), masks)
+        images = adjust_colour(images, config, generator)
+        return images.clamp(0.0, 1.0), masks
+
+
+def build_augmentation(config=None):
+    """The :class:`BatchAugmentation` of ``config`` (default :class:`AugmentConfig`)."""
+    return BatchAugmentation(config)
