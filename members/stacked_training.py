@@ -87,10 +87,11 @@ def stacked_epoch(trainers):
         size = len(batches[0][0])
         totals += np.array([float(loss.detach()) for loss in losses]) * size
         count += size
+    val_started = time.perf_counter()
     val_logits = validation_logits(stack, trainers[0].val_images, trainers[0].device)  # same tiles for all
-    seconds = time.perf_counter() - started
+    ended = time.perf_counter()
     for k, t in enumerate(trainers):
-        t.end_epoch(val_logits[:, k : k + 1], float(totals[k] / count), seconds)
+        t.end_epoch(val_logits[:, k : k + 1], float(totals[k] / count), ended - started, ended - val_started)
 
 
 def train_stacked(configs, images, masks, train_idx, val_idx, out_dirs, device="cpu", log=print, data_sha256=None):

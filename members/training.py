@@ -294,14 +294,19 @@ class NetworkTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def end_epoch(self, val_logits, mean_loss, seconds):
-        """Score ``val_logits``, step the schedule, save best/latest checkpoints and log one line."""
+    def end_epoch(self, val_logits, mean_loss, seconds, val_seconds=0.0):
+        """Score ``val_logits``, step the schedule, save best/latest checkpoints and log one line.
+
+        ``seconds`` is the whole epoch, of which ``val_seconds`` went to the validation forward pass
+        (recorded in the history, shown as a share in the log line).
+        """
         config = self.config
         self.scheduler.step()
         score = validation_score(config, val_logits, self.val_masks)
         epoch = self.epoch + 1
         self.state["epoch"] = epoch
-        self.state["history"].append({"epoch": epoch, "loss": mean_loss, "val_iou": score, "seconds": seconds})
+        self.state["history"].append({"epoch": epoch, "loss": mean_loss, "val_iou": score, "seconds": seconds,
+                                      "val_seconds": val_seconds})
         improved = score > self.state["best_score"]
         common = dict(model=self.model.state_dict(), model_config=config.model, name=config.name, target=config.target,
                       train_config=config.to_dict(), data_sha256=self.data_sha256)
@@ -314,7 +319,8 @@ class NetworkTrainer:
         eta = mean_epoch * (config.epochs - epoch)
         self.log(
             f"[{config.name}] epoch {epoch}/{config.epochs}  loss {mean_loss:.4f}  "
-            f"val IoU {score:.4f}{' *' if improved else '  '}  {seconds:.1f}s  ETA {format_seconds(eta)}"
+            f"val IoU {score:.4f}{' *' if improved else '  '}  {seconds:.1f}s (validation {val_seconds / seconds:.0%})  "
+            f"ETA {format_seconds(eta)}"
         )
 
     def finish(self, **extra):
@@ -363,6 +369,8 @@ def train_network(config, images, masks, train_idx, val_idx, out_dir, device="cp
             trainer.step()
             total += float(loss.detach()) * len(x)
             count += len(x)
+        val_started = time.perf_counter()
         val_logits = validation_logits(trainer.model, trainer.val_images, trainer.device)
-        trainer.end_epoch(val_logits, total / count, time.perf_counter() - started)
+        ended = time.perf_counter()
+        trainer.end_epoch(val_logits, total / count, ended - started, ended - val_started)
     return trainer.finish()

@@ -2,7 +2,7 @@
 """Benchmarks, as ratios measured side by side in one run (medians of repeated, interleaved runs).
 
 Usage: python scripts/bench.py [--threads 2] [--repeats 5] [--width 8] [--quick]
-                               [--parts inference,training,scaling,steps] [--out bench.json]
+                               [--parts inference,training,scaling,steps,flops] [--out bench.json]
 
 1. Inference throughput (tiles/s at batch 64 and at batch 16, the CLI default; latency at
    batch 1): members one by one,
@@ -19,6 +19,15 @@ Usage: python scripts/bench.py [--threads 2] [--repeats 5] [--width 8] [--quick]
    training-step throughput (forward, loss, backward, AdamW; batch 32) of one member and of
    the baseline in NCHW and channels-last layout; inference throughput (batch 16) of the
    baseline and the members one by one in both layouts. ``--threads 1`` gives the per-core numbers.
+
+5. ``flops`` (issue 13's table): the machine's measured peak (GFLOP/s of a 2048x2048 float32
+   matmul, median), then achieved GFLOP/s and the share of that peak for: inference (batch 16,
+   the CLI default) of the members stacked and one by one (+ learned fuser) and the baseline,
+   in PyTorch and in onnxruntime; training (one epoch of ``--train-tiles`` random tiles, the
+   real trainer) of one member alone, the five members as ``ensemble train`` runs them by default
+   (one job per core) and the baseline. FLOPs are counted with
+   ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add; convolutions and matmuls)
+   on one forward (inference) or one forward + backward (training) and scaled by the tiles.
 
 Networks have random weights of the preset's sizes: speed does not depend on the weights.
 """
@@ -277,6 +286,123 @@ def print_steps(steps, args):
         print(f"  {name:<36}{old:>8.1f} -> {new:.1f}  x{new / old:.2f}")
 
 
+def measured_peak(repeats, n=2048):
+    """GFLOP/s of an n x n float32 matmul with the current torch threads (median of ``repeats``)."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    seconds = median_times({"mm": lambda: torch.mm(a, b)}, repeats)["mm"]
+    return 2 * n**3 / seconds / 1e9
+
+
+def counted_flops(fn):
+    """FLOPs of one call of ``fn`` as FlopCounterMode counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _session(module, example):
+    from ensemble.engines import OnnxForward, export_onnx
+
+    return OnnxForward(export_onnx(copy.deepcopy(module).eval(), example))
+
+
+def flops_table(width, tiles, repeats, workdir):
+    """Achieved GFLOP/s and share of the measured peak: inference per engine, training as the CLI runs it."""
+    from ensemble.engines import onnx_available
+    from ensemble.inference import MembersOneByOne
+    from ensemble.train import default_jobs
+
+    peak = measured_peak(repeats)
+    members, stacked, _, fuser_module, baseline = build(width)
+    batch = 16
+    x = torch.rand(batch, 1, 64, 128)
+    folded = stacked.for_inference()
+    one_by_one = MembersOneByOne([m.to(memory_format=torch.channels_last) for m in members]).eval()
+    baseline = baseline.to(memory_format=torch.channels_last)
+    nets = {
+        "ensemble, stacked (+ fuser)": torch.nn.Sequential(folded, fuser_module),
+        "ensemble, one by one (+ fuser)": torch.nn.Sequential(one_by_one, fuser_module),
+        "baseline": baseline,
+    }
+    with torch.inference_mode():
+        flops = {name: counted_flops(lambda net=net: net(x)) / batch for name, net in nets.items()}
+    runners = {f"{name}, torch": net for name, net in nets.items()}
+    if onnx_available():
+        runners.update({f"{name}, onnxruntime": _session(net, x[:2]) for name, net in nets.items()})
+    with torch.inference_mode():
+        for run in runners.values():
+            run(x)  # warm-up
+        seconds = median_times({name: (lambda run=run: run(x)) for name, run in runners.items()}, repeats * 2)
+    inference = {}
+    for name, sec in seconds.items():
+        per_tile = flops[name.rsplit(", ", 1)[0]]
+        gflops = per_tile * batch / sec / 1e9
+        inference[name] = {"tiles_per_s": batch / sec, "gflop_per_tile": per_tile / 1e9, "gflop_per_s": gflops,
+                           "share_of_peak": gflops / peak}
+
+    # training: forward + backward FLOPs of one batch of 32, scaled by the tiles of one epoch
+    def train_flops(net_width, out_channels):
+        model = UNet(UNetConfig.from_dict(model_config(net_width, 3, out_channels))).train()
+        xb = torch.rand(32, 1, 64, 128)
+        return counted_flops(lambda: model(xb).sum().backward()) / 32
+
+    base_width = matched_baseline_width(width, 3)
+    per_tile = {"member": train_flops(width, 1), "baseline": train_flops(base_width, 5)}
+    rng = np.random.default_rng(0)
+    n = max(tiles, 64)
+    images = rng.random((n, 64, 128), dtype=np.float32)
+    masks = rng.integers(0, 5, (n, 64, 128)).astype(np.uint8)
+    data_path = Path(workdir) / "flops.npz"
+    np.savez(data_path, training_set=np.stack([(images * 255).astype(np.uint8), masks], 1))
+    from ensemble.core.data import load_data
+
+    data = load_data(data_path)
+    train_idx, val_idx = np.arange(n - 32), np.arange(n - 32, n)
+    counter = iter(range(10**6))
+
+    def task(name, net_width):
+        target = CLASSES.index(name) if name != "baseline" else None
+        config = TrainConfig(name=name, target=target, model=model_config(net_width, 3, 1 if target is not None else 5),
+                             epochs=1, samples_per_epoch=tiles, loss="bce_dice" if target is not None else "ce")
+        return dict(config_dict=config.to_dict(), data_path=str(data_path), data_sha256=data.sha256,
+                    train_idx=train_idx, val_idx=val_idx, out_dir=str(Path(workdir) / f"f{next(counter)}" / name),
+                    device="cpu", quiet=True)
+
+    jobs = default_jobs(CLASSES)
+    ways = {
+        "one member": (lambda: train_parallel([task("soil", width)], jobs=1), per_tile["member"], 1),
+        f"five members, --jobs {jobs} (the default)":
+            (lambda: train_parallel([task(c, width) for c in CLASSES], jobs=jobs), per_tile["member"], 5),
+        "baseline": (lambda: train_parallel([task("baseline", base_width)], jobs=1), per_tile["baseline"], 1),
+    }
+    seconds = median_times({name: fn for name, (fn, _, _) in ways.items()}, max(1, repeats // 2))
+    training = {}
+    for name, (_, flops_tile, networks) in ways.items():
+        gflops = flops_tile * tiles * networks / seconds[name] / 1e9
+        training[name] = {"seconds": seconds[name], "tiles_per_s": tiles * networks / seconds[name],
+                          "gflop_per_tile": flops_tile / 1e9, "gflop_per_s": gflops, "share_of_peak": gflops / peak}
+    return {"peak_gflop_per_s": peak, "inference_batch16": inference, "training": training}
+
+
+def print_flops(table, args):
+    """The GFLOP/s tables."""
+    peak = table["peak_gflop_per_s"]
+    print(f"measured peak: {peak:.1f} GFLOP/s (2048x2048 float32 matmul, {args.threads} threads)")
+    print(f"  {'inference, batch 16':<44}{'tiles/s':>9}{'GFLOP/tile':>12}{'GFLOP/s':>9}{'of peak':>9}")
+    for name, row in table["inference_batch16"].items():
+        print(f"  {name:<44}{row['tiles_per_s']:>9.1f}{row['gflop_per_tile']:>12.3f}{row['gflop_per_s']:>9.1f}"
+              f"{row['share_of_peak']:>8.0%}")
+    print(f"  {'training, ' + str(args.train_tiles) + ' tiles (1 epoch, trainer)':<44}{'tiles/s':>9}"
+          f"{'GFLOP/tile':>12}{'GFLOP/s':>9}{'of peak':>9}{'seconds':>9}")
+    base = table["training"]["baseline"]["seconds"]
+    for name, row in table["training"].items():
+        print(f"  {name:<44}{row['tiles_per_s']:>9.1f}{row['gflop_per_tile']:>12.3f}{row['gflop_per_s']:>9.1f}"
+              f"{row['share_of_peak']:>8.0%}{row['seconds']:>9.1f}  x{row['seconds'] / base:.2f} of the baseline")
+
+
 def print_inference(rows, params, args):
     """The inference table: tiles/s at batch 64 and 16 with ratios, and batch-1 latency."""
     print(f"inference (width {args.width}; members {params['members']:,} / baseline {params['baseline']:,} "
@@ -298,7 +424,7 @@ def main():
     parser.add_argument("--train-tiles", type=int, default=256, help="tiles per training measurement")
     parser.add_argument("--quick", action="store_true", help="smaller tile counts for the scaling part")
     parser.add_argument("--parts", default="inference,training,scaling",
-                        help="comma-separated parts to run: inference, training, scaling, steps "
+                        help="comma-separated parts to run: inference, training, scaling, steps, flops "
                              "(default: the first three)")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args()
@@ -306,9 +432,10 @@ def main():
     os.environ["BENCH_THREADS"] = str(args.threads)
     results = {"threads": args.threads, "torch": torch.__version__, "cpu_count": os.cpu_count()}
     parts = set(args.parts.split(","))
-    unknown = parts - {"inference", "training", "scaling", "steps"}
+    unknown = parts - {"inference", "training", "scaling", "steps", "flops"}
     if unknown:
-        parser.error(f"--parts: unknown {', '.join(sorted(unknown))}; valid: inference, training, scaling, steps")
+        parser.error(f"--parts: unknown {', '.join(sorted(unknown))}; valid: inference, training, scaling, steps, "
+                     "flops")
     with tempfile.TemporaryDirectory() as workdir:
         if "inference" in parts:
             rows, params = inference_table(args.width, args.repeats, workdir)
@@ -320,6 +447,9 @@ def main():
             print(f"training {args.train_tiles} tiles, 1 epoch, all five members vs the baseline:")
             for name, seconds in train.items():
                 print(f"  {name:<22}{seconds:>8.1f} s  x{seconds / train['baseline']:.2f} of the baseline")
+        if "flops" in parts:
+            results["flops"] = flops = flops_table(args.width, args.train_tiles, args.repeats, workdir)
+            print_flops(flops, args)
         if "steps" in parts:
             results["steps"] = steps = steps_table(args.width, args.repeats)
             print_steps(steps, args)

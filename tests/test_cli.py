@@ -1,4 +1,5 @@
 """What a new user meets first: a fast --help, clear defaults and messages, --device on every network verb."""
+import json
 import subprocess
 import sys
 
@@ -56,6 +57,10 @@ def test_training_log_names_the_validation_tiles_scored(tmp_path, subset_path):
     line = next(line for line in result.output.splitlines() if line.startswith("training sand"))
     scored, _, total = line.split("validating on ")[1].split(" validation")[0].partition(" of ")
     assert int(scored) == min(384, int(total))
+    # issue 13: every epoch records (and logs) the share of its time spent on the validation pass
+    assert "(validation " in next(line for line in result.output.splitlines() if "[sand] epoch 1/1" in line)
+    (epoch,) = json.loads((tmp_path / "run" / "members" / "sand" / "metrics.json").read_text())["history"]
+    assert 0 < epoch["val_seconds"] < epoch["seconds"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
