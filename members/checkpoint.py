@@ -3,6 +3,7 @@
 Loaded with ``torch.load(weights_only=True)``; the model is rebuilt from its config alone.
 """
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -32,6 +33,18 @@ def save_checkpoint(path, **state):
         raise RunError(f"{path}: could not write checkpoint ({reason}); {kept}") from None
 
 
+def pickle_refusal(exc):
+    """The global that a weights-only ``torch.load`` refused to unpickle, if ``exc`` is that refusal, else ``None``.
+
+    torch's own message spans many lines, with terminal escapes, and explains how to load the file anyway.
+    """
+    text = str(exc)
+    if "Weights only load failed" not in text:
+        return None
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    return match.group(1) if match else "an object that is not a tensor or a plain value"
+
+
 def load_checkpoint(path, map_location="cpu"):
     """Load a checkpoint dict safely; a missing or corrupted file raises :class:`RunError` naming it."""
     try:
@@ -39,6 +52,10 @@ def load_checkpoint(path, map_location="cpu"):
     except FileNotFoundError:
         raise RunError(f"{path}: checkpoint not found") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
+        refused = pickle_refusal(exc)
+        if refused:
+            raise RunError(f"{path}: holds a pickled Python object ({refused}), which is never loaded; "
+                           "checkpoints hold only tensors and plain values") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RunError(f"{path}: corrupted or unreadable checkpoint ({first[:160]})") from None
     if not isinstance(state, dict) or "model_config" not in state or "model" not in state:
