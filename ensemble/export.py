@@ -9,7 +9,7 @@ for any N:
 """
 import contextlib
 import copy
-import os
+import io
 import warnings
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from torch import nn
 from members.stacked import StackedUNet
 
 from .core.classes import NUM_CLASSES
-from .core.fileio import atomic_path
+from .core.fileio import write_bytes_atomic
 
 
 class EnsemblePipeline(nn.Module):
@@ -64,10 +64,12 @@ def export_pipeline(stacked, fuser, path, example_shape=(2, 1, 64, 128)):
     example = torch.rand(example_shape, generator=generator).to(next(stacked.parameters()).device)
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(pipeline, (example,), dynamic_shapes=({0: batch},))
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh, _channels_last_weights_ok():
-        torch.export.save(program, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    # Serialised in memory first: torch's archive writer aborts the process (a C++ exception in its
+    # destructor) when the file it writes to fails mid-write, e.g. on a full disk; a plain write does not.
+    buffer = io.BytesIO()
+    with _channels_last_weights_ok():
+        torch.export.save(program, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ensemble.core.errors import RunError
+from ensemble.core.fileio import pickle_refusal
 
 from .argmax import ArgmaxFuser
 from .base import FORMAT, FORMAT_VERSION, Fuser, NotFittedError
@@ -48,6 +49,10 @@ def load_fuser(path):
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
+        refused = pickle_refusal(exc)
+        if refused:
+            raise RunError(f"fuser file {path} holds a pickled Python object ({refused}), which is never loaded; "
+                           "fuser files hold only tensors and plain values") from None
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RunError(f"fuser file {path} is corrupted or not a torch file ({type(exc).__name__}: {reason[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -10,7 +10,7 @@ import torch
 
 from ensemble import FORMAT_VERSION
 from ensemble.core.errors import RunError
-from ensemble.core.fileio import atomic_path
+from ensemble.core.fileio import atomic_path, pickle_refusal
 
 from .unet import UNet, UNetConfig
 
@@ -57,6 +57,10 @@ def load_checkpoint(path, map_location="cpu"):
     except FileNotFoundError:
         raise RunError(f"{path}: checkpoint not found") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
+        refused = pickle_refusal(exc)
+        if refused:
+            raise RunError(f"{path}: holds a pickled Python object ({refused}), which is never loaded; "
+                           "checkpoints hold only tensors and plain values") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RunError(f"{path}: corrupted or unreadable checkpoint ({first[:160]})") from None
     if not isinstance(state, dict) or "model_config" not in state or "model" not in state:

@@ -2,7 +2,9 @@
 import errno
 import hashlib
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -181,3 +183,95 @@ def test_run_folder_refuses_other_seed(tiny_run, subset_path, tmp_path):
     run = copy_run(tiny_run, tmp_path)
     with pytest.raises(RunError, match="seed=0"):
         api.train(data=str(subset_path), run=str(run), members="soil", **{**TINY, "seed": 5})
+
+
+# --- the logits cache, format versions, pickles, changed settings ------------------------------
+
+def test_logits_cache_is_refreshed_when_a_member_changes(tiny_run, subset_path, tmp_path):
+    from ensemble.core.data import load_data, tile_ids
+    from ensemble.inference import cached_val_logits
+
+    run, data = copy_run(tiny_run, tmp_path), load_data(subset_path)
+    lines = []
+    first = np.array(cached_val_logits(run, data, tile_ids(data), log=lines.append)[0])
+    again = cached_val_logits(run, data, tile_ids(data), log=lines.append)[0]
+    assert len(lines) == 1 and np.array_equal(first, again)  # unchanged members: reused
+    path = run / "members" / "soil" / "best.pt"
+    state = torch.load(path, weights_only=True)
+    state["model"]["head.bias"] += 1.5  # soil's logits move up by 1.5 everywhere
+    save_checkpoint(path, **state)
+    RunFolder(run).record_checksums([path])  # as training does: the change is legitimate
+    refreshed = cached_val_logits(run, data, tile_ids(data), log=lines.append)[0]
+    assert len(lines) == 2 and "computing member logits" in lines[-1]
+    np.testing.assert_allclose(refreshed[:, 1], first[:, 1] + 1.5, atol=1e-4)
+    others = [0, 2, 3, 4]
+    np.testing.assert_allclose(refreshed[:, others], first[:, others], atol=1e-5)
+    meta = json.loads((run / "cache" / "val_cache.json").read_text())
+    assert meta["members"]["soil"] == _sha256(path)
+    assert np.array_equal(np.load(run / "cache" / "val_logits.npy"), refreshed)
+
+
+def test_checkpoint_of_a_newer_format_version_refused(fused_copy, subset_path, tmp_path):
+    from ensemble import FORMAT_VERSION
+
+    run = copy_run(fused_copy, tmp_path)
+    path = run / "members" / "sand" / "best.pt"
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "format_version": FORMAT_VERSION + 1}, path)
+    RunFolder(run).record_checksums([path])  # a consistent checksum: the version alone must refuse it
+    result = cli("predict", "--run", run, "--data", subset_path, "--strategy", "argmax", "--out", tmp_path / "s.csv")
+    assert_one_line_error(result, "sand/best.pt", f"newer format version {FORMAT_VERSION + 1}", "upgrade")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_fuser_of_a_newer_format_version_refused(fused_copy, subset_path, tmp_path):
+    from fusion.base import FORMAT_VERSION as FUSER_VERSION
+
+    run = copy_run(fused_copy, tmp_path)
+    path = run / "fusion" / "argmax.pt"
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "format_version": FUSER_VERSION + 1}, path)
+    RunFolder(run).record_checksums([path])
+    result = cli("predict", "--run", run, "--data", subset_path, "--strategy", "argmax", "--out", tmp_path / "s.csv")
+    assert_one_line_error(result, "fusion/argmax.pt", f"format version {FUSER_VERSION + 1}")
+
+
+class _Touch:
+    """Unpickling this creates ``path``: what a malicious pickle could do instead."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("what", ["members/soil/best.pt", "fusion/argmax.pt"])
+def test_pickled_object_in_a_run_file_is_refused_unexecuted(fused_copy, subset_path, tmp_path, what):
+    run = copy_run(fused_copy, tmp_path)
+    marker = tmp_path / "pwned"
+    path = run / what
+    payload = torch.load(path, weights_only=True)
+    payload["model" if what.endswith("best.pt") else "params"]["extra"] = _Touch(marker)
+    torch.save(payload, path)
+    RunFolder(run).record_checksums([path])  # the checksum matches: the loader itself must refuse
+    result = cli("predict", "--run", run, "--data", subset_path, "--strategy", "argmax", "--out", tmp_path / "s.csv")
+    assert_one_line_error(result, what, "holds a pickled Python object (", "which is never loaded")
+    assert "\x1b" not in result.stderr  # no terminal escapes from torch's message
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the file is live: loading it unsafely runs the object
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("option, value, key", [("--width", "8", "model"), ("--epochs", "2", "epochs"),
+                                                ("--loss", "focal_dice", "loss")])
+def test_changed_settings_for_a_started_network_refused(tiny_run, subset_path, tmp_path, option, value, key):
+    run = copy_run(tiny_run, tmp_path)
+    args = {"--epochs": str(TINY["epochs"]), "--width": str(TINY["width"]),
+            "--samples-per-epoch": str(TINY["samples_per_epoch"]), option: value}
+    config, latest = (run / "config.json").read_bytes(), (run / "members" / "soil" / "latest.pt").read_bytes()
+    result = cli("train", "--data", subset_path, "--run", run, "--members", "soil", "--quiet",
+                 *[part for pair in args.items() for part in pair])
+    assert_one_line_error(result, "config.json", "soil was started with other settings", key)
+    assert (run / "config.json").read_bytes() == config
+    assert (run / "members" / "soil" / "latest.pt").read_bytes() == latest

@@ -3,6 +3,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -60,3 +61,15 @@ def sha256_file(path, chunk=1 << 20):
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def pickle_refusal(exc):
+    """The global that a weights-only ``torch.load`` refused to unpickle, if ``exc`` is that refusal, else ``None``.
+
+    torch's own message spans many lines, with terminal escapes, and explains how to load the file anyway.
+    """
+    text = str(exc)
+    if "Weights only load failed" not in text:
+        return None
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    return match.group(1) if match else "an object that is not a tensor or a plain value"
