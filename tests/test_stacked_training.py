@@ -74,13 +74,15 @@ def test_one_members_loss_leaves_the_others_gradients_alone():
 
 @pytest.fixture
 def float64():
-    """Build networks and losses in float64 for the test, restoring the default dtype after it."""
-    previous = torch.get_default_dtype()
+    """Build networks and losses in float64 (on one torch thread) for the test; restore both after it."""
+    previous, threads = torch.get_default_dtype(), torch.get_num_threads()
     torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)  # earlier in-process training may have set cores // jobs threads
     try:
         yield
     finally:
         torch.set_default_dtype(previous)
+        torch.set_num_threads(threads)
 
 
 def test_stacked_training_matches_independent_training(tmp_path, subset, float64):
