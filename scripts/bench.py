@@ -116,18 +116,22 @@ def inference_table(width, repeats, workdir):
     return rows, params
 
 
-def training_table(width, tiles, repeats, workdir):
-    """Seconds to train all five members (sequential, --jobs 2, --stacked) and the baseline on the same tiles."""
+def random_training_file(workdir, tiles, name):
+    """A Kaggle-layout file of random tiles (at least 64) in ``workdir``: (path, loaded data, train and val indices)."""
+    from ensemble.core.data import load_data
+
     rng = np.random.default_rng(0)
     n = max(tiles, 64)
     images = rng.random((n, 64, 128), dtype=np.float32)
     masks = rng.integers(0, 5, (n, 64, 128)).astype(np.uint8)
-    data_path = Path(workdir) / "bench.npz"
+    data_path = Path(workdir) / name
     np.savez(data_path, training_set=np.stack([(images * 255).astype(np.uint8), masks], 1))
-    from ensemble.core.data import load_data
+    return data_path, load_data(data_path), np.arange(n - 32), np.arange(n - 32, n)
 
-    data = load_data(data_path)
-    train_idx, val_idx = np.arange(n - 32), np.arange(n - 32, n)
+
+def training_table(width, tiles, repeats, workdir):
+    """Seconds to train all five members (sequential, --jobs 2, --stacked) and the baseline on the same tiles."""
+    data_path, data, train_idx, val_idx = random_training_file(workdir, tiles, "bench.npz")
     base_width = matched_baseline_width(width, 3)
 
     def config(name, net_width):
@@ -351,16 +355,7 @@ def flops_table(width, tiles, repeats, workdir):
 
     base_width = matched_baseline_width(width, 3)
     per_tile = {"member": train_flops(width, 1), "baseline": train_flops(base_width, 5)}
-    rng = np.random.default_rng(0)
-    n = max(tiles, 64)
-    images = rng.random((n, 64, 128), dtype=np.float32)
-    masks = rng.integers(0, 5, (n, 64, 128)).astype(np.uint8)
-    data_path = Path(workdir) / "flops.npz"
-    np.savez(data_path, training_set=np.stack([(images * 255).astype(np.uint8), masks], 1))
-    from ensemble.core.data import load_data
-
-    data = load_data(data_path)
-    train_idx, val_idx = np.arange(n - 32), np.arange(n - 32, n)
+    data_path, data, train_idx, val_idx = random_training_file(workdir, tiles, "flops.npz")
     counter = iter(range(10**6))
 
     def task(name, net_width):

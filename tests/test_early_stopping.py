@@ -47,9 +47,9 @@ def scripted(monkeypatch):
     def score(config, logits, masks):
         return curves[config.name][len(snapshots.setdefault(config.name, []))]
 
-    def end_epoch(self, val_logits, mean_loss, seconds):
+    def end_epoch(self, val_logits, mean_loss, seconds, val_seconds=0.0):
         weights = copy.deepcopy(self.model.state_dict())  # the weights this epoch is scored with
-        real_end_epoch(self, val_logits, mean_loss, seconds)
+        real_end_epoch(self, val_logits, mean_loss, seconds, val_seconds)
         snapshots[self.config.name].append(weights)
 
     monkeypatch.setattr(training, "validation_score", score)
