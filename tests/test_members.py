@@ -250,7 +250,8 @@ def test_interrupted_training_resumes(tmp_path, subset_path):
     """Kill ``ensemble train`` during the second member; rerun continues it, skips the first."""
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "ensemble", "train", "--data", str(subset_path), "--run", str(run),
-           "--members", "soil,sand", "--epochs", "3", "--width", "4", "--samples-per-epoch", "48", "--seed", "1"]
+           "--members", "soil,sand", "--epochs", "3", "--width", "4", "--samples-per-epoch", "48", "--seed", "1",
+           "--jobs", "1"]  # one after the other: soil finishes, sand is killed mid-training
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     sand_latest = run / "members" / "sand" / "latest.pt"

@@ -193,15 +193,15 @@ def test_logits_cache_is_refreshed_when_a_member_changes(tiny_run, subset_path, 
 
     run, data = copy_run(tiny_run, tmp_path), load_data(subset_path)
     lines = []
-    first = np.array(cached_val_logits(run, data, tile_ids(data), log=lines.append)[0])
-    again = cached_val_logits(run, data, tile_ids(data), log=lines.append)[0]
+    first = np.array(cached_val_logits(run, data, tile_ids(data), log=lines.append, engine="torch")[0])
+    again = cached_val_logits(run, data, tile_ids(data), log=lines.append, engine="torch")[0]
     assert len(lines) == 1 and np.array_equal(first, again)  # unchanged members: reused
     path = run / "members" / "soil" / "best.pt"
     state = torch.load(path, weights_only=True)
     state["model"]["head.bias"] += 1.5  # soil's logits move up by 1.5 everywhere
     save_checkpoint(path, **state)
     RunFolder(run).record_checksums([path])  # as training does: the change is legitimate
-    refreshed = cached_val_logits(run, data, tile_ids(data), log=lines.append)[0]
+    refreshed = cached_val_logits(run, data, tile_ids(data), log=lines.append, engine="torch")[0]
     assert len(lines) == 2 and "computing member logits" in lines[-1]
     np.testing.assert_allclose(refreshed[:, 1], first[:, 1] + 1.5, atol=1e-4)
     others = [0, 2, 3, 4]

@@ -216,8 +216,11 @@ def test_sigkilled_stacked_training_resumes(tmp_path, subset_path):
         if name == "soil":
             assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
         else:
+            # big rock caught up alone, in a one-member stack whose kernels round differently; Adam's first
+            # steps amplify that (measured 1.5e-6 in NCHW, 2.6e-4 in channels-last), while a resume that lost
+            # the optimizer state or an epoch moves weights by ~lr = 3e-3 per step
             assert max(float((a["model"][k].double() - b["model"][k].double()).abs().max()) for k in a["model"]) \
-                < 1e-4, name
+                < 1e-3, name
 
 
 def test_only_compatible_members_stack(subset, tmp_path):

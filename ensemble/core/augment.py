@@ -141,7 +141,7 @@ class BatchAugmentation:
             theta = warp_matrices(n, size, config, generator)
             if config.hflip:  # a mirrored tile reads column -x for output column x
                 theta[torch.rand(n, generator=generator) < 0.5, :, 0] *= -1
-            grid = F.affine_grid(theta.to(images.device, torch.float32), (n, 1, *size), align_corners=False)
+            grid = F.affine_grid(theta.to(images.device, images.dtype), (n, 1, *size), align_corners=False)
             images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             warped = F.grid_sample(masks[:, None].to(grid.dtype), grid, mode="nearest", padding_mode="zeros",
                                    align_corners=False)
