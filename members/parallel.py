@@ -31,6 +31,18 @@ def threads_per_job(jobs):
     return max(1, available_cores() // max(1, jobs))
 
 
+def task_threads(n_tasks, jobs):
+    """Torch threads of each of ``n_tasks`` tasks run ``jobs`` at a time, in order.
+
+    cores // jobs each, except in a last, incomplete round: its tasks run alone on the workers
+    (5 members on 2 cores: the fifth trains while the other worker has nothing left), so they share
+    every core instead of leaving some idle.
+    """
+    full = n_tasks - n_tasks % jobs
+    last = n_tasks - full
+    return [threads_per_job(jobs) if i < full else threads_per_job(last) for i in range(n_tasks)]
+
+
 @functools.lru_cache(maxsize=2)
 def _cached_data(path, sha256):
     data = load_data(path)
@@ -106,7 +118,8 @@ def train_parallel(tasks, jobs=1, backend="loky", scheduler=None):
                 return Parallel(n_jobs=jobs)(delayed(train_task)(**task, threads=threads) for task in tasks)
         finally:
             client.close()
-    threads = threads_per_job(jobs)
+    threads = task_threads(len(tasks), jobs)
     if jobs == 1:
-        return [train_task(**task, threads=threads) for task in tasks]
-    return Parallel(n_jobs=jobs, backend=backend)(delayed(train_task)(**task, threads=threads) for task in tasks)
+        return [train_task(**task, threads=n) for task, n in zip(tasks, threads)]
+    return Parallel(n_jobs=jobs, backend=backend)(delayed(train_task)(**task, threads=n)
+                                                  for task, n in zip(tasks, threads))

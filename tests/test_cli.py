@@ -141,3 +141,16 @@ def test_train_defaults_to_one_job_per_core(monkeypatch):
     assert train.default_jobs(["soil", "sand"], stacked=True) == 1
     monkeypatch.setattr(train, "available_cores", lambda: 16)
     assert train.default_jobs(["background", "soil", "bedrock", "sand", "big_rock"]) == 5
+
+
+def test_last_round_of_members_shares_every_core(monkeypatch):
+    """Five members on two workers: four with one thread each, the fifth (alone in the last round) with both."""
+    import members.parallel as parallel
+
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    assert parallel.task_threads(5, 2) == [1, 1, 1, 1, 2]
+    assert parallel.task_threads(4, 2) == [1, 1, 1, 1]
+    assert parallel.task_threads(5, 1) == [2] * 5
+    monkeypatch.setattr(parallel, "available_cores", lambda: 16)
+    assert parallel.task_threads(5, 5) == [3] * 5
+    assert parallel.task_threads(6, 4) == [4, 4, 4, 4, 8, 8]
