@@ -272,25 +272,25 @@ class Predictor:
         self.fuser, self.members = None, None
         if strategy == BASELINE:
             names, graph = [BASELINE], BASELINE
-            self._forward = load_baseline(self.folder.path, device)
+            baseline = load_baseline(self.folder.path, device)
+            make = lambda: baseline  # noqa: E731
         else:
             names, graph = list(CLASS_NAMES), "members" if stack else "members_one_by_one"
             self.fuser = None if strategy is None else load_run_fuser(self.folder.path, strategy)
             self.members = load_members(self.folder.path, device)
-            self._forward = members_forward(self.members, stack)
-        if self.engine == "onnxruntime":
-            self._forward = self._onnx_forward(graph, names, log)
+            make = lambda: members_forward(self.members, stack)  # noqa: E731
+        # the PyTorch module is built only where it runs or is exported: not when a cached graph serves
+        self._forward = self._onnx_forward(graph, names, make, log) if self.engine == "onnxruntime" else make()
 
-    def _onnx_forward(self, graph, names, log):
-        """The networks of ``self._forward`` as an onnxruntime session, exported once and cached in the run."""
+    def _onnx_forward(self, graph, names, make, log):
+        """The module ``make()`` as an onnxruntime session; exported (built) once and cached in the run."""
         checksums = self.folder.manifest().get("checksums", {})
         sources = {}
         for name in names:
             key = self.folder.relative(self.folder.best_path(name))
             sources[key] = checksums.get(key) or sha256_file(self.folder.best_path(name))
         example = torch.rand((2, 1, *self.tile_shape), generator=torch.Generator().manual_seed(0))
-        module = self._forward
-        return OnnxForward(cached_graph(self.folder, graph, sources, lambda path: export_onnx(module, example, path),
+        return OnnxForward(cached_graph(self.folder, graph, sources, lambda path: export_onnx(make(), example, path),
                                         log))
 
     def logit_batches(self, tiles):
