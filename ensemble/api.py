@@ -51,7 +51,7 @@ def train(data=None, run="runs/default", members="all", **options):
     """Train one-vs-rest members (``"all"`` or comma-separated class names) into ``run``.
 
     Options: ``preset``, ``epochs``, ``width``, ``jobs``, ``backend``, ``scheduler``, ``stacked``,
-    ``device``, ``seed``, ``val_fraction``, ``objective``, ``loss``, ``quiet``, ``log``. Finished members
+    ``device``, ``seed``, ``val_fraction``, ``objective``, ``loss``, ``overrides`` (``--set`` strings), ``quiet``, ``log``. Finished members
     are skipped; unfinished ones continue from ``latest.pt``. Returns a list of metrics dicts.
     """
     from .train import parse_members, train_networks

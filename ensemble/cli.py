@@ -154,6 +154,14 @@ def run_option(func):
     )(func)
 
 
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="[SCOPE:]KEY=VALUE",
+    help="Override a training setting of the recipe, repeatable: KEY a training-config field "
+         "(lr, schedule, warmup_epochs, min_lr_ratio, ema_decay, weight_decay, batch_size, patience, "
+         "sampler_weight, model.dropout, augment.rotate_degrees, ...), VALUE JSON or a word; SCOPE "
+         "(members, baseline or a class name) limits it to those networks. Recorded in the run's config.json.")
+
+
 objective_option = click.option(
     "--objective", type=click.Choice(OBJECTIVES), default=None,
     help="What the run is trained for, fixed when it is created [default: the run's, else competition]. "
@@ -176,6 +184,7 @@ def training_options(func):
         click.option("--val-fraction", type=click.FloatRange(0.01, 0.9), default=0.15, show_default=True,
                      help="Share of tiles (whole rover stops) held out for validation."),
         objective_option,
+        set_option,
         click.option("--loss", type=click.Choice(["bce_dice", "focal_dice", "ce", "focal"]), default=None,
                      help="Loss [members: bce_dice or focal_dice; baseline: ce or focal]."),
         quiet_option, seed_option, run_option, data_option,
@@ -384,11 +393,13 @@ def score_command(pred, masks, as_json):
 @click.option("--samples-per-epoch", type=click.IntRange(min=0), default=None,
               help="Tiles drawn per epoch (0: every training tile) [default: the preset's].")
 @objective_option
+@set_option
 @device_option
 @engine_option
 @seed_option
 @quiet_option
-def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objective, device, engine, seed, quiet):
+def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objective, overrides, device, engine, seed,
+                quiet):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
 
     \b
@@ -397,7 +408,7 @@ def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objec
     """
     result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet, epochs=epochs,
                          width=width, samples_per_epoch=samples_per_epoch, objective=objective, device=device,
-                         engine=engine)
+                         engine=engine, overrides=overrides)
     from .report import format_table
 
     click.echo(format_table(result["table"]))

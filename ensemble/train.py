@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from members.parallel import available_cores, train_parallel, train_stacked_tasks
+from members.overrides import apply_overrides, parse_override
 from members.presets import SAMPLER_WEIGHTS, get_preset
 from members.training import TrainConfig
 from members.unet import UNet, UNetConfig, count_parameters
@@ -85,10 +86,21 @@ def run_settings(seed, val_fraction, objective=DEFAULT_OBJECTIVE, drop_outliers=
     }
 
 
-def network_config(name, preset, settings, width, epochs, loss=None, samples_per_epoch=None):
-    """The :class:`TrainConfig` of one network from a preset dict and overrides."""
+def parse_overrides(items):
+    """``--set`` strings -> ``(scope, key, value)`` tuples; a malformed one is an :class:`EnsembleError`."""
+    try:
+        return [parse_override(item) for item in items or ()]
+    except ValueError as exc:
+        raise EnsembleError(f"--set {exc}") from None
+
+
+def network_config(name, preset, settings, width, epochs, loss=None, samples_per_epoch=None, overrides=()):
+    """The :class:`TrainConfig` of one network from a preset dict, options and ``--set`` overrides.
+
+    The preset's ``recipe`` overrides apply first, then ``overrides`` (:mod:`members.overrides`).
+    """
     is_member = name != BASELINE
-    return TrainConfig(
+    config = TrainConfig(
         name=name,
         target=class_index(name) if is_member else None,
         model=model_config(width, preset["depth"], 1 if is_member else NUM_CLASSES),
@@ -103,6 +115,11 @@ def network_config(name, preset, settings, width, epochs, loss=None, samples_per
         objective=settings["objective"],
         seed=settings["seed"],
     )
+    recipe = [parse_override(item) for item in preset.get("recipe", ())]
+    try:
+        return TrainConfig(**apply_overrides(config.to_dict(), name, recipe + list(overrides))).check()
+    except ValueError as exc:
+        raise EnsembleError(f"--set {exc}") from None
 
 
 @dataclass
@@ -130,7 +147,7 @@ def _check_tile_size(data, depth):
 
 
 def plan_training(names, data, run, preset="quick", epochs=None, width=None, device="cpu", seed=0,
-                  val_fraction=0.15, objective=None, loss=None, samples_per_epoch=None, quiet=False):
+                  val_fraction=0.15, objective=None, loss=None, samples_per_epoch=None, quiet=False, overrides=()):
     """Prepare ``run`` (manifest, split, every network's config) and return a :class:`TrainingPlan`.
 
     ``data`` is a loaded :class:`~ensemble.core.data.MarsData`; workers get its path and sha256.
@@ -141,15 +158,19 @@ def plan_training(names, data, run, preset="quick", epochs=None, width=None, dev
     if objective is None:  # an existing run keeps its objective; a new one gets the default
         objective = folder.objective() if folder.manifest_path.exists() else DEFAULT_OBJECTIVE
     settings = run_settings(seed, val_fraction, objective)
-    _, train_idx, val_idx = prepare_run(run, data, settings)
-    tasks = []
+    overrides = parse_overrides(overrides)
+    configs = []  # built before anything is written, so a bad --set leaves no trace
     for name in names:
         if name == BASELINE:
             net_width = width or matched_baseline_width(recorded_member_width(folder, preset_values), preset_values["depth"])
         else:
             net_width = width or preset_values["member_width"]
-        config = network_config(name, preset_values, settings, net_width, epochs, loss, samples_per_epoch)
-        record_network_config(run, settings, name, config.to_dict())
+        configs.append(network_config(name, preset_values, settings, net_width, epochs, loss, samples_per_epoch,
+                                      overrides))
+    _, train_idx, val_idx = prepare_run(run, data, settings)
+    tasks = []
+    for name, config in zip(names, configs):
+        record_network_config(run, settings, name, config.to_dict(), defaults=TrainConfig(name=name).to_dict())
         tasks.append({
             "config_dict": config.to_dict(),
             "data_path": str(data.path),
@@ -186,7 +207,7 @@ def default_jobs(names, stacked=False):
 
 def train_networks(names, data=None, run="runs/default", preset="quick", epochs=None, width=None, jobs=None,
                    backend="loky", scheduler=None, device="auto", seed=0, val_fraction=0.15, objective=None,
-                   loss=None, samples_per_epoch=None, stacked=False, quiet=False, log=print):
+                   loss=None, samples_per_epoch=None, stacked=False, quiet=False, log=print, overrides=()):
     """Train the named networks (class names and/or ``"baseline"``) into ``run``; return their metrics.
 
     :func:`plan_training` then :func:`dispatch`. ``objective`` (:mod:`ensemble.core.objectives`)
@@ -202,7 +223,7 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
     jobs = jobs or default_jobs(names, stacked)
     device = resolve_device(device)  # refuse an unavailable device before anything is written
     plan = plan_training(names, load_data(data), run, preset, epochs, width, device, seed, val_fraction, objective,
-                         loss, samples_per_epoch, quiet)
+                         loss, samples_per_epoch, quiet, overrides)
     if not quiet:
         how = "stacked in one process" if stacked else f"{jobs} job(s)"
         log(f"training {', '.join(names)} on {len(plan.train_idx)} tiles, validating on {plan.scored_tiles} of "

@@ -64,6 +64,8 @@ def check_stackable(trainers):
         values = {getattr(t.config, field) for t in trainers}
         if len(values) > 1:
             raise ValueError(f"members trained stacked need one {field}; got {sorted(values)}")
+    if len({bool(t.config.ema_decay) for t in trainers}) > 1:
+        raise ValueError("members trained stacked need ema_decay on for all of them or for none")
     first = trainers[0].val_positions
     if any(not np.array_equal(t.val_positions, first) for t in trainers):
         raise ValueError("members trained stacked need the same validation tiles (val_tiles and seed)")
@@ -88,6 +90,8 @@ def stacked_epoch(trainers):
         totals += np.array([float(loss.detach()) for loss in losses]) * size
         count += size
     val_started = time.perf_counter()
+    if trainers[0].average is not None:  # validate the weight averages, stacked the same way
+        stack = MemberStack([t.eval_model for t in trainers])
     val_logits = validation_logits(stack, trainers[0].val_images, trainers[0].device)  # same tiles for all
     ended = time.perf_counter()
     for k, t in enumerate(trainers):

@@ -9,6 +9,7 @@ the same weights as one that was never interrupted.
 Networks train in channels-last memory layout (:data:`MEMORY_FORMAT`), which oneDNN's CPU
 convolutions run faster; checkpoints are saved in the standard contiguous layout either way.
 """
+import copy
 import json
 import math
 import time
@@ -34,6 +35,13 @@ from .unet import UNet, UNetConfig, count_parameters
 MEMORY_FORMAT = torch.channels_last
 
 
+#: Learning-rate schedules. ``cosine_epoch``: cosine annealing stepped once per epoch, from ``lr`` to
+#: ``lr * min_lr_ratio`` at the last epoch (the first recipe's). ``cosine``: stepped every optimiser
+#: step, a linear warm-up over ``warmup_epochs`` then a cosine down to ``lr * min_lr_ratio`` at the
+#: last step.
+SCHEDULES = ("cosine_epoch", "cosine")
+
+
 @dataclass
 class TrainConfig:
     """How to train one network. ``target`` is the member's class id, or ``None`` for the baseline."""
@@ -55,6 +63,10 @@ class TrainConfig:
     focal_gamma: float = 2.0
     objective: str = DEFAULT_OBJECTIVE  # competition: unlabeled pixels ignored, class 0 never predicted
     augment: dict = field(default_factory=lambda: AugmentConfig().to_dict())
+    schedule: str = "cosine_epoch"  # see SCHEDULES
+    warmup_epochs: float = 0.0  # "cosine": linear warm-up over this many epochs (fractions allowed)
+    min_lr_ratio: float = 0.05  # the schedule ends at lr * min_lr_ratio
+    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
     seed: int = 0
 
     def to_dict(self):
@@ -73,6 +85,29 @@ class TrainConfig:
         Under the ``competition`` objective every network but the background member ignores them.
         """
         return not predicts_background(self.objective) and self.target != 0
+
+    def check(self):
+        """``ValueError`` naming the first setting out of its range (schedule, rates, sizes)."""
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: unknown {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        ranges = {"ema_decay": (0.0, 1.0), "min_lr_ratio": (0.0, 1.0), "model.dropout": (0.0, 1.0)}
+        values = {"ema_decay": self.ema_decay, "min_lr_ratio": self.min_lr_ratio,
+                  "model.dropout": self.model.get("dropout", 0.0)}
+        for key, (low, high) in ranges.items():
+            if not low <= values[key] < high and not (key == "min_lr_ratio" and values[key] == 1.0):
+                raise ValueError(f"{key}: {values[key]} is outside [{low}, {high})")
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be at least 1, got {getattr(self, key)}")
+        for key in ("lr", "warmup_epochs", "weight_decay", "patience", "samples_per_epoch", "val_tiles",
+                    "sampler_weight", "dice_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key}: must not be negative, got {getattr(self, key)}")
+        return self
+
+    def steps_per_epoch(self, train_tiles):
+        """Optimiser steps in one epoch when ``train_tiles`` tiles are available for training."""
+        return math.ceil((self.samples_per_epoch or train_tiles) / self.batch_size)
 
     def network_seed(self):
         """Seed of this network: the run seed combined with its identity."""
@@ -214,6 +249,60 @@ def match_parameter_layout(optimizer):
                     state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
+def build_scheduler(optimizer, config, steps_per_epoch):
+    """The learning-rate scheduler of ``config.schedule`` (:data:`SCHEDULES`) for ``optimizer``."""
+    if config.schedule == "cosine_epoch":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
+                                                          eta_min=config.lr * config.min_lr_ratio)
+    if config.schedule != "cosine":
+        raise ValueError(f"unknown schedule {config.schedule!r}; valid: {', '.join(SCHEDULES)}")
+    total = config.epochs * steps_per_epoch
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total - 1)
+    floor = config.min_lr_ratio
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - 1 - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and batch-norm statistics (``ema_decay``).
+
+    After update ``t`` the average moves towards the model by ``1 - d`` with
+    ``d = min(decay, (1 + t) / (10 + t))``, so early updates are not dominated by the random
+    initial weights. ``module`` is an eval-mode copy of the model holding the average.
+    """
+
+    def __init__(self, model, decay):
+        self.decay = decay
+        self.updates = 0
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model):
+        """Move the average one step towards ``model``'s current weights."""
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, current in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if average.dtype.is_floating_point:
+                average.lerp_(current, 1 - d)
+            else:
+                average.copy_(current)
+
+    def state_dict(self):
+        """Weights and update count, for ``latest.pt``."""
+        return {"model": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict`."""
+        self.module.load_state_dict(state["model"])
+        self.updates = int(state["updates"])
+
+
 class NetworkTrainer:
     """The training state of one network: model, loss, optimiser, scheduler, history and checkpoints.
 
@@ -239,9 +328,9 @@ class NetworkTrainer:
         self.model = UNet(UNetConfig.from_dict(config.model)).to(self.device, memory_format=self.memory_format)
         self.loss_fn = build_loss(config, split.train_masks).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=config.epochs, eta_min=config.lr * 0.05
-        )
+        self.scheduler = build_scheduler(self.optimizer, config, config.steps_per_epoch(len(split.train_images)))
+        self.step_schedule = config.schedule != "cosine_epoch"  # stepped every optimiser step, else every epoch
+        self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.augment = build_augmentation(AugmentConfig(**config.augment)) if config.augment else None
         self.state = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "history": []}
         latest = self.out_dir / LATEST
@@ -251,8 +340,15 @@ class NetworkTrainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             match_parameter_layout(self.optimizer)
             self.scheduler.load_state_dict(ckpt["scheduler"])
+            if self.average is not None:
+                self.average.load_state_dict(ckpt["ema"])
             self.state = {k: ckpt[k] for k in self.state}
             self.log(f"[{config.name}] resuming from {latest} after epoch {self.state['epoch']}")
+
+    @property
+    def eval_model(self):
+        """The weights that are validated and kept as ``best.pt``: the moving average when ``ema_decay`` is on."""
+        return self.average.module if self.average is not None else self.model
 
     @property
     def epoch(self):
@@ -264,10 +360,12 @@ class NetworkTrainer:
 
         Early stopping triggers after ``patience`` epochs in a row without improvement: with
         patience 4 and the best score at epoch 5, epochs 6-9 are trained and 9 is the last.
-        The first epoch always runs.
+        The first epoch always runs; patience 0 never stops early.
         """
         if self.epoch >= self.config.epochs:
             return False
+        if not self.config.patience:
+            return True
         without_improvement = self.epoch - max(self.state["best_epoch"], 0)  # best_epoch is -1 before any
         return self.epoch == 0 or without_improvement < self.config.patience
 
@@ -290,9 +388,16 @@ class NetworkTrainer:
             yield x.contiguous(memory_format=self.memory_format), target, valid
 
     def step(self):
-        """One optimiser step on the gradients already accumulated, then clear them."""
+        """One optimiser step on the gradients already accumulated, then clear them.
+
+        A per-step schedule and the weight average move along with it.
+        """
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.step_schedule:
+            self.scheduler.step()
+        if self.average is not None:
+            self.average.update(self.model)
 
     def end_epoch(self, val_logits, mean_loss, seconds, val_seconds=0.0):
         """Score ``val_logits``, step the schedule, save best/latest checkpoints and log one line.
@@ -301,20 +406,23 @@ class NetworkTrainer:
         (recorded in the history, shown as a share in the log line).
         """
         config = self.config
-        self.scheduler.step()
+        if not self.step_schedule:
+            self.scheduler.step()
         score = validation_score(config, val_logits, self.val_masks)
         epoch = self.epoch + 1
         self.state["epoch"] = epoch
         self.state["history"].append({"epoch": epoch, "loss": mean_loss, "val_iou": score, "seconds": seconds,
                                       "val_seconds": val_seconds})
         improved = score > self.state["best_score"]
-        common = dict(model=self.model.state_dict(), model_config=config.model, name=config.name, target=config.target,
+        common = dict(model_config=config.model, name=config.name, target=config.target,
                       train_config=config.to_dict(), data_sha256=self.data_sha256)
         if improved:
             self.state["best_score"], self.state["best_epoch"] = score, epoch
-            save_checkpoint(self.out_dir / BEST, epoch=epoch, val_iou=score, **common)
-        save_checkpoint(self.out_dir / LATEST, optimizer=self.optimizer.state_dict(),
-                        scheduler=self.scheduler.state_dict(), **common, **self.state)
+            save_checkpoint(self.out_dir / BEST, model=self.eval_model.state_dict(), epoch=epoch, val_iou=score,
+                            **common)
+        resume = {"ema": self.average.state_dict()} if self.average is not None else {}
+        save_checkpoint(self.out_dir / LATEST, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(), **resume, **common, **self.state)
         mean_epoch = np.mean([h["seconds"] for h in self.state["history"]])
         eta = mean_epoch * (config.epochs - epoch)
         self.log(
@@ -370,7 +478,7 @@ def train_network(config, images, masks, train_idx, val_idx, out_dir, device="cp
             total += float(loss.detach()) * len(x)
             count += len(x)
         val_started = time.perf_counter()
-        val_logits = validation_logits(trainer.model, trainer.val_images, trainer.device)
+        val_logits = validation_logits(trainer.eval_model, trainer.val_images, trainer.device)
         ended = time.perf_counter()
         trainer.end_epoch(val_logits, total / count, ended - started, ended - val_started)
     return trainer.finish()

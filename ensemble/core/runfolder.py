@@ -299,11 +299,16 @@ def prepare_run(run, data, settings):
     return manifest, train_idx, val_idx
 
 
-def record_network_config(run, settings, name, config_dict):
-    """Store a network's training config in ``config.json``; refuse a different one for a started network."""
+def record_network_config(run, settings, name, config_dict, defaults=None):
+    """Store a network's training config in ``config.json``; refuse a different one for a started network.
+
+    ``defaults`` fill the keys a config recorded by an older version lacks before the comparison.
+    """
     folder = RunFolder(run)
     config = folder.config() if folder.config_path.exists() else {"settings": settings, "networks": {}}
     old = config["networks"].get(name)
+    if old is not None and defaults:
+        old = {**defaults, **old}
     started = (folder.network_dir(name) / LATEST).exists()
     if old is not None and old != config_dict and started:
         keys = sorted(k for k in set(old) | set(config_dict) if old.get(k) != config_dict.get(k))
