@@ -67,6 +67,18 @@ def baseline(data=None, run="runs/default", **options):
     return train_networks([BASELINE], data=data, run=run, **options)[0]
 
 
+def control(data=None, run="runs/default", size=None, **options):
+    """Train the ensembling control into ``run``: ``size`` (default 5) multiclass U-Nets of the members' width.
+
+    Each is trained like the baseline (loss, sampler, recipe) with its own seed; ``ensemble evaluate``
+    scores their softmax average as the ``control`` row. Same options as :func:`train`. Returns their metrics.
+    """
+    from .core.classes import CONTROL_SIZE, control_names
+    from .train import train_networks
+
+    return train_networks(control_names(size or CONTROL_SIZE), data=data, run=run, **options)
+
+
 def fuse(run="runs/default", strategy="learned", data=None, seed=0, stack=True, device="auto", engine="auto",
          quiet=False, log=print):
     """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results.
@@ -95,19 +107,19 @@ def default_run(run=None, log=None):
 
 
 def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=True, cross_fit=5, device="auto",
-             engine="auto", quiet=False, log=print):
+             engine="auto", curve=False, quiet=False, log=print):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
     The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
-    ``onnxruntime``).
+    ``onnxruntime``). ``curve=True`` adds the budget curve (:mod:`ensemble.curve`) from the networks' snapshots.
     """
     from .evaluate import evaluate_run
     from .train import resolve_device
 
     log = None if quiet else log
     return evaluate_run(default_run(run, log), data=data, tta=tta, out=out, seed=seed, stack=stack,
-                        cross_fit=cross_fit, device=resolve_device(device), engine=engine, log=log)
+                        cross_fit=cross_fit, device=resolve_device(device), engine=engine, curve=curve, log=log)
 
 
 def predict(run=None, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
@@ -152,8 +164,12 @@ def predictor(run=None, strategy="learned", device="auto", tta="none", batch_siz
 
 
 def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,
-            log=print, **train_options):
-    """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation."""
+            log=print, with_control=False, curve=False, **train_options):
+    """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation.
+
+    ``with_control`` also trains the ensembling control (:func:`control`); ``curve`` adds the budget
+    curve to the evaluation (the recipe's ``snapshot_fractions`` say where its points are).
+    """
     from .fuse import format_fusion_results
     run = run or f"runs/{preset}"
     data = load_data(data)  # read and hashed once; every step below gets the loaded data
@@ -167,11 +183,14 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto
         raise EnsembleError(f"members failed: {'; '.join(failed)}; rerun to retrain only them")
     say("== 2/4 multiclass baseline")
     say(format_training_summary([baseline(**{**common, "width": None})]))  # width matched to the members
+    if with_control:
+        say("== 2b/4 ensembling control (multiclass nets of the members' width, averaged)")
+        say(format_training_summary(control(**{**common, "width": None}, jobs=jobs)))
     say("== 3/4 fusion")
     say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, device=device, engine=engine,
                                    quiet=quiet, log=log)))
     say("== 4/4 evaluation")
-    return evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log)
+    return evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log, curve=curve)
 
 
 def export(run=None, strategy="learned", out="model.pt2", format=None):

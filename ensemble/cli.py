@@ -247,6 +247,26 @@ def baseline(**options):
 
 
 @main.command()
+@training_options
+@click.option("--size", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Multiclass nets in the control.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Nets trained at once [default: the cores, at most one per net].")
+def control(**options):
+    """Train the ensembling control: multiclass U-Nets of the members' width, seeds apart.
+
+    Is a gain from the one-vs-rest decomposition or from averaging five networks? The
+    control spends the members' parameters and budget on --size multiclass nets trained
+    like the baseline; ensemble evaluate scores their softmax average as the control row.
+
+    \b
+    Example:
+      ensemble control --preset quick --run runs/quick
+    """
+    _report_training(api.control(**options))
+
+
+@main.command()
 @run_option
 @click.option("--strategy", type=click.Choice(["all", "argmax", "calibrated", "learned", "learned3x3"]),
               default="learned", show_default=True, help="Fusion strategy to fit, or all of them.")
@@ -300,20 +320,25 @@ def tta_option(func):
 @engine_option
 @seed_option
 @quiet_option
-def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet):
+@click.option("--curve", is_flag=True,
+              help="Add the budget curve: every model scored at its snapshot epochs (the recipe's "
+                   "snapshot_fractions) against training time and tiles seen; budget_curve.png and a report table.")
+def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet, curve):
     """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
 
     The saved fusers were fitted on the validation tiles, so each strategy is scored
     cross-fitted: every tile by a copy of its fuser fitted without that tile's fold of
     rover stops. Writes report.md, report.json, a confusion-matrix PNG per model and an
-    overlay sheet of the tiles where ensemble and baseline differ most.
+    overlay sheet of the tiles where ensemble and baseline differ most. A run with an
+    ensembling control (ensemble control) gets a control row.
 
     \b
     Example:
       ensemble evaluate --run runs/quick --tta flip
+      ensemble evaluate --run runs/full --curve
     """
     result = api.evaluate(run=run, data=data, tta=tta, out=out, seed=seed, stack=stack,
-                          cross_fit=cross_fit, device=device, engine=engine, quiet=quiet)
+                          cross_fit=cross_fit, device=device, engine=engine, curve=curve, quiet=quiet)
     from .report import format_table
 
     click.echo(format_table(result["table"]))
@@ -394,12 +419,17 @@ def score_command(pred, masks, as_json):
               help="Tiles drawn per epoch (0: every training tile) [default: the preset's].")
 @objective_option
 @set_option
+@click.option("--control", "with_control", is_flag=True,
+              help="Also train the ensembling control (5 multiclass nets of the members' width) and score it.")
+@click.option("--curve", is_flag=True,
+              help="Add the budget curve: every model scored at its snapshot epochs (the recipe's "
+                   "snapshot_fractions) against training time and tiles seen; budget_curve.png and a report table.")
 @device_option
 @engine_option
 @seed_option
 @quiet_option
-def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objective, overrides, device, engine, seed,
-                quiet):
+def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objective, overrides, with_control, curve,
+                device, engine, seed, quiet):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
 
     \b
@@ -408,7 +438,7 @@ def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objec
     """
     result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet, epochs=epochs,
                          width=width, samples_per_epoch=samples_per_epoch, objective=objective, device=device,
-                         engine=engine, overrides=overrides)
+                         engine=engine, overrides=overrides, with_control=with_control, curve=curve)
     from .report import format_table
 
     click.echo(format_table(result["table"]))

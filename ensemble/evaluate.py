@@ -19,12 +19,12 @@ import torch
 
 from fusion.base import channel_argmax
 
-from .core.classes import BASELINE, CLASS_NAMES
+from .core.classes import BASELINE, CLASS_NAMES, CONTROL
 from .core.data import MarsData, load_data, tile_ids
 from .core.errors import EnsembleError, RunError
 from .core.metrics import binary_iou, expected_calibration_error, per_tile_confusion
 from .core.objectives import scored_pixels
-from .core.runfolder import RunFolder
+from .core.runfolder import METRICS, RunFolder
 from .crossfit import cross_fitted_logits, fold_assignment
 from .engines import resolve_engine
 from .inference import (
@@ -124,6 +124,10 @@ def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device
     baseline = Predictor(folder.path, BASELINE, device, tta, batch_size, engine=engine, log=log)
     scores.add(BASELINE, baseline.predict_logits(images), valid)
     del baseline
+    if folder.control_names():  # the ensembling control, scored like the baseline
+        control = Predictor(folder.path, CONTROL, device, tta, batch_size, engine=engine, log=log)
+        scores.add(CONTROL, control.predict_logits(images), valid)
+        del control
     if tta == "none":
         member_logits = cached_val_logits(folder.path, data, tile_ids(data), device=device, log=log, stack=stack,
                                           engine=engine)[0]
@@ -165,9 +169,22 @@ def write_figures(out_dir, table, scores, images, strategies):
     return shown, idx
 
 
+def training_threads(folder):
+    """``"soil 1, ..., baseline 2"``: the torch threads each network trained with (they change the numbers)."""
+    parts = []
+    for name in [*CLASS_NAMES, BASELINE, *folder.control_names()]:
+        path = folder.network_dir(name) / METRICS
+        history = folder.read_json(path).get("history", []) if path.exists() else []
+        threads = sorted({h["threads"] for h in history if "threads" in h})
+        if threads:
+            parts.append(f"{name} {'/'.join(map(str, threads))}")
+    return ", ".join(parts) or "not recorded"
+
+
 def _meta(folder, data, scores, fusers, tta, engine, cross_fit, shown, idx):
     val_ids = set(map(str, scores.ids))
     return {
+        "training_threads": training_threads(folder),
         "run": str(folder.path),
         "objective": folder.objective(),
         "data": str(data.path),
@@ -187,7 +204,7 @@ def _meta(folder, data, scores, fusers, tta, engine, cross_fit, shown, idx):
 
 
 def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, device="cpu",
-                 n_boot=1000, seed=0, stack=True, cross_fit=CROSS_FIT_FOLDS, engine="auto", log=None):
+                 n_boot=1000, seed=0, stack=True, cross_fit=CROSS_FIT_FOLDS, engine="auto", curve=False, log=None):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
     ``data`` (a path or loaded :class:`~ensemble.core.data.MarsData`) must be the file the run was
@@ -204,7 +221,9 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     conventions with the run objective's convention as the headline,
     ``confusion_<model>.png`` per model and ``differences.png``: the :data:`DIFFERENCE_TILES`
     tiles where ``learned`` (else the best strategy by headline mean IoU) and the baseline
-    differ most.
+    differ most. A run with an ensembling control (``ensemble control``) gets a ``control`` row.
+    ``curve=True`` adds the budget curve (:mod:`ensemble.curve`): ``budget_curve.json``,
+    ``budget_curve.png`` and a table in ``report.md``.
 
     Raises :class:`RunError` when the run has no fitted fuser or no baseline, and
     :class:`EnsembleError` for an unknown ``tta`` or too few groups for ``cross_fit``.
@@ -226,6 +245,14 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
                         seed=seed, objective=folder.objective())
     out_dir = Path(out) if out else folder.evaluation_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    if curve:
+        from .curve import budget_curve, write_curve
+        from members.parallel import available_cores
+
+        folds = _folds(data, scores.val_idx, cross_fit, seed) if cross_fit else None
+        table["budget_curve"] = budget_curve(folder, data, scores.val_idx, strategies, folds, scores.ids,
+                                             available_cores(), device, stack, log)
+        write_curve(out_dir, table["budget_curve"])
     shown, idx = write_figures(out_dir, table, scores, data.images[scores.val_idx], strategies)
     meta = _meta(folder, data, scores, fusers, tta, resolve_engine(engine, device), cross_fit, shown, idx)
     json_path, md_path = write_report(out_dir, table, meta)

@@ -18,7 +18,7 @@ from fusion.base import channel_argmax
 from members.checkpoint import load_checkpoint, model_from_checkpoint
 from members.stacked import StackedUNet
 
-from .core.classes import BASELINE, CLASS_NAMES, NUM_CLASSES
+from .core.classes import BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES
 from .core.data import normalize_images
 from .core.errors import DataError, EnsembleError, RunError
 from .core.fileio import atomic_path, sha256_file, write_json_atomic
@@ -113,6 +113,36 @@ def load_baseline(run, device="cpu"):
     if state["model_config"].get("out_channels") != NUM_CLASSES:
         raise RunError(f"{path}: is not a {NUM_CLASSES}-class baseline")
     return for_objective(channels_last(model_from_checkpoint(state, device)), folder.objective())
+
+
+class SoftmaxAverage(nn.Module):
+    """Multiclass networks averaged by softmax (nnU-Net's way): class logits = log of the mean probabilities.
+
+    A class every network gives probability 0 (class 0 under ``competition``) gets logit -inf.
+    """
+
+    def __init__(self, models):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, x):
+        """Class logits (B, C, H, W): the log of the networks' mean softmax."""
+        return torch.log(torch.stack([torch.softmax(m(x), dim=1) for m in self.models]).mean(0))
+
+
+def load_control(run, device="cpu"):
+    """The ensembling control of ``run``: its multiclass networks averaged by softmax (:class:`SoftmaxAverage`)."""
+    folder = RunFolder(run)
+    names = folder.control_names()
+    if not names:
+        raise RunError(f"{folder.path}: has no ensembling control; train it with: ensemble control --run {folder.path}")
+    models = []
+    for name in names:
+        path, state = load_network_state(folder, name, device)
+        if state["model_config"].get("out_channels") != NUM_CLASSES:
+            raise RunError(f"{path}: is not a {NUM_CLASSES}-class network")
+        models.append(for_objective(channels_last(model_from_checkpoint(state, device)), folder.objective()))
+    return SoftmaxAverage(models).eval()
 
 
 def check_tile_shape(folder, shape):
@@ -222,6 +252,11 @@ def _check_strategy(folder, strategy):
     available = fitted_strategies(folder.path)
     if strategy == BASELINE or strategy in available:
         return
+    if strategy == CONTROL:
+        if folder.control_names():
+            return
+        raise EnsembleError(f"--strategy: {folder.path} has no ensembling control; train it with: "
+                            f"ensemble control --run {folder.path}")
     hint = ""
     if strategy in STRATEGIES:
         hint = f"; fit it with: ensemble fuse --run {folder.path} --strategy {strategy}"
@@ -245,8 +280,8 @@ class Predictor:
     Like nnU-Net's ``nnUNetPredictor`` and smp's ``predict()``: the constructor loads and
     verifies every checkpoint (sha256 against the manifest) and the fuser once, and holds the
     device, batch size, test-time augmentation and execution path (members stacked or one by
-    one). ``strategy`` is a fuser fitted in ``RUN/fusion``, ``"baseline"``, or ``None`` for the
-    members alone (their logits, no fuser: what the fusers are fitted and evaluated on). Tiles
+    one). ``strategy`` is a fuser fitted in ``RUN/fusion``, ``"baseline"``, ``"control"`` (the
+    ensembling control's multiclass nets averaged by softmax), or ``None`` for the members alone (their logits, no fuser: what the fusers are fitted and evaluated on). Tiles
     are arrays (N, H, W), uint8 0-255 or float 0-1 / 0-255, of the run's tile size; they are
     processed in batches of ``batch_size`` under ``torch.inference_mode()``. The class logits
     follow the run's objective (under ``competition`` class 0 has logit -inf, probability 0).
@@ -274,12 +309,17 @@ class Predictor:
             names, graph = [BASELINE], BASELINE
             baseline = load_baseline(self.folder.path, device)
             make = lambda: baseline  # noqa: E731
+        elif strategy == CONTROL:
+            names, graph = self.folder.control_names(), CONTROL
+            average = load_control(self.folder.path, device)
+            make = lambda: average  # noqa: E731
         else:
             names, graph = list(CLASS_NAMES), "members" if stack else "members_one_by_one"
             self.fuser = None if strategy is None else load_run_fuser(self.folder.path, strategy)
             self.members = load_members(self.folder.path, device)
             make = lambda: members_forward(self.members, stack)  # noqa: E731
         # the PyTorch module is built only where it runs or is exported: not when a cached graph serves
+        self._make = make
         self._forward = self._onnx_forward(graph, names, make, log) if self.engine == "onnxruntime" else make()
 
     def _onnx_forward(self, graph, names, make, log):
@@ -302,7 +342,7 @@ class Predictor:
         tiles = tiles if isinstance(tiles, _Tiles) else as_tiles(tiles)
         check_tile_shape(self.folder, tiles.shape[1:])
         for start, logits in logits_batches(self._forward, tiles, self.batch_size, self.device, self.tta):
-            if self.strategy == BASELINE:
+            if self.members is None:  # the baseline or the control: class logits only
                 yield start, logits, None
             else:
                 yield start, None if self.fuser is None else self.fuser.predict_logits(logits), logits
@@ -356,7 +396,7 @@ class Predictor:
         if format == "pt2":
             return export_pipeline(StackedUNet.from_members(self.members), self.fuser, path, example_shape)
         if format == "onnx":
-            networks = load_baseline(self.folder.path) if self.fuser is None else members_forward(self.members)
+            networks = self._make() if self.fuser is None else members_forward(self.members)
             return export_onnx_pipeline(networks, self.fuser, path, example_shape)
         raise EnsembleError(f"--format: unknown {format!r}; valid: pt2, onnx")
 

@@ -41,7 +41,8 @@ _COLUMNS = (
     ("ECE", lambda row: row["ece"]),
 )
 _META_KEYS = (("run", "run"), ("objective", "objective"), ("data_sha", "data sha256"), ("split", "split"),
-              ("n_tiles", "tiles"), ("tta", "TTA"), ("fusers_fitted_on", "fusers fitted on"))
+              ("n_tiles", "tiles"), ("tta", "TTA"), ("fusers_fitted_on", "fusers fitted on"),
+              ("engine", "inference engine"), ("training_threads", "torch threads per network in training"))
 BOOTSTRAP_METHOD = "paired percentile bootstrap over tiles"
 
 
@@ -184,6 +185,16 @@ def _markdown(out_dir, table, meta):
     parts += [_markdown_table(_difference_headers(), _difference_rows(table)), ""]
     parts += ["## Ensemble members", "", "Binary IoU of each one-vs-rest member on its own class.", ""]
     parts += [_markdown_table(["member", "binary IoU"], [[n, _fmt(v)] for n, v in table["members"].items()]), ""]
+    if table.get("budget_curve"):
+        from .curve import curve_rows  # the curve's module loads torch: only when there is a curve
+
+        curve = table["budget_curve"]
+        parts += ["## Budget curve", "",
+                  f"Every model at the snapshot epochs of its training (`best.pt` as it stood then); fusers refitted "
+                  f"at each point the same way as above; mIoU {curve['headline']}. Minutes: epoch seconds x torch "
+                  f"threads, summed over a model's networks, divided by the {curve['cores']} cores "
+                  "(`members` serves every fusion strategy).", ""]
+        parts += [*curve_rows(curve), ""]
     figures = sorted(Path(out_dir).glob("*.png"))
     if figures:
         parts += ["## Figures", ""] + [f"- [{p.stem}]({p.name})" for p in figures] + [""]

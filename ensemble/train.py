@@ -14,7 +14,7 @@ from members.presets import SAMPLER_WEIGHTS, get_preset
 from members.training import TrainConfig
 from members.unet import UNet, UNetConfig, count_parameters
 
-from .core.classes import BASELINE, CLASS_NAMES, NUM_CLASSES, class_index
+from .core.classes import BASELINE, CLASS_NAMES, NUM_CLASSES, class_index, is_control, is_multiclass
 from .core.data import load_data
 from .core.errors import EnsembleError
 from .core.objectives import DEFAULT_OBJECTIVE, check_objective
@@ -67,7 +67,7 @@ def recorded_member_width(folder, preset_values):
     """The members' width recorded in the run's config, else the preset's."""
     if folder.config_path.exists():
         for name, config in folder.config()["networks"].items():
-            if name != BASELINE:
+            if not is_multiclass(name):
                 return config["model"]["width"]
     return preset_values["member_width"]
 
@@ -99,10 +99,11 @@ def network_config(name, preset, settings, width, epochs, loss=None, samples_per
 
     The preset's ``recipe`` overrides apply first, then ``overrides`` (:mod:`members.overrides`).
     """
-    is_member = name != BASELINE
+    is_member = not is_multiclass(name)
     config = TrainConfig(
         name=name,
         target=class_index(name) if is_member else None,
+        replica=int(name.rpartition("_")[2]) if is_control(name) else 0,
         model=model_config(width, preset["depth"], 1 if is_member else NUM_CLASSES),
         epochs=epochs or preset["epochs"],
         batch_size=preset["batch_size"],
@@ -163,6 +164,8 @@ def plan_training(names, data, run, preset="quick", epochs=None, width=None, dev
     for name in names:
         if name == BASELINE:
             net_width = width or matched_baseline_width(recorded_member_width(folder, preset_values), preset_values["depth"])
+        elif is_control(name):  # the control spends the members' parameters on multiclass nets of their width
+            net_width = width or recorded_member_width(folder, preset_values)
         else:
             net_width = width or preset_values["member_width"]
         configs.append(network_config(name, preset_values, settings, net_width, epochs, loss, samples_per_epoch,
@@ -192,7 +195,9 @@ def dispatch(plan, jobs=1, backend="loky", scheduler=None, stacked=False):
     else:
         results = train_parallel(plan.tasks, jobs=jobs, backend=backend, scheduler=scheduler)
     folder = plan.folder
-    finished = [folder.best_path(r["name"]) for r in results if r.get("finished")]
+    finished = [path for r in results if r.get("finished")
+                for path in [folder.best_path(r["name"]), *(folder.snapshot_path(r["name"], e)
+                                                           for e in folder.snapshot_epochs(r["name"]))]]
     recorded = folder.manifest().get("checksums", {})
     missing = [p for p in finished if p.relative_to(folder.path).as_posix() not in recorded]
     if missing:
@@ -216,7 +221,7 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
     core). ``stacked=True`` trains the named members together as one grouped network in this
     process (:mod:`members.stacked_training`) instead of one joblib task per network.
     """
-    if stacked and BASELINE in names:
+    if stacked and any(is_multiclass(name) for name in names):
         raise EnsembleError("--stacked trains one-vs-rest members only; the baseline trains with: ensemble baseline")
     if stacked and ((jobs or 1) > 1 or backend != "loky"):
         raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")

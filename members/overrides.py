@@ -4,18 +4,19 @@
 with a dot (``model.dropout``, ``augment.rotate_degrees``). ``VALUE`` is read as JSON (``0.2``,
 ``true``, ``null``, ``"cosine"``) or else taken as a string (``cosine``), and must have the
 field's type (an int where a float is expected is fine). ``SCOPE`` limits the setting to some
-networks: ``members``, ``baseline`` or a member's class name (``big_rock``); without one it
+networks: ``members`` (the one-vs-rest members), ``multiclass`` (the baseline and the control's
+networks), ``baseline``, ``control`` or a member's class name (``big_rock``); without one it
 applies to every network. Later overrides win over earlier ones.
 
 A preset's ``recipe`` is a list of such overrides applied first (:mod:`members.presets`).
 """
 import json
 
-from ensemble.core.classes import BASELINE, CLASS_NAMES
+from ensemble.core.classes import BASELINE, CLASS_NAMES, CONTROL, is_control, is_multiclass
 
 #: Fields an override may not change: identity, the run's settings, the data's shape.
-FIXED = ("name", "target", "seed", "objective", "model.in_channels", "model.out_channels")
-SCOPES = ("members", BASELINE, *CLASS_NAMES)
+FIXED = ("name", "target", "replica", "seed", "objective", "model.in_channels", "model.out_channels")
+SCOPES = ("members", "multiclass", BASELINE, CONTROL, *CLASS_NAMES)
 
 
 def parse_override(text):
@@ -38,7 +39,11 @@ def _applies(scope, name):
     if scope is None:
         return True
     if scope == "members":
-        return name != BASELINE
+        return not is_multiclass(name)
+    if scope == "multiclass":
+        return is_multiclass(name)
+    if scope == CONTROL:
+        return is_control(name)
     return scope == name
 
 

@@ -5,7 +5,6 @@ indices and configs; each network is saved the moment it finishes, and a failure
 one network is reported without stopping the others.
 """
 import functools
-import os
 import traceback
 
 import torch
@@ -15,15 +14,11 @@ from ensemble.core.data import load_data
 from ensemble.core.errors import DataError, EnsembleError
 
 from .stacked_training import train_stacked
-from .training import TrainConfig, train_network
+from .training import TrainConfig, machine_cores, train_network
 
 
-def available_cores():
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+#: CPU cores this process may use.
+available_cores = machine_cores
 
 
 def threads_per_job(jobs):

@@ -12,6 +12,7 @@ convolutions run faster; checkpoints are saved in the standard contiguous layout
 import copy
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,10 +22,10 @@ import torch
 
 from ensemble.core.augment import AugmentConfig, build_augmentation
 from ensemble.core.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
-from ensemble.core.fileio import write_json_atomic
+from ensemble.core.fileio import write_bytes_atomic, write_json_atomic
 from ensemble.core.metrics import binary_iou, confusion_matrix, mean_iou
 from ensemble.core.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION, mask_background, predicts_background
-from ensemble.core.runfolder import BEST, LATEST, METRICS
+from ensemble.core.runfolder import BEST, LATEST, METRICS, snapshot_file
 from ensemble.core.weights import class_weights
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -67,6 +68,8 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # "cosine": linear warm-up over this many epochs (fractions allowed)
     min_lr_ratio: float = 0.05  # the schedule ends at lr * min_lr_ratio
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
+    snapshot_fractions: list = field(default_factory=list)  # budget-curve points: shares of the epochs
+    replica: int = 0  # control networks: which of the multiclass nets (seeds apart)
     seed: int = 0
 
     def to_dict(self):
@@ -96,6 +99,8 @@ class TrainConfig:
         for key, (low, high) in ranges.items():
             if not low <= values[key] < high and not (key == "min_lr_ratio" and values[key] == 1.0):
                 raise ValueError(f"{key}: {values[key]} is outside [{low}, {high})")
+        if any(not 0 < f <= 1 for f in self.snapshot_fractions):
+            raise ValueError(f"snapshot_fractions: each must be in (0, 1], got {self.snapshot_fractions}")
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: must be at least 1, got {getattr(self, key)}")
@@ -109,10 +114,14 @@ class TrainConfig:
         """Optimiser steps in one epoch when ``train_tiles`` tiles are available for training."""
         return math.ceil((self.samples_per_epoch or train_tiles) / self.batch_size)
 
+    def snapshot_epochs(self):
+        """Epochs after which ``best.pt`` is copied for the budget curve: each fraction of ``epochs``, rounded, >= 1."""
+        return sorted({min(self.epochs, max(1, round(f * self.epochs))) for f in self.snapshot_fractions})
+
     def network_seed(self):
-        """Seed of this network: the run seed combined with its identity."""
+        """Seed of this network: the run seed combined with its identity (class, or control replica)."""
         index = self.target if self.is_member else NUM_CLASSES
-        return self.seed * 1009 + index
+        return self.seed * 1009 + index + 101 * self.replica
 
 
 def build_loss(config, train_masks):
@@ -194,6 +203,14 @@ def validation_score(config, logits, masks):
         return binary_iou(truth == config.target, logits[:, 0].numpy() > 0, valid)
     class_logits = logits if predicts_background(config.objective) else mask_background(logits)
     return mean_iou(confusion_matrix(truth, class_logits.argmax(1).numpy()), HEADLINE_CONVENTION[config.objective])
+
+
+def machine_cores():
+    """CPU cores this process may use (recorded with every epoch's threads, for the budget curve)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def format_seconds(seconds):
@@ -412,7 +429,8 @@ class NetworkTrainer:
         epoch = self.epoch + 1
         self.state["epoch"] = epoch
         self.state["history"].append({"epoch": epoch, "loss": mean_loss, "val_iou": score, "seconds": seconds,
-                                      "val_seconds": val_seconds})
+                                      "val_seconds": val_seconds, "threads": torch.get_num_threads(),
+                                      "cores": machine_cores()})
         improved = score > self.state["best_score"]
         common = dict(model_config=config.model, name=config.name, target=config.target,
                       train_config=config.to_dict(), data_sha256=self.data_sha256)
@@ -420,6 +438,8 @@ class NetworkTrainer:
             self.state["best_score"], self.state["best_epoch"] = score, epoch
             save_checkpoint(self.out_dir / BEST, model=self.eval_model.state_dict(), epoch=epoch, val_iou=score,
                             **common)
+        if epoch in config.snapshot_epochs():  # before latest.pt: a resumed run never misses one
+            write_bytes_atomic(snapshot_file(self.out_dir, epoch), (self.out_dir / BEST).read_bytes())
         resume = {"ema": self.average.state_dict()} if self.average is not None else {}
         save_checkpoint(self.out_dir / LATEST, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                         scheduler=self.scheduler.state_dict(), **resume, **common, **self.state)

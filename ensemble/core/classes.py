@@ -6,6 +6,27 @@ NUM_CLASSES = len(CLASS_NAMES)
 TERRAIN_CLASSES = (1, 2, 3, 4)
 #: The multiclass baseline network, trained beside the members (named by ``CLASS_NAMES``).
 BASELINE = "baseline"
+#: The ensembling control: multiclass U-Nets of the members' width, seeds apart, averaged by softmax
+#: (``control_0``, ``control_1``, ...); it separates the one-vs-rest decomposition from averaging.
+CONTROL = "control"
+#: Multiclass nets in the control by default, one per member.
+CONTROL_SIZE = 5
+
+
+def control_names(size=CONTROL_SIZE):
+    """Names of the control's networks: ``control_0`` ... ``control_<size-1>``."""
+    return [f"{CONTROL}_{i}" for i in range(size)]
+
+
+def is_control(name):
+    """True for a network of the ensembling control (``control_<i>``)."""
+    head, _, index = name.rpartition("_")
+    return head == CONTROL and index.isdigit()
+
+
+def is_multiclass(name):
+    """True for the baseline and the control's networks (5 outputs), False for members."""
+    return name == BASELINE or is_control(name)
 
 
 def class_index(name):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemble import FORMAT_VERSION, __version__
-from .classes import BASELINE, CLASS_NAMES
+from .classes import BASELINE, CLASS_NAMES, CONTROL, is_control
 from .errors import RunError
 from .fileio import sha256_file, write_json_atomic
 from .objectives import OBJECTIVES
@@ -36,9 +36,12 @@ MANIFEST = "manifest.json"
 #: In each network's folder: the best validation epoch, the resume state, the finished metrics.
 BEST = "best.pt"
 LATEST = "latest.pt"
+#: Per network: copies of ``best.pt`` as it stood at the budget-curve epochs (``snapshots/epoch_007.pt``).
+SNAPSHOT_DIR = "snapshots"
 METRICS = "metrics.json"
 BASELINE_DIR = "baseline"
 MEMBERS_DIR = "members"
+CONTROL_DIR = CONTROL
 FUSION_DIR = "fusion"
 FUSER_SUFFIX = ".pt"
 CACHE_DIR = "cache"
@@ -55,6 +58,11 @@ LOCK = ".manifest.lock"
 
 #: Parsed manifests by path, reused while the file's (mtime, size) is unchanged: one parse per command.
 _MANIFESTS = {}
+
+
+def snapshot_file(network_dir, epoch):
+    """``<network_dir>/snapshots/epoch_<epoch>.pt``."""
+    return Path(network_dir) / SNAPSHOT_DIR / f"epoch_{int(epoch):03d}.pt"
 
 
 class RunFolder:
@@ -74,12 +82,31 @@ class RunFolder:
         return self.path / MANIFEST
 
     def network_dir(self, name):
-        """Folder of a member (by class name) or of ``"baseline"``."""
-        return self.path / BASELINE_DIR if name == BASELINE else self.path / MEMBERS_DIR / name
+        """Folder of a member (by class name), of ``"baseline"`` or of a control network (``control_<i>``)."""
+        if name == BASELINE:
+            return self.path / BASELINE_DIR
+        if is_control(name):
+            return self.path / CONTROL_DIR / name
+        return self.path / MEMBERS_DIR / name
 
     def best_path(self, name):
         """``best.pt`` of a member (by class name) or of ``"baseline"``."""
         return self.network_dir(name) / BEST
+
+    def snapshot_path(self, name, epoch):
+        """``snapshots/epoch_<epoch>.pt`` of a network: its ``best.pt`` as it stood after ``epoch``."""
+        return snapshot_file(self.network_dir(name), epoch)
+
+    def snapshot_epochs(self, name):
+        """Epochs with a snapshot of network ``name``, ascending."""
+        folder = self.network_dir(name) / SNAPSHOT_DIR
+        return sorted(int(p.stem.split("_")[1]) for p in folder.glob("epoch_*.pt")) if folder.is_dir() else []
+
+    def control_names(self):
+        """Names of the control networks with a folder in the run, in index order."""
+        folder = self.path / CONTROL_DIR
+        names = [p.name for p in folder.iterdir() if p.is_dir() and is_control(p.name)] if folder.is_dir() else []
+        return sorted(names, key=lambda n: int(n.rpartition("_")[2]))
 
     @property
     def cache_dir(self):
@@ -191,17 +218,22 @@ class RunFolder:
     def checksum_required(self, path):
         """True when the run must hold a checksum for ``path``.
 
-        That is a fitted fuser ``fusion/<strategy>.pt`` (recorded when it is saved) and the
-        ``best.pt`` of a finished network (its ``metrics.json`` says finished; recorded when
-        training ends). Other files, such as the checkpoints of a network still training, need none.
+        That is a fitted fuser ``fusion/<strategy>.pt`` (recorded when it is saved), and the
+        ``best.pt`` and snapshots of a finished network (its ``metrics.json`` says finished;
+        recorded when training ends). Other files, such as the checkpoints of a network still training, need none.
         """
         path = Path(path)
         if path.parent == self.fusion_dir and path.suffix == FUSER_SUFFIX:
             return True
         if path.parent == self.cache_dir / ONNX_DIR and path.suffix == ONNX_SUFFIX:
             return True  # recorded when exported
-        metrics_path = path.parent / METRICS
-        if path.name != BEST or not metrics_path.exists():
+        if path.parent.name == SNAPSHOT_DIR:  # a snapshot of a finished network: recorded when training ends
+            metrics_path = path.parent.parent / METRICS
+        elif path.name == BEST:
+            metrics_path = path.parent / METRICS
+        else:
+            return False
+        if not metrics_path.exists():
             return False
         metrics = self.read_json(metrics_path)
         return isinstance(metrics, dict) and bool(metrics.get("finished"))
