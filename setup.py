@@ -25,6 +25,8 @@ setup(
         "onnxruntime>=1.17",
         "onnx>=1.16",
         "onnxscript>=0.2",
+        # the budget curve's figure (ensemble evaluate --curve), drawn headless with the Agg backend
+        "matplotlib>=3.7",
     ],
     extras_require={
         "test": ["pytest>=7", "keras>=3"],  # keras: the competition metric is cross-checked against keras.metrics.MeanIoU

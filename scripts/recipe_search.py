@@ -1,15 +1,19 @@
-"""Recipe search (issue 14): train members and baseline under several recipes at a reduced budget, compare.
+"""Recipe search and seed robustness (issue 14): train members and baseline under several recipes or
+seeds at a reduced budget, compare.
 
-Every variant is a whole ``ensemble run`` (members, matched baseline, every fuser, cross-fitted
-evaluation on the validation split; ``test_set`` is never scored) into ``OUT/<variant>``, with every
-searched setting given explicitly by ``--set``, so each row's command below stays valid when the
-presets change. A network whose training config is identical to one already finished in an earlier
-variant (same data, split and seed) is copied instead of retrained. Results go to ``OUT/search.md``
-and ``OUT/search.json``; a finished variant is not run again.
+Every (variant, seed) is a whole ``ensemble run`` (members, matched baseline, optionally the
+ensembling control, every fuser, cross-fitted evaluation on the validation split; ``test_set`` is
+never scored) into ``OUT/<variant>`` (``OUT/<variant>-seed<S>`` with several seeds). The search
+variants give every searched setting explicitly by ``--set``, so each row's command stays valid
+when the presets change; ``full`` is the ``full`` preset's own recipe. A network whose training
+config is identical to one already finished in an earlier run of the study (same data, split and
+seed) is copied instead of retrained. Results go to ``OUT/study.md`` and ``OUT/study.json``; a
+finished run is not run again, an interrupted one continues.
 
 Usage:
   python scripts/recipe_search.py [--out runs/search] [--epochs 6] [--samples-per-epoch 3200]
-                                  [--jobs 2] [--seed 0] [--variants today,cosine,...]
+                                  [--jobs 2] [--seeds 0] [--variants today,cosine,...] [--control]
+  python scripts/recipe_search.py --out runs/robust --variants full --seeds 0,1,2 --control
 """
 import argparse
 import json
@@ -22,7 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ensemble import api  # noqa: E402
-from ensemble.core.classes import BASELINE, CLASS_NAMES  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ensemble.core.classes import BASELINE, CLASS_NAMES, control_names  # noqa: E402
 from ensemble.core.data import load_data  # noqa: E402
 from ensemble.core.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 from ensemble.core.runfolder import METRICS, RunFolder  # noqa: E402
@@ -38,27 +44,36 @@ TODAY = [
 #: Warm-up then cosine to zero, stepped every batch, no early stopping.
 COSINE = ["schedule=cosine", "warmup_epochs=0.25", "min_lr_ratio=0", "patience=0"]
 
-#: name -> (what changed, overrides on top of TODAY). One factor at a time against ``cosine``.
+#: name -> (what changed, overrides on the ``full`` preset). The search: one factor at a time against ``cosine``.
 VARIANTS = {
-    "today": ("first recipe: cosine per epoch to 0.05 lr, early stopping (patience 4), flip+rotate+zoom", []),
-    "cosine": ("warm-up 1/4 epoch, then cosine per step to 0; no early stopping", COSINE),
+    "today": ("first recipe: cosine per epoch to 0.05 lr, early stopping (patience 4), flip+rotate+zoom", TODAY),
+    "cosine": ("warm-up 1/4 epoch, then cosine per step to 0; no early stopping", TODAY + COSINE),
     "cosine_flips": ("cosine + horizontal flips only (no rotation, no zoom)",
-                     COSINE + ["augment.rotate_degrees=0", "augment.zoom_min_scale=1"]),
+                     TODAY + COSINE + ["augment.rotate_degrees=0", "augment.zoom_min_scale=1"]),
     "cosine_bigrock": ("cosine + baseline oversamples big-rock tiles x4 like the big-rock member",
-                       COSINE + ["baseline:sampler_weight=4"]),
-    "cosine_ema": ("cosine + EMA of the weights (decay 0.995) validated and kept", COSINE + ["ema_decay=0.995"]),
-    "cosine_reg": ("cosine + dropout 0.2 + weight decay 0.01", COSINE + ["model.dropout=0.2", "weight_decay=0.01"]),
-    "cosine_b16": ("cosine + batch 16 (twice the steps)", COSINE + ["batch_size=16"]),
+                       TODAY + COSINE + ["baseline:sampler_weight=4"]),
+    "cosine_ema": ("cosine + EMA of the weights (decay 0.995) validated and kept",
+                   TODAY + COSINE + ["ema_decay=0.995"]),
+    "cosine_reg": ("cosine + dropout 0.2 + weight decay 0.01",
+                   TODAY + COSINE + ["model.dropout=0.2", "weight_decay=0.01"]),
+    "cosine_b16": ("cosine + batch 16 (twice the steps)", TODAY + COSINE + ["batch_size=16"]),
+    "full": ("the full preset's recipe (members/presets.py)", []),
 }
 
 
-def variant_command(name, args):
-    """The ``ensemble run`` command that trains and evaluates variant ``name``."""
-    words = ["ensemble", "run", "--preset", "full", "--run", f"{args.out}/{name}", "--epochs", str(args.epochs),
-             "--samples-per-epoch", str(args.samples_per_epoch), "--jobs", str(args.jobs), "--seed", str(args.seed)]
-    for item in TODAY + VARIANTS[name][1]:
+def run_name(name, seed, args):
+    """Folder name of one (variant, seed) run inside ``--out``."""
+    return name if len(args.seeds) == 1 else f"{name}-seed{seed}"
+
+
+def variant_command(name, seed, args):
+    """The ``ensemble run`` command that trains and evaluates variant ``name`` with ``seed``."""
+    words = ["ensemble", "run", "--preset", "full", "--run", f"{args.out}/{run_name(name, seed, args)}",
+             "--epochs", str(args.epochs), "--samples-per-epoch", str(args.samples_per_epoch), "--jobs",
+             str(args.jobs), "--seed", str(seed)]
+    for item in VARIANTS[name][1]:
         words += ["--set", item]
-    return shlex.join(words)
+    return shlex.join(words + (["--control"] if args.control else []))
 
 
 def reuse_finished(run, earlier):
@@ -86,36 +101,54 @@ def reuse_finished(run, earlier):
 
 
 def summarize(run):
-    """The row of one finished variant from its ``evaluation/report.json``."""
+    """The row of one finished run from its ``evaluation/report.json``."""
     table = json.loads((Path(run) / "evaluation" / "report.json").read_text())["table"]
     models, diff = table["models"], table["differences"]
     row = {"baseline": models["baseline"]["miou"]["competition"],
            "baseline_big_rock": models["baseline"]["iou"]["big_rock"]}
-    for strategy in ("calibrated", "learned"):
-        row[strategy] = models[strategy]["miou"]["competition"]
-        row[f"{strategy}_big_rock"] = models[strategy]["iou"]["big_rock"]
-        d = diff[strategy]["miou_competition"]
-        row[f"{strategy}_diff"] = [d["diff"], d["low"], d["high"]]
+    for model in ("calibrated", "learned", "control"):
+        if model in models:
+            row[model] = models[model]["miou"]["competition"]
+            row[f"{model}_big_rock"] = models[model]["iou"]["big_rock"]
+            d = diff[model]["miou_competition"]
+            row[f"{model}_diff"] = [d["diff"], d["low"], d["high"]]
     metrics = [json.loads(p.read_text()) for p in sorted(Path(run).glob(f"*/*/{METRICS}"))]
+    metrics += [json.loads(p.read_text()) for p in sorted(Path(run).glob(f"*/{METRICS}"))]
     row["train_seconds"] = {m["name"]: round(m["seconds"], 1) for m in metrics}
     return row
 
 
+def _diff(d):
+    return f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+
+
 def format_markdown(results, args):
+    """The study's table (one row per run), the spread of learned - baseline over seeds, and the commands."""
+    control = any("control" in r for r in results.values())
     lines = [
-        f"Validation split, competition metric, {args.epochs} epochs x {args.samples_per_epoch} tiles per network "
-        f"(seed {args.seed}); fusers cross-fitted; 95 % paired bootstrap interval over tiles.", "",
-        "| variant | what changed | baseline mIoU | learned mIoU | learned - baseline [95 % CI] | calibrated mIoU "
-        "| big rock: baseline / learned |",
-        "|---|---|---:|---:|---|---:|---|",
+        f"Validation split, competition metric, {args.epochs} epochs x {args.samples_per_epoch} tiles per network; "
+        "fusers cross-fitted; 95 % paired bootstrap interval over tiles.", "",
+        "| run | what changed | seed | baseline mIoU | learned mIoU | learned - baseline [95 % CI] | calibrated mIoU "
+        + ("| control mIoU | control - baseline " if control else "") + "| big rock: baseline / learned |",
+        "|---|---|---:|---:|---:|---|---:|" + ("---:|---|" if control else "") + "---|",
     ]
-    for name, row in results.items():
-        d = row["learned_diff"]
-        lines.append(f"| `{name}` | {VARIANTS[name][0]} | {row['baseline']:.3f} | {row['learned']:.3f} | "
-                     f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | {row['calibrated']:.3f} | "
+    for key, row in results.items():
+        extra = f"{row['control']:.3f} | {_diff(row['control_diff'])} | " if control and "control" in row else (
+            " | | " if control else "")
+        lines.append(f"| `{key}` | {VARIANTS[row['variant']][0]} | {row['seed']} | {row['baseline']:.3f} | "
+                     f"{row['learned']:.3f} | {_diff(row['learned_diff'])} | {row['calibrated']:.3f} | {extra}"
                      f"{row['baseline_big_rock']:.3f} / {row['learned_big_rock']:.3f} |")
+    by_variant = {}
+    for row in results.values():
+        by_variant.setdefault(row["variant"], []).append(row["learned_diff"][0])
+    spread = [(v, d) for v, d in by_variant.items() if len(d) > 1]
+    if spread:
+        lines += ["", "learned - baseline over seeds (mIoU competition):", ""]
+        lines += [f"- `{v}`: mean {np.mean(d):+.3f}, min {min(d):+.3f}, max {max(d):+.3f}, sd {np.std(d, ddof=1):.3f}; "
+                  f"{'all of one sign' if len({np.sign(x) for x in d}) == 1 else 'signs differ'} ({len(d)} seeds)"
+                  for v, d in spread]
     lines += ["", "Commands:", ""]
-    lines += [f"- `{name}`: `{variant_command(name, args)}`" for name in results]
+    lines += [f"- `{key}`: `{row['command']}`" for key, row in results.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -126,38 +159,46 @@ def main():
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--samples-per-epoch", type=int, default=3200)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "full"))
+    parser.add_argument("--control", action="store_true", help="also train and score the ensembling control")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
+    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"--variants: unknown {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
     out = Path(args.out)
-    results_path = out / "search.json"
-    results = json.loads(results_path.read_text())["variants"] if results_path.exists() else {}
+    results_path = out / "study.json"
+    results = json.loads(results_path.read_text())["runs"] if results_path.exists() else {}
+    legacy = out / "search.json"  # written by the first version of this script: seed 0, keyed by variant
+    if not results and legacy.exists():
+        results = {k: {"variant": k, "seed": 0, **v} for k, v in json.loads(legacy.read_text())["variants"].items()}
     data = load_data(args.data)
-    for i, name in enumerate(names):
-        run = out / name
-        if name in results and (run / "evaluation" / "report.json").exists():
-            print(f"== {name}: done already", flush=True)
+    todo = [(name, seed) for seed in args.seeds for name in names]
+    for i, (name, seed) in enumerate(todo):
+        key = run_name(name, seed, args)
+        run = out / key
+        if key in results and (run / "evaluation" / "report.json").exists():
+            print(f"== {key}: done already", flush=True)
             continue
         started = time.time()
-        print(f"== {name} ({i + 1}/{len(names)}): {VARIANTS[name][0]}\n   {variant_command(name, args)}", flush=True)
-        options = dict(preset="full", data=data, run=str(run), epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
-                       seed=args.seed, overrides=TODAY + VARIANTS[name][1], quiet=args.quiet)
-        plan_training([*CLASS_NAMES, BASELINE], data, str(run), "full", args.epochs, None, "cpu", args.seed,
-                      objective=None, samples_per_epoch=args.samples_per_epoch, overrides=TODAY + VARIANTS[name][1])
+        command = variant_command(name, seed, args)
+        print(f"== {key} ({i + 1}/{len(todo)}): {VARIANTS[name][0]}\n   {command}", flush=True)
+        overrides = VARIANTS[name][1]
+        networks = [*CLASS_NAMES, BASELINE, *(control_names() if args.control else [])]
+        plan_training(networks, data, str(run), "full", args.epochs, None, "cpu", seed,
+                      samples_per_epoch=args.samples_per_epoch, overrides=overrides)
         for line in reuse_finished(run, [out / other for other in results]):
             print(f"   reused {line}", flush=True)
-        api.run_all(jobs=args.jobs, **options)
-        results[name] = {**summarize(run), "wall_seconds": round(time.time() - started, 1),
-                         "command": variant_command(name, args)}
+        api.run_all(preset="full", data=data, run=str(run), epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
+                    seed=seed, overrides=overrides, jobs=args.jobs, with_control=args.control, quiet=args.quiet)
+        results[key] = {"variant": name, "seed": seed, **summarize(run), "wall_seconds": round(time.time() - started, 1),
+                        "command": command}
         write_json_atomic(results_path, {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch,
-                                         "seed": args.seed, "variants": results})
-        write_text_atomic(out / "search.md", format_markdown(results, args))
-        print(format_markdown({name: results[name]}, args).split("\n\n")[1], flush=True)
+                                         "runs": results})
+        write_text_atomic(out / "study.md", format_markdown(results, args))
     print(format_markdown(results, args))
 
 
