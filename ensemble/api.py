@@ -79,7 +79,7 @@ def control(data=None, run="runs/default", size=None, **options):
     return train_networks(control_names(size or CONTROL_SIZE), data=data, run=run, **options)
 
 
-def fuse(run="runs/default", strategy="learned", data=None, seed=0, stack=True, device="auto", engine="auto",
+def fuse(run="runs/default", strategy="learned", data=None, seed=0, stack=None, device="auto", engine="auto",
          quiet=False, log=print):
     """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results.
 
@@ -106,7 +106,7 @@ def default_run(run=None, log=None):
     return str(reference)
 
 
-def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=True, cross_fit=5, device="auto",
+def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=5, device="auto",
              engine="auto", curve=False, quiet=False, log=print):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
@@ -123,7 +123,7 @@ def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=True, cros
 
 
 def predict(run=None, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
-            uncertainty_dir=None, tta="none", batch_size=16, stack=True, device="auto", engine="auto", quiet=False,
+            uncertainty_dir=None, tta="none", batch_size=16, stack=None, device="auto", engine="auto", quiet=False,
             log=print):
     """Predict masks for ``test_set`` of ``data`` (or ``images``: a path, or an array (N, H, W)) and write a
     Kaggle submission CSV. For masks and probabilities in memory, use :func:`predictor`.
@@ -151,7 +151,7 @@ def score(pred, masks):
     return score_files(pred, masks)
 
 
-def predictor(run=None, strategy="learned", device="auto", tta="none", batch_size=16, stack=True, engine="auto"):
+def predictor(run=None, strategy="learned", device="auto", tta="none", batch_size=16, stack=None, engine="auto"):
     """A :class:`~ensemble.inference.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
     ``predict_proba(images)`` and ``predict_logits(images)`` on arrays (N, H, W), uint8 or float; no files.
 

@@ -69,10 +69,11 @@ def engine_option(func):
 
 
 def stack_option(func):
-    """``--no-stack``: run the members one by one instead of as one grouped network."""
-    return click.option("--no-stack", "stack", is_flag=True, flag_value=False, default=True,
-                        help="Run the members one by one instead of stacked as one grouped network "
-                             "(same logits within 1e-5; stacked is faster).")(func)
+    """``--stack/--no-stack``: members as one grouped network or one by one; default: the faster, measured."""
+    return click.option("--stack/--no-stack", "stack", default=None,
+                        help="Run the members stacked as one grouped network, or one by one (same logits within "
+                             "1e-5) [default: stacked on a GPU, one by one on the CPU, where the whole predict "
+                             "command measured faster so with either engine].")(func)
 
 
 def outlier_options(func):

@@ -26,7 +26,8 @@ from .core.metrics import confusion_matrix, iou_per_class, mean_iou
 from .core.objectives import HEADLINE_CONVENTION, for_objective
 from .core.runfolder import METRICS
 from .crossfit import cross_fitted_logits
-from .inference import BATCH_SIZE, SoftmaxAverage, all_logits, channels_last, logits_batches, members_forward
+from .inference import (BATCH_SIZE, SoftmaxAverage, all_logits, channels_last, logits_batches, members_forward,
+                        resolve_stack)
 
 CURVE_JSON = "budget_curve.json"
 CURVE_PNG = "budget_curve.png"
@@ -86,7 +87,7 @@ def _fused_logits(name, objective, member_logits, truth, folds, ids):
     return cross_fitted_logits(fuser, member_logits, truth, folds, ids)
 
 
-def budget_curve(folder, data, val_idx, strategies, folds, ids, cores, device="cpu", stack=True, log=None):
+def budget_curve(folder, data, val_idx, strategies, folds, ids, cores, device="cpu", stack=None, log=None):
     """Score every model at every snapshot epoch; return the curve dict (see the module docstring).
 
     ``strategies`` are fuser names, refitted per point cross-fitted on ``folds`` (``None``: in-sample);
@@ -126,7 +127,8 @@ def budget_curve(folder, data, val_idx, strategies, folds, ids, cores, device="c
             if forward is not None:
                 score(CONTROL, all_logits(logits_batches(forward, images, BATCH_SIZE, device), len(images)))
         members = [_network(folder, name, epoch, device, objective) for name in CLASS_NAMES]
-        member_logits = all_logits(logits_batches(members_forward(members, stack), images, BATCH_SIZE, device),
+        member_logits = all_logits(logits_batches(members_forward(members, resolve_stack(stack, "torch", device)),
+                                                  images, BATCH_SIZE, device),
                                    len(images))
         for name in strategies:
             score(name, _fused_logits(name, objective, member_logits, truth, folds, ids))

@@ -99,7 +99,7 @@ def _folds(data, val_idx, cross_fit, seed):
         raise EnsembleError(f"--cross-fit {cross_fit}: {exc}; use fewer folds or 0") from None
 
 
-def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=True,
+def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None,
                  cross_fit=CROSS_FIT_FOLDS, seed=0, engine="auto", log=None):
     """Score the baseline, each member alone and each fuser of ``fusers`` on the run's validation tiles.
 
@@ -204,13 +204,14 @@ def _meta(folder, data, scores, fusers, tta, engine, cross_fit, shown, idx):
 
 
 def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, device="cpu",
-                 n_boot=1000, seed=0, stack=True, cross_fit=CROSS_FIT_FOLDS, engine="auto", curve=False, log=None):
+                 n_boot=1000, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS, engine="auto", curve=False, log=None):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
     ``data`` (a path or loaded :class:`~ensemble.core.data.MarsData`) must be the file the run was
     trained on (sha256 checked); the tiles are the run's validation split (the test set has
     no masks). ``tta`` is ``"none"`` (member logits from the run's cache) or ``"flip"``. Members run
-    stacked unless ``stack=False``. Strategies are scored with ``cross_fit`` folds (see the
+    stacked (``stack=True``), one by one (``False``) or the faster way for the engine (``None``,
+    :func:`~ensemble.inference.resolve_stack`). Strategies are scored with ``cross_fit`` folds (see the
     module docstring; 0: the saved fusers, in-sample).
 
     Writes into ``out`` (default ``RUN/evaluation``): ``report.json`` and ``report.md``

@@ -42,12 +42,12 @@ def score_probs(probs, masks, objective):
     }
 
 
-def fit_fusers(run, strategies, data=None, seed=0, stack=True, device="cpu", engine="auto", log=print):
+def fit_fusers(run, strategies, data=None, seed=0, stack=None, device="cpu", engine="auto", log=print):
     """Fit each strategy on the run's cached validation logits, save ``RUN/fusion/<strategy>.pt``.
 
     Returns ``{strategy: {"before": scores, "after": scores, "params": [lines], "seconds": s, "path": p}}``;
-    ``before`` scores the plain softmax of the member logits. ``stack=False`` computes a
-    missing cache with the members one by one; ``engine`` picks PyTorch or onnxruntime for it.
+    ``before`` scores the plain softmax of the member logits. ``stack`` (``True``: stacked,
+    ``False``: one by one, ``None``: the faster for the engine) says how a missing cache is computed; ``engine`` picks PyTorch or onnxruntime for it.
     """
     log = log or (lambda line: None)
     data_obj = load_data(data)

@@ -152,7 +152,7 @@ def _write_batch(writer, batch_ids, class_logits, member_logits, png_dir, uncert
 
 
 def predict_run(run, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
-                uncertainty_dir=None, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=True, engine="auto",
+                uncertainty_dir=None, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None, engine="auto",
                 log=None):
     """Predict masks with ``strategy`` of ``run`` and write a Kaggle submission CSV to ``out``.
 

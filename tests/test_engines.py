@@ -57,7 +57,7 @@ def test_graph_is_cached_verified_and_rebuilt_when_a_member_changes(tiny_run, tm
     run = copy_run(tiny_run, tmp_path)
     folder = RunFolder(run)
     images = np.random.default_rng(0).random((3, 64, 128), dtype=np.float32)
-    first = Predictor(run, None, engine="onnxruntime").predict_member_logits(images)
+    first = Predictor(run, None, engine="onnxruntime", stack=True).predict_member_logits(images)
     graph = folder.onnx_path("members")
     assert folder.relative(graph) in folder.manifest()["checksums"]
     sources = json.loads(folder.onnx_meta_path("members").read_text())["sources"]
@@ -66,7 +66,7 @@ def test_graph_is_cached_verified_and_rebuilt_when_a_member_changes(tiny_run, tm
     exports = []
     real_export = engines.export_onnx
     monkeypatch.setattr("ensemble.inference.export_onnx", lambda *a: exports.append(1) or real_export(*a))
-    again = Predictor(run, None, engine="onnxruntime").predict_member_logits(images)
+    again = Predictor(run, None, engine="onnxruntime", stack=True).predict_member_logits(images)
     assert exports == [] and np.array_equal(first, again)  # reused, not exported again
 
     # a retrained member (new checkpoint, new checksum): the graph is rebuilt from it
@@ -78,7 +78,7 @@ def test_graph_is_cached_verified_and_rebuilt_when_a_member_changes(tiny_run, tm
     state.pop("format_version", None)
     save_checkpoint(best, **state)
     folder.record_checksums([best])
-    rebuilt = Predictor(run, None, engine="onnxruntime").predict_member_logits(images)
+    rebuilt = Predictor(run, None, engine="onnxruntime", stack=True).predict_member_logits(images)
     assert exports == [1]
     expected = Predictor(run, None, engine="torch").predict_member_logits(images)
     np.testing.assert_allclose(rebuilt, expected, rtol=0, atol=1e-4)
@@ -89,7 +89,7 @@ def test_graph_is_cached_verified_and_rebuilt_when_a_member_changes(tiny_run, tm
     data[len(data) // 2] ^= 0xFF
     graph.write_bytes(bytes(data))
     with pytest.raises(RunError, match="members.onnx: sha256 differs"):
-        Predictor(run, None, engine="onnxruntime")
+        Predictor(run, None, engine="onnxruntime", stack=True)
 
 
 def test_logits_cache_records_its_engine(tiny_run, tmp_path, subset_path):

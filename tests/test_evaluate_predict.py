@@ -167,23 +167,29 @@ def test_predict_matches_fuser(fused_run, subset_path, test_images, tmp_path):
             assert gray.mode == "L" and gray.size == (W, H)
 
 
-def test_no_stack_runs_members_one_by_one_with_the_same_result(fused_run, subset_path, test_images, tmp_path):
+def test_stacked_and_one_by_one_give_the_same_result(fused_run, subset_path, test_images, tmp_path):
     from click.testing import CliRunner
 
     from ensemble.cli import main
+    from ensemble.inference import resolve_stack
 
     images, _ = test_images
-    stacked = Predictor(fused_run, None).predict_member_logits(images)
+    stacked = Predictor(fused_run, None, stack=True).predict_member_logits(images)
     one_by_one = Predictor(fused_run, None, stack=False).predict_member_logits(images)
     np.testing.assert_allclose(stacked, one_by_one, rtol=0, atol=1e-4)
     labels = {}
-    for flag in ([], ["--no-stack"]):
-        out = tmp_path / f"sub{len(flag)}.csv"
+    for flag in ([], ["--stack"], ["--no-stack"]):
+        out = tmp_path / f"sub{'-'.join(flag)}.csv"
         args = ["predict", "--run", str(fused_run), "--data", str(subset_path), "--out", str(out), "--quiet", *flag]
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
-        labels[len(flag)] = read_submission(out)[1]
-    assert (labels[0] == labels[1]).mean() > 0.999  # only exact ties could differ
+        labels[tuple(flag)] = read_submission(out)[1]
+    assert (labels[("--stack",)] == labels[("--no-stack",)]).mean() > 0.999  # only exact ties could differ
+    assert np.array_equal(labels[()], labels[("--no-stack",)])  # the CPU default: one by one
+    # the default layout: one by one on the CPU with either engine (measured faster there), stacked on a GPU
+    assert [resolve_stack(None, e, d) for e, d in [("torch", "cpu"), ("onnxruntime", "cpu"), ("torch", "cuda")]] == \
+        [False, False, True]
+    assert resolve_stack(True, "torch", "cpu") and not resolve_stack(False, "torch", "cuda")
 
 
 def test_predict_baseline(fused_run, subset_path, test_images, tmp_path):
