@@ -33,6 +33,7 @@ from ensemble.core.data import load_data  # noqa: E402
 from ensemble.core.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 from ensemble.core.runfolder import METRICS, RunFolder  # noqa: E402
 from ensemble.train import plan_training  # noqa: E402
+from members.training import TrainConfig  # noqa: E402
 
 #: The first recipe (the ``full`` preset before this search), every searched setting explicit.
 TODAY = [
@@ -94,7 +95,10 @@ def reuse_finished(run, earlier):
                 continue
             other_config = folder.config()
             source = folder.network_dir(name)
-            if (other_config["settings"] == config["settings"] and other_config["networks"].get(name) == wanted
+            recorded = other_config["networks"].get(name)
+            if recorded is not None:  # keys an older version did not write had the default's behaviour
+                recorded = {**TrainConfig(name=name).to_dict(), **recorded}
+            if (other_config["settings"] == config["settings"] and recorded == wanted
                     and (source / METRICS).exists() and json.loads((source / METRICS).read_text()).get("finished")):
                 if target.exists():
                     shutil.rmtree(target)
