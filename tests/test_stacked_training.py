@@ -212,7 +212,11 @@ def test_sigkilled_stacked_training_resumes(tmp_path, subset_path):
         assert metrics["finished"] and metrics["epochs_run"] == 3
         a = load_checkpoint(tmp_path / "straight" / "members" / name / "latest.pt")
         b = load_checkpoint(run / "members" / name / "latest.pt")
-        assert a["epoch"] == b["epoch"] == 3 and a["history"][-1]["loss"] == pytest.approx(b["history"][-1]["loss"])
+        # the member that caught up alone rounds differently (below); its last loss agrees to 1e-4, where a lost
+        # epoch or optimizer state moves it by about 1e-2
+        tolerance = 1e-6 if name == "soil" else 1e-4
+        assert a["epoch"] == b["epoch"] == 3
+        assert a["history"][-1]["loss"] == pytest.approx(b["history"][-1]["loss"], rel=tolerance), name
         if name == "soil":
             assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
         else:
