@@ -16,7 +16,6 @@ early contributes its final ``best.pt`` and time to the later points.
 import numpy as np
 import torch
 
-from fusion import get_fuser
 from members.checkpoint import load_checkpoint, model_from_checkpoint
 
 from .core.classes import BASELINE, CLASS_NAMES, CONTROL, TERRAIN_CLASSES
@@ -26,6 +25,7 @@ from .core.metrics import confusion_matrix, iou_per_class, mean_iou
 from .core.objectives import HEADLINE_CONVENTION, for_objective
 from .core.runfolder import METRICS
 from .crossfit import cross_fitted_logits
+from .fuse import new_fuser
 from .inference import (BATCH_SIZE, SoftmaxAverage, all_logits, channels_last, logits_batches, members_forward,
                         resolve_stack)
 
@@ -79,8 +79,7 @@ def recorded_cores(folder, names):
 
 
 def _fused_logits(name, objective, member_logits, truth, folds, ids):
-    kwargs = {"objective": objective} if name == "argmax" else {"seed": 0, "objective": objective}
-    fuser = get_fuser(name, **kwargs)
+    fuser = new_fuser(name, objective)
     if folds is None:  # in-sample, like the evaluation with --cross-fit 0
         return fuser.fit(member_logits, truth, tile_ids=[str(i) for i in ids]).predict_logits(
             torch.from_numpy(np.asarray(member_logits)))

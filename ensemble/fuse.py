@@ -24,6 +24,12 @@ def parse_strategies(spec):
     return [spec]
 
 
+def new_fuser(name, objective, seed=0):
+    """An unfitted fuser of strategy ``name`` for ``objective`` (``seed`` for the strategies that draw numbers)."""
+    kwargs = {"objective": objective} if name == "argmax" else {"seed": seed, "objective": objective}
+    return get_fuser(name, **kwargs)
+
+
 def score_probs(probs, masks, objective):
     """NLL, ECE (15 bins), per-class IoU and the mean IoU of every convention of probabilities (N, 5, H, W).
 
@@ -64,8 +70,7 @@ def fit_fusers(run, strategies, data=None, seed=0, stack=None, device="cpu", eng
     results = {}
     for name in strategies:
         started = time.perf_counter()
-        kwargs = {"objective": objective} if name == "argmax" else {"seed": seed, "objective": objective}
-        fuser = get_fuser(name, **kwargs).fit(logits, masks, tile_ids=[str(i) for i in ids])
+        fuser = new_fuser(name, objective, seed).fit(logits, masks, tile_ids=[str(i) for i in ids])
         seconds = time.perf_counter() - started
         path = folder.fuser_path(name)
         fuser.save(path)
