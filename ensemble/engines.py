@@ -8,8 +8,9 @@ onnxruntime runs on the CPU only: with ``--device cuda`` ``auto`` means PyTorch.
 A run keeps the ONNX graphs it runs in ``RUN/cache/onnx/`` (:mod:`ensemble.core.runfolder` names
 the files): one per network set (the stacked or one-by-one members, the baseline), exported with
 ``torch.onnx.export`` (dynamo exporter, dynamic batch) the first time they are needed. A graph is
-covered by the manifest's checksums like every checkpoint, and a sidecar JSON records the sha256 of
-the checkpoints it was made from: when one of them changes, the graph is rebuilt. Where the run
+verified against a recorded sha256 like every checkpoint (recorded in the cache's own
+``cache/checksums.json``, so caching a graph never rewrites the run's ``manifest.json``), and a
+sidecar JSON records the sha256 of the checkpoints it was made from: when one of them changes, the graph is rebuilt. Where the run
 folder cannot be written, the graph is kept in memory for the command.
 """
 import contextlib
@@ -110,7 +111,7 @@ def cached_graph(folder, name, sources, build, log=None):
     """The ONNX graph ``RUN/cache/onnx/<name>.onnx`` (bytes), built by ``build(path)`` unless current.
 
     ``sources`` maps a source file to its sha256 (the checkpoints the graph is made from). The
-    graph is reused while the sidecar's sources and opset and the manifest's checksum all agree; otherwise it is rebuilt and its checksum recorded. If the run folder cannot be
+    graph is reused while the sidecar's sources and opset agree and its checksum is recorded (and matches); otherwise it is rebuilt and its checksum recorded. If the run folder cannot be
     written, ``build(None)`` makes the graph in memory only.
     """
     path, meta_path = folder.onnx_path(name), folder.onnx_meta_path(name)
@@ -120,7 +121,7 @@ def cached_graph(folder, name, sources, build, log=None):
             current = json.loads(meta_path.read_text()) == meta
         except (OSError, ValueError):
             current = False
-        if current and folder.relative(path) in folder.manifest().get("checksums", {}):
+        if current and folder.recorded_checksum(path) is not None:
             return folder.verify(path).read_bytes()
     if log:
         log(f"exporting the {name} networks to ONNX for onnxruntime (once; cached in {path.parent})")

@@ -32,7 +32,7 @@ def test_help_loads_no_torch():
 def test_predict_without_run_says_it_uses_the_reference(tmp_path, subset_path):
     out = tmp_path / "submission.csv"
     result = CliRunner().invoke(main, ["predict", "--images", str(subset_path), "--out", str(out), "--device", "cpu",
-                                       "--engine", "torch"])  # torch: leaves the committed manifest untouched
+                                       "--engine", "torch"])  # torch: no graph to export, faster
     assert result.exit_code == 0, result.output
     assert "no --run given: using the shipped reference run" in result.output and "models/reference" in result.output
 

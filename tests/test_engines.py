@@ -1,4 +1,5 @@
 """The onnxruntime engine: same probabilities and masks as PyTorch, graphs cached in the run and verified."""
+import hashlib
 import json
 
 import numpy as np
@@ -57,9 +58,12 @@ def test_graph_is_cached_verified_and_rebuilt_when_a_member_changes(tiny_run, tm
     run = copy_run(tiny_run, tmp_path)
     folder = RunFolder(run)
     images = np.random.default_rng(0).random((3, 64, 128), dtype=np.float32)
+    manifest_bytes = folder.manifest_path.read_bytes()
     first = Predictor(run, None, engine="onnxruntime", stack=True).predict_member_logits(images)
     graph = folder.onnx_path("members")
-    assert folder.relative(graph) in folder.manifest()["checksums"]
+    assert folder.recorded_checksum(graph) == hashlib.sha256(graph.read_bytes()).hexdigest()
+    assert folder.relative(graph) in json.loads(folder.cache_checksums_path.read_text())["checksums"]
+    assert folder.manifest_path.read_bytes() == manifest_bytes  # caching a graph leaves the manifest as it was
     sources = json.loads(folder.onnx_meta_path("members").read_text())["sources"]
     assert set(sources) == {f"members/{c}/best.pt" for c in ("background", "soil", "bedrock", "sand", "big_rock")}
 
@@ -88,8 +92,16 @@ def test_graph_is_cached_verified_and_rebuilt_when_a_member_changes(tiny_run, tm
     data = bytearray(graph.read_bytes())
     data[len(data) // 2] ^= 0xFF
     graph.write_bytes(bytes(data))
-    with pytest.raises(RunError, match="members.onnx: sha256 differs"):
+    with pytest.raises(RunError, match="members.onnx: sha256 differs.*cache/checksums.json"):
         Predictor(run, None, engine="onnxruntime", stack=True)
+
+    # a cache whose checksums are gone (cache/checksums.json deleted) is rebuilt, not trusted and not refused
+    graph.unlink()
+    Predictor(run, None, engine="onnxruntime", stack=True)
+    folder.cache_checksums_path.unlink()
+    again = Predictor(run, None, engine="onnxruntime", stack=True).predict_member_logits(images)
+    np.testing.assert_allclose(again, rebuilt, rtol=0, atol=1e-6)
+    assert exports == [1, 1, 1] and folder.recorded_checksum(graph) is not None
 
 
 def test_logits_cache_records_its_engine(tiny_run, tmp_path, subset_path):

@@ -43,16 +43,18 @@ def test_shipped_run_is_complete_verified_and_small(run, objective):
 
 
 def test_reference_run_is_the_default(tmp_path, subset_path):
+    """``predict`` without ``--run`` serves models/reference with the default engine, and leaves every
+    committed file of it as it was (onnxruntime's graph and its checksum go to the ignored ``cache/``)."""
     assert default_run() == str(REFERENCE)
+    committed = {p: p.read_bytes() for p in REFERENCE.rglob("*") if p.is_file() and "cache" not in p.parts
+                 and not p.name.startswith(".")}
     out = tmp_path / "submission.csv"
-    # --engine torch: onnxruntime would cache its graph in models/reference and record it in the committed
-    # manifest; the engines are compared on this run in tests/test_engines.py
-    result = CliRunner().invoke(main, ["predict", "--images", str(subset_path), "--out", str(out), "--quiet",
-                                       "--engine", "torch"])
+    result = CliRunner().invoke(main, ["predict", "--images", str(subset_path), "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "40 rows" in result.output and len(out.read_text().splitlines()) == 41
     _, labels = read_submission(out)
     assert labels.shape == (40, 64 * 128) and (labels > 0).all()  # competition: class 0 is never written
+    assert {p: p.read_bytes() for p in committed} == committed
 
 
 def _assert_same_row(rerun, shipped, name):

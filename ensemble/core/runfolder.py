@@ -6,7 +6,8 @@ Layout::
     RUN/manifest.json                 format version, data file hash, split, package versions, seed
     RUN/members/<class>/{best.pt,latest.pt,metrics.json}
     RUN/baseline/{best.pt,latest.pt,metrics.json}
-    RUN/cache/                        cached member logits for fusion; cache/onnx/: ONNX graphs for onnxruntime
+    RUN/cache/                        cached member logits for fusion; cache/onnx/: ONNX graphs for onnxruntime;
+                                      cache/checksums.json: the sha256 of every cached graph
     RUN/fusion/<strategy>.pt          fitted fusers
 """
 import contextlib
@@ -53,6 +54,10 @@ CACHE_META = "val_cache.json"
 ONNX_DIR = "onnx"
 ONNX_SUFFIX = ".onnx"
 ONNX_META_SUFFIX = ".json"
+#: The cache's own checksums (``cache/checksums.json``): derived files are verified like checkpoints, but
+#: recorded beside them, so deleting ``cache/`` forgets them and building one never rewrites ``manifest.json``
+#: (a run under version control, like ``models/reference``, stays unmodified when a command caches a graph).
+CACHE_CHECKSUMS = "checksums.json"
 EVALUATION_DIR = "evaluation"
 LOCK = ".manifest.lock"
 
@@ -124,6 +129,15 @@ class RunFolder:
     def relative(self, path):
         """``path`` as the manifest's checksums key it: relative to the run, with forward slashes."""
         return Path(path).relative_to(self.path).as_posix()
+
+    @property
+    def cache_checksums_path(self):
+        """``cache/checksums.json``: sha256 of the cached files, keyed like the manifest's checksums."""
+        return self.cache_dir / CACHE_CHECKSUMS
+
+    def in_cache(self, path):
+        """True for a file inside ``RUN/cache``."""
+        return self.cache_dir in Path(path).parents
 
     def cache_path(self, which):
         """A file of the logits cache: ``which`` is ``"logits"``, ``"ids"`` or ``"meta"``."""
@@ -199,21 +213,53 @@ class RunFolder:
     @contextlib.contextmanager
     def locked_manifest(self):
         """Yield the manifest dict under an exclusive lock; it is written back (atomically) on exit."""
+        with self._lock():
+            manifest = self.manifest(fresh=True)  # another process may have written it a moment ago
+            yield manifest
+            write_json_atomic(self.manifest_path, manifest)
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """An exclusive lock on the run's checksum files (``RUN/.manifest.lock``), across processes."""
         with open(self.path / LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                manifest = self.manifest(fresh=True)  # another process may have written it a moment ago
-                yield manifest
-                write_json_atomic(self.manifest_path, manifest)
+                yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def record_checksums(self, paths):
-        """Record the sha256 of each file in ``paths`` in the manifest, keyed by its path inside the run."""
-        with self.locked_manifest() as manifest:
-            checksums = manifest.setdefault("checksums", {})
-            for path in paths:
-                checksums[self.relative(path)] = sha256_file(path)
+        """Record the sha256 of each file in ``paths``, keyed by its path inside the run.
+
+        Files of the run go into the manifest; files inside ``RUN/cache`` into ``cache/checksums.json``.
+        """
+        paths = [Path(p) for p in paths]
+        cached = [p for p in paths if self.in_cache(p)]
+        if len(cached) < len(paths):
+            with self.locked_manifest() as manifest:
+                checksums = manifest.setdefault("checksums", {})
+                for path in paths:
+                    if not self.in_cache(path):
+                        checksums[self.relative(path)] = sha256_file(path)
+        if cached:
+            with self._lock():
+                checksums = self._cache_checksums()
+                checksums.update({self.relative(path): sha256_file(path) for path in cached})
+                write_json_atomic(self.cache_checksums_path, {"checksums": checksums})
+
+    def _cache_checksums(self):
+        """The recorded checksums of cached files (empty when ``cache/checksums.json`` is missing or unreadable:
+        every cached file is then rebuilt)."""
+        try:
+            checksums = json.loads(self.cache_checksums_path.read_text()).get("checksums", {})
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return checksums if isinstance(checksums, dict) else {}
+
+    def recorded_checksum(self, path):
+        """The sha256 recorded for ``path`` (in the manifest, or in the cache's checksums), or ``None``."""
+        source = self._cache_checksums() if self.in_cache(path) else self.manifest().get("checksums", {})
+        return source.get(self.relative(path))
 
     def checksum_required(self, path):
         """True when the run must hold a checksum for ``path``.
@@ -239,22 +285,22 @@ class RunFolder:
         return isinstance(metrics, dict) and bool(metrics.get("finished"))
 
     def verify(self, path):
-        """Check ``path`` against the sha256 the manifest recorded for it; a mismatch raises :class:`RunError`.
+        """Check ``path`` against the sha256 recorded for it (:meth:`recorded_checksum`); a mismatch raises :class:`RunError`.
 
         A file the run must hold a checksum for (:meth:`checksum_required`) whose entry is
         missing is refused too. Other files without an entry (not yet finished) pass.
         """
-        key = self.relative(path)
-        expected = self.manifest().get("checksums", {}).get(key)
+        expected = self.recorded_checksum(path)
+        where = self.cache_checksums_path if self.in_cache(path) else self.manifest_path
         if expected is None:
             if self.checksum_required(path):
                 raise RunError(
-                    f"{path}: no sha256 recorded for it in {self.manifest_path}, so it cannot be verified; "
+                    f"{path}: no sha256 recorded for it in {where}, so it cannot be verified; "
                     "the manifest was edited or replaced, or the file was copied in (retrain or refit it)"
                 )
         elif sha256_file(path) != expected:
             raise RunError(
-                f"{path}: sha256 differs from the one recorded in {self.manifest_path} when it was written; "
+                f"{path}: sha256 differs from the one recorded in {where} when it was written; "
                 "the file is corrupted or was replaced (retrain it, or restore the original)"
             )
         return path
