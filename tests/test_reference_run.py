@@ -90,3 +90,19 @@ def test_reference_run_meets_the_competition_target():
     for name in ("baseline", "learned"):
         assert table["models"][name]["background_on_labeled"] == 0
     assert not math.isnan(table["models"]["learned"]["iou"]["big_rock"])
+
+
+def test_reference_budget_curve_is_shipped_and_ends_at_the_report():
+    """The committed budget curve (``ensemble evaluate --curve``; its snapshots are not shipped) has the
+    full preset's four points, and its last point is the committed evaluation (same checkpoints, tiles, folds)."""
+    evaluation = REFERENCE / "evaluation"
+    curve = json.loads((evaluation / "budget_curve.json").read_text())
+    table = _shipped_rows(REFERENCE)
+    epochs = [point["epoch"] for point in curve["points"]]
+    assert len(epochs) == 4 and epochs == sorted(epochs)
+    assert [point["tiles_seen"] for point in curve["points"]] == sorted(point["tiles_seen"] for point in curve["points"])
+    last = curve["points"][-1]
+    for model in ("baseline", "argmax", "calibrated", "learned", "learned3x3"):
+        assert last["miou"][model] == pytest.approx(table["models"][model]["miou"]["competition"], abs=1e-9), model
+    assert (evaluation / "budget_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Budget curve" in (evaluation / "report.md").read_text()
