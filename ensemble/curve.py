@@ -104,7 +104,8 @@ def budget_curve(folder, data, val_idx, strategies, folds, ids, cores, device="c
     truth = data.masks[val_idx]
     images = data.images[val_idx]
     config = folder.config()["networks"]
-    tiles_per_epoch = config[BASELINE]["samples_per_epoch"] or None
+    # samples_per_epoch 0 (the full preset) means every training tile once per epoch
+    tiles_per_epoch = config[BASELINE]["samples_per_epoch"] or len(folder.manifest()["split"]["train_indices"])
     cores = recorded_cores(folder, [n for names in groups.values() for n in names]) or cores
     points = []
     for epoch in epochs:
@@ -133,7 +134,7 @@ def budget_curve(folder, data, val_idx, strategies, folds, ids, cores, device="c
             score(name, _fused_logits(name, objective, member_logits, truth, folds, ids))
         del member_logits
         minutes = {group: training_minutes(folder, names, epoch, cores) for group, names in groups.items() if names}
-        points.append({"epoch": epoch, "tiles_seen": None if tiles_per_epoch is None else epoch * tiles_per_epoch,
+        points.append({"epoch": epoch, "tiles_seen": epoch * tiles_per_epoch,
                        "minutes": minutes, "miou": miou, "big_rock": big_rock})
     return {"headline": headline, "cores": cores, "strategies": list(strategies), "points": points}
 
@@ -149,7 +150,7 @@ def curve_rows(curve):
     for p in curve["points"]:
         br = p["big_rock"]
         learned = br.get("learned", float("nan"))
-        cells = [str(p["epoch"]), "" if p["tiles_seen"] is None else f"{p['tiles_seen']:,}",
+        cells = [str(p["epoch"]), f"{p['tiles_seen']:,}",
                  *[f"{p['minutes'][g]:.1f}" for g in groups],
                  *[f"{p['miou'][m]:.3f}" if m in p["miou"] else "" for m in models],
                  f"{br[BASELINE]:.3f} / {learned:.3f}"]
@@ -173,8 +174,7 @@ def write_curve(out_dir, curve):
         style = {"linestyle": "--", "marker": "s"} if model in (BASELINE, CONTROL) else {"marker": "o"}
         ys = [p["miou"].get(model, np.nan) for p in points]
         axes[0].plot([p["minutes"][group] for p in points], ys, label=model, **style)
-        if points[0]["tiles_seen"] is not None:
-            axes[1].plot([p["tiles_seen"] for p in points], ys, label=model, **style)
+        axes[1].plot([p["tiles_seen"] for p in points], ys, label=model, **style)
     axes[0].set_xlabel(f"training time, minutes with {curve['cores']} cores busy")
     axes[1].set_xlabel("tiles seen per network")
     axes[0].set_ylabel(f"validation mIoU ({curve['headline']})")

@@ -91,24 +91,14 @@ def export_onnx(module, example, path=None):
 
 
 class OnnxForward:
-    """A callable images (N, C, H, W) float32 tensor -> outputs tensor, run by an onnxruntime session.
+    """A callable images (N, C, H, W) float32 tensor -> outputs tensor, run by an onnxruntime session."""
 
-    ``branches=False`` runs the graph's nodes one after another, each on ``threads`` threads.
-    ``branches=True`` is for graphs of independent networks (the members one by one, the control's
-    nets): onnxruntime's parallel executor runs ``threads`` nodes at once, one thread each, so
-    networks too narrow to split well across threads run side by side instead.
-    """
-
-    def __init__(self, graph, threads=None, branches=False):
+    def __init__(self, graph, threads=None):
         import onnxruntime
 
-        threads = threads or torch.get_num_threads()
         options = onnxruntime.SessionOptions()
-        if branches and threads > 1:
-            options.execution_mode = onnxruntime.ExecutionMode.ORT_PARALLEL
-            options.intra_op_num_threads, options.inter_op_num_threads = 1, threads
-        else:
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 

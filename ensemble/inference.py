@@ -193,11 +193,6 @@ def resolve_stack(stack, engine, device):
     return str(device).startswith("cuda")
 
 
-#: ONNX graphs of independent networks, run by onnxruntime's parallel executor (networks side by side,
-#: one thread each; :class:`~ensemble.engines.OnnxForward`), measured faster on 2 CPU cores (README, Speed).
-BRANCH_GRAPHS = ("members_one_by_one", CONTROL)
-
-
 def members_forward(models, stack=True):
     """One module images -> member logits (B, K, H, W): the members stacked into one grouped network
     (:meth:`~members.stacked.StackedUNet.for_inference`), or, with ``stack=False``, run one by one
@@ -350,7 +345,7 @@ class Predictor:
             sources[key] = checksums.get(key) or sha256_file(self.folder.best_path(name))
         example = torch.rand((2, 1, *self.tile_shape), generator=torch.Generator().manual_seed(0))
         return OnnxForward(cached_graph(self.folder, graph, sources, lambda path: export_onnx(make(), example, path),
-                                        log), branches=graph in BRANCH_GRAPHS)
+                                        log))
 
     def logit_batches(self, tiles):
         """Yield ``(start, class_logits, member_logits)`` (B, 5, H, W) float32 CPU tensors, batch by batch.

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from conftest import assert_one_line_error, copy_run
@@ -103,21 +102,6 @@ def test_graph_is_cached_verified_and_rebuilt_when_a_member_changes(tiny_run, tm
     again = Predictor(run, None, engine="onnxruntime", stack=True).predict_member_logits(images)
     np.testing.assert_allclose(again, rebuilt, rtol=0, atol=1e-6)
     assert exports == [1, 1, 1] and folder.recorded_checksum(graph) is not None
-
-
-def test_parallel_branches_give_the_same_logits(tiny_run):
-    """The members one by one under onnxruntime's parallel executor (networks side by side) equal the
-    same graph run node after node."""
-    from ensemble.inference import load_members, members_forward
-
-    members = load_members(tiny_run, "cpu")
-    example = torch.rand((2, 1, 64, 128), generator=torch.Generator().manual_seed(0))
-    graph = engines.export_onnx(members_forward(members, stack=False), example)
-    images = torch.rand((5, 1, 64, 128), generator=torch.Generator().manual_seed(1))
-    sequential = engines.OnnxForward(graph, threads=2)(images)
-    parallel = engines.OnnxForward(graph, threads=2, branches=True)
-    assert parallel.session.get_session_options().execution_mode.name == "ORT_PARALLEL"
-    np.testing.assert_allclose(parallel(images).numpy(), sequential.numpy(), rtol=0, atol=1e-6)
 
 
 def test_logits_cache_records_its_engine(tiny_run, tmp_path, subset_path):
