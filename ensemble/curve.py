@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from members.checkpoint import load_checkpoint, model_from_checkpoint
+from members.training import tiles_per_epoch
 
 from .core.classes import BASELINE, CLASS_NAMES, CONTROL, TERRAIN_CLASSES
 from .core.errors import RunError
@@ -104,8 +105,8 @@ def budget_curve(folder, data, val_idx, strategies, folds, ids, cores, device="c
     truth = data.masks[val_idx]
     images = data.images[val_idx]
     config = folder.config()["networks"]
-    # samples_per_epoch 0 (the full preset) means every training tile once per epoch
-    tiles_per_epoch = config[BASELINE]["samples_per_epoch"] or len(folder.manifest()["split"]["train_indices"])
+    train_tiles = len(folder.manifest()["split"]["train_indices"])
+    epoch_tiles = tiles_per_epoch(config[BASELINE]["samples_per_epoch"], train_tiles)
     cores = recorded_cores(folder, [n for names in groups.values() for n in names]) or cores
     points = []
     for epoch in epochs:
@@ -134,7 +135,7 @@ def budget_curve(folder, data, val_idx, strategies, folds, ids, cores, device="c
             score(name, _fused_logits(name, objective, member_logits, truth, folds, ids))
         del member_logits
         minutes = {group: training_minutes(folder, names, epoch, cores) for group, names in groups.items() if names}
-        points.append({"epoch": epoch, "tiles_seen": epoch * tiles_per_epoch,
+        points.append({"epoch": epoch, "tiles_seen": epoch * epoch_tiles,
                        "minutes": minutes, "miou": miou, "big_rock": big_rock})
     return {"headline": headline, "cores": cores, "strategies": list(strategies), "points": points}
 

@@ -112,7 +112,7 @@ class TrainConfig:
 
     def steps_per_epoch(self, train_tiles):
         """Optimiser steps in one epoch when ``train_tiles`` tiles are available for training."""
-        return math.ceil((self.samples_per_epoch or train_tiles) / self.batch_size)
+        return math.ceil(tiles_per_epoch(self.samples_per_epoch, train_tiles) / self.batch_size)
 
     def snapshot_epochs(self):
         """Epochs after which ``best.pt`` is copied for the budget curve: each fraction of ``epochs``, rounded, >= 1."""
@@ -150,11 +150,16 @@ def targets_and_valid(config, masks):
     return masks, valid
 
 
+def tiles_per_epoch(samples_per_epoch, train_tiles):
+    """Tiles one epoch draws: ``samples_per_epoch``, or every one of the ``train_tiles`` once when it is 0."""
+    return samples_per_epoch or train_tiles
+
+
 def epoch_order(config, train_masks, epoch):
     """Tile positions (into the training arrays) for one epoch, seeded by (seed, network, epoch)."""
     rng = np.random.default_rng([config.network_seed(), epoch])
     n = len(train_masks)
-    size = config.samples_per_epoch or n
+    size = tiles_per_epoch(config.samples_per_epoch, n)
     if config.sampler_weight == 1.0:
         order = np.concatenate([rng.permutation(n) for _ in range(math.ceil(size / n))])
         return order[:size]

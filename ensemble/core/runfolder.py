@@ -233,14 +233,11 @@ class RunFolder:
 
         Files of the run go into the manifest; files inside ``RUN/cache`` into ``cache/checksums.json``.
         """
-        paths = [Path(p) for p in paths]
-        cached = [p for p in paths if self.in_cache(p)]
-        if len(cached) < len(paths):
+        cached = [path for path in paths if self.in_cache(path)]
+        run_files = [path for path in paths if not self.in_cache(path)]
+        if run_files:
             with self.locked_manifest() as manifest:
-                checksums = manifest.setdefault("checksums", {})
-                for path in paths:
-                    if not self.in_cache(path):
-                        checksums[self.relative(path)] = sha256_file(path)
+                manifest.setdefault("checksums", {}).update({self.relative(p): sha256_file(p) for p in run_files})
         if cached:
             with self._lock():
                 checksums = self._cache_checksums()
