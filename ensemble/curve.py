@@ -4,8 +4,9 @@ A network whose recipe has ``snapshot_fractions`` keeps a copy of its ``best.pt`
 those epochs (``snapshots/epoch_XXX.pt``: what a user stopping there would have). At every snapshot
 epoch the members' logits on the validation tiles are fused by each strategy, cross-fitted over the
 same folds of validation rover stops as the evaluation (so every point's fusers are fitted on
-logits of that point), and scored beside the baseline (and the control, when the run has one)
-in the headline convention of the run's objective.
+logits of that point), and scored beside the baseline, the baseline with its per-class logit offsets
+tuned the same cross-fitted way (``baseline_bias``, :class:`fusion.BiasFuser`) and the control, when
+the run has one, in the headline convention of the run's objective.
 
 Training cost of a point is given two ways: tiles seen per network (epochs x tiles per epoch,
 the same for every network) and training time: every network's epoch seconds up to that epoch
@@ -19,13 +20,13 @@ import torch
 from members.checkpoint import load_checkpoint, model_from_checkpoint
 from members.training import tiles_per_epoch
 
-from .core.classes import BASELINE, CLASS_NAMES, CONTROL, TERRAIN_CLASSES
+from .core.classes import BASELINE, CLASS_NAMES, CONTROL, TERRAIN_CLASSES, TUNED_BASELINE
 from .core.errors import RunError
 from .core.fileio import atomic_path, write_json_atomic
 from .core.metrics import confusion_matrix, iou_per_class, mean_iou
 from .core.objectives import HEADLINE_CONVENTION, for_objective
 from .core.runfolder import METRICS
-from .crossfit import cross_fitted_logits
+from .crossfit import fitted_logits
 from .fuse import new_fuser
 from .inference import (BATCH_SIZE, SoftmaxAverage, all_logits, channels_last, logits_batches, members_forward,
                         resolve_stack)
@@ -79,12 +80,9 @@ def recorded_cores(folder, names):
     return max(cores) if cores else None
 
 
-def _fused_logits(name, objective, member_logits, truth, folds, ids):
-    fuser = new_fuser(name, objective)
-    if folds is None:  # in-sample, like the evaluation with --cross-fit 0
-        return fuser.fit(member_logits, truth, tile_ids=[str(i) for i in ids]).predict_logits(
-            torch.from_numpy(np.asarray(member_logits)))
-    return cross_fitted_logits(fuser, member_logits, truth, folds, ids)
+def single_models(points):
+    """The curve's models trained alone: the baseline, the bias-tuned baseline and the control when scored."""
+    return [BASELINE, *(name for name in (TUNED_BASELINE, CONTROL) if any(name in p["miou"] for p in points))]
 
 
 def budget_curve(folder, data, val_idx, strategies, folds, ids, cores, device="cpu", stack=None, log=None):
@@ -119,7 +117,10 @@ def budget_curve(folder, data, val_idx, strategies, folds, ids, cores, device="c
             big_rock[name] = float(iou_per_class(cm, headline)[TERRAIN_CLASSES[-1]])
 
         forward = _network(folder, BASELINE, epoch, device, objective)
-        score(BASELINE, all_logits(logits_batches(forward, images, BATCH_SIZE, device), len(images)))
+        baseline_logits = all_logits(logits_batches(forward, images, BATCH_SIZE, device), len(images))
+        score(BASELINE, baseline_logits)
+        score(TUNED_BASELINE, fitted_logits(new_fuser("bias", objective), baseline_logits, truth, folds, ids))
+        del baseline_logits
         if controls:
             try:
                 forward = SoftmaxAverage([_network(folder, n, epoch, device, objective) for n in controls]).eval()
@@ -132,7 +133,7 @@ def budget_curve(folder, data, val_idx, strategies, folds, ids, cores, device="c
                                                   images, BATCH_SIZE, device),
                                    len(images))
         for name in strategies:
-            score(name, _fused_logits(name, objective, member_logits, truth, folds, ids))
+            score(name, fitted_logits(new_fuser(name, objective), member_logits, truth, folds, ids))
         del member_logits
         minutes = {group: training_minutes(folder, names, epoch, cores) for group, names in groups.items() if names}
         points.append({"epoch": epoch, "tiles_seen": epoch * epoch_tiles,
@@ -142,8 +143,7 @@ def budget_curve(folder, data, val_idx, strategies, folds, ids, cores, device="c
 
 def curve_rows(curve):
     """Markdown table lines of the curve: one row per point, mIoU of every model, minutes of each group."""
-    models = [BASELINE, *([CONTROL] if any(CONTROL in p["miou"] for p in curve["points"]) else []),
-              *curve["strategies"]]
+    models = [*single_models(curve["points"]), *curve["strategies"]]
     groups = list(curve["points"][0]["minutes"])
     headers = ["epoch", "tiles seen per network", *[f"min {g}" for g in groups], *[f"mIoU {m}" for m in models],
                "big rock: baseline / learned"]
@@ -168,11 +168,12 @@ def write_curve(out_dir, curve):
 
     write_json_atomic(out_dir / CURVE_JSON, curve)
     points = curve["points"]
-    models = [BASELINE, *([CONTROL] if any(CONTROL in p["miou"] for p in points) else []), *curve["strategies"]]
+    models = [*single_models(points), *curve["strategies"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for model in models:
-        group = model if model in (BASELINE, CONTROL) else "members"
-        style = {"linestyle": "--", "marker": "s"} if model in (BASELINE, CONTROL) else {"marker": "o"}
+        alone = model in (BASELINE, TUNED_BASELINE, CONTROL)
+        group = CONTROL if model == CONTROL else BASELINE if alone else "members"
+        style = {"linestyle": "--" if model != TUNED_BASELINE else ":", "marker": "s"} if alone else {"marker": "o"}
         ys = [p["miou"].get(model, np.nan) for p in points]
         axes[0].plot([p["minutes"][group] for p in points], ys, label=model, **style)
         axes[1].plot([p["tiles_seen"] for p in points], ys, label=model, **style)

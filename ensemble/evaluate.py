@@ -19,13 +19,14 @@ import torch
 
 from fusion.base import channel_argmax
 
-from .core.classes import BASELINE, CLASS_NAMES, CONTROL
+from .core.classes import BASELINE, CLASS_NAMES, CONTROL, TUNED_BASELINE
 from .core.data import MarsData, load_data, tile_ids
 from .core.errors import EnsembleError, RunError
 from .core.metrics import binary_iou, expected_calibration_error, per_tile_confusion
 from .core.objectives import scored_pixels
 from .core.runfolder import METRICS, RunFolder
-from .crossfit import cross_fitted_logits, fold_assignment
+from .crossfit import cross_fitted_logits, fitted_logits, fold_assignment
+from .fuse import new_fuser
 from .engines import resolve_engine
 from .inference import (
     BATCH_SIZE,
@@ -122,8 +123,12 @@ def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device
         f"objective {objective})")
     images = data.images[val_idx]
     baseline = Predictor(folder.path, BASELINE, device, tta, batch_size, engine=engine, log=log)
-    scores.add(BASELINE, baseline.predict_logits(images), valid)
-    del baseline
+    baseline_logits = baseline.predict_logits(images)
+    scores.add(BASELINE, baseline_logits, valid)
+    log(f"  {TUNED_BASELINE}")  # the baseline gets the validation-tuned per-class offsets the fusers can learn
+    scores.add(TUNED_BASELINE, fitted_logits(new_fuser("bias", objective, seed), baseline_logits, scores.truth, folds,
+                                             scores.ids), valid)
+    del baseline, baseline_logits
     if folder.control_names():  # the ensembling control, scored like the baseline
         control = Predictor(folder.path, CONTROL, device, tta, batch_size, engine=engine, log=log)
         scores.add(CONTROL, control.predict_logits(images), valid)
@@ -222,7 +227,11 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     conventions with the run objective's convention as the headline,
     ``confusion_<model>.png`` per model and ``differences.png``: the :data:`DIFFERENCE_TILES`
     tiles where ``learned`` (else the best strategy by headline mean IoU) and the baseline
-    differ most. A run with an ensembling control (``ensemble control``) gets a ``control`` row.
+    differ most. Row ``baseline_bias`` is the baseline with one logit offset per class tuned for the
+    headline mIoU (:class:`fusion.BiasFuser`, cross-fitted like the fusers, seed ``seed``), and every
+    other row is also compared with it (``tuned_differences``): the fusers are fitted on these tiles,
+    so this is the baseline given the same chance. A run with an ensembling control
+    (``ensemble control``) gets a ``control`` row.
     ``curve=True`` adds the budget curve (:mod:`ensemble.curve`): ``budget_curve.json``,
     ``budget_curve.png`` and a table in ``report.md``.
 
@@ -243,7 +252,7 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     data = data if isinstance(data, MarsData) else load_data(data)
     scores = score_models(folder, data, fusers, tta, batch_size, device, stack, cross_fit, seed, engine, log)
     table = build_table(scores.tile_cms, scores.eces, scores.member_ious, baseline_name=BASELINE, n_boot=n_boot,
-                        seed=seed, objective=folder.objective())
+                        seed=seed, objective=folder.objective(), tuned_name=TUNED_BASELINE)
     out_dir = Path(out) if out else folder.evaluation_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     if curve:

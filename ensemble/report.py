@@ -13,6 +13,8 @@ The ``table`` built by :func:`build_table` is plain data (JSON-ready apart from 
                         "background_on_labeled": v,   # share of labeled pixels predicted 0
                         "ece": v, "n_tiles": int}},
       "differences": {name: {column: {"value", "diff", "low", "high"}}},  # non-baseline models
+      "tuned_baseline": "baseline_bias",             # when scored: the baseline with tuned class offsets
+      "tuned_differences": {name: {column: ...}},    # every other model minus the tuned baseline
       "members": {class_name: binary_iou},
       "bootstrap": {"n_boot": int, "seed": int, "alpha": float, "method": str},
     }
@@ -68,7 +70,7 @@ def _model_row(tile_cms, ece, headline):
 
 
 def build_table(tile_cms, probs_ece, member_ious, baseline_name="baseline", n_boot=1000, seed=0,
-                objective="competition"):
+                objective="competition", tuned_name=None):
     """Build the comparison ``table`` (structure in the module docstring).
 
     ``tile_cms`` maps model name to (N, C, C) per-tile confusion matrices on the same tiles;
@@ -76,14 +78,15 @@ def build_table(tile_cms, probs_ece, member_ious, baseline_name="baseline", n_bo
     probabilities may be left out: NaN); ``member_ious`` maps class name to the binary IoU of
     that class's one-vs-rest member. Per-class IoUs and the bootstrap are in the headline
     convention of ``objective``. Differences to ``baseline_name`` use a paired bootstrap
-    with ``n_boot`` replicates and a 95 % percentile interval.
+    with ``n_boot`` replicates and a 95 % percentile interval. When ``tuned_name`` is among the
+    models, every model but the baseline is also compared with it (``tuned_differences``).
     """
     if baseline_name not in tile_cms:
         raise KeyError(f"baseline {baseline_name!r} not among models: {', '.join(tile_cms)}")
     headline = HEADLINE_CONVENTION[objective]
     order = [baseline_name] + [name for name in tile_cms if name != baseline_name]
     alpha = 0.05
-    return {
+    table = {
         "baseline": baseline_name,
         "objective": objective,
         "headline": headline,
@@ -94,6 +97,12 @@ def build_table(tile_cms, probs_ece, member_ious, baseline_name="baseline", n_bo
         "members": {str(name): float(value) for name, value in member_ious.items()},
         "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "alpha": alpha, "method": BOOTSTRAP_METHOD},
     }
+    if tuned_name in tile_cms:
+        table["tuned_baseline"] = tuned_name
+        table["tuned_differences"] = compare_to_baseline(
+            {name: cms for name, cms in tile_cms.items() if name != baseline_name}, tuned_name, n_boot=n_boot,
+            seed=seed, alpha=alpha, convention=headline)
+    return table
 
 
 def _fmt(value, signed=False):
@@ -134,22 +143,23 @@ def _difference_headers():
     return ["model"] + names
 
 
-def _difference_rows(table):
-    return [[name] + [_fmt_diff(table["differences"][name][c]) for c in COMPARE_COLUMNS]
-            for name in table["order"] if name in table["differences"]]
+def _difference_rows(table, key="differences"):
+    return [[name] + [_fmt_diff(table[key][name][c]) for c in COMPARE_COLUMNS]
+            for name in table["order"] if name in table[key]]
 
 
 def format_table(table):
     """Plain fixed-width text of the comparison table (one row per model), for terminals.
 
     Below it, each non-baseline model's headline mean IoU difference to the baseline with its
-    95 % bootstrap interval.
+    95 % bootstrap interval, then to the bias-tuned baseline when there is one.
     """
     headline = table["headline"]
     text = f"objective {table['objective']}; class IoUs in the {headline} convention\n"
     text += text_table(["model"] + [header for header, _ in _COLUMNS], _metric_rows(table))
-    diffs = [f"{name}: mIoU {headline} {_fmt_diff(table['differences'][name]['miou_' + headline])} "
-             f"vs {table['baseline']}" for name in table["order"] if name in table["differences"]]
+    diffs = [f"{name}: mIoU {headline} {_fmt_diff(table[key][name]['miou_' + headline])} vs {against}"
+             for key, against in (("differences", table["baseline"]), ("tuned_differences", table.get("tuned_baseline")))
+             for name in table["order"] if name in table.get(key, {})]
     return text + ("\n\n" + "\n".join(diffs) if diffs else "") + "\n"
 
 
@@ -183,6 +193,12 @@ def _markdown(out_dir, table, meta):
               f"({boot['n_boot']} replicates, seed {boot['seed']}); class IoUs in the {table['headline']} "
               "convention.", ""]
     parts += [_markdown_table(_difference_headers(), _difference_rows(table)), ""]
+    if table.get("tuned_differences"):
+        parts += ["## Differences to the bias-tuned baseline", "",
+                  f"`{table['tuned_baseline']}` subtracted: the baseline with one logit offset per class tuned for the "
+                  f"{table['headline']} mIoU on the validation tiles, cross-fitted like the fusers, which are fitted "
+                  "on the same tiles. Same bootstrap.", ""]
+        parts += [_markdown_table(_difference_headers(), _difference_rows(table, "tuned_differences")), ""]
     parts += ["## Ensemble members", "", "Binary IoU of each one-vs-rest member on its own class.", ""]
     parts += [_markdown_table(["member", "binary IoU"], [[n, _fmt(v)] for n, v in table["members"].items()]), ""]
     if table.get("budget_curve"):

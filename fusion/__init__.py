@@ -3,6 +3,7 @@
 Strategies (registry :data:`FUSERS`, names in :data:`STRATEGIES`):
 
 * ``argmax``: the member logits unchanged (naive reference);
+* ``bias``: the member logits plus one offset per class, tuned for the headline mean IoU;
 * ``calibrated``: per-member temperature and bias, fitted by NLL with L-BFGS;
 * ``learned`` / ``learned3x3``: a 1x1 / 3x3 convolution over the member logits, trained with
   class-weighted cross-entropy and early stopping on held-out calibration tiles.
@@ -15,12 +16,14 @@ from ensemble.core.errors import RunError
 from ensemble.core.fileio import pickle_refusal
 
 from .argmax import ArgmaxFuser
+from .bias import BiasFuser
 from .base import FORMAT, FORMAT_VERSION, Fuser, NotFittedError
 from .calibrated import CalibratedFuser
 from .learned import Learned3x3Fuser, LearnedFuser
 
 FUSERS = {
     "argmax": ArgmaxFuser,
+    "bias": BiasFuser,
     "calibrated": CalibratedFuser,
     "learned": LearnedFuser,
     "learned3x3": Learned3x3Fuser,
@@ -29,7 +32,7 @@ STRATEGIES = tuple(FUSERS)
 _KEYS = ("format", "format_version", "strategy", "params", "init", "fitted_tile_ids", "fit_info")
 
 __all__ = [
-    "FUSERS", "STRATEGIES", "Fuser", "NotFittedError", "ArgmaxFuser", "CalibratedFuser", "LearnedFuser",
+    "FUSERS", "STRATEGIES", "Fuser", "NotFittedError", "ArgmaxFuser", "BiasFuser", "CalibratedFuser", "LearnedFuser",
     "Learned3x3Fuser", "get_fuser", "load_fuser",
 ]
 

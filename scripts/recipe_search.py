@@ -14,6 +14,7 @@ Usage:
   python scripts/recipe_search.py [--out runs/search] [--epochs 6] [--samples-per-epoch 3200]
                                   [--jobs 2] [--seeds 0] [--variants today,cosine,...] [--control]
   python scripts/recipe_search.py --out runs/robust --variants full --seeds 0,1,2 --control
+  (add --rescore to re-evaluate finished runs with the current code, e.g. for the bias-tuned baseline)
 """
 import argparse
 import json
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ensemble import api  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ensemble.core.classes import BASELINE, CLASS_NAMES, control_names  # noqa: E402
+from ensemble.core.classes import BASELINE, CLASS_NAMES, TUNED_BASELINE, control_names  # noqa: E402
 from ensemble.core.data import load_data  # noqa: E402
 from ensemble.core.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 from ensemble.core.runfolder import METRICS, RunFolder  # noqa: E402
@@ -114,12 +115,15 @@ def summarize(run):
     models, diff = table["models"], table["differences"]
     row = {"baseline": models["baseline"]["miou"]["competition"],
            "baseline_big_rock": models["baseline"]["iou"]["big_rock"]}
-    for model in ("calibrated", "learned", "control"):
+    for model in ("calibrated", "learned", "control", TUNED_BASELINE):
         if model in models:
             row[model] = models[model]["miou"]["competition"]
             row[f"{model}_big_rock"] = models[model]["iou"]["big_rock"]
             d = diff[model]["miou_competition"]
             row[f"{model}_diff"] = [d["diff"], d["low"], d["high"]]
+    if "learned" in table.get("tuned_differences", {}):  # evaluated with the bias-tuned baseline
+        d = table["tuned_differences"]["learned"]["miou_competition"]
+        row["learned_tuned_diff"] = [d["diff"], d["low"], d["high"]]
     metrics = [json.loads(p.read_text()) for p in sorted(Path(run).glob(f"*/*/{METRICS}"))]
     metrics += [json.loads(p.read_text()) for p in sorted(Path(run).glob(f"*/{METRICS}"))]
     row["train_seconds"] = {m["name"]: round(m["seconds"], 1) for m in metrics}
@@ -133,28 +137,38 @@ def _diff(d):
 def format_markdown(results, args):
     """The study's table (one row per run), the spread of learned - baseline over seeds, and the commands."""
     control = any("control" in r for r in results.values())
+    tuned = any("learned_tuned_diff" in r for r in results.values())
     lines = [
         f"Validation split, competition metric, {args.epochs} epochs x {args.samples_per_epoch} tiles per network; "
         "fusers cross-fitted; 95 % paired bootstrap interval over tiles.", "",
         "| run | what changed | seed | baseline mIoU | learned mIoU | learned - baseline [95 % CI] | calibrated mIoU "
-        + ("| control mIoU | control - baseline " if control else "") + "| big rock: baseline / learned |",
-        "|---|---|---:|---:|---:|---|---:|" + ("---:|---|" if control else "") + "---|",
+        + ("| control mIoU | control - baseline " if control else "")
+        + (f"| {TUNED_BASELINE} mIoU | learned - {TUNED_BASELINE} " if tuned else "") + "| big rock: baseline / learned |",
+        "|---|---|---:|---:|---:|---|---:|" + ("---:|---|" if control else "") + ("---:|---|" if tuned else "") + "---|",
     ]
     for key, row in results.items():
         extra = f"{row['control']:.3f} | {_diff(row['control_diff'])} | " if control and "control" in row else (
             " | | " if control else "")
+        if tuned:
+            extra += (f"{row[TUNED_BASELINE]:.3f} | {_diff(row['learned_tuned_diff'])} | " if "learned_tuned_diff" in row
+                      else " | | ")
         lines.append(f"| `{key}` | {VARIANTS[row['variant']][0]} | {row['seed']} | {row['baseline']:.3f} | "
                      f"{row['learned']:.3f} | {_diff(row['learned_diff'])} | {row['calibrated']:.3f} | {extra}"
                      f"{row['baseline_big_rock']:.3f} / {row['learned_big_rock']:.3f} |")
-    by_variant = {}
-    for row in results.values():
-        by_variant.setdefault(row["variant"], []).append(row["learned_diff"][0])
-    spread = [(v, d) for v, d in by_variant.items() if len(d) > 1]
-    if spread:
-        lines += ["", "learned - baseline over seeds (mIoU competition):", ""]
-        lines += [f"- `{v}`: mean {np.mean(d):+.3f}, min {min(d):+.3f}, max {max(d):+.3f}, sd {np.std(d, ddof=1):.3f}; "
-                  f"{'all of one sign' if len({np.sign(x) for x in d}) == 1 else 'signs differ'} ({len(d)} seeds)"
-                  for v, d in spread]
+    for field, against in (("learned_diff", "baseline"), ("control_diff", "control - baseline"),
+                           ("learned_tuned_diff", TUNED_BASELINE)):
+        by_variant = {}
+        for row in results.values():
+            if field in row:
+                by_variant.setdefault(row["variant"], []).append(row[field][0])
+        spread = [(v, d) for v, d in by_variant.items() if len(d) > 1]
+        if spread:
+            title = against if field == "control_diff" else f"learned - {against}"
+            lines += ["", f"{title} over seeds (mIoU competition):", ""]
+            lines += [f"- `{v}`: mean {np.mean(d):+.3f}, min {min(d):+.3f}, max {max(d):+.3f}, "
+                      f"sd {np.std(d, ddof=1):.3f}; "
+                      f"{'all of one sign' if len({np.sign(x) for x in d}) == 1 else 'signs differ'} ({len(d)} seeds)"
+                      for v, d in spread]
     lines += ["", "Commands:", ""]
     lines += [f"- `{key}`: `{row['command']}`" for key, row in results.items()]
     return "\n".join(lines) + "\n"
@@ -170,6 +184,8 @@ def main():
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "full"))
     parser.add_argument("--control", action="store_true", help="also train and score the ensembling control")
+    parser.add_argument("--rescore", action="store_true",
+                        help="re-evaluate finished runs with this code (e.g. to add the bias-tuned baseline)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -189,7 +205,14 @@ def main():
         key = run_name(name, seed, args)
         run = out / key
         if key in results and (run / "evaluation" / "report.json").exists():
-            print(f"== {key}: done already", flush=True)
+            if args.rescore:
+                print(f"== {key}: re-evaluating", flush=True)
+                api.evaluate(run=str(run), data=data, seed=seed, quiet=args.quiet)
+                results[key].update(summarize(run))
+                write_json_atomic(results_path, {**json.loads(results_path.read_text()), "runs": results})
+                write_text_atomic(out / "study.md", format_markdown(results, args))
+            else:
+                print(f"== {key}: done already", flush=True)
             continue
         started = time.time()
         command = variant_command(name, seed, args)

@@ -59,7 +59,7 @@ def test_evaluate_writes_report(fused_run, subset_path, tmp_path):
     result = evaluate_run(fused_run, data=subset_path, out=out, n_boot=50)
     assert result["out"] == str(out)
     report = json.loads((out / "report.json").read_text())
-    assert report["table"]["order"] == ["baseline", "argmax", "learned"]
+    assert report["table"]["order"] == ["baseline", "baseline_bias", "argmax", "learned"]
     assert result["table"]["order"] == report["table"]["order"]
     meta = report["meta"]
     assert meta["fusers_fitted_on"].startswith("cross-fitted: 5 folds of validation rover stops")
@@ -85,12 +85,35 @@ def test_evaluate_writes_report(fused_run, subset_path, tmp_path):
         assert report["table"]["models"][name]["background_on_labeled"] == 0
 
 
+def test_evaluate_scores_the_bias_tuned_baseline_cross_fitted(fused_run, subset_path, tmp_path):
+    result = evaluate_run(fused_run, data=subset_path, out=tmp_path / "evaluation", n_boot=50)
+    table = result["table"]
+    # the row is the baseline's logits through a BiasFuser, cross-fitted over evaluate's folds
+    data = load_data(subset_path)
+    val_idx = np.asarray(RunFolder(fused_run).manifest()["split"]["val_indices"])
+    truth, ids = data.masks[val_idx], tile_ids(data)[val_idx]
+    baseline_logits = Predictor(fused_run, "baseline").predict_logits(data.images[val_idx])
+    folds = fold_assignment(data.groups[val_idx], 5, 0)
+    tuned = cross_fitted_logits(get_fuser("bias", seed=0), baseline_logits, truth, folds, ids)
+    assert not np.array_equal(tuned.argmax(1), baseline_logits.argmax(1))  # the offsets moved some pixels
+    cm = confusion_matrix(truth, tuned.argmax(1))
+    assert table["models"]["baseline_bias"]["miou"]["competition"] == pytest.approx(mean_iou(cm, "competition"))
+    assert table["models"]["baseline_bias"]["background_on_labeled"] == 0
+    # every other model is compared with it too, and the markdown says so
+    assert table["tuned_baseline"] == "baseline_bias" and set(table["tuned_differences"]) == {"argmax", "learned"}
+    learned = table["tuned_differences"]["learned"]["miou_competition"]
+    expected = table["models"]["learned"]["miou"]["competition"] - table["models"]["baseline_bias"]["miou"]["competition"]
+    assert learned["diff"] == pytest.approx(expected) and learned["low"] <= learned["diff"] <= learned["high"]
+    assert "## Differences to the bias-tuned baseline" in (tmp_path / "evaluation" / "report.md").read_text()
+
+
 def test_in_sample_evaluation_differs_only_in_fitted_fusers(fused_run, subset_path, tmp_path):
     cross = evaluate_run(fused_run, data=subset_path, out=tmp_path / "cross", n_boot=20)["table"]["models"]
     result = evaluate_run(fused_run, data=subset_path, out=tmp_path / "same", n_boot=20, cross_fit=0)
     same = result["table"]["models"]
     assert result["meta"]["fusers_fitted_on"].startswith("validation split (same tiles")
     assert same["baseline"] == cross["baseline"] and same["argmax"] == cross["argmax"]  # nothing fitted
+    assert same["baseline_bias"] != cross["baseline_bias"]  # tuned in-sample vs cross-fitted
     assert same["learned"]["miou"]["competition"] != cross["learned"]["miou"]["competition"]
 
 

@@ -12,6 +12,7 @@ from fusion.sampling import sample_windows
 #: Fast settings per strategy so every fit takes a fraction of a second.
 FAST = {
     "argmax": {},
+    "bias": {"max_pixels": 4000, "steps": 9, "rounds": 2},
     "calibrated": {"max_pixels": 4000},
     "learned": {"max_epochs": 5, "max_pixels": 4000, "batch_pixels": 1024},
     "learned3x3": {"max_epochs": 5, "max_pixels": 4000, "batch_pixels": 1024},
@@ -122,6 +123,29 @@ def test_learned_recovers_a_linear_mixing():
     assert torch.equal(weight.argmax(dim=0), perm)
     info = fuser.fit_info_
     assert info["holdout_miou_best"] >= info["holdout_miou_identity"] and info["best_epoch"] > 0
+
+
+def test_bias_undoes_a_shifted_class_logit_and_lifts_the_mean_iou():
+    from ensemble.core.metrics import confusion_matrix, mean_iou
+
+    masks = blocky_masks(16, seed=7)
+    shifted = clean_logits(masks, margin=4.0, noise=1.0, seed=8)
+    shifted[:, 3] -= 3.0  # sand under-predicted, as a class weight or a misfit threshold would do
+    fuser = fusion.BiasFuser(max_pixels=20_000, seed=0).fit(shifted, masks)
+    assert 2.0 < float(fuser.biases_[3]) - float(fuser.biases_[1:].mean()) < 4.0
+    assert float(fuser.biases_[0]) == 0.0
+
+    def miou(pred):
+        return mean_iou(confusion_matrix(masks.numpy(), pred.numpy()), "competition")
+
+    before = miou(fusion.ArgmaxFuser().fit(shifted, masks).predict(shifted))
+    after = miou(fuser.predict(shifted))
+    assert after > before + 0.1
+    info = fuser.fit_info_
+    assert info["miou_after"] >= info["miou_before"] and info["fit_pixels"] <= 20_000
+    # already well placed boundaries stay (nearly) where they are
+    clean = clean_logits(masks, margin=4.0, noise=1.0, seed=8)
+    assert float(fusion.BiasFuser(max_pixels=20_000).fit(clean, masks).biases_.abs().max()) < 0.75
 
 
 def test_learned_is_deterministic_for_a_seed(data):

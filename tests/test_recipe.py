@@ -263,7 +263,7 @@ def test_budget_curve_points_and_end_point_match_the_evaluation(curve_run):
     assert [p["epoch"] for p in curve["points"]] == [1, 2, 4]
     last = curve["points"][-1]
     # the last point uses the same best.pt files, tiles and folds as the evaluation: the same scores
-    for model in ("baseline", "control", "argmax", "calibrated", "learned"):
+    for model in ("baseline", "baseline_bias", "control", "argmax", "calibrated", "learned"):
         assert last["miou"][model] == pytest.approx(table["models"][model]["miou"]["competition"], abs=1e-9), model
     assert last["tiles_seen"] == 4 * TINY["samples_per_epoch"]
     metrics = json.loads((run / "baseline" / "metrics.json").read_text())

@@ -93,6 +93,8 @@ def test_reference_run_meets_the_competition_target():
     for name in ("baseline", "learned"):
         assert table["models"][name]["background_on_labeled"] == 0
     assert not math.isnan(table["models"]["learned"]["iou"]["big_rock"])
+    # the report also compares with the baseline given validation-tuned class offsets (README: Result)
+    assert table["tuned_baseline"] == "baseline_bias" and "learned" in table["tuned_differences"]
 
 
 def test_reference_budget_curve_is_shipped_and_ends_at_the_report():
@@ -106,7 +108,7 @@ def test_reference_budget_curve_is_shipped_and_ends_at_the_report():
     train_tiles = len(RunFolder(REFERENCE).manifest()["split"]["train_indices"])  # full: every tile once per epoch
     assert [point["tiles_seen"] for point in curve["points"]] == [epoch * train_tiles for epoch in epochs]
     last = curve["points"][-1]
-    for model in ("baseline", "argmax", "calibrated", "learned", "learned3x3"):
+    for model in ("baseline", "baseline_bias", "argmax", "bias", "calibrated", "learned", "learned3x3"):
         assert last["miou"][model] == pytest.approx(table["models"][model]["miou"]["competition"], abs=1e-9), model
     assert (evaluation / "budget_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Budget curve" in (evaluation / "report.md").read_text()

@@ -6,6 +6,9 @@ NUM_CLASSES = len(CLASS_NAMES)
 TERRAIN_CLASSES = (1, 2, 3, 4)
 #: The multiclass baseline network, trained beside the members (named by ``CLASS_NAMES``).
 BASELINE = "baseline"
+#: The baseline with one logit offset per class tuned for the headline mIoU on the validation folds
+#: (``fusion.BiasFuser``, cross-fitted): the post-hoc correction the fusers get, given to the baseline too.
+TUNED_BASELINE = "baseline_bias"
 #: The ensembling control: multiclass U-Nets of the members' width, seeds apart, averaged by softmax
 #: (``control_0``, ``control_1``, ...); it separates the one-vs-rest decomposition from averaging.
 CONTROL = "control"
