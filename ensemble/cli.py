@@ -15,6 +15,10 @@ from .core.objectives import OBJECTIVES
 from .inspect import format_summary
 from .summary import format_training_summary
 
+#: The fusion strategies (``fusion.STRATEGIES``, spelled out so the CLI starts without importing torch;
+#: tests/test_cli.py checks they agree).
+STRATEGY_NAMES = ("argmax", "bias", "calibrated", "learned", "learned3x3")
+
 
 class EnsembleGroup(click.Group):
     """A click group that turns :class:`EnsembleError` into one line on stderr and exit status 2."""
@@ -269,7 +273,7 @@ def control(**options):
 
 @main.command()
 @run_option
-@click.option("--strategy", type=click.Choice(["all", "argmax", "calibrated", "learned", "learned3x3"]),
+@click.option("--strategy", type=click.Choice(["all", *STRATEGY_NAMES]),
               default="learned", show_default=True, help="Fusion strategy to fit, or all of them.")
 @data_option
 @stack_option
@@ -349,7 +353,7 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
 @main.command()
 @optional_run_option
 @click.option("--strategy", default="learned", show_default=True,
-              help="A fuser of the run (argmax, calibrated, learned, learned3x3) or baseline.")
+              help=f"A fuser of the run ({', '.join(STRATEGY_NAMES)}) or baseline.")
 @data_option
 @click.option("--images", type=click.Path(exists=False), default=None,
               help="Images to predict instead of --data's test_set: an .npz (test_set or images) or a folder of PNGs.")
@@ -448,7 +452,7 @@ def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objec
 
 @main.command("export")
 @optional_run_option
-@click.option("--strategy", type=click.Choice(["argmax", "calibrated", "learned", "learned3x3", "baseline"]),
+@click.option("--strategy", type=click.Choice([*STRATEGY_NAMES, "baseline"]),
               default="learned", show_default=True, help="The fitted fuser to bake in (baseline: ONNX only).")
 @click.option("--format", "format", type=click.Choice(["pt2", "onnx"]), default=None,
               help="pt2: a torch.export program; onnx: an ONNX graph [default: from --out's extension].")

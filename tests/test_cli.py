@@ -29,6 +29,18 @@ def test_help_loads_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_strategy_choices_are_the_fusion_registry():
+    """The CLI spells the strategies out (no torch at start-up); they must be the registry's, in its order."""
+    import fusion
+    from ensemble.cli import STRATEGY_NAMES
+
+    assert STRATEGY_NAMES == fusion.STRATEGIES
+    choices = {command.name: next(p for p in command.params if p.name == "strategy").type.choices
+               for command in (main.commands["fuse"], main.commands["export"])}
+    assert list(choices["fuse"]) == ["all", *fusion.STRATEGIES]
+    assert list(choices["export"]) == [*fusion.STRATEGIES, "baseline"]
+
+
 def test_predict_without_run_says_it_uses_the_reference(tmp_path, subset_path):
     out = tmp_path / "submission.csv"
     result = CliRunner().invoke(main, ["predict", "--images", str(subset_path), "--out", str(out), "--device", "cpu",
