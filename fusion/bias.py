@@ -16,9 +16,10 @@ class BiasFuser(Fuser):
 
     The offsets of the terrain classes 1-4 maximise the mean IoU in the objective's headline
     convention (``competition``: keras ``MeanIoU(ignore_class=0)``) on a seeded sample of at
-    most ``max_pixels`` pixels (labeled ones under ``competition``), by coordinate search: each
-    class in turn tries ``steps`` offsets spread over ``[-span, span]`` around the current ones
-    and keeps the best, and every one of ``rounds`` rounds halves the span. ``b_0`` stays 0 (a
+    most ``max_pixels`` pixels (labeled ones under ``competition``), by greedy coordinate search:
+    each class in turn walks a grid of ``steps`` moves spread over ``[-span, span]`` (most negative
+    first), and a move that raises the score takes effect at once, so the grid's later moves start
+    from it; every one of ``rounds`` rounds halves the span. ``b_0`` stays 0 (a
     shift shared by all classes changes no argmax). A cross-entropy fit cannot find these
     offsets: the networks were trained with class weights, which move their decision
     boundaries towards the rare classes, and the mean IoU prefers other boundaries.
@@ -71,7 +72,7 @@ class BiasFuser(Fuser):
                     trial = biases.copy()
                     trial[k] += delta
                     value = score(trial)
-                    if value > best + 1e-9:  # ties keep the smaller change
+                    if value > best + 1e-9:  # taken at once: the next moves start from here
                         best, biases = value, trial
         self.biases_ = torch.from_numpy(biases)
         return {"fit_pixels": int(len(labels)), "miou_before": float(first), "miou_after": float(best)}
