@@ -25,7 +25,7 @@ class BiasFuser(Fuser):
     boundaries towards the rare classes, and the mean IoU prefers other boundaries.
 
     It maps any 5-class logits, not only the members': ``ensemble evaluate`` also fits it,
-    cross-fitted, on the multiclass baseline's logits (row ``baseline+bias``), so the
+    cross-fitted, on the multiclass baseline's logits (row ``baseline_bias``), so the
     baseline gets the same validation-tuned correction the fusers get.
 
     Fitted attributes: ``biases_`` float32 (5,).
@@ -60,18 +60,26 @@ class BiasFuser(Fuser):
         labels = labels.numpy()
         convention = HEADLINE_CONVENTION[self.objective]
 
-        def score(biases):
-            value = mean_iou(confusion_matrix(labels, (pixel_logits + biases).argmax(axis=1)), convention)
+        def score(pred):
+            value = mean_iou(confusion_matrix(labels, pred), convention)
             return value if np.isfinite(value) else -np.inf
 
         biases = np.zeros(NUM_CLASSES, dtype=np.float32)
-        first = best = score(biases)
+        first = best = score(pixel_logits.argmax(axis=1))
         for step in range(self.rounds):
             for k in TERRAIN_CLASSES:
+                # only b_k moves in this walk, so the best other class of each pixel is found once;
+                # the argmax of the shifted logits is k where it beats that (ties: the lower index)
+                others = pixel_logits + biases
+                others[:, k] = -np.inf
+                alt = others.argmax(axis=1)
+                alt_logits = np.take_along_axis(others, alt[:, None], axis=1)[:, 0]
                 for delta in np.linspace(-self.span, self.span, self.steps, dtype=np.float32) * np.float32(0.5**step):
                     trial = biases.copy()
                     trial[k] += delta
-                    value = score(trial)
+                    shifted = pixel_logits[:, k] + trial[k]
+                    wins = (shifted > alt_logits) | ((shifted == alt_logits) & (k < alt))
+                    value = score(np.where(wins, k, alt))
                     if value > best + 1e-9:  # taken at once: the next moves start from here
                         best, biases = value, trial
         self.biases_ = torch.from_numpy(biases)

@@ -155,15 +155,14 @@ def format_markdown(results, args):
         lines.append(f"| `{key}` | {VARIANTS[row['variant']][0]} | {row['seed']} | {row['baseline']:.3f} | "
                      f"{row['learned']:.3f} | {_diff(row['learned_diff'])} | {row['calibrated']:.3f} | {extra}"
                      f"{row['baseline_big_rock']:.3f} / {row['learned_big_rock']:.3f} |")
-    for field, against in (("learned_diff", "baseline"), ("control_diff", "control - baseline"),
-                           ("learned_tuned_diff", TUNED_BASELINE)):
+    for field, title in (("learned_diff", "learned - baseline"), ("control_diff", "control - baseline"),
+                         ("learned_tuned_diff", f"learned - {TUNED_BASELINE}")):
         by_variant = {}
         for row in results.values():
             if field in row:
                 by_variant.setdefault(row["variant"], []).append(row[field][0])
         spread = [(v, d) for v, d in by_variant.items() if len(d) > 1]
         if spread:
-            title = against if field == "control_diff" else f"learned - {against}"
             lines += ["", f"{title} over seeds (mIoU competition):", ""]
             lines += [f"- `{v}`: mean {np.mean(d):+.3f}, min {min(d):+.3f}, max {max(d):+.3f}, "
                       f"sd {np.std(d, ddof=1):.3f}; "
