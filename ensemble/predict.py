@@ -27,7 +27,7 @@ from PIL import Image
 from fusion.base import channel_argmax
 
 from .core.classes import NUM_CLASSES
-from .core.data import open_npz, resolve_data_path
+from .core.data import npz_keys, open_npz, resolve_data_path
 from .core.errors import DataError
 from .inference import BATCH_SIZE, Predictor, _Tiles, as_tiles, check_tile_shape
 from .render import write_gray_png, write_mask_png
@@ -92,10 +92,10 @@ def _open_tiles(path, folders=True):
     if folders and path.is_dir():
         raw, ids = _read_png_folder(path)
         return _Tiles(raw, str(path)), ids
-    arrays = open_npz(path)
+    arrays = open_npz(path, keys=_NPZ_KEYS)
     key = next((k for k in _NPZ_KEYS if k in arrays), None)
     if key is None:
-        found = ", ".join(sorted(arrays)) or "none"
+        found = ", ".join(sorted(npz_keys(path))) or "none"
         raise DataError(f"{path.name}: no 'test_set' or 'images' key to predict (keys found: {found})")
     raw, where = arrays.pop(key), f"{path.name}['{key}']"
     del arrays

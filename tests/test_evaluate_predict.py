@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ensemble.core.data import load_data, tile_ids
+from ensemble.core.data import load_data, open_npz, tile_ids
 from ensemble.core.errors import DataError, EnsembleError, RunError
 from ensemble.crossfit import cross_fitted_logits, fold_assignment
 from ensemble.evaluate import evaluate_run
@@ -289,8 +289,18 @@ def test_wrong_tile_size_refused(fused_run, write_npz, tmp_path):
     path = write_npz("small.npz", images=np.zeros((3, 32, 64), dtype=np.uint8))
     with pytest.raises(RunError, match="64x128 tiles.*32x64"):
         predict_run(fused_run, "argmax", images=path, out=tmp_path / "x.csv")
-    with pytest.raises(DataError, match="no 'test_set' or 'images'"):
+    with pytest.raises(DataError, match="no 'test_set' or 'images' key to predict \\(keys found: training_set\\)"):
         load_images(write_npz("other.npz", training_set=np.zeros((2, 2, H, W), dtype=np.uint8)))
+
+
+def test_predict_reads_only_the_tiles_it_predicts(write_npz):
+    """``test_set`` is decompressed alone: the training tiles of a Kaggle file are not read for predict."""
+    path = write_npz("kaggle.npz", training_set=np.zeros((4, 2, H, W), dtype=np.uint8),
+                     test_set=np.full((3, H, W), 255, dtype=np.uint8))
+    assert sorted(open_npz(path, keys=("test_set", "images"))) == ["test_set"]
+    assert sorted(open_npz(path)) == ["test_set", "training_set"]
+    images, ids = load_images(path)
+    assert images.shape == (3, H, W) and float(images.min()) == 1.0 and ids == ["0", "1", "2"]
 
 
 #: In a fresh process: load the run's learned predictor once, predict a warm-up file, reset the peak resident

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 import fusion
 from ensemble.core.errors import RunError
 from ensemble.core.metrics import nll
+from fusion.modules import FusionConv
 from fusion.sampling import sample_windows
 
 #: Fast settings per strategy so every fit takes a fraction of a second.
@@ -190,9 +191,24 @@ def test_module_matches_predict_logits(fitted, data, name):
         assert torch.allclose(fuser.predict_logits(data[0]), expected)
 
 
-def test_learned_module_exports(fitted, data):
-    exported = torch.export.export(fitted["learned3x3"].module(), (data[0][:2],))
-    assert torch.equal(exported.module()(data[0][:2]), fitted["learned3x3"].predict_logits(data[0][:2]))
+@pytest.mark.parametrize("name", ["learned", "learned3x3"])
+def test_learned_module_exports(fitted, data, name):
+    batch = torch.export.Dim("batch", min=1)
+    exported = torch.export.export(fitted[name].module(), (data[0][:2],), dynamic_shapes=({0: batch},))
+    assert torch.equal(exported.module()(data[0][:3]), fitted[name].predict_logits(data[0][:3]))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fusion_conv_1x1_runs_as_a_matrix_product_equal_to_the_convolution(channels_last):
+    generator = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(5, 5, 1, 1, generator=generator), torch.randn(5, generator=generator)
+    member_logits = torch.randn(3, 5, 16, 24, generator=generator)
+    expected = F.conv2d(member_logits, weight, bias)
+    if channels_last:
+        member_logits = member_logits.contiguous(memory_format=torch.channels_last)
+    fused = FusionConv(weight, bias)(member_logits)
+    assert fused.shape == expected.shape and fused.is_contiguous()
+    assert torch.allclose(fused, expected, atol=1e-5)
 
 
 def corrupt(path, how):

@@ -57,8 +57,12 @@ def resolve_data_path(path=None):
     return PROJECT_ROOT.parent / "shared" / "data" / DEFAULT_DATA_NAME
 
 
-def open_npz(path):
-    """Open an ``.npz`` archive without pickle; return ``{key: array}`` or raise :class:`DataError`."""
+def open_npz(path, keys=None):
+    """Open an ``.npz`` archive without pickle; return ``{key: array}`` or raise :class:`DataError`.
+
+    ``keys`` (optional): read only these members (those the archive has); the others are not
+    decompressed (``predict`` reads ``test_set`` alone, not the training tiles).
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found (pass --data PATH or set ${DATA_ENV})")
@@ -72,7 +76,7 @@ def open_npz(path):
         raise DataError(f"{path}: not a readable .npz archive (no zip header)")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+            arrays = {key: archive[key] for key in archive.files if keys is None or key in keys}
         for key, value in arrays.items():
             if not isinstance(value, np.ndarray):
                 raise DataError(f"{path}: member {key!r} is not a numpy array")
@@ -85,6 +89,12 @@ def open_npz(path):
         raise DataError(f"{path}: not a readable .npz archive ({_first_line(exc)})") from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, MemoryError, TypeError) as exc:
         raise DataError(f"{path}: not a readable .npz archive ({_first_line(exc)})") from None
+
+
+def npz_keys(path):
+    """The member names of the ``.npz`` archive ``path`` (read from its index, no array decompressed)."""
+    with np.load(path, allow_pickle=False) as archive:
+        return list(archive.files)
 
 
 def _first_line(exc):
