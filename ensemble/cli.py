@@ -214,7 +214,8 @@ def _report_training(results):
               help="Members to train: all, or comma-separated class names (background,soil,bedrock,sand,big_rock).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Members trained at once; each gets cores // jobs torch threads "
-                   "[default: the cores, at most one per member; 1 with --stacked].")
+                   "[default: one per core, at most one per member; with more members than cores, enough "
+                   "that every round fills the cores (5 members on 2 cores: 3 at once, then 2); 1 with --stacked].")
 @click.option("--backend", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
               help="joblib backend for --jobs > 1; dask sends members to the cluster at --scheduler.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",

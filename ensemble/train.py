@@ -3,6 +3,7 @@
 Members train in parallel (joblib); the baseline is the same U-Net with 5 outputs and a
 width chosen so that its parameter count is within 15 % of the members' sum.
 """
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -206,8 +207,20 @@ def dispatch(plan, jobs=1, backend="loky", scheduler=None, stacked=False):
 
 
 def default_jobs(names, stacked=False):
-    """Networks trained at once when ``--jobs`` is not given: every core busy, at most one network each."""
-    return 1 if stacked else max(1, min(available_cores(), len(names)))
+    """Networks trained at once when ``--jobs`` is not given: every core busy in every round.
+
+    Up to one network per core; with more networks than cores, they train in ``n // cores``
+    rounds of ``ceil(n / rounds)`` networks at once, so no round leaves a core idle (a last
+    round of fewer networks than cores gains little from the spare threads). The five members
+    on 2 cores: 3 at once, then 2, one thread each, measured faster than 2, 2 and 1 (README,
+    Speed: one epoch of all training tiles 227.6 against 236.9 s).
+    """
+    if stacked:
+        return 1
+    n, cores = max(1, len(names)), available_cores()
+    if n <= cores:
+        return n
+    return math.ceil(n / (n // cores))
 
 
 def train_networks(names, data=None, run="runs/default", preset="quick", epochs=None, width=None, jobs=None,
@@ -217,8 +230,8 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
 
     :func:`plan_training` then :func:`dispatch`. ``objective`` (:mod:`ensemble.core.objectives`)
     is fixed when the run is created; ``None`` keeps an existing run's and gives a new one
-    ``competition``. ``jobs`` networks train at once (default :func:`default_jobs`: one per
-    core). ``stacked=True`` trains the named members together as one grouped network in this
+    ``competition``. ``jobs`` networks train at once (default :func:`default_jobs`: every
+    core busy in every round). ``stacked=True`` trains the named members together as one grouped network in this
     process (:mod:`members.stacked_training`) instead of one joblib task per network.
     """
     if stacked and any(is_multiclass(name) for name in names):

@@ -143,16 +143,23 @@ def test_main_job_reads_the_data_once(tmp_path, subset_path, monkeypatch):
     assert reads == [subset_path]
 
 
-def test_train_defaults_to_one_job_per_core(monkeypatch):
-    """Issue 13: members train in parallel by default, every core busy, never more jobs than networks."""
+def test_train_defaults_keep_every_core_busy_in_every_round(monkeypatch):
+    """Issue 13: members train in parallel by default, never more jobs than networks, and no round of
+    fewer networks than cores (5 on 2 cores: 3 at once, then 2, not 2, 2 and 1 alone)."""
     from ensemble import train
 
+    five = ["background", "soil", "bedrock", "sand", "big_rock"]
     monkeypatch.setattr(train, "available_cores", lambda: 2)
-    assert train.default_jobs(["background", "soil", "bedrock", "sand", "big_rock"]) == 2
+    assert train.default_jobs(five) == 3
+    assert train.default_jobs(five[:4]) == 2
     assert train.default_jobs(["sand"]) == 1
     assert train.default_jobs(["soil", "sand"], stacked=True) == 1
+    monkeypatch.setattr(train, "available_cores", lambda: 1)
+    assert train.default_jobs(five) == 1
+    monkeypatch.setattr(train, "available_cores", lambda: 4)
+    assert train.default_jobs(five) == 5
     monkeypatch.setattr(train, "available_cores", lambda: 16)
-    assert train.default_jobs(["background", "soil", "bedrock", "sand", "big_rock"]) == 5
+    assert train.default_jobs(five) == 5
 
 
 def test_last_round_of_members_shares_every_core(monkeypatch):

@@ -139,3 +139,22 @@ def test_bad_engine_options_refused(tmp_path, subset_path):
     result = CliRunner().invoke(main, ["export", "--format", "onnx", "--out", str(tmp_path / "m.pt2")])
     assert_one_line_error(result, "--out", "must end in .onnx")
     assert not (tmp_path / "m.pt2").exists()
+
+
+def test_onnx_profile_script_sums_kernel_time_by_operator(tmp_path):
+    """``scripts/onnx_profile.py`` (README, Speed) reads onnxruntime's own profile of a graph."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("onnx_profile", PROJECT_ROOT / "scripts" / "onnx_profile.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 5, 1))
+    path = tmp_path / "tiny.onnx"
+    engines.export_onnx(network, torch.rand(2, 1, 16, 24), path)
+    total, per_op = script.profile(str(path), threads=1, batch_size=2, runs=3, height=16, width=24)
+    assert total > 0 and ("Conv" in per_op or "FusedConv" in per_op)
+    assert sum(ms for ms, _ in per_op.values()) == pytest.approx(total)
+    assert all(count >= 1 for _, count in per_op.values())
