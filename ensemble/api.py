@@ -3,6 +3,7 @@
 Each ``ensemble`` subcommand is a thin wrapper over a function here. Modules that load torch
 are imported inside the functions that need them, so ``ensemble --help`` starts without torch.
 """
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +60,20 @@ def train(data=None, run="runs/default", members="all", **options):
     return train_networks(parse_members(members), data=data, run=run, **options)
 
 
-def baseline(data=None, run="runs/default", **options):
-    """Train the multiclass baseline into ``run``; same options as :func:`train`. Returns its metrics."""
+def baseline(data=None, run="runs/default", replicas=1, **options):
+    """Train the multiclass baseline into ``run``; same options as :func:`train`. Returns its metrics.
+
+    ``replicas`` > 1 also trains ``replicas - 1`` further nets of its width with seeds of their own
+    (``baseline_1``, ...); then a list of every net's metrics is returned. With 2, ``ensemble evaluate``
+    scores the pair's softmax average as ``baseline_pair``: the multiclass way to spend twice the budget.
+    """
+    from .core.classes import baseline_replica_names
     from .train import train_networks
 
-    options.pop("jobs", None)
-    return train_networks([BASELINE], data=data, run=run, **options)[0]
+    if replicas < 1:
+        raise EnsembleError(f"--replicas: must be at least 1, got {replicas}")
+    results = train_networks([BASELINE, *baseline_replica_names(replicas)], data=data, run=run, **options)
+    return results[0] if replicas == 1 else results
 
 
 def control(data=None, run="runs/default", size=None, **options):
@@ -107,7 +116,7 @@ def default_run(run=None, log=None):
 
 
 def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=5, device="auto",
-             engine="auto", curve=False, quiet=False, log=print):
+             engine="auto", curve=False, ablation=False, curve_from=None, quiet=False, log=print):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
@@ -119,10 +128,24 @@ def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=None, cros
 
     log = None if quiet else log
     return evaluate_run(default_run(run, log), data=data, tta=tta, out=out, seed=seed, stack=stack,
-                        cross_fit=cross_fit, device=resolve_device(device), engine=engine, curve=curve, log=log)
+                        cross_fit=cross_fit, device=resolve_device(device), engine=engine, curve=curve, log=log,
+                        ablation=ablation, curve_from=curve_from)
 
 
-def predict(run=None, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
+def _to_stderr(line):
+    print(line, file=sys.stderr)
+
+
+def _served_strategy(run, strategy, say=_to_stderr):
+    """``strategy``, or the run's default (:func:`~ensemble.inference.default_strategy`), said to ``say``."""
+    if strategy is not None:
+        return strategy
+    from .inference import default_strategy
+
+    return default_strategy(run, say)
+
+
+def predict(run=None, strategy=None, data=None, images=None, out="submission.csv", png_dir=None,
             uncertainty_dir=None, tta="none", batch_size=16, stack=None, device="auto", engine="auto", quiet=False,
             log=print):
     """Predict masks for ``test_set`` of ``data`` (or ``images``: a path, or an array (N, H, W)) and write a
@@ -135,9 +158,14 @@ def predict(run=None, strategy="learned", data=None, images=None, out="submissio
     from .train import resolve_device
 
     log = None if quiet else log
-    return predict_run(default_run(run, log), strategy=strategy, data=data, images=images, out=out, png_dir=png_dir,
+    run = default_run(run, log)
+    device = resolve_device(device)  # an unavailable device is refused before anything is said
+    said = []  # the default strategy is said once the inputs are checked: an error stays one line
+    strategy = _served_strategy(run, strategy, said.append)
+    note = None if quiet else (lambda: [_to_stderr(line) for line in said])
+    return predict_run(run, strategy=strategy, data=data, images=images, out=out, png_dir=png_dir,
                        uncertainty_dir=uncertainty_dir, tta=tta, batch_size=batch_size, stack=stack,
-                       device=resolve_device(device), engine=engine, log=log)
+                       device=device, engine=engine, log=log, note=note)
 
 
 def score(pred, masks):
@@ -151,16 +179,19 @@ def score(pred, masks):
     return score_files(pred, masks)
 
 
-def predictor(run=None, strategy="learned", device="auto", tta="none", batch_size=16, stack=None, engine="auto"):
+def predictor(run=None, strategy=None, device="auto", tta="none", batch_size=16, stack=None, engine="auto"):
     """A :class:`~ensemble.inference.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
     ``predict_proba(images)`` and ``predict_logits(images)`` on arrays (N, H, W), uint8 or float; no files.
 
-    ``run`` defaults to the shipped reference run.
+    ``run`` defaults to the shipped reference run; ``strategy`` to the run's best recorded by its
+    evaluation (said on stderr).
     """
     from .inference import Predictor
     from .train import resolve_device
 
-    return Predictor(default_run(run), strategy, resolve_device(device), tta, batch_size, stack, engine)
+    run = default_run(run)
+    device = resolve_device(device)
+    return Predictor(run, _served_strategy(run, strategy), device, tta, batch_size, stack, engine)
 
 
 def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,
@@ -193,7 +224,7 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto
     return evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log, curve=curve)
 
 
-def export(run=None, strategy="learned", out="model.pt2", format=None):
+def export(run=None, strategy=None, out="model.pt2", format=None):
     """Write one program mapping images (N, 1, H, W) to probabilities: a ``torch.export`` program
     (``.pt2``: stacked members + fuser) or an ONNX graph (``.onnx``: members + fuser, or the baseline).
 
@@ -207,6 +238,8 @@ def export(run=None, strategy="learned", out="model.pt2", format=None):
         raise EnsembleError(f"--format: unknown {format!r}; valid: pt2, onnx")
     if suffix != format:
         raise EnsembleError(f"--out {out}: the file name must end in .{format} for --format {format}")
-    predictor = Predictor(default_run(run), strategy, device="cpu", engine="torch")
+    run = default_run(run)
+    strategy = _served_strategy(run, strategy)
+    predictor = Predictor(run, strategy, device="cpu", engine="torch")
     predictor.export(out, format)
     return {"out": str(out), "strategy": strategy, "format": format, "tile_shape": list(predictor.tile_shape)}

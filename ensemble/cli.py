@@ -17,7 +17,8 @@ from .summary import format_training_summary
 
 #: The fusion strategies (``fusion.STRATEGIES``, spelled out so the CLI starts without importing torch;
 #: tests/test_cli.py checks they agree).
-STRATEGY_NAMES = ("argmax", "bias", "calibrated", "learned", "learned3x3")
+STRATEGY_NAMES = ("argmax", "bias", "calibrated", "learned", "learned3x3", "baseline_bias", "hybrid", "stacked",
+                  "baseline_pair", "baseline_pair_bias")
 
 
 class EnsembleGroup(click.Group):
@@ -239,17 +240,25 @@ def train(**options):
 
 @main.command()
 @training_options
-def baseline(**options):
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Multiclass nets of the baseline's width to train, each with a seed of its own: 2 adds "
+                   "baseline_1, which ensemble evaluate soft-votes with the baseline (baseline_pair).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Nets trained at once [default: as for train, counting only unfinished nets].")
+def baseline(replicas, **options):
     """Train the single multiclass U-Net the ensemble is compared against.
 
     Same data, split, augmentation and epochs as the members; its width is matched
-    so its parameter count is within 15 % of the five members together.
+    so its parameter count is within 15 % of the five members together. --replicas 2
+    adds a second such net (another seed): the multiclass model at twice the budget.
 
     \b
     Example:
       ensemble baseline --preset quick --run runs/quick
+      ensemble baseline --preset full --run runs/full --replicas 2
     """
-    _report_training([api.baseline(**options)])
+    result = api.baseline(replicas=replicas, **options)
+    _report_training(result if isinstance(result, list) else [result])
 
 
 @main.command()
@@ -329,7 +338,12 @@ def tta_option(func):
 @click.option("--curve", is_flag=True,
               help="Add the budget curve: every model scored at its snapshot epochs (the recipe's "
                    "snapshot_fractions) against training time and tiles seen; budget_curve.png and a report table.")
-def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet, curve):
+@click.option("--ablation", is_flag=True,
+              help="Also score the hybrid with each member left out in turn (which specialists it needs).")
+@click.option("--curve-from", "curve_from", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Reuse the budget curve of an earlier evaluation (its budget_curve.json) instead of --curve, "
+                   "for a run whose snapshots are not at hand (the shipped run ships none).")
+def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet, curve, ablation, curve_from):
     """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
 
     The saved fusers were fitted on the validation tiles, so each strategy is scored
@@ -344,7 +358,8 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
       ensemble evaluate --run runs/full --curve
     """
     result = api.evaluate(run=run, data=data, tta=tta, out=out, seed=seed, stack=stack,
-                          cross_fit=cross_fit, device=device, engine=engine, curve=curve, quiet=quiet)
+                          cross_fit=cross_fit, device=device, engine=engine, curve=curve, ablation=ablation,
+                          curve_from=curve_from, quiet=quiet)
     from .report import format_table
 
     click.echo(format_table(result["table"]))
@@ -353,8 +368,9 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
 
 @main.command()
 @optional_run_option
-@click.option("--strategy", default="learned", show_default=True,
-              help=f"A fuser of the run ({', '.join(STRATEGY_NAMES)}) or baseline.")
+@click.option("--strategy", default=None,
+              help=f"A fuser of the run ({', '.join(STRATEGY_NAMES)}), baseline or control "
+                   "[default: the run's best recorded by ensemble evaluate, else learned; said on stderr].")
 @data_option
 @click.option("--images", type=click.Path(exists=False), default=None,
               help="Images to predict instead of --data's test_set: an .npz (test_set or images) or a folder of PNGs.")
@@ -453,8 +469,9 @@ def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objec
 
 @main.command("export")
 @optional_run_option
-@click.option("--strategy", type=click.Choice([*STRATEGY_NAMES, "baseline"]),
-              default="learned", show_default=True, help="The fitted fuser to bake in (baseline: ONNX only).")
+@click.option("--strategy", type=click.Choice([*STRATEGY_NAMES, "baseline"]), default=None,
+              help="The fitted fuser to bake in (baseline: ONNX only) [default: the run's best recorded by "
+                   "ensemble evaluate, else learned; said on stderr].")
 @click.option("--format", "format", type=click.Choice(["pt2", "onnx"]), default=None,
               help="pt2: a torch.export program; onnx: an ONNX graph [default: from --out's extension].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,

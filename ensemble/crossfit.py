@@ -9,6 +9,8 @@ fitted on all folds but one, and it predicts the held-out fold.
 import numpy as np
 import torch
 
+from .core.classes import NUM_CLASSES
+
 
 def fold_assignment(groups, folds, seed=0):
     """Fold number (0..folds-1) of every tile: whole groups shuffled with ``seed``, dealt round-robin.
@@ -28,9 +30,12 @@ def fold_assignment(groups, folds, seed=0):
 def cross_fitted_logits(fuser, member_logits, masks, fold_of_tile, tile_ids=None):
     """Fused class logits (N, 5, H, W) float32 where each tile comes from a fuser fitted without its fold.
 
+    ``member_logits`` is the fuser's input (N, 5 per source, H, W).
+
     ``fuser`` supplies the strategy and settings (``get_params``); it is not refitted itself.
     """
-    fused_logits = np.empty(member_logits.shape, dtype=np.float32)
+    n, _, height, width = member_logits.shape
+    fused_logits = np.empty((n, NUM_CLASSES, height, width), dtype=np.float32)
     ids = np.asarray(tile_ids) if tile_ids is not None else None
     for fold in np.unique(fold_of_tile):
         held_out = fold_of_tile == fold

@@ -27,7 +27,7 @@ from .core.metrics import confusion_matrix, iou_per_class, mean_iou
 from .core.objectives import HEADLINE_CONVENTION, for_objective
 from .core.runfolder import METRICS
 from .crossfit import fitted_logits
-from .fuse import new_fuser
+from fusion import new_fuser
 from .inference import (BATCH_SIZE, SoftmaxAverage, all_logits, channels_last, logits_batches, members_forward,
                         resolve_stack)
 
@@ -157,6 +157,21 @@ def curve_rows(curve):
                  f"{br[BASELINE]:.3f} / {learned:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def read_curve(path):
+    """A budget curve written by :func:`write_curve` (``budget_curve.json``); ``RunError`` naming the file if not."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        curve = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: not a readable budget curve ({type(exc).__name__}: {exc})") from None
+    if not isinstance(curve, dict) or not {"headline", "cores", "strategies", "points"} <= set(curve):
+        raise RunError(f"{path}: not a budget curve (expected headline, cores, strategies and points)")
+    return curve
 
 
 def write_curve(out_dir, curve):

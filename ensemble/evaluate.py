@@ -10,6 +10,7 @@ fusers in-sample instead; ``meta.fusers_fitted_on`` says which. The test set has
 Memory: one model's class probabilities are held at a time; each model leaves behind only
 its per-tile confusion matrices, its ECE and its uint8 predicted masks.
 """
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,22 +18,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fusion.base import channel_argmax
+from fusion.base import _as_tensor, channel_argmax
 
-from .core.classes import BASELINE, CLASS_NAMES, CONTROL, TUNED_BASELINE
+from .core.classes import BASELINE, BASELINE_PAIR, BASELINE_PAIR_BIAS, CLASS_NAMES, CONTROL, TUNED_BASELINE
 from .core.data import MarsData, load_data, tile_ids
 from .core.errors import EnsembleError, RunError
-from .core.metrics import binary_iou, expected_calibration_error, per_tile_confusion
+from .bootstrap import paired_bootstrap
+from .core.metrics import binary_iou, expected_calibration_error, mean_iou, per_tile_confusion
 from .core.objectives import scored_pixels
 from .core.runfolder import METRICS, RunFolder
 from .crossfit import cross_fitted_logits, fitted_logits, fold_assignment
-from .fuse import new_fuser
+from fusion import FUSERS, new_fuser
 from .engines import resolve_engine
+from .fuse import fuser_inputs, source_logits
 from .inference import (
     BATCH_SIZE,
+    MEMBERS,
     Predictor,
-    cached_val_logits,
     check_run_data,
+    source_networks,
     check_tta,
     fitted_strategies,
     load_run_fuser,
@@ -58,7 +62,7 @@ DIFFERENCE_TILES = 8
 
 def _score(class_logits, truth, valid):
     """Per-tile confusion matrices, ECE of the softmax on ``valid`` pixels and uint8 masks of class logits (N, 5, H, W)."""
-    class_logits = torch.as_tensor(class_logits)
+    class_logits = _as_tensor(class_logits)  # cached logits are read-only memory maps: read, never written
     pred = channel_argmax(class_logits).to(torch.uint8).numpy()
     ece = expected_calibration_error(torch.softmax(class_logits, dim=1), truth, valid=valid)
     return per_tile_confusion(truth, pred), ece, pred
@@ -87,6 +91,7 @@ class Scores:
     eces: dict = field(default_factory=dict)
     preds: dict = field(default_factory=dict)
     member_ious: dict = field(default_factory=dict)
+    ablation_cms: dict = field(default_factory=dict)
 
     def add(self, name, class_logits, valid):
         self.tile_cms[name], self.eces[name], self.preds[name] = _score(class_logits, self.truth, valid)
@@ -100,14 +105,32 @@ def _folds(data, val_idx, cross_fit, seed):
         raise EnsembleError(f"--cross-fit {cross_fit}: {exc}; use fewer folds or 0") from None
 
 
+def validation_logits(folder, data, sources, images, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None,
+                      engine="auto", log=None):
+    """``{source: logits (N, 5, H, W)}`` of each source on the run's validation tiles ``images``.
+
+    Without TTA they come from (and go to) the run's logits cache; with ``tta="flip"`` every source
+    runs again through its :class:`~ensemble.inference.Predictor`.
+    """
+    if tta == "none":
+        return source_logits(folder, data, sources, device, stack, engine, log)[0]
+    out = {}
+    for source in sources:
+        predictor = Predictor(folder.path, None if source == MEMBERS else source, device, tta, batch_size, stack,
+                              engine, log)
+        out[source] = predictor.predict_source_logits(images)
+        del predictor
+    return out
+
+
 def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None,
-                 cross_fit=CROSS_FIT_FOLDS, seed=0, engine="auto", log=None):
-    """Score the baseline, each member alone and each fuser of ``fusers`` on the run's validation tiles.
+                 cross_fit=CROSS_FIT_FOLDS, seed=0, engine="auto", log=None, ablation=False):
+    """Score the baseline, the control, each member alone and each fuser of ``fusers`` on the run's validation tiles.
 
     Every network runs through a :class:`~ensemble.inference.Predictor`; with ``tta="none"``
-    the member logits come from the run's cache. Fusers are applied cross-fitted over
-    ``cross_fit`` folds of validation rover stops (0: the fitted fusers, in-sample).
-    Returns :class:`Scores`.
+    the logits come from the run's cache. Each fuser reads the logits of its sources and is
+    applied cross-fitted over ``cross_fit`` folds of validation rover stops (0: the fitted fusers,
+    in-sample). Returns :class:`Scores`.
     """
     log = log or (lambda line: None)
     manifest = check_run_data(folder, data)
@@ -121,36 +144,135 @@ def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device
     how = f"cross-fitted over {cross_fit} folds" if cross_fit else "in-sample"
     log(f"evaluating baseline and {', '.join(fusers)} ({how}) on {len(val_idx)} validation tiles (tta {tta}, "
         f"objective {objective})")
-    images = data.images[val_idx]
-    baseline = Predictor(folder.path, BASELINE, device, tta, batch_size, engine=engine, log=log)
-    baseline_logits = baseline.predict_logits(images)
-    scores.add(BASELINE, baseline_logits, valid)
-    log(f"  {TUNED_BASELINE}")  # the baseline gets the validation-tuned per-class offsets the fusers can learn
-    scores.add(TUNED_BASELINE, fitted_logits(new_fuser("bias", objective, seed), baseline_logits, scores.truth, folds,
-                                             scores.ids), valid)
-    del baseline, baseline_logits
-    if folder.control_names():  # the ensembling control, scored like the baseline
-        control = Predictor(folder.path, CONTROL, device, tta, batch_size, engine=engine, log=log)
-        scores.add(CONTROL, control.predict_logits(images), valid)
-        del control
-    if tta == "none":
-        member_logits = cached_val_logits(folder.path, data, tile_ids(data), device=device, log=log, stack=stack,
-                                          engine=engine)[0]
-    else:
-        members = Predictor(folder.path, None, device, tta, batch_size, stack, engine, log)
-        member_logits = members.predict_member_logits(images)
-        del members
+    controls = [CONTROL] if folder.control_names() else []
+    sources = list(dict.fromkeys([BASELINE, *controls, MEMBERS, *(s for f in fusers.values() for s in f.sources)]))
+    logits = validation_logits(folder, data, sources, data.images[val_idx], tta, batch_size, device, stack, engine,
+                               log)
+    scores.add(BASELINE, logits[BASELINE], valid)
+    for name in controls:  # the ensembling control, scored like the baseline
+        scores.add(name, logits[name], valid)
+    member_logits = logits[MEMBERS]
     scores.member_ious = {name: binary_iou(scores.truth == k, member_logits[:, k] > 0, None if k == 0 else valid)
                           for k, name in enumerate(CLASS_NAMES)}
     for name, fuser in fusers.items():
         log(f"  {name}")
+        inputs = fuser_inputs(logits, fuser.sources)
         if cross_fit:
-            fused_logits = cross_fitted_logits(fuser, member_logits, scores.truth, folds, scores.ids)
-        else:
-            fused_logits = fuser.predict_logits(member_logits)
+            fused_logits = cross_fitted_logits(fuser, inputs, scores.truth, folds, scores.ids)
+        elif fuser.is_fitted():
+            fused_logits = fuser.predict_logits(inputs)
+        else:  # the tuned baseline of a run that has none fitted: fitted here, in-sample like the others
+            fused_logits = fitted_logits(fuser, inputs, scores.truth, None, scores.ids)
         scores.add(name, fused_logits, valid)
-        del fused_logits
+        del fused_logits, inputs
+    if ablation and ABLATED in fusers:
+        inputs = fuser_inputs(logits, fusers[ABLATED].sources)
+        for variant, change in ablation_variants(fusers[ABLATED]):
+            log(f"  {ABLATED} {variant}")
+            fuser = FUSERS[ABLATED](**{**fusers[ABLATED].get_params(), **change})
+            fused_logits = (cross_fitted_logits(fuser, inputs, scores.truth, folds, scores.ids) if cross_fit else
+                            fuser.fit(inputs, scores.truth).predict_logits(inputs).numpy())
+            scores.ablation_cms[variant] = _score(fused_logits, scores.truth, valid)[0]
+            del fused_logits
     return scores
+
+
+#: The strategy whose members are left out one at a time by ``evaluate --ablation``.
+ABLATED = "hybrid"
+
+
+def ablation_variants(hybrid):
+    """``(label, constructor change)`` of each variant the ablation scores: the hybrid without each member in
+    turn, then with its mixing weight fitted (or fixed at 0.5 when the run's hybrid fits it)."""
+    variants = [(f"without {member}", {"drop_member": k}) for k, member in enumerate(CLASS_NAMES)]
+    mix = hybrid.get_params()["mix"]
+    return variants + [("weight fitted", {"mix": None}) if mix is not None else ("weight 0.5", {"mix": 0.5})]
+
+
+def ablation_table(scores, table, n_boot=1000, seed=0):
+    """Rows of the ablation: each hybrid variant (:func:`ablation_variants`), its headline mIoU and the paired
+    differences to the run's hybrid and to the bias-tuned baseline (95 % intervals)."""
+    headline = table["headline"]
+    metric = functools.partial(mean_iou, convention=headline)
+    rows = []
+    for variant, cms in scores.ablation_cms.items():
+        row = {"variant": variant, "miou": float(metric(cms.sum(axis=0)))}
+        for key, other in (("vs_full", ABLATED), ("vs_tuned_baseline", TUNED_BASELINE)):
+            row[key] = paired_bootstrap(scores.tile_cms[other], cms, metric, n_boot=n_boot, seed=seed)
+        rows.append(row)
+    return rows
+
+
+def scored_fusers(folder, strategies, seed):
+    """The fusers an evaluation scores: the run's fitted ones, with ``baseline_bias`` first (a fresh one when
+    the run has none fitted, so every run is compared with its tuned baseline)."""
+    fusers = {name: load_run_fuser(folder.path, name) for name in strategies}
+    tuned = fusers.pop(TUNED_BASELINE, None) or new_fuser(TUNED_BASELINE, folder.objective(), seed)
+    return {TUNED_BASELINE: tuned, **fusers}
+
+
+#: The equal-compute questions: at each budget, the models that spend it and the paired differences shown
+#: (model, minus model). The report keeps the questions whose models were all scored.
+BUDGETS = (
+    ("the baseline's budget", ("learned", BASELINE, TUNED_BASELINE),
+     (("learned", BASELINE), ("learned", TUNED_BASELINE))),
+    ("the members' budget", ("learned", CONTROL), (("learned", CONTROL),)),
+    ("twice the baseline's budget", ("hybrid", "stacked", BASELINE_PAIR, BASELINE_PAIR_BIAS),
+     (("hybrid", BASELINE_PAIR_BIAS), ("stacked", BASELINE_PAIR_BIAS), ("hybrid", TUNED_BASELINE))),
+)
+
+
+def model_networks(folder, name):
+    """The networks a model runs: the baseline, the control's nets, or those of a fuser's sources."""
+    if name == CONTROL:
+        return folder.control_names()
+    sources = FUSERS[name].sources if name in FUSERS else (name,)
+    return [net for source in sources for net in source_networks(folder, source)]
+
+
+def budget_comparisons(folder, table, tile_cms, n_boot=1000, seed=0):
+    """The equal-compute comparison (:data:`BUDGETS`): per budget each model's headline mIoU and training
+    minutes, and the paired-bootstrap differences with their 95 % intervals.
+
+    Minutes are those of the budget curve (:func:`ensemble.curve.training_minutes`): every epoch's
+    seconds times its torch threads, summed over the model's networks, over the recorded cores.
+    """
+    from .curve import recorded_cores, training_minutes
+    from members.parallel import available_cores
+
+    headline = table["headline"]
+    metric = functools.partial(mean_iou, convention=headline)
+    out = []
+    for label, models, pairs in BUDGETS:
+        if not any(a in tile_cms and b in tile_cms for a, b in pairs):
+            continue
+        rows = []
+        for name in models:
+            if name not in tile_cms:
+                continue
+            networks = model_networks(folder, name)
+            cores = recorded_cores(folder, networks) or available_cores()
+            rows.append({"model": name, "miou": table["models"][name]["miou"][headline],
+                         "networks": len(networks), "minutes": training_minutes(folder, networks, 10**9, cores)})
+        diffs = [{"model": a, "minus": b, **paired_bootstrap(tile_cms[b], tile_cms[a], metric, n_boot=n_boot,
+                                                             seed=seed)}
+                 for a, b in pairs if a in tile_cms and b in tile_cms]
+        out.append({"budget": label, "rows": rows, "differences": diffs})
+    return out
+
+
+def served_models(scores, fusers):
+    """The models ``predict`` can serve among those scored: the fusers, the baseline and the control."""
+    return [name for name in scores.tile_cms if name in fusers or name in (BASELINE, CONTROL)]
+
+
+def best_strategy(table, candidates):
+    """The candidate with the highest headline mean IoU (cross-fitted for fusers); the first one on a tie."""
+    def miou(name):
+        value = table["models"][name]["miou"][table["headline"]]
+        return value if math.isfinite(value) else -math.inf
+
+    return max(candidates, key=miou)
 
 
 def write_figures(out_dir, table, scores, images, strategies):
@@ -202,14 +324,15 @@ def _meta(folder, data, scores, fusers, tta, engine, cross_fit, shown, idx):
         "cross_fit_folds": int(cross_fit),
         "fuser_fit_tiles": {
             name: {"n_tiles": len(f.fitted_tile_ids_), "same_tiles": set(f.fitted_tile_ids_) == val_ids}
-            for name, f in fusers.items()
+            for name, f in fusers.items() if f.is_fitted()
         },
         "differences": {"strategy": shown, "tile_ids": [str(t) for t in scores.ids[idx]]},
     }
 
 
 def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, device="cpu",
-                 n_boot=1000, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS, engine="auto", curve=False, log=None):
+                 n_boot=1000, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS, engine="auto", curve=False, log=None,
+                 ablation=False, curve_from=None):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
     ``data`` (a path or loaded :class:`~ensemble.core.data.MarsData`) must be the file the run was
@@ -232,8 +355,12 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     other row is also compared with it (``tuned_differences``): the fusers are fitted on these tiles,
     so this is the baseline given the same chance. A run with an ensembling control
     (``ensemble control``) gets a ``control`` row.
+    ``ablation=True`` also scores the ``hybrid`` with each member left out in turn (its logit map
+    replaced by zeros) and with its other mixing weight, cross-fitted the same way (``table["ablation"]``).
     ``curve=True`` adds the budget curve (:mod:`ensemble.curve`): ``budget_curve.json``,
-    ``budget_curve.png`` and a table in ``report.md``.
+    ``budget_curve.png`` and a table in ``report.md``; ``curve_from`` (a ``budget_curve.json`` written by an
+    earlier evaluation) reuses that curve instead, for a run whose snapshots are not at hand (the shipped
+    run's are not shipped).
 
     Raises :class:`RunError` when the run has no fitted fuser or no baseline, and
     :class:`EnsembleError` for an unknown ``tta`` or too few groups for ``cross_fit``.
@@ -248,19 +375,34 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     if not strategies:
         raise RunError(f"{folder.fusion_dir}: no fitted fusers in {folder.path}; run "
                        f"`ensemble fuse --run {folder.path} --strategy all` first")
-    fusers = {name: load_run_fuser(folder.path, name) for name in strategies}
+    fusers = scored_fusers(folder, strategies, seed)
     data = data if isinstance(data, MarsData) else load_data(data)
-    scores = score_models(folder, data, fusers, tta, batch_size, device, stack, cross_fit, seed, engine, log)
+    if ablation and ABLATED not in fusers:
+        raise RunError(f"--ablation: {folder.path} has no {ABLATED} fuser; fit it with: ensemble fuse --run "
+                       f"{folder.path} --strategy {ABLATED}")
+    scores = score_models(folder, data, fusers, tta, batch_size, device, stack, cross_fit, seed, engine, log,
+                          ablation=ablation)
     table = build_table(scores.tile_cms, scores.eces, scores.member_ious, baseline_name=BASELINE, n_boot=n_boot,
                         seed=seed, objective=folder.objective(), tuned_name=TUNED_BASELINE)
+    served = [name for name in served_models(scores, fusers) if name in strategies or name in (BASELINE, CONTROL)]
+    table["best_strategy"] = best_strategy(table, served)
+    table["budgets"] = budget_comparisons(folder, table, scores.tile_cms, n_boot, seed)
+    if scores.ablation_cms:
+        table["ablation"] = ablation_table(scores, table, n_boot, seed)
     out_dir = Path(out) if out else folder.evaluation_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    if curve:
+    if curve_from is not None:
+        from .curve import read_curve, write_curve
+
+        table["budget_curve"] = read_curve(curve_from)
+        write_curve(out_dir, table["budget_curve"])
+    elif curve:
         from .curve import budget_curve, write_curve
         from members.parallel import available_cores
 
         folds = _folds(data, scores.val_idx, cross_fit, seed) if cross_fit else None
-        table["budget_curve"] = budget_curve(folder, data, scores.val_idx, strategies, folds, scores.ids,
+        member_level = [name for name in strategies if FUSERS[name].sources == (MEMBERS,)]
+        table["budget_curve"] = budget_curve(folder, data, scores.val_idx, member_level, folds, scores.ids,
                                              available_cores(), device, stack, log)
         write_curve(out_dir, table["budget_curve"])
     shown, idx = write_figures(out_dir, table, scores, data.images[scores.val_idx], strategies)

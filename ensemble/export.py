@@ -1,4 +1,4 @@
-"""The whole ensemble (stacked members, fuser, softmax), or the baseline, as one program.
+"""The whole ensemble (stacked members, other networks a fuser reads, fuser, softmax), or the baseline, as one program.
 
 Two formats, both mapping images (N, 1, H, W) float in 0-1 to class probabilities (N, 5, H, W),
 for any N:
@@ -50,6 +50,8 @@ class EnsemblePipeline(nn.Module):
 def export_pipeline(stacked, fuser, path, example_shape=(2, 1, 64, 128)):
     """Export stacked members + ``fuser`` + softmax with ``torch.export`` and save it to ``path`` atomically.
 
+    ``stacked`` is a :class:`~members.stacked.StackedUNet` of the members, or any module from
+    images to the fuser's input logits (the sources of a fuser that reads several networks).
     ``fuser`` is a fitted :class:`fusion.Fuser` or its ``module()``. The program is traced
     in eval mode on a folded copy (``stacked`` is left as it is) with a random input of
     ``example_shape``; the batch dimension is dynamic, height and width are fixed to the
@@ -59,7 +61,10 @@ def export_pipeline(stacked, fuser, path, example_shape=(2, 1, 64, 128)):
     if Path(path).suffix != ".pt2":
         raise ValueError(f"{path}: an exported program's file name must end in .pt2")
     fuser_module = fuser if isinstance(fuser, nn.Module) else fuser.module()
-    pipeline = EnsemblePipeline(stacked, copy.deepcopy(fuser_module)).eval()  # copies the members
+    if isinstance(stacked, StackedUNet):
+        pipeline = EnsemblePipeline(stacked, copy.deepcopy(fuser_module)).eval()  # copies the members
+    else:  # several networks side by side (members and multiclass nets) for a fuser that reads them all
+        pipeline = ProbabilitiesPipeline(copy.deepcopy(stacked), copy.deepcopy(fuser_module)).eval()
     generator = torch.Generator().manual_seed(0)  # leaves the global RNG alone
     example = torch.rand(example_shape, generator=generator).to(next(stacked.parameters()).device)
     batch = torch.export.Dim("batch", min=1)

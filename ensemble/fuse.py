@@ -1,15 +1,16 @@
-"""Fit fusers on the members' validation logits (tiles they never trained on) and score them."""
+"""Fit fusers on the validation logits of the run's networks (tiles they never trained on) and score them."""
 import time
 
 import numpy as np
 import torch
 
-from fusion import STRATEGIES, get_fuser
+from fusion import FUSERS, STRATEGIES, new_fuser
+from fusion.base import _as_tensor
 
-from .core.classes import CLASS_NAMES, TERRAIN_CLASSES
+from .core.classes import BASELINE, CLASS_NAMES, TERRAIN_CLASSES, is_baseline_replica
 from .core.data import load_data, tile_ids
 from .core.errors import EnsembleError
-from .inference import cached_val_logits
+from .inference import MEMBERS, available_sources, cached_val_logits, check_run_data
 from .core.metrics import CONVENTIONS, all_mean_ious, confusion_matrix, expected_calibration_error, iou_per_class, nll
 from .core.objectives import HEADLINE_CONVENTION, mask_background, predicts_background, scored_pixels
 from .core.runfolder import RunFolder
@@ -22,12 +23,6 @@ def parse_strategies(spec):
     if spec not in STRATEGIES:
         raise EnsembleError(f"--strategy: unknown {spec!r}; valid: all, {', '.join(STRATEGIES)}")
     return [spec]
-
-
-def new_fuser(name, objective, seed=0):
-    """An unfitted fuser of strategy ``name`` for ``objective`` (``seed`` for the strategies that draw numbers)."""
-    kwargs = {"objective": objective} if name == "argmax" else {"seed": seed, "objective": objective}
-    return get_fuser(name, **kwargs)
 
 
 def score_probs(probs, masks, objective):
@@ -48,42 +43,107 @@ def score_probs(probs, masks, objective):
     }
 
 
-def fit_fusers(run, strategies, data=None, seed=0, stack=None, device="cpu", engine="auto", log=print):
+def missing_sources(folder, strategy):
+    """The sources ``strategy`` reads that ``folder`` has not trained, in order.
+
+    The members are left to their loader, whose error names the member that is missing.
+    """
+    available = available_sources(folder)
+    return [source for source in FUSERS[strategy].sources if source != MEMBERS and source not in available]
+
+
+def how_to_train(folder, source):
+    """The command that trains ``source`` into ``folder``."""
+    if source == MEMBERS:
+        return f"ensemble train --run {folder.path}"
+    if source == BASELINE:
+        return f"ensemble baseline --run {folder.path}"
+    if is_baseline_replica(source):
+        return f"ensemble baseline --run {folder.path} --replicas {int(source.rpartition('_')[2]) + 1}"
+    return f"ensemble control --run {folder.path}"
+
+
+def plan_strategies(folder, strategies, explicit, log):
+    """``strategies`` whose sources the run has; a missing source is an error when one was asked by name."""
+    kept = []
+    for name in strategies:
+        missing = missing_sources(folder, name)
+        if not missing:
+            kept.append(name)
+            continue
+        needs = "; ".join(f"{source} ({how_to_train(folder, source)})" for source in missing)
+        if explicit:
+            raise EnsembleError(f"--strategy {name}: {folder.path} lacks {needs}")
+        log(f"skipping {name}: it needs {needs}")
+    return kept
+
+
+def source_logits(folder, data, sources, device="cpu", stack=None, engine="auto", log=None):
+    """``{source: validation logits}`` of each source (cached in the run), and the validation ids and indices."""
+    out, ids, val_idx = {}, None, None
+    for source in sources:
+        out[source], ids, val_idx = cached_val_logits(folder.path, data, tile_ids(data), device=device, log=log,
+                                                      stack=stack, engine=engine, source=source)
+    return out, ids, val_idx
+
+
+def fuser_inputs(logits, sources):
+    """The fuser input: the sources' logits concatenated along the channels (the array itself for one source)."""
+    if len(sources) == 1:
+        return logits[sources[0]]
+    return np.concatenate([np.asarray(logits[source]) for source in sources], axis=1)
+
+
+def fit_fusers(run, strategies, data=None, seed=0, stack=None, device="cpu", engine="auto", log=print,
+               explicit=None):
     """Fit each strategy on the run's cached validation logits, save ``RUN/fusion/<strategy>.pt``.
 
     Returns ``{strategy: {"before": scores, "after": scores, "params": [lines], "seconds": s, "path": p}}``;
-    ``before`` scores the plain softmax of the member logits. ``stack`` (``True``: stacked,
-    ``False``: one by one, ``None``: the faster for the engine) says how a missing cache is computed; ``engine`` picks PyTorch or onnxruntime for it.
+    ``before`` scores the plain softmax of the strategy's first source (the member logits for the
+    member-level fusers). A strategy whose sources the run lacks is skipped with a log line, or
+    refused when it was asked by name (``explicit``, default: when one strategy is asked). ``stack``
+    (``True``: stacked, ``False``: one by one, ``None``: the faster for the engine) says how a missing
+    cache is computed; ``engine`` picks PyTorch or onnxruntime for it.
     """
     log = log or (lambda line: None)
     data_obj = load_data(data)
     folder = RunFolder(run)
-    logits, ids, val_idx = cached_val_logits(run, data_obj, tile_ids(data_obj), device=device, log=log, stack=stack,
-                                             engine=engine)
+    check_run_data(folder, data_obj)
+    strategies = plan_strategies(folder, strategies, len(strategies) == 1 if explicit is None else explicit, log)
+    sources = list(dict.fromkeys(source for name in strategies for source in FUSERS[name].sources))
+    logits, ids, val_idx = source_logits(folder, data_obj, sources, device, stack, engine, log)
+    if val_idx is None:
+        return {}
     masks = data_obj.masks[val_idx].astype(np.int64)
     objective = folder.objective()
-    plain_logits = torch.from_numpy(np.asarray(logits))
-    if not predicts_background(objective):
-        plain_logits = mask_background(plain_logits)
-    before = score_probs(torch.softmax(plain_logits, dim=1), masks, objective)
-    del plain_logits
+    before = {}
     results = {}
     for name in strategies:
+        first = FUSERS[name].sources[0]
+        if first not in before:
+            plain_logits = _as_tensor(logits[first]).clone()  # a read-only cache: masked on a copy
+            if not predicts_background(objective):
+                plain_logits = mask_background(plain_logits)
+            before[first] = score_probs(torch.softmax(plain_logits, dim=1), masks, objective)
+            del plain_logits
+        inputs = fuser_inputs(logits, FUSERS[name].sources)
         started = time.perf_counter()
-        fuser = new_fuser(name, objective, seed).fit(logits, masks, tile_ids=[str(i) for i in ids])
+        fuser = new_fuser(name, objective, seed).fit(inputs, masks, tile_ids=[str(i) for i in ids])
         seconds = time.perf_counter() - started
         path = folder.fuser_path(name)
         fuser.save(path)
         folder.record_checksums([path])
         results[name] = {
-            "before": before,
-            "after": score_probs(fuser.predict_proba(logits), masks, objective),
+            "before": before[first],
+            "before_source": first,
+            "after": score_probs(fuser.predict_proba(inputs), masks, objective),
             "params": fuser.describe(),
             "seconds": seconds,
             "path": str(path),
             "tiles": int(len(ids)),
             "objective": objective,
         }
+        del inputs
     return results
 
 
@@ -94,16 +154,17 @@ def format_fusion_results(results):
         b, a = r["before"], r["after"]
         lines.append(f"== {name}  (fitted on {r['tiles']} validation tiles in {r['seconds']:.1f}s -> {r['path']})")
         lines.extend(f"   {line}" for line in r["params"])
-        lines.append(f"   NLL {b['nll']:.4f} -> {a['nll']:.4f}   ECE {b['ece']:.4f} -> {a['ece']:.4f}")
+        lines.append(f"   NLL {b['nll']:.4f} -> {a['nll']:.4f}   ECE {b['ece']:.4f} -> {a['ece']:.4f}"
+                     f"   (before: softmax of the {r.get('before_source', MEMBERS)} logits)")
     if not results:
         return "\n".join(lines)
     objective = next(iter(results.values()))["objective"]
-    header = (f"{'strategy':<12}" + "".join(f"{CLASS_NAMES[c]:>9}" for c in TERRAIN_CLASSES)
+    header = (f"{'strategy':<19}" + "".join(f"{CLASS_NAMES[c]:>9}" for c in TERRAIN_CLASSES)
               + "".join(f"{'mIoU ' + c:>22}" for c in CONVENTIONS))
     lines += ["", f"in-sample validation IoU of the fused masks (objective {objective}; per class: "
                   f"{HEADLINE_CONVENTION[objective]} convention):", header]
     for name, r in results.items():
         a = r["after"]
-        lines.append(f"{name:<12}" + "".join(f"{a['iou'][CLASS_NAMES[c]]:>9.4f}" for c in TERRAIN_CLASSES)
+        lines.append(f"{name:<19}" + "".join(f"{a['iou'][CLASS_NAMES[c]]:>9.4f}" for c in TERRAIN_CLASSES)
                      + "".join(f"{a['miou'][c]:>22.4f}" for c in CONVENTIONS))
     return "\n".join(lines)

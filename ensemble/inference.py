@@ -2,7 +2,9 @@
 
 A :class:`Predictor` loads and verifies a run's networks once: members from
 ``RUN/members/<class>/best.pt``, checked to agree with each other and with the run's manifest
-(classes, tile size, data hash), the baseline, and a fitted fuser. ``ensemble predict``,
+(classes, tile size, data hash), the baseline and its replicas, the control, and a fitted fuser.
+What a strategy runs is a list of *sources* (:data:`MEMBERS`, ``baseline``, ``baseline_1``, ...,
+``control``), each a module from images to five logit maps; a fuser reads their concatenation. ``ensemble predict``,
 ``evaluate``, ``export``, the fusers' logits cache (:func:`cached_val_logits`, the members'
 validation logits in ``RUN/cache`` so fusers can be refitted cheaply) and the notebook API all
 run their networks through it.
@@ -18,7 +20,7 @@ from fusion.base import channel_argmax
 from members.checkpoint import load_checkpoint, model_from_checkpoint
 from members.stacked import StackedUNet
 
-from .core.classes import BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES
+from .core.classes import BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES, is_baseline_like, is_baseline_replica, is_control
 from .core.data import normalize_images
 from .core.errors import DataError, EnsembleError, RunError
 from .core.fileio import atomic_path, sha256_file, write_json_atomic
@@ -42,12 +44,22 @@ def check_run_data(folder, data):
     return manifest
 
 
+#: The source name of the five members' logits (channel k: member of class k).
+MEMBERS = "members"
+
+
 def _network_checkpoint(folder, name):
     path = folder.best_path(name)
     if not path.exists():
-        what = "the multiclass baseline" if name == BASELINE else f"member {name!r}"
+        if is_baseline_like(name):
+            what, verb = ("the multiclass baseline", "baseline") if name == BASELINE else \
+                (f"the baseline's replica {name!r}", f"baseline --replicas {int(name.rpartition('_')[2]) + 1}")
+        elif is_control(name):
+            what, verb = f"control network {name!r}", "control"
+        else:
+            what, verb = f"member {name!r}", "train"
         raise RunError(f"{path}: missing; {what} has not been trained in {folder.path} (run ensemble "
-                       f"{'baseline' if name == BASELINE else 'train'} --run {folder.path})")
+                       f"{verb} --run {folder.path})")
     return path
 
 
@@ -102,17 +114,22 @@ def load_members(run, device="cpu"):
     return models
 
 
-def load_baseline(run, device="cpu"):
-    """The multiclass baseline of ``run`` (eval mode, channels-last), emitting class logits as its objective implies.
+def load_multiclass(run, name, device="cpu"):
+    """Multiclass net ``name`` of ``run`` (eval mode, channels-last), emitting class logits as its objective implies.
 
     Under ``competition`` its class-0 logit is -inf (:func:`~ensemble.core.objectives.for_objective`):
     it was trained over classes 1-4 and never predicts 0.
     """
     folder = RunFolder(run)
-    path, state = load_network_state(folder, BASELINE, device)
+    path, state = load_network_state(folder, name, device)
     if state["model_config"].get("out_channels") != NUM_CLASSES:
-        raise RunError(f"{path}: is not a {NUM_CLASSES}-class baseline")
+        raise RunError(f"{path}: is not a {NUM_CLASSES}-class network")
     return for_objective(channels_last(model_from_checkpoint(state, device)), folder.objective())
+
+
+def load_baseline(run, device="cpu"):
+    """The multiclass baseline of ``run``: :func:`load_multiclass` of ``"baseline"``."""
+    return load_multiclass(run, BASELINE, device)
 
 
 class SoftmaxAverage(nn.Module):
@@ -136,13 +153,33 @@ def load_control(run, device="cpu"):
     names = folder.control_names()
     if not names:
         raise RunError(f"{folder.path}: has no ensembling control; train it with: ensemble control --run {folder.path}")
-    models = []
-    for name in names:
-        path, state = load_network_state(folder, name, device)
-        if state["model_config"].get("out_channels") != NUM_CLASSES:
-            raise RunError(f"{path}: is not a {NUM_CLASSES}-class network")
-        models.append(for_objective(channels_last(model_from_checkpoint(state, device)), folder.objective()))
-    return SoftmaxAverage(models).eval()
+    return SoftmaxAverage([load_multiclass(run, name, device) for name in names]).eval()
+
+
+def source_networks(folder, source):
+    """The networks behind a source: the five members, the control's nets, or the one multiclass net."""
+    if source == MEMBERS:
+        return list(CLASS_NAMES)
+    if source == CONTROL:
+        return folder.control_names()
+    return [source]
+
+
+def available_sources(folder):
+    """The sources ``folder`` has trained: members, baseline, its replicas, control (each when present)."""
+    found = [MEMBERS] if all(folder.best_path(n).exists() for n in CLASS_NAMES) else []
+    found += [BASELINE] if folder.best_path(BASELINE).exists() else []
+    found += folder.baseline_replica_names()
+    return found + ([CONTROL] if folder.control_names() else [])
+
+
+def load_source(folder, source, device="cpu", stack=False):
+    """The module images -> five logit maps of ``source`` (members stacked or one by one)."""
+    if source == MEMBERS:
+        return members_forward(load_members(folder.path, device), stack)
+    if source == CONTROL:
+        return load_control(folder.path, device)
+    return load_multiclass(folder.path, source, device)
 
 
 def check_tile_shape(folder, shape):
@@ -169,15 +206,25 @@ def logits_batches(forward, images, batch_size=BATCH_SIZE, device="cpu", tta="no
 
 
 class MembersOneByOne(nn.Module):
-    """The members run one after the other, their logits concatenated: (B, K, H, W)."""
+    """Networks run one after the other on the same images, their logits concatenated: (B, K, H, W).
+
+    The members one by one (K = 5), or several sources side by side for a fuser that reads them all.
+    """
 
     def __init__(self, models):
         super().__init__()
         self.members = nn.ModuleList(models)
 
     def forward(self, x):
-        """Member logits (B, K, H, W) in member order."""
+        """Logits (B, K, H, W) in the order of the networks."""
         return torch.cat([m(x) for m in self.members], dim=1)
+
+
+def concatenated(forwards):
+    """One callable images -> the concatenated logits of ``forwards`` (itself when there is one)."""
+    if len(forwards) == 1:
+        return forwards[0]
+    return lambda x: torch.cat([forward(x) for forward in forwards], dim=1)
 
 
 def resolve_stack(stack, engine, device):
@@ -263,7 +310,7 @@ def fitted_strategies(run):
 def _check_strategy(folder, strategy):
     """Refuse a strategy the run has no fuser for, listing the available ones and how to fit it."""
     available = fitted_strategies(folder.path)
-    if strategy == BASELINE or strategy in available:
+    if strategy == BASELINE or strategy in available or strategy in folder.baseline_replica_names():
         return
     if strategy == CONTROL:
         if folder.control_names():
@@ -277,6 +324,38 @@ def _check_strategy(folder, strategy):
         hint = f"; no fusers fitted yet: run ensemble fuse --run {folder.path} --strategy all"
     listed = ", ".join([*available, BASELINE])
     raise EnsembleError(f"--strategy: {strategy!r} is not available in {folder.path} (available: {listed}){hint}")
+
+
+#: The strategy served when a run has no evaluation report naming its best.
+FALLBACK_STRATEGY = "learned"
+
+
+def default_strategy(run, log=None):
+    """The strategy served when none is named: the run's best by its evaluation report, else ``learned``.
+
+    ``ensemble evaluate`` records the best strategy (highest cross-fitted headline mIoU among the
+    models ``predict`` can serve) in ``RUN/evaluation/report.json``; a run not evaluated yet, or whose
+    recorded best is no longer servable, gets ``learned`` when fitted, else the baseline. Says which
+    to ``log``.
+    """
+    folder = RunFolder(run)
+    report = folder.evaluation_dir / "report.json"
+    best = None
+    if report.is_file():
+        try:
+            best = json.loads(report.read_text()).get("table", {}).get("best_strategy")
+        except (OSError, ValueError):
+            best = None
+    fitted = fitted_strategies(folder.path)
+    servable = [*fitted, BASELINE, *([CONTROL] if folder.control_names() else [])]
+    if best in servable:
+        chosen, why = best, f"the run's best by cross-fitted validation mIoU ({report})"
+    else:
+        chosen = FALLBACK_STRATEGY if FALLBACK_STRATEGY in fitted else (fitted[0] if fitted else BASELINE)
+        why = "no evaluation report names a best strategy" if best is None else f"the recorded best {best!r} is not fitted"
+    if log:
+        log(f"strategy {chosen}: {why}")
+    return chosen
 
 
 def as_tiles(images, where="images"):
@@ -293,15 +372,17 @@ class Predictor:
     Like nnU-Net's ``nnUNetPredictor`` and smp's ``predict()``: the constructor loads and
     verifies every checkpoint (sha256 against the manifest) and the fuser once, and holds the
     device, batch size, test-time augmentation and execution path (members stacked or one by
-    one). ``strategy`` is a fuser fitted in ``RUN/fusion``, ``"baseline"``, ``"control"`` (the
-    ensembling control's multiclass nets averaged by softmax), or ``None`` for the members alone (their logits, no fuser: what the fusers are fitted and evaluated on). Tiles
-    are arrays (N, H, W), uint8 0-255 or float 0-1 / 0-255, of the run's tile size; they are
-    processed in batches of ``batch_size`` under ``torch.inference_mode()``. The class logits
-    follow the run's objective (under ``competition`` class 0 has logit -inf, probability 0).
+    one). ``strategy`` is a fuser fitted in ``RUN/fusion`` (it names the sources it reads: the
+    members, the baseline, its replicas), ``"baseline"``, ``"control"`` (the ensembling control's
+    multiclass nets averaged by softmax), or ``None`` for the members alone (their logits, no
+    fuser: what the member-level fusers are fitted and evaluated on). Tiles are arrays (N, H, W),
+    uint8 0-255 or float 0-1 / 0-255, of the run's tile size; they are processed in batches of
+    ``batch_size`` under ``torch.inference_mode()``. The class logits follow the run's objective
+    (under ``competition`` class 0 has logit -inf, probability 0).
 
-    ``predict`` / ``predict_proba`` / ``predict_logits`` / ``predict_member_logits`` serve
-    ``ensemble predict``, ``evaluate``, the fusers' logits cache and the notebook API;
-    ``export`` writes the ``torch.export`` program of ``ensemble export``.
+    ``predict`` / ``predict_proba`` / ``predict_logits`` / ``predict_member_logits`` /
+    ``predict_source_logits`` serve ``ensemble predict``, ``evaluate``, the fusers' logits cache
+    and the notebook API; ``export`` writes the program of ``ensemble export``.
     """
 
     def __init__(self, run, strategy="learned", device="cpu", tta="none", batch_size=BATCH_SIZE, stack=None,
@@ -314,27 +395,40 @@ class Predictor:
         if strategy is not None:
             _check_strategy(self.folder, strategy)
         self.engine = resolve_engine(engine, device)
-        stack = resolve_stack(stack, self.engine, device)
+        self.stack = resolve_stack(stack, self.engine, device)
         self.strategy, self.device, self.tta, self.batch_size = strategy, device, tta, int(batch_size)
         self.objective = self.folder.objective()
         self.tile_shape = tuple(manifest["data"]["tile_shape"])
         self.fuser, self.members = None, None
-        if strategy == BASELINE:
-            names, graph = [BASELINE], BASELINE
-            baseline = load_baseline(self.folder.path, device)
-            make = lambda: baseline  # noqa: E731
-        elif strategy == CONTROL:
-            names, graph = self.folder.control_names(), CONTROL
-            average = load_control(self.folder.path, device)
-            make = lambda: average  # noqa: E731
+        if strategy in (BASELINE, CONTROL) or (strategy is not None and is_baseline_replica(strategy)):
+            self.sources = (strategy,)
+        elif strategy is None:
+            self.sources = (MEMBERS,)
         else:
-            names, graph = list(CLASS_NAMES), "members" if stack else "members_one_by_one"
-            self.fuser = None if strategy is None else load_run_fuser(self.folder.path, strategy)
+            self.fuser = load_run_fuser(self.folder.path, strategy)
+            self.sources = tuple(self.fuser.sources)
+        if MEMBERS in self.sources:
             self.members = load_members(self.folder.path, device)
-            make = lambda: members_forward(self.members, stack)  # noqa: E731
-        # the PyTorch module is built only where it runs or is exported: not when a cached graph serves
-        self._make = make
-        self._forward = self._onnx_forward(graph, names, make, log) if self.engine == "onnxruntime" else make()
+        forwards = [self._source_forward(source, log) for source in self.sources]
+        self._forward = concatenated(forwards)
+
+    def _make_source(self, source):
+        """A fresh PyTorch module of ``source`` (the members from the loaded ones)."""
+        if source == MEMBERS:
+            return members_forward(self.members, self.stack)
+        return load_source(self.folder, source, self.device)
+
+    def _source_forward(self, source, log):
+        """The forward of one source: an onnxruntime session of its cached graph, or the PyTorch module.
+
+        The PyTorch module is built only where it runs or is exported, not when a cached graph serves.
+        """
+        if self.engine != "onnxruntime":
+            return self._make_source(source)
+        graph = source
+        if source == MEMBERS:
+            graph = "members" if self.stack else "members_one_by_one"
+        return self._onnx_forward(graph, source_networks(self.folder, source), lambda: self._make_source(source), log)
 
     def _onnx_forward(self, graph, names, make, log):
         """The module ``make()`` as an onnxruntime session; exported (built) once and cached in the run."""
@@ -347,20 +441,31 @@ class Predictor:
         return OnnxForward(cached_graph(self.folder, graph, sources, lambda path: export_onnx(make(), example, path),
                                         log))
 
+    def _member_slice(self, input_logits):
+        if MEMBERS not in self.sources:
+            return None
+        first = self.sources.index(MEMBERS) * NUM_CLASSES
+        return input_logits[:, first : first + NUM_CLASSES]
+
     def logit_batches(self, tiles):
         """Yield ``(start, class_logits, member_logits)`` (B, 5, H, W) float32 CPU tensors, batch by batch.
 
         ``tiles`` is an array (N, H, W) or a lazily normalised tile source. Member logits are
-        ``None`` for the baseline; class logits are ``None`` for the members alone (``strategy=None``).
+        ``None`` when the strategy does not run the members; class logits are ``None`` for the
+        members alone (``strategy=None``).
         """
+        for start, input_logits in self._input_batches(tiles):
+            if self.fuser is not None:
+                class_logits = self.fuser.predict_logits(input_logits)
+            else:
+                class_logits = None if self.strategy is None else input_logits
+            yield start, class_logits, self._member_slice(input_logits)
+            del input_logits  # drop this batch before the next one is computed
+
+    def _input_batches(self, tiles):
         tiles = tiles if isinstance(tiles, _Tiles) else as_tiles(tiles)
         check_tile_shape(self.folder, tiles.shape[1:])
-        for start, logits in logits_batches(self._forward, tiles, self.batch_size, self.device, self.tta):
-            if self.members is None:  # the baseline or the control: class logits only
-                yield start, logits, None
-            else:
-                yield start, None if self.fuser is None else self.fuser.predict_logits(logits), logits
-            del logits  # drop this batch before the next one is computed
+        yield from logits_batches(self._forward, tiles, self.batch_size, self.device, self.tta)
 
     def _collect(self, images, which):
         self._require(which)
@@ -369,14 +474,19 @@ class Predictor:
 
     def _require(self, which):
         if which == "member" and self.members is None:
-            raise EnsembleError("the baseline has no member logits; build the Predictor with a fusion strategy or None")
+            raise EnsembleError(f"strategy {self.strategy!r} runs no members, so it has no member logits; "
+                                "build the Predictor with a member-level strategy or None")
         if which == "class" and self.strategy is None:
             raise EnsembleError("a Predictor of the members alone (strategy None) has no class logits; "
                                 "build it with a fusion strategy or 'baseline'")
 
     def predict_member_logits(self, images):
-        """The five members' logits (N, 5, H, W) float32 numpy array (not for the baseline)."""
+        """The five members' logits (N, 5, H, W) float32 numpy array (strategies that run the members)."""
         return self._collect(images, "member")
+
+    def predict_source_logits(self, images):
+        """The concatenated logits of the strategy's sources (N, 5 per source, H, W) float32: the fuser's input."""
+        return all_logits(self._input_batches(images), len(images))
 
     def predict_logits(self, images):
         """Class logits (N, 5, H, W) float32 numpy array."""
@@ -398,8 +508,8 @@ class Predictor:
     def export(self, path, format="pt2"):
         """Write the networks + fuser + softmax as one program (see :mod:`ensemble.export`).
 
-        ``format="pt2"``: a ``torch.export`` program of the stacked members and the fuser;
-        ``format="onnx"``: one ONNX graph, of the members and the fuser, or of the baseline.
+        ``format="pt2"``: a ``torch.export`` program of the networks (members stacked) and the fuser;
+        ``format="onnx"``: one ONNX graph of the networks and the fuser, or of the baseline.
         """
         from .export import export_onnx_pipeline, export_pipeline  # exporters load only when exporting
 
@@ -408,9 +518,15 @@ class Predictor:
                                 f"{' or baseline' if format == 'onnx' else ''}, not {self.strategy!r}")
         example_shape = (2, 1, *self.tile_shape)
         if format == "pt2":
-            return export_pipeline(StackedUNet.from_members(self.members), self.fuser, path, example_shape)
+            if self.sources == (MEMBERS,):
+                return export_pipeline(StackedUNet.from_members(self.members), self.fuser, path, example_shape)
+            networks = MembersOneByOne([StackedUNet.from_members(self.members).for_inference() if s == MEMBERS
+                                        else load_source(self.folder, s) for s in self.sources]).eval()
+            return export_pipeline(networks, self.fuser, path, example_shape)
         if format == "onnx":
-            networks = self._make() if self.fuser is None else members_forward(self.members)
+            modules = [members_forward(self.members) if s == MEMBERS else load_source(self.folder, s)
+                       for s in self.sources]
+            networks = modules[0] if len(modules) == 1 else MembersOneByOne(modules).eval()
             return export_onnx_pipeline(networks, self.fuser, path, example_shape)
         raise EnsembleError(f"--format: unknown {format!r}; valid: pt2, onnx")
 
@@ -419,38 +535,43 @@ class Predictor:
                 f"engine={self.engine!r}, tta={self.tta!r}, objective={self.objective!r})")
 
 
-def _member_hashes(folder):
-    return {name: sha256_file(_network_checkpoint(folder, name)) for name in CLASS_NAMES}
+def _network_hashes(folder, names):
+    return {name: sha256_file(_network_checkpoint(folder, name)) for name in names}
 
 
-def cached_val_logits(run, data, tile_ids, device="cpu", log=None, stack=None, engine="auto"):
-    """Member logits (N, 5, H, W) of the run's validation tiles and their ids, computed once and cached.
+def cached_val_logits(run, data, tile_ids, device="cpu", log=None, stack=None, engine="auto", source=MEMBERS):
+    """Logits (N, 5, H, W) of one source (default the members) on the run's validation tiles, and their ids,
+    computed once and cached.
 
-    The cache is reused only while it was made from the same member checkpoints
-    (sha256), the same validation tiles and the same engine (:mod:`ensemble.engines`; the
-    engines agree within 1e-5). ``stack`` (:func:`resolve_stack`) says whether the members run
-    stacked or one by one (equal within 1e-5).
+    The cache is reused only while it was made from the same checkpoints (sha256), the same
+    validation tiles and the same engine (:mod:`ensemble.engines`; the engines agree within 1e-5).
+    ``stack`` (:func:`resolve_stack`) says whether the members run stacked or one by one (equal
+    within 1e-5). Returns ``(logits, ids, val_idx)``.
     """
     engine = resolve_engine(engine, device)
     folder = RunFolder(run)
     manifest = check_run_data(folder, data)
     val_idx = np.asarray(manifest["split"]["val_indices"], dtype=np.int64)
     ids = np.asarray(tile_ids)[val_idx]
-    meta_path = folder.cache_path("meta")
-    hashes = _member_hashes(folder)
+    meta_path = folder.cache_path("meta", source)
+    hashes = _network_hashes(folder, source_networks(folder, source))
+    key = "members" if source == MEMBERS else "networks"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if meta.get("members") == hashes and meta.get("tiles") == len(val_idx) and meta.get("engine") == engine:
+        if meta.get(key) == hashes and meta.get("tiles") == len(val_idx) and meta.get("engine") == engine:
             cached_ids = np.load(folder.cache_path("ids"), allow_pickle=False)
             if np.array_equal(cached_ids, ids):
-                return np.load(folder.cache_path("logits"), mmap_mode="r", allow_pickle=False), ids, val_idx
+                return np.load(folder.cache_path("logits", source), mmap_mode="r", allow_pickle=False), ids, val_idx
+    what = "member" if source == MEMBERS else f"{source}"
     if log:
-        log(f"computing member logits for {len(val_idx)} validation tiles (cached in {folder.cache_dir})")
-    predictor = Predictor(folder.path, None, device, stack=stack, engine=engine, log=log)
-    logits = predictor.predict_member_logits(data.images[val_idx])
+        log(f"computing {what} logits for {len(val_idx)} validation tiles (cached in {folder.cache_dir})")
+    predictor = Predictor(folder.path, None if source == MEMBERS else source, device, stack=stack, engine=engine,
+                          log=log)
+    images = data.images[val_idx]
+    logits = predictor.predict_member_logits(images) if source == MEMBERS else predictor.predict_logits(images)
     for which, array in (("logits", logits), ("ids", ids)):
-        with atomic_path(folder.cache_path(which)) as tmp:
+        with atomic_path(folder.cache_path(which, source)) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, array, allow_pickle=False)
-    write_json_atomic(meta_path, {"members": hashes, "tiles": int(len(val_idx)), "engine": engine})
+    write_json_atomic(meta_path, {key: hashes, "tiles": int(len(val_idx)), "engine": engine})
     return logits, ids, val_idx

@@ -153,7 +153,7 @@ def _write_batch(writer, batch_ids, class_logits, member_logits, png_dir, uncert
 
 def predict_run(run, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
                 uncertainty_dir=None, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None, engine="auto",
-                log=None):
+                log=None, note=None):
     """Predict masks with ``strategy`` of ``run`` and write a Kaggle submission CSV to ``out``.
 
     ``strategy``: any fuser fitted in ``RUN/fusion`` or ``"baseline"``; another name raises
@@ -170,6 +170,8 @@ def predict_run(run, strategy="learned", data=None, images=None, out="submission
     ``<id>_disagreement.png`` (see :func:`disagreement_map`), both grayscale with 255 = 1.
     Memory stays flat in the number of tiles. The CSV appears only when complete.
 
+    ``note`` (a callable) is called once the inputs are checked, before any tile is predicted.
+
     Returns ``{"rows": n, "out": path, "strategy": strategy, "seconds": s}``.
     """
     started = time.perf_counter()
@@ -182,6 +184,8 @@ def predict_run(run, strategy="learned", data=None, images=None, out="submission
         tiles, ids = _open_tiles(source, folders=images is not None)
     height, width = tiles.shape[1:]
     check_tile_shape(predictor.folder, (height, width))  # before the CSV is opened
+    if note:  # what the caller has to say once the inputs are known to be good (the default strategy)
+        note()
     png_dir = Path(png_dir) if png_dir else None
     uncertainty_dir = Path(uncertainty_dir) if uncertainty_dir else None
     log(f"predicting {len(tiles)} tiles ({height}x{width}) from {source} with {strategy}, tta {tta}, "

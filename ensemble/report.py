@@ -17,6 +17,10 @@ The ``table`` built by :func:`build_table` is plain data (JSON-ready apart from 
       "tuned_differences": {name: {column: ...}},    # every other model minus the tuned baseline
       "members": {class_name: binary_iou},
       "bootstrap": {"n_boot": int, "seed": int, "alpha": float, "method": str},
+      "best_strategy": name,                         # evaluate: what predict serves by default
+      "budgets": [{"budget": str, "rows": [{"model", "miou", "networks", "minutes"}],
+                   "differences": [{"model", "minus", "diff", "low", "high"}]}],   # evaluate: equal compute
+      "ablation": [{"variant": "without soil" | "weight fitted", "miou", "vs_full", "vs_tuned_baseline"}],
     }
 
 NaN (a class absent from truth and prediction, or a missing ECE) prints as ``n/a`` and is
@@ -160,7 +164,33 @@ def format_table(table):
     diffs = [f"{name}: mIoU {headline} {_fmt_diff(table[key][name]['miou_' + headline])} vs {against}"
              for key, against in (("differences", table["baseline"]), ("tuned_differences", table.get("tuned_baseline")))
              for name in table["order"] if name in table.get(key, {})]
-    return text + ("\n\n" + "\n".join(diffs) if diffs else "") + "\n"
+    text += "\n\n" + "\n".join(diffs) if diffs else ""
+    if table.get("budgets"):
+        text += "\n\nat equal compute (training minutes in brackets):\n" + "\n".join(
+            f"  {b['budget']}: " + ", ".join(f"{r['model']} {_fmt(r['miou'])} ({r['minutes']:.0f} min)" for r in b["rows"])
+            + "".join(f"\n    {d['model']} - {d['minus']}: {_fmt_diff(d)}" for d in b["differences"])
+            for b in table["budgets"])
+    if table.get("best_strategy"):
+        text += f"\n\nserved by default: {table['best_strategy']} (highest mIoU {headline})"
+    return text + "\n"
+
+
+def budget_rows(table):
+    """Rows (budget, model, networks, minutes, mIoU) of the equal-compute comparison."""
+    return [[b["budget"], r["model"], str(r["networks"]), f"{r['minutes']:.1f}", _fmt(r["miou"])]
+            for b in table.get("budgets", []) for r in b["rows"]]
+
+
+def budget_difference_rows(table):
+    """Rows (budget, "a - b", difference [interval]) of the equal-compute comparison."""
+    return [[b["budget"], f"{d['model']} - {d['minus']}", _fmt_diff(d)]
+            for b in table.get("budgets", []) for d in b["differences"]]
+
+
+def ablation_rows(table):
+    """Rows (member left out, mIoU, minus the hybrid, minus the tuned baseline) of the member ablation."""
+    return [[r["variant"], _fmt(r["miou"]), _fmt_diff(r["vs_full"]), _fmt_diff(r["vs_tuned_baseline"])]
+            for r in table.get("ablation", [])]
 
 
 def json_ready(value):
@@ -199,6 +229,28 @@ def _markdown(out_dir, table, meta):
                   f"{table['headline']} mIoU on the validation tiles, cross-fitted like the fusers, which are fitted "
                   "on the same tiles. Same bootstrap.", ""]
         parts += [_markdown_table(_difference_headers(), _difference_rows(table, "tuned_differences")), ""]
+    if table.get("best_strategy"):
+        best = table["best_strategy"]
+        parts += ["## Served by default", "",
+                  f"`{best}`: the highest {table['headline']} mIoU ({_fmt(table['models'][best]['miou'][table['headline']])}) "
+                  "among the models `ensemble predict` can serve (cross-fitted for fusers). `ensemble predict`, "
+                  "`ensemble export` and `api.predictor()` use it when no strategy is named.", ""]
+    if table.get("budgets"):
+        parts += ["## Equal-compute comparison", "",
+                  f"Each model's {table['headline']} mIoU and training minutes (every epoch's seconds times its "
+                  "torch threads, summed over the model's networks, over the recorded cores); differences with "
+                  f"their {level} % paired interval (same bootstrap).", ""]
+        parts += [_markdown_table(["budget", "model", "networks", "training minutes", f"mIoU {table['headline']}"],
+                                  budget_rows(table))]
+        parts += ["", _markdown_table(["budget", "difference", f"mIoU {table['headline']}"],
+                                      budget_difference_rows(table)), ""]
+    if table.get("ablation"):
+        parts += ["## Which members the hybrid needs", "",
+                  "The hybrid refitted with one member's logit map replaced by zeros, and with its other mixing "
+                  f"weight (cross-fitted like the rest); {table['headline']} mIoU and paired differences "
+                  f"({level} % interval, same bootstrap).", ""]
+        parts += [_markdown_table(["hybrid", f"mIoU {table['headline']}", "minus hybrid",
+                                   f"minus {table.get('tuned_baseline', 'baseline_bias')}"], ablation_rows(table)), ""]
     parts += ["## Ensemble members", "", "Binary IoU of each one-vs-rest member on its own class.", ""]
     parts += [_markdown_table(["member", "binary IoU"], [[n, _fmt(v)] for n, v in table["members"].items()]), ""]
     if table.get("budget_curve"):

@@ -12,10 +12,10 @@ import torch
 from members.parallel import available_cores, train_parallel, train_stacked_tasks
 from members.overrides import apply_overrides, parse_override
 from members.presets import SAMPLER_WEIGHTS, get_preset
-from members.training import TrainConfig
+from members.training import TrainConfig, finished_metrics
 from members.unet import UNet, UNetConfig, count_parameters
 
-from .core.classes import BASELINE, CLASS_NAMES, NUM_CLASSES, class_index, is_control, is_multiclass
+from .core.classes import BASELINE, CLASS_NAMES, NUM_CLASSES, class_index, is_baseline_like, is_control, is_multiclass
 from .core.data import load_data
 from .core.errors import EnsembleError
 from .core.objectives import DEFAULT_OBJECTIVE, check_objective
@@ -116,6 +116,7 @@ def network_config(name, preset, settings, width, epochs, loss=None, samples_per
         loss=loss or ("bce_dice" if is_member else "ce"),
         objective=settings["objective"],
         seed=settings["seed"],
+        seed_from_name=is_multiclass(name) and name != BASELINE,
     )
     recipe = [parse_override(item) for item in preset.get("recipe", ())]
     try:
@@ -148,6 +149,23 @@ def _check_tile_size(data, depth):
         )
 
 
+def check_distinct_seeds(folder, configs):
+    """Refuse to plan a network whose seed another network of the run (planned or recorded) already has.
+
+    Two networks of one run with the same seed, architecture and data would train into the same
+    weights, and an average of them would be no ensemble at all.
+    """
+    recorded = folder.config()["networks"] if folder.config_path.exists() else {}
+    seeds = {name: TrainConfig(**{**TrainConfig(name=name).to_dict(), **config}).network_seed()
+             for name, config in recorded.items()}
+    seeds.update({config.name: config.network_seed() for config in configs})
+    for config in configs:
+        twins = sorted(name for name, seed in seeds.items() if seed == seeds[config.name] and name != config.name)
+        if twins:
+            raise EnsembleError(f"{folder.config_path}: {config.name} would train with the seed of "
+                                f"{', '.join(twins)} ({seeds[config.name]}); use a new --run")
+
+
 def plan_training(names, data, run, preset="quick", epochs=None, width=None, device="cpu", seed=0,
                   val_fraction=0.15, objective=None, loss=None, samples_per_epoch=None, quiet=False, overrides=()):
     """Prepare ``run`` (manifest, split, every network's config) and return a :class:`TrainingPlan`.
@@ -163,7 +181,7 @@ def plan_training(names, data, run, preset="quick", epochs=None, width=None, dev
     overrides = parse_overrides(overrides)
     configs = []  # built before anything is written, so a bad --set leaves no trace
     for name in names:
-        if name == BASELINE:
+        if is_baseline_like(name):
             net_width = width or matched_baseline_width(recorded_member_width(folder, preset_values), preset_values["depth"])
         elif is_control(name):  # the control spends the members' parameters on multiclass nets of their width
             net_width = width or recorded_member_width(folder, preset_values)
@@ -171,6 +189,7 @@ def plan_training(names, data, run, preset="quick", epochs=None, width=None, dev
             net_width = width or preset_values["member_width"]
         configs.append(network_config(name, preset_values, settings, net_width, epochs, loss, samples_per_epoch,
                                       overrides))
+    check_distinct_seeds(folder, configs)
     _, train_idx, val_idx = prepare_run(run, data, settings)
     tasks = []
     for name, config in zip(names, configs):
@@ -238,10 +257,12 @@ def train_networks(names, data=None, run="runs/default", preset="quick", epochs=
         raise EnsembleError("--stacked trains one-vs-rest members only; the baseline trains with: ensemble baseline")
     if stacked and ((jobs or 1) > 1 or backend != "loky"):
         raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")
-    jobs = jobs or default_jobs(names, stacked)
     device = resolve_device(device)  # refuse an unavailable device before anything is written
     plan = plan_training(names, load_data(data), run, preset, epochs, width, device, seed, val_fraction, objective,
                          loss, samples_per_epoch, quiet, overrides)
+    # finished networks are skipped at once, so only the others count for the layout
+    jobs = jobs or default_jobs([n for n in names if finished_metrics(plan.folder.network_dir(n)) is None] or names,
+                                stacked)
     if not quiet:
         how = "stacked in one process" if stacked else f"{jobs} job(s)"
         log(f"training {', '.join(names)} on {len(plan.train_idx)} tiles, validating on {plan.scored_tiles} of "

@@ -1,12 +1,21 @@
-"""Fusion of the five one-vs-rest member logit maps into one 5-class mask.
+"""Fusion of a run's logit maps -- the five one-vs-rest members, and the multiclass nets -- into one 5-class mask.
 
-Strategies (registry :data:`FUSERS`, names in :data:`STRATEGIES`):
+Strategies (registry :data:`FUSERS`, names in :data:`STRATEGIES`); each fuser's ``sources`` names
+the networks whose logits it reads. Over the members:
 
 * ``argmax``: the member logits unchanged (naive reference);
 * ``bias``: the member logits plus one offset per class, tuned for the headline mean IoU;
 * ``calibrated``: per-member temperature and bias, fitted by NLL with L-BFGS;
 * ``learned`` / ``learned3x3``: a 1x1 / 3x3 convolution over the member logits, trained with
   class-weighted cross-entropy and early stopping on held-out calibration tiles.
+
+Over several networks (:mod:`fusion.combined`):
+
+* ``baseline_bias``: the multiclass baseline plus the ``bias`` offsets;
+* ``hybrid``: the members' learned fusion and the baseline soft-voted, then the offsets;
+* ``stacked``: a 1x1 convolution over member and baseline logits (10 inputs), then the offsets;
+* ``baseline_pair`` / ``baseline_pair_bias``: the baseline and its replica ``baseline_1`` soft-voted,
+  without / with the offsets.
 """
 from pathlib import Path
 
@@ -19,6 +28,13 @@ from .argmax import ArgmaxFuser
 from .bias import BiasFuser
 from .base import FORMAT, FORMAT_VERSION, Fuser, NotFittedError
 from .calibrated import CalibratedFuser
+from .combined import (
+    BaselineBiasFuser,
+    BaselinePairBiasFuser,
+    BaselinePairFuser,
+    HybridFuser,
+    StackedFuser,
+)
 from .learned import Learned3x3Fuser, LearnedFuser
 
 FUSERS = {
@@ -27,14 +43,29 @@ FUSERS = {
     "calibrated": CalibratedFuser,
     "learned": LearnedFuser,
     "learned3x3": Learned3x3Fuser,
+    "baseline_bias": BaselineBiasFuser,
+    "hybrid": HybridFuser,
+    "stacked": StackedFuser,
+    "baseline_pair": BaselinePairFuser,
+    "baseline_pair_bias": BaselinePairBiasFuser,
 }
 STRATEGIES = tuple(FUSERS)
 _KEYS = ("format", "format_version", "strategy", "params", "init", "fitted_tile_ids", "fit_info")
 
 __all__ = [
     "FUSERS", "STRATEGIES", "Fuser", "NotFittedError", "ArgmaxFuser", "BiasFuser", "CalibratedFuser", "LearnedFuser",
-    "Learned3x3Fuser", "get_fuser", "load_fuser",
+    "Learned3x3Fuser", "BaselineBiasFuser", "HybridFuser", "StackedFuser", "BaselinePairFuser",
+    "BaselinePairBiasFuser", "get_fuser", "load_fuser", "new_fuser",
 ]
+
+
+def new_fuser(name, objective, seed=0, **kwargs):
+    """An unfitted fuser of strategy ``name`` for ``objective``, ``seed`` for the strategies that draw numbers."""
+    if name not in FUSERS:
+        raise ValueError(f"unknown fusion strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    if name != "argmax":
+        kwargs["seed"] = seed
+    return FUSERS[name](objective=objective, **kwargs)
 
 
 def get_fuser(name, **kwargs):

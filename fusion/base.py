@@ -1,8 +1,10 @@
-"""The :class:`Fuser` base: fit on member logits and masks, predict fused class logits.
+"""The :class:`Fuser` base: fit on the logits of a run's networks and masks, predict fused class logits.
 
-A fuser turns the stacked member logits (N, 5, H, W) -- channel k is the logit of the
-one-vs-rest member for class k, in the order of :data:`ensemble.core.classes.CLASS_NAMES` --
-into fused 5-class logits (N, 5, H, W). The API follows scikit-learn's
+A fuser reads the logits of its :attr:`Fuser.sources`, concatenated along the channels in that
+order, five channels each: ``"members"`` is the stacked member logits (channel k is the logit of
+the one-vs-rest member for class k, in the order of :data:`ensemble.core.classes.CLASS_NAMES`),
+``"baseline"`` (and its replicas ``"baseline_1"``, ...) a multiclass net's class logits (class 0 at
+-inf under the ``competition`` objective). It turns them into fused 5-class logits (N, 5, H, W). The API follows scikit-learn's
 ``CalibratedClassifierCV``: ``fit`` returns ``self``, fitted attributes end in ``_`` and
 predicting before ``fit`` raises :class:`NotFittedError`.
 """
@@ -35,15 +37,14 @@ def _as_tensor(array):
         return torch.as_tensor(np.asarray(array))
 
 
-def as_member_logits(member_logits):
-    """Return ``member_logits`` as a float32 tensor (N, 5, H, W), sharing memory where possible."""
+def as_member_logits(member_logits, channels=NUM_CLASSES):
+    """Return input logits as a float32 tensor (N, ``channels``, H, W), sharing memory where possible."""
     member_logits = _as_tensor(member_logits)
-    if member_logits.ndim != 4 or member_logits.shape[1] != NUM_CLASSES:
-        raise ValueError(
-            f"member logits must have shape (N, {NUM_CLASSES}, H, W), got {tuple(member_logits.shape)}"
-        )
+    if member_logits.ndim != 4 or member_logits.shape[1] != channels:
+        what = "member logits" if channels == NUM_CLASSES else "input logits"
+        raise ValueError(f"{what} must have shape (N, {channels}, H, W), got {tuple(member_logits.shape)}")
     if not member_logits.is_floating_point():
-        raise ValueError(f"member logits must be floating point, got {member_logits.dtype}")
+        raise ValueError(f"input logits must be floating point, got {member_logits.dtype}")
     return member_logits.float()
 
 
@@ -87,9 +88,16 @@ class Fuser:
     """
 
     name = None
+    #: The networks whose logits the fuser reads, five channels each, concatenated in this order.
+    sources = ("members",)
 
     def __init__(self, objective=DEFAULT_OBJECTIVE):
         self.objective = check_objective(objective)
+
+    @property
+    def input_channels(self):
+        """Channels of the input logits: five per source."""
+        return NUM_CLASSES * len(self.sources)
 
     @property
     def labeled_only(self):
@@ -101,12 +109,12 @@ class Fuser:
         raise NotImplementedError
 
     def fit(self, member_logits, masks, tile_ids=None):
-        """Fit on member logits (N, 5, H, W) and masks (N, H, W); ``tile_ids`` are recorded.
+        """Fit on input logits (N, 5 per source, H, W) and masks (N, H, W); ``tile_ids`` are recorded.
 
         ``tile_ids`` (one string per tile) end up in ``fitted_tile_ids_`` so a saved fuser
         proves which tiles it was fitted on (an empty list when not given).
         """
-        member_logits = as_member_logits(member_logits)
+        member_logits = as_member_logits(member_logits, self.input_channels)
         masks = as_masks(masks, (member_logits.shape[0],) + tuple(member_logits.shape[2:]))
         if len(member_logits) == 0:
             raise ValueError("cannot fit a fuser on zero tiles")
@@ -134,7 +142,7 @@ class Fuser:
             raise NotFittedError(f"this {type(self).__name__} ({self.name!r}) is not fitted; call fit() first")
 
     def module(self):
-        """A fresh ``torch.nn.Module`` mapping member logits (N, 5, H, W) to fused class logits.
+        """A fresh ``torch.nn.Module`` mapping input logits (N, 5 per source, H, W) to fused class logits.
 
         The fitted parameters are baked in as buffers and the forward pass uses only
         elementwise ops, ``conv2d`` and (``competition``) a ``cat`` that sets the class-0 logit
@@ -147,7 +155,7 @@ class Fuser:
         """Fused class logits (N, 5, H, W) float32, before the softmax."""
         self._check_fitted()
         with torch.inference_mode():
-            member_logits = as_member_logits(member_logits)
+            member_logits = as_member_logits(member_logits, self.input_channels)
             return self.module().to(member_logits.device)(member_logits)
 
     def predict_proba(self, member_logits):

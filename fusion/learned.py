@@ -70,8 +70,15 @@ class LearnedFuser(Fuser):
         }
 
     def _kernel_shape(self):
-        k = self.kernel_size
-        return (NUM_CLASSES, NUM_CLASSES) if k == 1 else (NUM_CLASSES, NUM_CLASSES, k, k)
+        k, inputs = self.kernel_size, self.input_channels
+        return (NUM_CLASSES, inputs) if k == 1 else (NUM_CLASSES, inputs, k, k)
+
+    def _initial_kernel(self):
+        """The starting kernel (5, inputs, k, k): the mean of the sources' logits of each class (centre tap)."""
+        k, pad, n = self.kernel_size, self.kernel_size // 2, len(self.sources)
+        kernel = torch.zeros(NUM_CLASSES, self.input_channels, k, k)
+        kernel[:, :, pad, pad] = torch.eye(NUM_CLASSES).repeat(1, n) / n
+        return kernel
 
     def _fit(self, member_logits, masks):
         rng = np.random.default_rng(self.seed)
@@ -98,10 +105,7 @@ class LearnedFuser(Fuser):
 
     def _train(self, train, holdout, weights):
         """AdamW on (windows, labels) ``train``; returns the kept (kernel, bias) and a history dict."""
-        k, pad = self.kernel_size, self.kernel_size // 2
-        kernel = torch.zeros(NUM_CLASSES, NUM_CLASSES, k, k)
-        kernel[:, :, pad, pad] = torch.eye(NUM_CLASSES)
-        kernel = kernel.reshape(NUM_CLASSES, -1).requires_grad_()
+        kernel = self._initial_kernel().reshape(NUM_CLASSES, -1).requires_grad_()
         bias = torch.zeros(NUM_CLASSES, requires_grad=True)
         optimizer = torch.optim.AdamW(
             [{"params": [kernel], "weight_decay": self.weight_decay}, {"params": [bias], "weight_decay": 0.0}],
@@ -153,14 +157,14 @@ class LearnedFuser(Fuser):
         self._set_fitted(check_param(params, "weight", self._kernel_shape()), check_param(params, "bias", (NUM_CLASSES,)))
 
     def centre_taps(self):
-        """The (5, 5) centre taps of the fitted kernel (the whole matrix for a 1x1 kernel)."""
+        """The (5, inputs) centre taps of the fitted kernel (the whole matrix for a 1x1 kernel)."""
         self._check_fitted()
         pad = self.kernel_size // 2
         return self.weight_ if self.kernel_size == 1 else self.weight_[:, :, pad, pad]
 
     def _build_module(self):
         k = self.kernel_size
-        return FusionConv(self.weight_.reshape(NUM_CLASSES, NUM_CLASSES, k, k), self.bias_)
+        return FusionConv(self.weight_.reshape(NUM_CLASSES, self.input_channels, k, k), self.bias_)
 
     def _describe_params(self):
         info = self.fit_info_
@@ -175,8 +179,11 @@ class LearnedFuser(Fuser):
         else:
             lines.append(f"no held-out tiles: trained {info['epochs_run']} epochs, kept the last")
         taps = "weights" if self.kernel_size == 1 else f"centre taps of the {self.kernel_size}x{self.kernel_size} kernel"
-        lines.append(f"fused logit = {taps} x member logits + bias (rows: fused class, columns: member)")
-        lines.append(" " * 10 + "".join(f"{name:>11}" for name in CLASS_NAMES) + f"{'bias':>11}")
+        what = "member logits" if self.sources == ("members",) else f"input logits ({' + '.join(self.sources)})"
+        lines.append(f"fused logit = {taps} x {what} + bias (rows: fused class, columns: input)")
+        columns = [name if source == "members" else f"{source[:4]}:{name[:6]}"
+                   for source in self.sources for name in CLASS_NAMES]
+        lines.append(" " * 10 + "".join(f"{name:>11}" for name in columns) + f"{'bias':>11}")
         for name, row, b in zip(CLASS_NAMES, self.centre_taps(), self.bias_):
             lines.append(f"{name:<10}" + "".join(f"{float(v):>11.3f}" for v in row) + f"{float(b):>+11.3f}")
         if self.kernel_size > 1:

@@ -40,3 +40,33 @@ class FusionConv(nn.Module):
         n, _, h, w = member_logits.shape
         flat = torch.matmul(self.weight.flatten(1), member_logits.reshape(n, -1, h * w))
         return (flat + self.bias.reshape(1, -1, 1)).reshape(n, -1, h, w)
+
+
+class FiniteLogits(nn.Module):
+    """Logits with every non-finite value (a class a network never predicts: -inf) replaced by 0."""
+
+    def forward(self, logits):
+        """``logits`` (N, C, H, W) with -inf, inf and NaN set to 0."""
+        return torch.where(torch.isfinite(logits), logits, torch.zeros_like(logits))
+
+
+class SoftVote(nn.Module):
+    """Two sources' class logits soft-voted: ``log(w * softmax(first(a)) + (1 - w) * softmax(b)) + offsets``.
+
+    The input is the two sources' logits concatenated (N, 10, H, W): ``a`` the first five
+    channels, passed through ``first`` (a fuser module, or ``nn.Identity``), ``b`` the last five.
+    A class both give probability 0 (class 0 under ``competition``) gets logit -inf.
+    """
+
+    def __init__(self, first, weight, offsets):
+        super().__init__()
+        self.first = first
+        self.weight = float(weight)
+        self.register_buffer("offsets", torch.as_tensor(offsets, dtype=torch.float32).reshape(1, -1, 1, 1).clone())
+
+    def forward(self, input_logits):
+        """Fused class logits (N, 5, H, W)."""
+        classes = self.offsets.shape[1]
+        first = torch.softmax(self.first(input_logits[:, :classes]), dim=1)
+        second = torch.softmax(input_logits[:, classes:], dim=1)
+        return torch.log(self.weight * first + (1.0 - self.weight) * second) + self.offsets

@@ -5,17 +5,17 @@ with a dot (``model.dropout``, ``augment.rotate_degrees``). ``VALUE`` is read as
 ``true``, ``null``, ``"cosine"``) or else taken as a string (``cosine``), and must have the
 field's type (an int where a float is expected is fine). ``SCOPE`` limits the setting to some
 networks: ``members`` (the one-vs-rest members), ``multiclass`` (the baseline and the control's
-networks), ``baseline``, ``control`` or a member's class name (``big_rock``); without one it
+networks), ``baseline`` (with its replicas), ``control`` or a member's class name (``big_rock``); without one it
 applies to every network. Later overrides win over earlier ones.
 
 A preset's ``recipe`` is a list of such overrides applied first (:mod:`members.presets`).
 """
 import json
 
-from ensemble.core.classes import BASELINE, CLASS_NAMES, CONTROL, is_control, is_multiclass
+from ensemble.core.classes import BASELINE, CLASS_NAMES, CONTROL, is_baseline_like, is_control, is_multiclass
 
 #: Fields an override may not change: identity, the run's settings, the data's shape.
-FIXED = ("name", "target", "replica", "seed", "objective", "model.in_channels", "model.out_channels")
+FIXED = ("name", "target", "replica", "seed", "seed_from_name", "objective", "model.in_channels", "model.out_channels")
 SCOPES = ("members", "multiclass", BASELINE, CONTROL, *CLASS_NAMES)
 
 
@@ -44,6 +44,8 @@ def _applies(scope, name):
         return is_multiclass(name)
     if scope == CONTROL:
         return is_control(name)
+    if scope == BASELINE:  # the baseline's replicas train exactly like it
+        return is_baseline_like(name)
     return scope == name
 
 

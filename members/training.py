@@ -10,6 +10,7 @@ Networks train in channels-last memory layout (:data:`MEMORY_FORMAT`), which one
 convolutions run faster; checkpoints are saved in the standard contiguous layout either way.
 """
 import copy
+import hashlib
 import json
 import math
 import os
@@ -71,6 +72,7 @@ class TrainConfig:
     snapshot_fractions: list = field(default_factory=list)  # budget-curve points: shares of the epochs
     replica: int = 0  # control networks: which of the multiclass nets (seeds apart)
     seed: int = 0
+    seed_from_name: bool = False  # True: the network seed is drawn from (seed, name); see network_seed
 
     def to_dict(self):
         """Plain dict for JSON and checkpoints."""
@@ -119,7 +121,16 @@ class TrainConfig:
         return sorted({min(self.epochs, max(1, round(f * self.epochs))) for f in self.snapshot_fractions})
 
     def network_seed(self):
-        """Seed of this network: the run seed combined with its identity (class, or control replica)."""
+        """Seed of this network: the run seed combined with its identity.
+
+        Members and the baseline: ``seed * 1009`` plus the class id (the baseline: 5). Networks with
+        ``seed_from_name`` (the baseline's replicas and the control's nets) hash the run seed and their
+        name, so no two networks of a run share a seed. Configs recorded without ``seed_from_name``
+        keep the class-and-replica formula they were trained with.
+        """
+        if self.seed_from_name:
+            digest = hashlib.sha256(f"{self.seed}:{self.name}".encode()).digest()
+            return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
         index = self.target if self.is_member else NUM_CLASSES
         return self.seed * 1009 + index + 101 * self.replica
 

@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# The exact command that makes the reference run shipped in models/reference/: the searched `full`
-# preset (16 passes over the training tiles, warm-up + cosine to zero, flips only, budget-curve
-# snapshots), seed 0, objective competition, members two at a time on 2 CPU cores, then the
-# baseline, every fuser, and the evaluation with the budget curve. About 2 hours on 2 CPU cores;
-# rerun the same command to continue a cut run (it resumes from latest.pt).
-# models/reference/ was made by this script with RUN=runs/reference (1 h 56 min on 2 idle CPU cores), then
-# copied over models/reference/ without the files .gitignore keeps out (latest.pt, snapshots/, cache/) and
-# without the cache entries an older version had recorded in manifest.json; its evaluation was rerun with
-# `ensemble evaluate --run runs/reference --curve --seed 0` after the budget curve learnt to count tiles seen
-# when an epoch is every training tile (same scores, one column more).
+# The commands that make the reference run shipped in models/reference/, from scratch: the searched
+# `full` preset (16 passes over the training tiles, warm-up + cosine to zero, flips only, budget-curve
+# snapshots), seed 0, objective competition, on 2 CPU cores:
+#   1. the five members, two at a time, then the baseline, every member-level fuser and the evaluation
+#      with the budget curve (`ensemble run`, about 2 hours);
+#   2. the baseline's replica (another seed: the baseline_pair rows, about 50 minutes) and the ensembling
+#      control (five width-8 multiclass nets, about 65 minutes);
+#   3. every fuser (the ones over several networks included) and the evaluation with the budget curve
+#      and the member ablation.
+# Rerun the same command to continue a cut run (every network resumes from its latest.pt).
+# models/reference/ is RUN=runs/reference copied without the files .gitignore keeps out (latest.pt,
+# snapshots/, cache/). Steps 2 and 3 were added to the shipped run later without retraining step 1 (its
+# networks, fusers and budget curve are byte for byte those of step 1): the new networks were trained into
+# a copy, the new fusers fitted one by one with `ensemble fuse --strategy NAME`, and the evaluation run with
+# `--curve-from` the shipped budget_curve.json, since the snapshots are not shipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 source scripts/venv.sh
 "$VENV/bin/python" -m pip install -q -e .
-RUN=${RUN:-models/reference}
-"$VENV/bin/ensemble" run --preset full --run "$RUN" --jobs 2 --seed 0 --objective competition --curve
+RUN=${RUN:-runs/reference}
+E="$VENV/bin/ensemble"
+"$E" run --preset full --run "$RUN" --jobs 2 --seed 0 --objective competition --curve
+"$E" baseline --preset full --run "$RUN" --replicas 2 --seed 0 --objective competition
+"$E" control --preset full --run "$RUN" --seed 0 --objective competition
+"$E" fuse --run "$RUN" --strategy all --seed 0
+"$E" evaluate --run "$RUN" --curve --ablation --seed 0

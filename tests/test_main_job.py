@@ -15,7 +15,7 @@ def test_run_end_to_end_writes_every_row(tmp_path, subset_path):
         assert step in result.output
     report = json.loads((run / "evaluation" / "report.json").read_text())
     rows = set(report["table"]["models"])
-    assert rows == {"baseline", "baseline_bias", "argmax", "bias", "calibrated", "learned", "learned3x3"}
+    assert rows == {"baseline", "baseline_bias", "argmax", "bias", "calibrated", "learned", "learned3x3", "hybrid", "stacked"}
     md = (run / "evaluation" / "report.md").read_text()
     assert all(name in md for name in rows)
     config = json.loads((run / "config.json").read_text())

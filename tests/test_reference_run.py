@@ -23,6 +23,9 @@ REFERENCE = PROJECT_ROOT / "models" / "reference"
 FULLMASK = PROJECT_ROOT / "models" / "fullmask"
 NETWORKS = {f"members/{c}/best.pt" for c in ("background", "soil", "bedrock", "sand", "big_rock")} | {"baseline/best.pt"}
 FUSERS = {f"fusion/{s}.pt" for s in ("argmax", "calibrated", "learned", "learned3x3")}
+#: What the reference run gained beside them: the baseline's replica, the control and the fusers over several networks.
+EXTRA_NETWORKS = {"baseline_1/best.pt"} | {f"control/control_{i}/best.pt" for i in range(5)}
+EXTRA_FUSERS = {f"fusion/{s}.pt" for s in ("baseline_bias", "hybrid", "stacked", "baseline_pair", "baseline_pair_bias")}
 
 
 def _shipped_rows(run):
@@ -35,6 +38,8 @@ def test_shipped_run_is_complete_verified_and_small(run, objective):
     assert folder.objective() == objective
     checksums = folder.manifest()["checksums"]
     assert NETWORKS | FUSERS <= set(checksums)
+    if run == REFERENCE:
+        assert EXTRA_NETWORKS | EXTRA_FUSERS <= set(checksums)
     assert not [key for key in checksums if key.startswith("cache/")]  # cached graphs keep theirs in cache/
     for relative in checksums:
         if "/snapshots/" in relative and not (run / relative).exists():
@@ -42,7 +47,7 @@ def test_shipped_run_is_complete_verified_and_small(run, objective):
         folder.verify(run / relative)  # raises on any changed byte
     shipped = [p for p in run.rglob("*") if p.is_file() and not {"cache", "snapshots"} & set(p.parts)
                and p.name != "latest.pt" and not p.name.startswith(".")]  # what .gitignore lets into the repository
-    assert sum(p.stat().st_size for p in shipped) < 15 * 2**20
+    assert sum(p.stat().st_size for p in shipped) < 20 * 2**20  # the reference run: 12 networks, about 17 MiB
 
 
 def test_reference_run_is_the_default(tmp_path, subset_path):
@@ -112,3 +117,40 @@ def test_reference_budget_curve_is_shipped_and_ends_at_the_report():
         assert last["miou"][model] == pytest.approx(table["models"][model]["miou"]["competition"], abs=1e-9), model
     assert (evaluation / "budget_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Budget curve" in (evaluation / "report.md").read_text()
+
+
+def test_every_network_of_the_reference_run_has_its_own_seed():
+    """No two networks of the shipped run share a seed (two nets of one architecture and seed would be one net)."""
+    from members.training import TrainConfig
+
+    networks = RunFolder(REFERENCE).config()["networks"]
+    assert {"baseline_1", *(f"control_{i}" for i in range(5))} <= set(networks)
+    seeds = {name: TrainConfig(**{**TrainConfig(name=name).to_dict(), **config}).network_seed()
+             for name, config in networks.items()}
+    assert len(set(seeds.values())) == len(seeds), seeds
+
+
+def test_reference_run_serves_its_best_strategy_and_reports_equal_compute():
+    """The committed report names the best servable model, and answers the three equal-compute questions."""
+    table = _shipped_rows(REFERENCE)
+    headline = table["headline"]
+    servable = [n for n in table["order"] if n in {p.stem for p in (REFERENCE / "fusion").glob("*.pt")}
+                or n in ("baseline", "control")]
+    best = max(servable, key=lambda n: table["models"][n]["miou"][headline])
+    assert table["best_strategy"] == best
+    from ensemble.inference import default_strategy
+
+    assert default_strategy(REFERENCE) == best
+    budgets = {b["budget"]: b for b in table["budgets"]}
+    assert set(budgets) == {"the baseline's budget", "the members' budget", "twice the baseline's budget"}
+    pairs = {(d["model"], d["minus"]) for b in table["budgets"] for d in b["differences"]}
+    assert {("learned", "baseline_bias"), ("learned", "control"), ("hybrid", "baseline_pair_bias")} <= pairs
+    assert [r["variant"] for r in table["ablation"]][:5] == [
+        f"without {c}" for c in ("background", "soil", "bedrock", "sand", "big_rock")]
+
+
+def test_reference_run_meets_the_two_network_target():
+    """hybrid or stacked at least baseline_bias + 0.01 in the competition mIoU, with the 95 % interval above 0."""
+    table = _shipped_rows(REFERENCE)
+    cells = [table["tuned_differences"][name]["miou_competition"] for name in ("hybrid", "stacked")]
+    assert any(cell["diff"] >= 0.01 and cell["low"] > 0 for cell in cells), cells

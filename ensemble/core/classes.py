@@ -6,6 +6,12 @@ NUM_CLASSES = len(CLASS_NAMES)
 TERRAIN_CLASSES = (1, 2, 3, 4)
 #: The multiclass baseline network, trained beside the members (named by ``CLASS_NAMES``).
 BASELINE = "baseline"
+#: Further multiclass nets of the baseline's width, seeds apart (``baseline_1``, ``baseline_2``, ...). Soft-voted
+#: with the baseline they are the multiclass way to spend twice (or more) the baseline's budget.
+BASELINE_REPLICA_PREFIX = BASELINE
+#: The baseline and ``baseline_1`` soft-voted (mean of their softmax); ``baseline_pair_bias`` adds the bias offsets.
+BASELINE_PAIR = "baseline_pair"
+BASELINE_PAIR_BIAS = "baseline_pair_bias"
 #: The baseline with one logit offset per class tuned for the headline mIoU on the validation folds
 #: (``fusion.BiasFuser``, cross-fitted): the post-hoc correction the fusers get, given to the baseline too.
 TUNED_BASELINE = "baseline_bias"
@@ -27,9 +33,25 @@ def is_control(name):
     return head == CONTROL and index.isdigit()
 
 
+def baseline_replica_names(count):
+    """Names of the baseline's replicas when ``count`` multiclass nets of its width train: ``baseline_1`` ...."""
+    return [f"{BASELINE_REPLICA_PREFIX}_{i}" for i in range(1, count)]
+
+
+def is_baseline_replica(name):
+    """True for a further net of the baseline's width (``baseline_<i>``, i >= 1)."""
+    head, _, index = name.rpartition("_")
+    return head == BASELINE_REPLICA_PREFIX and index.isdigit() and int(index) >= 1
+
+
+def is_baseline_like(name):
+    """True for the baseline and its replicas: multiclass nets of the width matched to the members."""
+    return name == BASELINE or is_baseline_replica(name)
+
+
 def is_multiclass(name):
-    """True for the baseline and the control's networks (5 outputs), False for members."""
-    return name == BASELINE or is_control(name)
+    """True for the baseline, its replicas and the control's networks (5 outputs), False for members."""
+    return is_baseline_like(name) or is_control(name)
 
 
 def class_index(name):

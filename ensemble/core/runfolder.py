@@ -6,7 +6,9 @@ Layout::
     RUN/manifest.json                 format version, data file hash, split, package versions, seed
     RUN/members/<class>/{best.pt,latest.pt,metrics.json}
     RUN/baseline/{best.pt,latest.pt,metrics.json}
-    RUN/cache/                        cached member logits for fusion; cache/onnx/: ONNX graphs for onnxruntime;
+    RUN/baseline_<i>/...              the baseline's replicas (another seed each), when trained
+    RUN/control/control_<i>/...       the ensembling control's networks, when trained
+    RUN/cache/                        cached validation logits of the members (and the other sources) for fusion; cache/onnx/: ONNX graphs for onnxruntime;
                                       cache/checksums.json: the sha256 of every cached graph
     RUN/fusion/<strategy>.pt          fitted fusers
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemble import FORMAT_VERSION, __version__
-from .classes import BASELINE, CLASS_NAMES, CONTROL, is_control
+from .classes import BASELINE, CLASS_NAMES, CONTROL, is_baseline_replica, is_control
 from .errors import RunError
 from .fileio import sha256_file, write_json_atomic
 from .objectives import OBJECTIVES
@@ -87,9 +89,11 @@ class RunFolder:
         return self.path / MANIFEST
 
     def network_dir(self, name):
-        """Folder of a member (by class name), of ``"baseline"`` or of a control network (``control_<i>``)."""
+        """Folder of a member (by class name), of ``"baseline"``, a baseline replica or a control network."""
         if name == BASELINE:
             return self.path / BASELINE_DIR
+        if is_baseline_replica(name):
+            return self.path / name
         if is_control(name):
             return self.path / CONTROL_DIR / name
         return self.path / MEMBERS_DIR / name
@@ -106,6 +110,12 @@ class RunFolder:
         """Epochs with a snapshot of network ``name``, ascending."""
         folder = self.network_dir(name) / SNAPSHOT_DIR
         return sorted(int(p.stem.split("_")[1]) for p in folder.glob("epoch_*.pt")) if folder.is_dir() else []
+
+    def baseline_replica_names(self):
+        """Names of the baseline's replicas with a ``best.pt`` in the run (``baseline_1``, ...), in index order."""
+        names = [p.name for p in self.path.glob(f"{BASELINE}_*") if is_baseline_replica(p.name)
+                 and (p / BEST).is_file()] if self.path.is_dir() else []
+        return sorted(names, key=lambda n: int(n.rpartition("_")[2]))
 
     def control_names(self):
         """Names of the control networks with a folder in the run, in index order."""
@@ -139,9 +149,14 @@ class RunFolder:
         """True for a file inside ``RUN/cache``."""
         return self.cache_dir in Path(path).parents
 
-    def cache_path(self, which):
-        """A file of the logits cache: ``which`` is ``"logits"``, ``"ids"`` or ``"meta"``."""
-        return self.cache_dir / {"logits": CACHE_LOGITS, "ids": CACHE_IDS, "meta": CACHE_META}[which]
+    def cache_path(self, which, source="members"):
+        """A file of the logits cache: ``which`` is ``"logits"``, ``"ids"`` or ``"meta"``, of the members' logits
+        or of another source's (``baseline``, ``baseline_1``, ...: ``val_logits_<source>.npy``)."""
+        name = {"logits": CACHE_LOGITS, "ids": CACHE_IDS, "meta": CACHE_META}[which]
+        if source != "members" and which != "ids":  # one tile-id file: every source caches the same tiles
+            stem, _, suffix = name.rpartition(".")
+            name = f"{stem}_{source}.{suffix}"
+        return self.cache_dir / name
 
     @property
     def fusion_dir(self):
