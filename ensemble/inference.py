@@ -127,11 +127,6 @@ def load_multiclass(run, name, device="cpu"):
     return for_objective(channels_last(model_from_checkpoint(state, device)), folder.objective())
 
 
-def load_baseline(run, device="cpu"):
-    """The multiclass baseline of ``run``: :func:`load_multiclass` of ``"baseline"``."""
-    return load_multiclass(run, BASELINE, device)
-
-
 class SoftmaxAverage(nn.Module):
     """Multiclass networks averaged by softmax (nnU-Net's way): class logits = log of the mean probabilities.
 

@@ -20,7 +20,7 @@ Usage: python scripts/bench.py [--threads 2] [--repeats 5] [--width 8] [--quick]
    the baseline in NCHW and channels-last layout; inference throughput (batch 16) of the
    baseline and the members one by one in both layouts. ``--threads 1`` gives the per-core numbers.
 
-5. ``flops`` (issue 13's table): the machine's measured peak (GFLOP/s of a 2048x2048 float32
+5. ``flops`` (training cost per FLOP): the machine's measured peak (GFLOP/s of a 2048x2048 float32
    matmul, median), then achieved GFLOP/s and the share of that peak for: inference (batch 16,
    the CLI default) of the members stacked and one by one (+ learned fuser) and the baseline,
    in PyTorch and in onnxruntime; training (one epoch of ``--train-tiles`` random tiles, the

@@ -1,4 +1,4 @@
-"""Why rotation and zoom hurt (issue 14): the baseline's validation mIoU with its batch-norm statistics
+"""Why rotation and zoom hurt: the baseline's validation mIoU with its batch-norm statistics
 as trained, and recomputed on 1024 training tiles passed through each augmentation.
 
 Rotation and zoom resample the tiles (bilinear), which blurs them; statistics gathered on blurred

@@ -1,4 +1,4 @@
-"""Where onnxruntime spends a graph's time (issue 13): time per operator type, from its own profiler.
+"""Where onnxruntime spends a graph's time: time per operator type, from its own profiler.
 
 Runs each ONNX graph a run keeps in ``RUN/cache/onnx/`` (written the first time ``ensemble predict``
 runs it: ``members_one_by_one``, ``members``, ``baseline``) on random tiles in batches of

@@ -1,4 +1,4 @@
-"""Recipe search and seed robustness (issue 14): train members and baseline under several recipes or
+"""Recipe search and seed robustness: train members and baseline under several recipes or
 seeds at a reduced budget, compare.
 
 Every (variant, seed) is a whole ``ensemble run`` (members, matched baseline, optionally the
