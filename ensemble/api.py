@@ -116,12 +116,13 @@ def default_run(run=None, log=None):
 
 
 def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=5, device="auto",
-             engine="auto", curve=False, ablation=False, curve_from=None, quiet=False, log=print):
+             engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False, log=print):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
     The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
-    ``onnxruntime``). ``curve=True`` adds the budget curve (:mod:`ensemble.curve`) from the networks' snapshots.
+    ``onnxruntime``). ``curve=True`` adds the budget curve (:mod:`ensemble.curve`) from the networks' snapshots;
+    ``tta_gain=True`` measures flip TTA for every served model and records where it is served by default.
     """
     from .evaluate import evaluate_run
     from .train import resolve_device
@@ -129,11 +130,20 @@ def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=None, cros
     log = None if quiet else log
     return evaluate_run(default_run(run, log), data=data, tta=tta, out=out, seed=seed, stack=stack,
                         cross_fit=cross_fit, device=resolve_device(device), engine=engine, curve=curve, log=log,
-                        ablation=ablation, curve_from=curve_from)
+                        ablation=ablation, curve_from=curve_from, tta_gain=tta_gain)
 
 
 def _to_stderr(line):
     print(line, file=sys.stderr)
+
+
+def _served_tta(run, strategy, tta, say=_to_stderr):
+    """``tta``, or the one the run's evaluation recorded for ``strategy`` (:func:`~ensemble.inference.default_tta`)."""
+    if tta is not None:
+        return tta
+    from .inference import default_tta
+
+    return default_tta(run, strategy, say)
 
 
 def _served_strategy(run, strategy, say=_to_stderr):
@@ -146,13 +156,14 @@ def _served_strategy(run, strategy, say=_to_stderr):
 
 
 def predict(run=None, strategy=None, data=None, images=None, out="submission.csv", png_dir=None,
-            uncertainty_dir=None, tta="none", batch_size=16, stack=None, device="auto", engine="auto", quiet=False,
+            uncertainty_dir=None, tta=None, batch_size=16, stack=None, device="auto", engine="auto", quiet=False,
             log=print):
     """Predict masks for ``test_set`` of ``data`` (or ``images``: a path, or an array (N, H, W)) and write a
     Kaggle submission CSV. For masks and probabilities in memory, use :func:`predictor`.
 
     The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
-    ``onnxruntime``).
+    ``onnxruntime``). ``strategy`` and ``tta`` default to what the run's evaluation recorded
+    (:func:`~ensemble.inference.default_strategy`, :func:`~ensemble.inference.default_tta`), said on stderr.
     """
     from .predict import predict_run
     from .train import resolve_device
@@ -162,6 +173,7 @@ def predict(run=None, strategy=None, data=None, images=None, out="submission.csv
     device = resolve_device(device)  # an unavailable device is refused before anything is said
     said = []  # the default strategy is said once the inputs are checked: an error stays one line
     strategy = _served_strategy(run, strategy, said.append)
+    tta = _served_tta(run, strategy, tta, said.append)
     note = None if quiet else (lambda: [_to_stderr(line) for line in said])
     return predict_run(run, strategy=strategy, data=data, images=images, out=out, png_dir=png_dir,
                        uncertainty_dir=uncertainty_dir, tta=tta, batch_size=batch_size, stack=stack,
@@ -179,19 +191,20 @@ def score(pred, masks):
     return score_files(pred, masks)
 
 
-def predictor(run=None, strategy=None, device="auto", tta="none", batch_size=16, stack=None, engine="auto"):
+def predictor(run=None, strategy=None, device="auto", tta=None, batch_size=16, stack=None, engine="auto"):
     """A :class:`~ensemble.inference.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
     ``predict_proba(images)`` and ``predict_logits(images)`` on arrays (N, H, W), uint8 or float; no files.
 
     ``run`` defaults to the shipped reference run; ``strategy`` to the run's best recorded by its
-    evaluation (said on stderr).
+    evaluation, ``tta`` to the one recorded for that strategy (both said on stderr).
     """
     from .inference import Predictor
     from .train import resolve_device
 
     run = default_run(run)
     device = resolve_device(device)
-    return Predictor(run, _served_strategy(run, strategy), device, tta, batch_size, stack, engine)
+    strategy = _served_strategy(run, strategy)
+    return Predictor(run, strategy, device, _served_tta(run, strategy, tta), batch_size, stack, engine)
 
 
 def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,
@@ -224,11 +237,12 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto
     return evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log, curve=curve)
 
 
-def export(run=None, strategy=None, out="model.pt2", format=None):
+def export(run=None, strategy=None, out="model.pt2", format=None, tta=None):
     """Write one program mapping images (N, 1, H, W) to probabilities: a ``torch.export`` program
     (``.pt2``: stacked members + fuser) or an ONNX graph (``.onnx``: members + fuser, or the baseline).
 
-    ``format`` (``pt2`` or ``onnx``) defaults to the extension of ``out``.
+    ``format`` (``pt2`` or ``onnx``) defaults to the extension of ``out``; ``tta="flip"`` bakes the flip into
+    the program (default: what the run's evaluation recorded for the strategy).
     """
     from .inference import Predictor
 
@@ -240,6 +254,8 @@ def export(run=None, strategy=None, out="model.pt2", format=None):
         raise EnsembleError(f"--out {out}: the file name must end in .{format} for --format {format}")
     run = default_run(run)
     strategy = _served_strategy(run, strategy)
-    predictor = Predictor(run, strategy, device="cpu", engine="torch")
+    tta = _served_tta(run, strategy, tta)
+    predictor = Predictor(run, strategy, device="cpu", tta=tta, engine="torch")
     predictor.export(out, format)
-    return {"out": str(out), "strategy": strategy, "format": format, "tile_shape": list(predictor.tile_shape)}
+    return {"out": str(out), "strategy": strategy, "format": format, "tta": tta,
+            "tile_shape": list(predictor.tile_shape)}

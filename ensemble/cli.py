@@ -321,6 +321,14 @@ def tta_option(func):
                         help="Test-time augmentation: average with the horizontal mirror.")(func)
 
 
+def served_tta_option(func):
+    """``--tta none|flip`` defaulting to what the run's evaluation recorded for the strategy."""
+    return click.option("--tta", type=click.Choice(["none", "flip"]), default=None,
+                        help="Test-time augmentation: average with the horizontal mirror [default: flip where "
+                             "ensemble evaluate --tta-gain found it helps the strategy, else none; said on "
+                             "stderr].")(func)
+
+
 @main.command()
 @optional_run_option
 @data_option
@@ -343,7 +351,11 @@ def tta_option(func):
 @click.option("--curve-from", "curve_from", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Reuse the budget curve of an earlier evaluation (its budget_curve.json) instead of --curve, "
                    "for a run whose snapshots are not at hand (the shipped run ships none).")
-def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet, curve, ablation, curve_from):
+@click.option("--tta-gain", "tta_gain", is_flag=True,
+              help="Also score every served model with flip TTA and record where it helps (interval above 0): "
+                   "predict, export and the API then serve that model with the flip by default.")
+def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet, curve, ablation, curve_from,
+             tta_gain):
     """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
 
     The saved fusers were fitted on the validation tiles, so each strategy is scored
@@ -359,7 +371,7 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
     """
     result = api.evaluate(run=run, data=data, tta=tta, out=out, seed=seed, stack=stack,
                           cross_fit=cross_fit, device=device, engine=engine, curve=curve, ablation=ablation,
-                          curve_from=curve_from, quiet=quiet)
+                          curve_from=curve_from, tta_gain=tta_gain, quiet=quiet)
     from .report import format_table
 
     click.echo(format_table(result["table"]))
@@ -379,7 +391,7 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
 @click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None, help="Also write coloured mask PNGs here.")
 @click.option("--uncertainty", "uncertainty_dir", type=click.Path(file_okay=False), default=None,
               help="Also write per-pixel entropy and member-disagreement PNGs here.")
-@tta_option
+@served_tta_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Tiles per batch (16 is the fastest on a CPU; try 64 or more on a GPU).")
 @stack_option
@@ -476,7 +488,8 @@ def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objec
               help="pt2: a torch.export program; onnx: an ONNX graph [default: from --out's extension].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the program [default: model.pt2, or model.onnx with --format onnx].")
-def export_command(run, strategy, format, out):
+@served_tta_option
+def export_command(run, strategy, format, out, tta):
     """Export members + fuser (or the baseline) as one program: .pt2 (torch.export) or .onnx.
 
     The program maps images (N, 1, H, W) float 0-1 to class probabilities (N, 5, H, W)
@@ -489,5 +502,5 @@ def export_command(run, strategy, format, out):
       ensemble export --run runs/quick --format onnx --out model.onnx
     """
     out = out or f"model.{format or 'pt2'}"
-    result = api.export(run=run, strategy=strategy, out=out, format=format)
-    click.echo(f"wrote {result['out']} ({result['strategy']} fusion, tiles {result['tile_shape'][0]}x{result['tile_shape'][1]})")
+    result = api.export(run=run, strategy=strategy, out=out, format=format, tta=tta)
+    click.echo(f"wrote {result['out']} ({result['strategy']} fusion, tta {result['tta']}, tiles {result['tile_shape'][0]}x{result['tile_shape'][1]})")

@@ -261,6 +261,26 @@ def budget_comparisons(folder, table, tile_cms, n_boot=1000, seed=0):
     return out
 
 
+def tta_gains(scores, flip_scores, served, headline, n_boot=1000, seed=0):
+    """Flip TTA measured: per served model its headline mIoU without and with the flip, the paired-bootstrap
+    gain (flip - none) with its 95 % interval, and the TTA it is served with by default.
+
+    A model is served with ``flip`` only where the interval's lower end is above 0: the flip doubles the
+    networks' work, so it must buy a gain the validation tiles can tell from noise.
+    Returns ``{"rows": [{"model", "miou_none", "miou_flip", "diff", "low", "high", "default"}],
+    "defaults": {model: "none" | "flip"}}``.
+    """
+    metric = functools.partial(mean_iou, convention=headline)
+    rows = []
+    for name in served:
+        none_cms, flip_cms = scores.tile_cms[name], flip_scores.tile_cms[name]
+        gain = paired_bootstrap(none_cms, flip_cms, metric, n_boot=n_boot, seed=seed)
+        rows.append({"model": name, "miou_none": float(metric(none_cms.sum(axis=0))),
+                     "miou_flip": float(metric(flip_cms.sum(axis=0))), **gain,
+                     "default": "flip" if gain["low"] > 0 else "none"})
+    return {"rows": rows, "defaults": {row["model"]: row["default"] for row in rows}}
+
+
 def served_models(scores, fusers):
     """The models ``predict`` can serve among those scored: the fusers, the baseline and the control."""
     return [name for name in scores.tile_cms if name in fusers or name in (BASELINE, CONTROL)]
@@ -332,7 +352,7 @@ def _meta(folder, data, scores, fusers, tta, engine, cross_fit, shown, idx):
 
 def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, device="cpu",
                  n_boot=1000, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS, engine="auto", curve=False, log=None,
-                 ablation=False, curve_from=None):
+                 ablation=False, curve_from=None, tta_gain=False):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
     ``data`` (a path or loaded :class:`~ensemble.core.data.MarsData`) must be the file the run was
@@ -357,6 +377,9 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     (``ensemble control``) gets a ``control`` row.
     ``ablation=True`` also scores the ``hybrid`` with each member left out in turn (its logit map
     replaced by zeros) and with its other mixing weight, cross-fitted the same way (``table["ablation"]``).
+    ``tta_gain=True`` scores every served model a second time with flip TTA (``tta`` must be ``"none"``) and
+    records the gains and each model's default TTA (:func:`tta_gains`, ``table["tta_gain"]``), which
+    ``predict``, ``export`` and ``api.predictor`` use when no TTA is named.
     ``curve=True`` adds the budget curve (:mod:`ensemble.curve`): ``budget_curve.json``,
     ``budget_curve.png`` and a table in ``report.md``; ``curve_from`` (a ``budget_curve.json`` written by an
     earlier evaluation) reuses that curve instead, for a run whose snapshots are not at hand (the shipped
@@ -367,6 +390,8 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     Returns ``{"table", "meta", "report_md", "report_json", "out"}`` (paths as strings).
     """
     check_tta(tta)
+    if tta_gain and tta != "none":
+        raise EnsembleError(f"--tta-gain compares flip with no TTA, so it needs --tta none, not {tta!r}")
     if cross_fit == 1:
         raise EnsembleError("--cross-fit 1: cross-fitting needs at least 2 folds (0 scores the saved fusers in-sample)")
     folder = RunFolder(run)
@@ -386,6 +411,11 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
                         seed=seed, objective=folder.objective(), tuned_name=TUNED_BASELINE)
     served = [name for name in served_models(scores, fusers) if name in strategies or name in (BASELINE, CONTROL)]
     table["best_strategy"] = best_strategy(table, served)
+    if tta_gain:
+        flip_scores = score_models(folder, data, fusers, "flip", batch_size, device, stack, cross_fit, seed, engine,
+                                   log)
+        table["tta_gain"] = tta_gains(scores, flip_scores, served, table["headline"], n_boot, seed)
+        del flip_scores
     table["budgets"] = budget_comparisons(folder, table, scores.tile_cms, n_boot, seed)
     if scores.ablation_cms:
         table["ablation"] = ablation_table(scores, table, n_boot, seed)

@@ -20,6 +20,7 @@ from fusion.base import channel_argmax
 from members.checkpoint import load_checkpoint, model_from_checkpoint
 from members.stacked import StackedUNet
 
+from .core.augment import mirror_averaged_logits
 from .core.classes import BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES, is_baseline_like, is_baseline_replica, is_control
 from .core.data import normalize_images
 from .core.errors import DataError, EnsembleError, RunError
@@ -248,7 +249,7 @@ def _tta_logits(forward, x, tta):
     if tta == "none":
         return forward(x).float().contiguous().cpu()
     if tta == "flip":
-        return ((forward(x) + forward(x.flip(-1)).flip(-1)) / 2).float().contiguous().cpu()
+        return mirror_averaged_logits(forward, x).float().contiguous().cpu()
     raise ValueError(f"unknown tta {tta!r}; valid: none, flip")
 
 
@@ -335,12 +336,7 @@ def default_strategy(run, log=None):
     """
     folder = RunFolder(run)
     report = folder.evaluation_dir / "report.json"
-    best = None
-    if report.is_file():
-        try:
-            best = json.loads(report.read_text()).get("table", {}).get("best_strategy")
-        except (OSError, ValueError):
-            best = None
+    best = _recorded_table(folder).get("best_strategy")
     fitted = fitted_strategies(folder.path)
     servable = [*fitted, BASELINE, *([CONTROL] if folder.control_names() else [])]
     if best in servable:
@@ -350,6 +346,40 @@ def default_strategy(run, log=None):
         why = "no evaluation report names a best strategy" if best is None else f"the recorded best {best!r} is not fitted"
     if log:
         log(f"strategy {chosen}: {why}")
+    return chosen
+
+
+def _recorded_table(folder):
+    """The ``table`` of the run's evaluation report, or ``{}`` when there is none readable."""
+    report = folder.evaluation_dir / "report.json"
+    if not report.is_file():
+        return {}
+    try:
+        table = json.loads(report.read_text()).get("table", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def default_tta(run, strategy, log=None):
+    """The TTA served with ``strategy`` when none is named: flip where ``ensemble evaluate --tta-gain`` found
+    its cross-fitted gain's 95 % interval above 0 for that model (``table.tta_gain`` of the run's report),
+    else none. Says which and why to ``log``.
+    """
+    folder = RunFolder(run)
+    gain = _recorded_table(folder).get("tta_gain") or {}
+    row = next((r for r in gain.get("rows", []) if isinstance(r, dict) and r.get("model") == strategy), None)
+    if row is None:
+        chosen, why = "none", "no flip measurement recorded for it (ensemble evaluate --tta-gain)"
+    else:
+        chosen = "flip" if row.get("default") == "flip" else "none"
+        try:
+            gain = f"{row['diff']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
+        except (KeyError, TypeError, ValueError):  # an undefined gain is stored as null
+            gain = "undefined"
+        why = f"flip - none on validation {gain} ({folder.evaluation_dir / 'report.json'})"
+    if log:
+        log(f"tta {chosen} for {strategy}: {why}")
     return chosen
 
 
@@ -504,25 +534,26 @@ class Predictor:
         """Write the networks + fuser + softmax as one program (see :mod:`ensemble.export`).
 
         ``format="pt2"``: a ``torch.export`` program of the networks (members stacked) and the fuser;
-        ``format="onnx"``: one ONNX graph of the networks and the fuser, or of the baseline.
+        ``format="onnx"``: one ONNX graph of the networks and the fuser, or of the baseline. With ``tta="flip"``
+        the program averages the networks' logits with those of the mirrored images, as :meth:`predict` does.
         """
         from .export import export_onnx_pipeline, export_pipeline  # exporters load only when exporting
 
         if self.strategy is None or (format == "pt2" and self.fuser is None):
             raise EnsembleError(f"--strategy: {format} export needs a fusion strategy of {self.folder.path}"
                                 f"{' or baseline' if format == 'onnx' else ''}, not {self.strategy!r}")
-        example_shape = (2, 1, *self.tile_shape)
+        example_shape, flip = (2, 1, *self.tile_shape), self.tta == "flip"
         if format == "pt2":
             if self.sources == (MEMBERS,):
-                return export_pipeline(StackedUNet.from_members(self.members), self.fuser, path, example_shape)
+                return export_pipeline(StackedUNet.from_members(self.members), self.fuser, path, example_shape, flip)
             networks = MembersOneByOne([StackedUNet.from_members(self.members).for_inference() if s == MEMBERS
                                         else load_source(self.folder, s) for s in self.sources]).eval()
-            return export_pipeline(networks, self.fuser, path, example_shape)
+            return export_pipeline(networks, self.fuser, path, example_shape, flip)
         if format == "onnx":
             modules = [members_forward(self.members) if s == MEMBERS else load_source(self.folder, s)
                        for s in self.sources]
             networks = modules[0] if len(modules) == 1 else MembersOneByOne(modules).eval()
-            return export_onnx_pipeline(networks, self.fuser, path, example_shape)
+            return export_onnx_pipeline(networks, self.fuser, path, example_shape, flip)
         raise EnsembleError(f"--format: unknown {format!r}; valid: pt2, onnx")
 
     def __repr__(self):

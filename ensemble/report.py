@@ -21,6 +21,8 @@ The ``table`` built by :func:`build_table` is plain data (JSON-ready apart from 
       "budgets": [{"budget": str, "rows": [{"model", "miou", "networks", "minutes"}],
                    "differences": [{"model", "minus", "diff", "low", "high"}]}],   # evaluate: equal compute
       "ablation": [{"variant": "without soil" | "weight fitted", "miou", "vs_full", "vs_tuned_baseline"}],
+      "tta_gain": {"rows": [{"model", "miou_none", "miou_flip", "diff", "low", "high", "default"}],
+                   "defaults": {name: "none" | "flip"}},  # evaluate --tta-gain: each model's served TTA
     }
 
 NaN (a class absent from truth and prediction, or a missing ECE) prints as ``n/a`` and is
@@ -193,6 +195,13 @@ def ablation_rows(table):
             for r in table.get("ablation", [])]
 
 
+def tta_gain_rows(table):
+    """Rows (model, mIoU without TTA, with flip, flip - none [interval], served with) of the flip measurement."""
+    gain = table.get("tta_gain") or {"rows": []}
+    return [[r["model"], _fmt(r["miou_none"]), _fmt(r["miou_flip"]), _fmt_diff(r), r["default"]]
+            for r in gain["rows"]]
+
+
 def json_ready(value):
     """Recursively turn numpy scalars/arrays into Python values and NaN/inf into None."""
     if isinstance(value, dict):
@@ -251,6 +260,14 @@ def _markdown(out_dir, table, meta):
                   f"({level} % interval, same bootstrap).", ""]
         parts += [_markdown_table(["hybrid", f"mIoU {table['headline']}", "minus hybrid",
                                    f"minus {table.get('tuned_baseline', 'baseline_bias')}"], ablation_rows(table)), ""]
+    if table.get("tta_gain"):
+        parts += ["## Flip TTA", "",
+                  "Every served model scored again with the horizontal flip (the networks' logits of the tile and "
+                  f"of its mirror averaged; cross-fitted like the rest); {table['headline']} mIoU and the paired "
+                  f"gain ({level} % interval, same bootstrap). A model is served with the flip by default only "
+                  "where the interval is above 0: the flip runs every network twice.", ""]
+        parts += [_markdown_table(["model", "no TTA", "flip", "flip - none", "served with"],
+                                  tta_gain_rows(table)), ""]
     parts += ["## Ensemble members", "", "Binary IoU of each one-vs-rest member on its own class.", ""]
     parts += [_markdown_table(["member", "binary IoU"], [[n, _fmt(v)] for n, v in table["members"].items()]), ""]
     if table.get("budget_curve"):

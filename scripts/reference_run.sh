@@ -25,4 +25,4 @@ E="$VENV/bin/ensemble"
 "$E" baseline --preset full --run "$RUN" --replicas 2 --seed 0 --objective competition
 "$E" control --preset full --run "$RUN" --seed 0 --objective competition
 "$E" fuse --run "$RUN" --strategy all --seed 0
-"$E" evaluate --run "$RUN" --curve --ablation --seed 0
+"$E" evaluate --run "$RUN" --curve --ablation --tta-gain --seed 0

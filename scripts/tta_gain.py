@@ -9,7 +9,6 @@ data file's test tiles for each strategy, with and without it, in one process.
 Usage: python scripts/tta_gain.py --run models/reference [--data D] [--cross-fit 5] [--seed 0] [--out tta.json]
 """
 import argparse
-import functools
 import json
 import sys
 import time
@@ -17,41 +16,36 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ensemble.bootstrap import paired_bootstrap  # noqa: E402
 from ensemble.core.data import load_data, open_npz, resolve_data_path  # noqa: E402
-from ensemble.core.metrics import mean_iou  # noqa: E402
 from ensemble.core.objectives import HEADLINE_CONVENTION  # noqa: E402
 from ensemble.core.runfolder import RunFolder  # noqa: E402
-from ensemble.evaluate import score_models, scored_fusers  # noqa: E402
+from ensemble.evaluate import score_models, scored_fusers, tta_gains  # noqa: E402
 from ensemble.inference import Predictor, fitted_strategies  # noqa: E402
 from ensemble.report import json_ready, text_table  # noqa: E402
 
 
 def measure(run, data, cross_fit=5, seed=0, n_boot=1000, timing_tiles=None, log=None):
-    """``{"rows": [{strategy, miou_none, miou_flip, diff, low, high, seconds_none, seconds_flip}], ...}``."""
+    """``{"rows": [{model, miou_none, miou_flip, diff, low, high, default, seconds_none, seconds_flip}], ...}``.
+
+    The scores and gains are those ``ensemble evaluate --tta-gain`` records (:func:`ensemble.evaluate.tta_gains`).
+    """
     folder = RunFolder(run)
     fusers = scored_fusers(folder, fitted_strategies(run), seed)
     scores = {tta: score_models(folder, data, fusers, tta=tta, cross_fit=cross_fit, seed=seed, log=log)
               for tta in ("none", "flip")}
     headline = HEADLINE_CONVENTION[folder.objective()]
-    metric = functools.partial(mean_iou, convention=headline)
     test = open_npz(data.path, keys=("test_set",))["test_set"]
     test = test if timing_tiles is None else test[:timing_tiles]
     served = set(fitted_strategies(run)) | {"baseline", "control"}
-    rows = []
-    for name, cms in scores["none"].tile_cms.items():
-        if name not in served:
-            continue
-        flip = scores["flip"].tile_cms[name]
-        boot = paired_bootstrap(cms, flip, metric, n_boot=n_boot, seed=seed)
-        seconds = {"none": None, "flip": None}
+    names = [name for name in scores["none"].tile_cms if name in served]
+    rows = tta_gains(scores["none"], scores["flip"], names, headline, n_boot, seed)["rows"]
+    for row in rows:
+        row["seconds_none"] = row["seconds_flip"] = None
         for tta in ("none", "flip") if len(test) else ():
-            predictor = Predictor(run, name, tta=tta)
+            predictor = Predictor(run, row["model"], tta=tta)
             started = time.perf_counter()
             predictor.predict(test)
-            seconds[tta] = time.perf_counter() - started
-        rows.append({"strategy": name, "miou_none": float(metric(cms.sum(0))), "miou_flip": float(metric(flip.sum(0))),
-                     **boot, "seconds_none": seconds["none"], "seconds_flip": seconds["flip"]})
+            row[f"seconds_{tta}"] = time.perf_counter() - started
     return {"run": str(run), "headline": headline, "cross_fit": cross_fit, "seed": seed, "n_boot": n_boot,
             "timing_tiles": int(len(test)), "rows": rows}
 
@@ -62,9 +56,9 @@ def _seconds(value):
 
 def format_rows(result):
     """A text table of :func:`measure`'s rows."""
-    head = ["strategy", "none", "flip", "flip - none [95 %]", "predict s (none)", "predict s (flip)"]
-    body = [[r["strategy"], f"{r['miou_none']:.4f}", f"{r['miou_flip']:.4f}",
-             f"{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]", _seconds(r["seconds_none"]),
+    head = ["strategy", "none", "flip", "flip - none [95 %]", "served with", "predict s (none)", "predict s (flip)"]
+    body = [[r["model"], f"{r['miou_none']:.4f}", f"{r['miou_flip']:.4f}",
+             f"{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]", r["default"], _seconds(r["seconds_none"]),
              _seconds(r["seconds_flip"])] for r in result["rows"]]
     return (f"mIoU {result['headline']} on the validation tiles (fusers cross-fitted over {result['cross_fit']} folds); "
             f"predict time on {result['timing_tiles']} test tiles\n" + text_table(head, body))

@@ -188,6 +188,72 @@ def test_predict_serves_the_recorded_best_and_says_so(full_run, subset_path, tmp
     assert result.exit_code == 0 and "(learned)" in result.stdout
 
 
+def test_evaluate_tta_gain_records_each_served_models_tta(full_run, subset_path, tmp_path):
+    result = api.evaluate(run=str(full_run), data=str(subset_path), out=str(tmp_path / "ev"), cross_fit=0,
+                          quiet=True, tta_gain=True)
+    table = result["table"]
+    gain = table["tta_gain"]
+    names = [row["model"] for row in gain["rows"]]
+    assert {BASELINE, "learned", "hybrid", "stacked", "baseline_pair_bias"} <= set(names)
+    assert table["best_strategy"] in names
+    for row in gain["rows"]:
+        assert row["miou_none"] == pytest.approx(table["models"][row["model"]]["miou"][table["headline"]])
+        assert row["low"] <= row["diff"] <= row["high"]
+        assert row["default"] == ("flip" if row["low"] > 0 else "none") == gain["defaults"][row["model"]]
+    assert "## Flip TTA" in (tmp_path / "ev" / "report.md").read_text()
+    result = CliRunner().invoke(main, ["evaluate", "--run", str(full_run), "--data", str(subset_path), "--tta-gain",
+                                       "--tta", "flip", "--out", str(tmp_path / "ev2")])
+    assert_one_line_error(result, "--tta-gain", "--tta none")
+
+
+def _record_flip_for(run, strategy):
+    """A report saying ``strategy`` is the run's best and gains from flip TTA."""
+    evaluation = RunFolder(run).evaluation_dir
+    evaluation.mkdir(exist_ok=True)
+    row = {"model": strategy, "miou_none": 0.5, "miou_flip": 0.51, "diff": 0.01, "low": 0.002, "high": 0.02,
+           "default": "flip"}
+    (evaluation / "report.json").write_text(json.dumps(
+        {"table": {"best_strategy": strategy, "tta_gain": {"rows": [row], "defaults": {strategy: "flip"}}}}))
+
+
+def test_the_recorded_tta_is_served_by_default_and_an_explicit_one_wins(full_run, subset_path, tmp_path):
+    run = copy_run(full_run, tmp_path)
+    _record_flip_for(run, "hybrid")
+    images = np.load(subset_path)["test_set"][:3]
+    served = api.predictor(run=str(run))
+    assert (served.strategy, served.tta) == ("hybrid", "flip")
+    assert api.predictor(run=str(run), strategy="learned").tta == "none"  # nothing recorded for learned
+    flip = api.predictor(run=str(run), strategy="hybrid", tta="flip").predict(images)
+    assert np.array_equal(served.predict(images), flip)
+    result = CliRunner().invoke(main, ["predict", "--run", str(run), "--data", str(subset_path),
+                                       "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    assert "tta flip for hybrid: flip - none on validation +0.0100 [+0.0020, +0.0200]" in result.stderr
+    result = CliRunner().invoke(main, ["predict", "--run", str(run), "--data", str(subset_path), "--tta", "none",
+                                       "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0 and "tta flip" not in result.stderr
+
+
+def test_an_export_bakes_in_the_recorded_flip(full_run, subset_path, tmp_path):
+    import onnxruntime
+
+    from ensemble.export import load_exported
+
+    run = copy_run(full_run, tmp_path)
+    _record_flip_for(run, "learned")
+    images = np.load(subset_path)["test_set"][:3]
+    expected = api.predictor(run=str(run), strategy="learned", tta="flip", engine="torch").predict_proba(images)
+    plain = api.predictor(run=str(run), strategy="learned", tta="none", engine="torch").predict_proba(images)
+    assert not np.allclose(expected, plain, atol=1e-4)  # the flip changes the probabilities, so the test can fail
+    x = torch.from_numpy(images[:, None].astype(np.float32) / 255)
+    result = api.export(run=str(run), out=str(tmp_path / "m.pt2"))
+    assert result["tta"] == "flip"
+    with torch.no_grad():
+        assert np.allclose(load_exported(result["out"])(x).numpy(), expected, atol=1e-4)
+    onnx = api.export(run=str(run), out=str(tmp_path / "m.onnx"))["out"]
+    assert np.allclose(onnxruntime.InferenceSession(onnx).run(None, {"images": x.numpy()})[0], expected, atol=1e-4)
+
+
 @pytest.mark.parametrize("strategy", ["hybrid", "stacked", "baseline_pair_bias"])
 def test_multi_source_exports_reproduce_the_predictor(full_run, subset_path, tmp_path, strategy):
     import onnxruntime
@@ -223,7 +289,7 @@ def test_tta_gain_script_pairs_every_served_strategy(full_run, subset_path):
     spec.loader.exec_module(tta_gain)
     result = tta_gain.measure(str(copy_run(full_run, full_run.parent / "tta")), load_data(subset_path), cross_fit=3,
                               n_boot=50, timing_tiles=8)
-    names = [row["strategy"] for row in result["rows"]]
+    names = [row["model"] for row in result["rows"]]
     assert {"baseline", "learned", "hybrid", "stacked", "baseline_pair_bias"} <= set(names)
     for row in result["rows"]:
         assert row["low"] <= row["diff"] <= row["high"]

@@ -149,6 +149,21 @@ def test_reference_run_serves_its_best_strategy_and_reports_equal_compute():
         f"without {c}" for c in ("background", "soil", "bedrock", "sand", "big_rock")]
 
 
+def test_reference_run_records_where_flip_tta_is_served():
+    """Every servable model of the committed report has its flip measurement, and the served TTA follows it:
+    flip exactly where the gain's interval is above 0."""
+    from ensemble.inference import default_strategy, default_tta
+
+    table = _shipped_rows(REFERENCE)
+    rows = {row["model"]: row for row in table["tta_gain"]["rows"]}
+    fitted = {p.stem for p in (REFERENCE / "fusion").glob("*.pt")}
+    assert fitted | {"baseline", "control"} <= set(rows)
+    for name, row in rows.items():
+        assert row["low"] <= row["diff"] <= row["high"]
+        assert default_tta(REFERENCE, name) == ("flip" if row["low"] > 0 else "none"), name
+    assert default_tta(REFERENCE, default_strategy(REFERENCE)) == rows[default_strategy(REFERENCE)]["default"]
+
+
 def test_reference_run_meets_the_two_network_target():
     """hybrid or stacked at least baseline_bias + 0.01 in the competition mIoU, with the 95 % interval above 0."""
     table = _shipped_rows(REFERENCE)

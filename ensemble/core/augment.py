@@ -157,3 +157,9 @@ class BatchAugmentation:
 def build_augmentation(config=None):
     """The :class:`BatchAugmentation` of ``config`` (default :class:`AugmentConfig`)."""
     return BatchAugmentation(config)
+
+
+def mirror_averaged_logits(forward, images):
+    """Flip test-time augmentation: ``forward``'s logits of ``images`` (N, C, H, W) averaged with those of their
+    horizontal mirror, mirrored back (the flip training's ``hflip`` draws)."""
+    return (forward(images) + forward(images.flip(-1)).flip(-1)) / 2
