@@ -4,6 +4,19 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+ROOT = Path(__file__).resolve().parent
+#: What of a shipped run is installed (what git tracks of it): no resume state, snapshots, cache or lock.
+SKIPPED = {"cache", "snapshots"}
+SKIPPED_FILES = {"latest.pt", ".manifest.lock", "differences.png"}
+
+
+def shipped_files():
+    """The shipped runs' files under ``models/``, installed as the package data ``ensemble/shipped/``."""
+    models = ROOT / "models"
+    return sorted(str(p.relative_to(models)) for p in models.rglob("*")
+                  if p.is_file() and not SKIPPED & set(p.relative_to(models).parts) and p.name not in SKIPPED_FILES)
+
+
 VERSION = re.search(r'__version__ = "([^"]+)"', Path(__file__).with_name("ensemble").joinpath("__init__.py").read_text()).group(1)
 
 setup(
@@ -12,7 +25,11 @@ setup(
     description="Per-class ensemble of compact one-vs-rest U-Nets for Mars terrain segmentation",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["ensemble", "ensemble.*", "members", "members.*", "fusion", "fusion.*"]),
+    packages=find_packages(include=["ensemble", "ensemble.*", "members", "members.*", "fusion", "fusion.*"])
+    + ["ensemble.shipped"],
+    # the shipped runs (models/ in the checkout) install as ensemble/shipped/, found by ensemble.core.locations
+    package_dir={"ensemble.shipped": "models"},
+    package_data={"ensemble.shipped": shipped_files()},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

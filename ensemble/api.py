@@ -3,14 +3,18 @@
 Each ``ensemble`` subcommand is a thin wrapper over a function here. Modules that load torch
 are imported inside the functions that need them, so ``ensemble --help`` starts without torch.
 """
+import contextlib
+import contextvars
+import functools
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from .core.classes import BASELINE
-from .core.data import PROJECT_ROOT, load_data, open_npz, resolve_data_path
-from .core.errors import DataError, EnsembleError, RunError
+from .core.data import load_data, open_npz, resolve_data_path
+from .core.locations import resolve_run
+from .core.errors import DataError, EnsembleError, RunError, in_argument_words
 from .core.fileio import atomic_path
 from .core.outliers import find_outliers
 from .core.runfolder import RunFolder
@@ -48,8 +52,14 @@ def clean_data(out, data=None, min_repeats=20, uniform_share=0.95):
     }
 
 
-def train(data=None, run="runs/default", members="all", **options):
-    """Train one-vs-rest members (``"all"`` or comma-separated class names) into ``run``.
+def _say(options):
+    """The callable a training verb says its run folder to (nothing when ``quiet``)."""
+    return None if options.get("quiet") else options.get("log", print)
+
+
+def train(data=None, run=None, members="all", **options):
+    """Train one-vs-rest members (``"all"`` or comma-separated class names) into ``run`` (default ``runs/default``,
+    said; :func:`~ensemble.core.locations.resolve_run`).
 
     Options: ``preset``, ``epochs``, ``width``, ``jobs``, ``backend``, ``scheduler``, ``stacked``,
     ``device``, ``seed``, ``val_fraction``, ``objective``, ``loss``, ``overrides`` (``--set`` strings), ``quiet``, ``log``. Finished members
@@ -57,10 +67,10 @@ def train(data=None, run="runs/default", members="all", **options):
     """
     from .train import parse_members, train_networks
 
-    return train_networks(parse_members(members), data=data, run=run, **options)
+    return train_networks(parse_members(members), data=data, run=resolve_run(run, log=_say(options)), **options)
 
 
-def baseline(data=None, run="runs/default", replicas=1, **options):
+def baseline(data=None, run=None, replicas=1, **options):
     """Train the multiclass baseline into ``run``; same options as :func:`train`. Returns its metrics.
 
     ``replicas`` > 1 also trains ``replicas - 1`` further nets of its width with seeds of their own
@@ -72,11 +82,12 @@ def baseline(data=None, run="runs/default", replicas=1, **options):
 
     if replicas < 1:
         raise EnsembleError(f"--replicas: must be at least 1, got {replicas}")
-    results = train_networks([BASELINE, *baseline_replica_names(replicas)], data=data, run=run, **options)
+    results = train_networks([BASELINE, *baseline_replica_names(replicas)], data=data,
+                             run=resolve_run(run, log=_say(options)), **options)
     return results[0] if replicas == 1 else results
 
 
-def control(data=None, run="runs/default", size=None, **options):
+def control(data=None, run=None, size=None, **options):
     """Train the ensembling control into ``run``: ``size`` (default 5) multiclass U-Nets of the members' width.
 
     Each is trained like the baseline (loss, sampler, recipe) with its own seed; ``ensemble evaluate``
@@ -85,10 +96,11 @@ def control(data=None, run="runs/default", size=None, **options):
     from .core.classes import CONTROL_SIZE, control_names
     from .train import train_networks
 
-    return train_networks(control_names(size or CONTROL_SIZE), data=data, run=run, **options)
+    return train_networks(control_names(size or CONTROL_SIZE), data=data, run=resolve_run(run, log=_say(options)),
+                          **options)
 
 
-def fuse(run="runs/default", strategy="learned", data=None, seed=0, stack=None, device="auto", engine="auto",
+def fuse(run=None, strategy="learned", data=None, seed=0, stack=None, device="auto", engine="auto",
          quiet=False, log=print):
     """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results.
 
@@ -98,21 +110,15 @@ def fuse(run="runs/default", strategy="learned", data=None, seed=0, stack=None, 
     from .fuse import fit_fusers, parse_strategies
     from .train import resolve_device
 
-    return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, stack=stack,
-                      device=resolve_device(device), engine=engine, log=None if quiet else log)
+    log = None if quiet else log
+    return fit_fusers(resolve_run(run, log=log), parse_strategies(strategy), data=data, seed=seed, stack=stack,
+                      device=resolve_device(device), engine=engine, log=log)
 
 
 def default_run(run=None, log=None):
-    """``run`` if given, else the reference run shipped in ``models/reference`` (said to ``log``)."""
-
-    if run:
-        return run
-    reference = PROJECT_ROOT / "models" / "reference"
-    if not RunFolder(reference).manifest_path.exists():
-        raise RunError(f"no --run given and no reference run at {reference}; train one with: ensemble run")
-    if log:
-        log(f"no --run given: using the shipped reference run {reference}")
-    return str(reference)
+    """The trained run a serving verb uses: ``run``, else ``runs/default``, else the shipped reference run
+    (:func:`~ensemble.core.locations.resolve_run`), said to ``log``."""
+    return resolve_run(run, trained=True, log=log)
 
 
 def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=5, device="auto",
@@ -141,8 +147,9 @@ def _served_tta(run, strategy, tta, say=_to_stderr):
     """``tta``, or the one the run's evaluation recorded for ``strategy`` (:func:`~ensemble.inference.default_tta`)."""
     if tta is not None:
         return tta
-    from .inference import default_tta
+    from .inference import check_strategy, default_tta
 
+    check_strategy(RunFolder(run), strategy)  # an unknown strategy is refused before anything is said
     return default_tta(run, strategy, say)
 
 
@@ -201,32 +208,38 @@ def predictor(run=None, strategy=None, device="auto", tta=None, batch_size=16, s
     from .inference import Predictor
     from .train import resolve_device
 
-    run = default_run(run)
+    run = default_run(run, _to_stderr)
     device = resolve_device(device)
     strategy = _served_strategy(run, strategy)
     return Predictor(run, strategy, device, _served_tta(run, strategy, tta), batch_size, stack, engine)
 
 
 def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,
-            log=print, with_control=False, curve=False, **train_options):
+            log=print, with_control=False, curve=False, replicas=1, members_options=None, evaluate_options=None,
+            **train_options):
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation.
 
-    ``with_control`` also trains the ensembling control (:func:`control`); ``curve`` adds the budget
-    curve to the evaluation (the recipe's ``snapshot_fractions`` say where its points are).
+    ``run`` defaults to ``runs/default``. ``train_options`` go to every training step (:func:`train`'s
+    options); ``members_options`` to the members' alone (``stacked``, ``backend``, ``scheduler``);
+    ``replicas`` to :func:`baseline`; ``evaluate_options`` to :func:`evaluate` (``cross_fit``, ``ablation``,
+    ``tta_gain``). ``with_control`` also trains the ensembling control (:func:`control`); ``curve`` adds the
+    budget curve (the recipe's ``snapshot_fractions`` say where its points are). A quick run's result has a
+    ``note``: what the shipped full run measured.
     """
     from .fuse import format_fusion_results
-    run = run or f"runs/{preset}"
+    run = resolve_run(run, log=None if quiet else log)
     data = load_data(data)  # read and hashed once; every step below gets the loaded data
     say = (lambda line: None) if quiet else log
     common = dict(data=data, run=run, preset=preset, seed=seed, device=device, quiet=quiet, log=log, **train_options)
     say(f"== 1/4 members ({run})")
-    results = train(members="all", jobs=jobs, **common)
+    results = train(members="all", jobs=jobs, **common, **(members_options or {}))
     say(format_training_summary(results))
     failed = [f"{r['name']} ({r['error']})" for r in results if r.get("failed")]
     if failed:
         raise EnsembleError(f"members failed: {'; '.join(failed)}; rerun to retrain only them")
     say("== 2/4 multiclass baseline")
-    say(format_training_summary([baseline(**{**common, "width": None})]))  # width matched to the members
+    trained = baseline(**{**common, "width": None}, replicas=replicas)  # width matched to the members
+    say(format_training_summary(trained if isinstance(trained, list) else [trained]))
     if with_control:
         say("== 2b/4 ensembling control (multiclass nets of the members' width, averaged)")
         say(format_training_summary(control(**{**common, "width": None}, jobs=jobs)))
@@ -234,7 +247,25 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto
     say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, device=device, engine=engine,
                                    quiet=quiet, log=log)))
     say("== 4/4 evaluation")
-    return evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log, curve=curve)
+    result = evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log, curve=curve,
+                      **(evaluate_options or {}))
+    if preset == "quick":
+        result["note"] = _smoke_run_note()
+    return result
+
+
+def _smoke_run_note():
+    """:func:`~ensemble.report.smoke_run_line` from the shipped reference run's report, or ``None`` without one."""
+    import json
+
+    from .core.locations import shipped_run
+    from .report import smoke_run_line
+
+    report = shipped_run() / "evaluation" / "report.json"
+    try:
+        return smoke_run_line(json.loads(report.read_text())["table"], report)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def export(run=None, strategy=None, out="model.pt2", format=None, tta=None):
@@ -252,10 +283,43 @@ def export(run=None, strategy=None, out="model.pt2", format=None, tta=None):
         raise EnsembleError(f"--format: unknown {format!r}; valid: pt2, onnx")
     if suffix != format:
         raise EnsembleError(f"--out {out}: the file name must end in .{format} for --format {format}")
-    run = default_run(run)
+    run = default_run(run, _to_stderr)
     strategy = _served_strategy(run, strategy)
     tta = _served_tta(run, strategy, tta)
     predictor = Predictor(run, strategy, device="cpu", tta=tta, engine="torch")
     predictor.export(out, format)
     return {"out": str(out), "strategy": strategy, "format": format, "tta": tta,
             "tile_shape": list(predictor.tile_shape)}
+
+
+#: True while the ``ensemble`` command calls the API: its errors then keep the CLI's option names.
+_FROM_CLI = contextvars.ContextVar("ensemble_from_cli", default=False)
+
+
+@contextlib.contextmanager
+def called_from_cli():
+    """Errors raised inside keep naming CLI options (``--run``); the CLI wraps every command in it."""
+    token = _FROM_CLI.set(True)
+    try:
+        yield
+    finally:
+        _FROM_CLI.reset(token)
+
+
+def _in_argument_words(func):
+    """``func`` whose :class:`EnsembleError` speaks of arguments (``run=``), not CLI options, to a Python caller."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except EnsembleError as exc:
+            if _FROM_CLI.get():
+                raise
+            raise type(exc)(in_argument_words(str(exc))) from None
+
+    return wrapper
+
+
+for _name in ("inspect_data", "clean_data", "train", "baseline", "control", "fuse", "default_run", "evaluate",
+              "predict", "score", "predictor", "run_all", "export"):
+    globals()[_name] = _in_argument_words(globals()[_name])

@@ -11,6 +11,7 @@ import click
 
 from . import __version__, api
 from .core.errors import EnsembleError
+from .core.locations import DEFAULT_RUN
 from .core.objectives import OBJECTIVES
 from .inspect import format_summary
 from .summary import format_training_summary
@@ -26,7 +27,8 @@ class EnsembleGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with api.called_from_cli():
+                return super().invoke(ctx)
         except EnsembleError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
@@ -43,7 +45,8 @@ def data_option(func):
         "data",
         type=click.Path(dir_okay=False),
         default=None,
-        help="Kaggle-layout .npz [default: $MARS_DATA, else ../shared/data/ai4mars-64x128.npz].",
+        help="Kaggle-layout .npz [default: $MARS_DATA, else ../shared/data/ai4mars-64x128.npz beside the "
+             "checkout or the working directory].",
     )(func)
 
 
@@ -104,9 +107,16 @@ def outlier_options(func):
 def main():
     """Mars terrain segmentation with an ensemble of one-vs-rest U-Nets.
 
+    Which run: every verb works on --run, runs/default when it is not given (said), so verbs
+    run with their defaults agree on one run. evaluate, predict and export use the shipped
+    reference run while runs/default holds no run; --run reference names it. Shipped runs are
+    read-only: nothing is written into them.
+
     \b
     Example:
       ensemble data inspect
+      ensemble run --preset quick
+      ensemble predict --run reference --out submission.csv
     """
     warnings.showwarning = _show_warning
 
@@ -153,10 +163,10 @@ def data_clean(data, out, min_repeats, uniform_share):
 
 
 def run_option(func):
-    """``--run RUN``: the run folder."""
+    """``--run RUN``: the run folder a verb writes, by the one rule of :mod:`ensemble.core.locations`."""
     return click.option(
-        "--run", "run", type=click.Path(file_okay=False), default="runs/default", show_default=True,
-        help="Run folder (created if missing; an existing one is continued).",
+        "--run", "run", type=click.Path(file_okay=False), default=None,
+        help="Run folder, created if missing; an existing one is continued [default: runs/default, said].",
     )(func)
 
 
@@ -175,6 +185,40 @@ objective_option = click.option(
          "predicted); fullmask: a full 5-class mask scored on every pixel.")
 
 
+val_fraction_option = click.option(
+    "--val-fraction", type=click.FloatRange(0.01, 0.9), default=0.15, show_default=True,
+    help="Share of tiles (whole rover stops) held out for validation.")
+backend_option = click.option(
+    "--backend", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
+    help="joblib backend for --jobs > 1; dask sends members to the cluster at --scheduler.")
+scheduler_option = click.option(
+    "--scheduler", default=None, metavar="ADDRESS",
+    help="Dask scheduler address for --backend dask (workers must see --data and --run).")
+stacked_option = click.option(
+    "--stacked", is_flag=True,
+    help="Train all members in one process as one grouped network (each keeps its own loss, "
+         "sampler, learning rate and early stopping); fastest on a GPU.")
+replicas_option = click.option(
+    "--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Multiclass nets of the baseline's width to train, each with a seed of its own: 2 adds "
+         "baseline_1, which ensemble evaluate soft-votes with the baseline (baseline_pair).")
+cross_fit_option = click.option(
+    "--cross-fit", "cross_fit", type=click.IntRange(min=0), default=5, show_default=True,
+    help="Score each strategy out of fold: refit its fuser this many times, each time without one "
+         "fold of validation rover stops (0: score the saved fusers on the tiles they were fitted on).")
+curve_option = click.option(
+    "--curve", is_flag=True,
+    help="Add the budget curve: every model scored at its snapshot epochs (the recipe's "
+         "snapshot_fractions) against training time and tiles seen; budget_curve.png and a report table.")
+ablation_option = click.option(
+    "--ablation", is_flag=True, help="Also score the hybrid with each member left out in turn (which specialists "
+                                     "it needs).")
+tta_gain_option = click.option(
+    "--tta-gain", "tta_gain", is_flag=True,
+    help="Also score every served model with flip TTA and record where it helps (interval above 0): "
+         "predict, export and the API then serve that model with the flip by default.")
+
+
 def training_options(func):
     """Options shared by ``train`` and ``baseline``."""
     options = [
@@ -187,8 +231,7 @@ def training_options(func):
                      help="Channels of the first level (members; for baseline: its own width, "
                           "default matched to the members' parameter count)."),
         device_option,
-        click.option("--val-fraction", type=click.FloatRange(0.01, 0.9), default=0.15, show_default=True,
-                     help="Share of tiles (whole rover stops) held out for validation."),
+        val_fraction_option,
         objective_option,
         set_option,
         click.option("--loss", type=click.Choice(["bce_dice", "focal_dice", "ce", "focal"]), default=None,
@@ -200,8 +243,9 @@ def training_options(func):
     return func
 
 
-def _report_training(results):
+def _report_training(results, run):
     click.echo(format_training_summary(results))
+    click.echo(f"run: {run or DEFAULT_RUN}")
     failed = [r for r in results if r.get("failed")]
     for r in failed:
         click.echo(f"Error: {r['name']} failed: {r['error']}", err=True)
@@ -217,13 +261,9 @@ def _report_training(results):
               help="Members trained at once; each gets cores // jobs torch threads "
                    "[default: one per core, at most one per member; with more members than cores, enough "
                    "that every round fills the cores (5 members on 2 cores: 3 at once, then 2); 1 with --stacked].")
-@click.option("--backend", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
-              help="joblib backend for --jobs > 1; dask sends members to the cluster at --scheduler.")
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="Dask scheduler address for --backend dask (workers must see --data and --run).")
-@click.option("--stacked", is_flag=True,
-              help="Train all members in one process as one grouped network (each keeps its own loss, "
-                   "sampler, learning rate and early stopping); fastest on a GPU.")
+@backend_option
+@scheduler_option
+@stacked_option
 def train(**options):
     """Train the one-vs-rest member U-Nets (in parallel with --jobs, or --stacked).
 
@@ -232,17 +272,15 @@ def train(**options):
 
     \b
     Example:
-      ensemble train --preset quick --run runs/quick --jobs 2
-      ensemble train --preset quick --run runs/quick --stacked
+      ensemble train --preset quick --jobs 2
+      ensemble train --preset quick --stacked
     """
-    _report_training(api.train(**options))
+    _report_training(api.train(**options), options["run"])
 
 
 @main.command()
 @training_options
-@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Multiclass nets of the baseline's width to train, each with a seed of its own: 2 adds "
-                   "baseline_1, which ensemble evaluate soft-votes with the baseline (baseline_pair).")
+@replicas_option
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Nets trained at once [default: as for train, counting only unfinished nets].")
 def baseline(replicas, **options):
@@ -254,11 +292,11 @@ def baseline(replicas, **options):
 
     \b
     Example:
-      ensemble baseline --preset quick --run runs/quick
+      ensemble baseline --preset quick
       ensemble baseline --preset full --run runs/full --replicas 2
     """
     result = api.baseline(replicas=replicas, **options)
-    _report_training(result if isinstance(result, list) else [result])
+    _report_training(result if isinstance(result, list) else [result], options["run"])
 
 
 @main.command()
@@ -276,9 +314,9 @@ def control(**options):
 
     \b
     Example:
-      ensemble control --preset quick --run runs/quick
+      ensemble control --preset quick
     """
-    _report_training(api.control(**options))
+    _report_training(api.control(**options), options["run"])
 
 
 @main.command()
@@ -300,7 +338,7 @@ def fuse(run, strategy, data, stack, device, engine, seed, quiet):
 
     \b
     Example:
-      ensemble fuse --run runs/quick --strategy all
+      ensemble fuse --strategy all
     """
     from .fuse import format_fusion_results
 
@@ -310,9 +348,10 @@ def fuse(run, strategy, data, stack, device, engine, seed, quiet):
 
 
 def optional_run_option(func):
-    """``--run RUN`` defaulting to the shipped reference run."""
+    """``--run RUN`` of a verb that needs a trained run (the rule of :mod:`ensemble.core.locations`)."""
     return click.option("--run", "run", type=click.Path(file_okay=False), default=None,
-                        help="Run folder [default: the reference run in models/reference].")(func)
+                        help="Run folder, or 'reference' for the shipped run [default: runs/default, or the "
+                             "shipped reference run while runs/default holds no run; said].")(func)
 
 
 def tta_option(func):
@@ -335,25 +374,18 @@ def served_tta_option(func):
 @tta_option
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Report folder [default: RUN/evaluation].")
-@click.option("--cross-fit", "cross_fit", type=click.IntRange(min=0), default=5, show_default=True,
-              help="Score each strategy out of fold: refit its fuser this many times, each time without one "
-                   "fold of validation rover stops (0: score the saved fusers on the tiles they were fitted on).")
+@cross_fit_option
 @stack_option
 @device_option
 @engine_option
 @seed_option
 @quiet_option
-@click.option("--curve", is_flag=True,
-              help="Add the budget curve: every model scored at its snapshot epochs (the recipe's "
-                   "snapshot_fractions) against training time and tiles seen; budget_curve.png and a report table.")
-@click.option("--ablation", is_flag=True,
-              help="Also score the hybrid with each member left out in turn (which specialists it needs).")
+@curve_option
+@ablation_option
 @click.option("--curve-from", "curve_from", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Reuse the budget curve of an earlier evaluation (its budget_curve.json) instead of --curve, "
                    "for a run whose snapshots are not at hand (the shipped run ships none).")
-@click.option("--tta-gain", "tta_gain", is_flag=True,
-              help="Also score every served model with flip TTA and record where it helps (interval above 0): "
-                   "predict, export and the API then serve that model with the flip by default.")
+@tta_gain_option
 def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet, curve, ablation, curve_from,
              tta_gain):
     """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
@@ -366,7 +398,7 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
 
     \b
     Example:
-      ensemble evaluate --run runs/quick --tta flip
+      ensemble evaluate --tta flip
       ensemble evaluate --run runs/full --curve
     """
     result = api.evaluate(run=run, data=data, tta=tta, out=out, seed=seed, stack=stack,
@@ -445,45 +477,60 @@ def score_command(pred, masks, as_json):
               help="quick: minutes, shows the pipeline; full: the best-quality recipe.")
 @data_option
 @click.option("--run", "run", type=click.Path(file_okay=False), default=None,
-              help="Run folder [default: runs/<preset>]; an existing one is continued.")
-@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Members trained at once [default: cores].")
+              help="Run folder, created if missing; an existing one is continued [default: runs/default, said].")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Networks trained at once [default: cores].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs.")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Override the members' width.")
 @click.option("--samples-per-epoch", type=click.IntRange(min=0), default=None,
               help="Tiles drawn per epoch (0: every training tile) [default: the preset's].")
+@val_fraction_option
 @objective_option
 @set_option
+@stacked_option
+@backend_option
+@scheduler_option
+@replicas_option
 @click.option("--control", "with_control", is_flag=True,
               help="Also train the ensembling control (5 multiclass nets of the members' width) and score it.")
-@click.option("--curve", is_flag=True,
-              help="Add the budget curve: every model scored at its snapshot epochs (the recipe's "
-                   "snapshot_fractions) against training time and tiles seen; budget_curve.png and a report table.")
+@cross_fit_option
+@curve_option
+@ablation_option
+@tta_gain_option
 @device_option
 @engine_option
 @seed_option
 @quiet_option
-def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, objective, overrides, with_control, curve,
-                device, engine, seed, quiet):
+def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, val_fraction, objective, overrides,
+                stacked, backend, scheduler, replicas, with_control, cross_fit, curve, ablation, tta_gain, device,
+                engine, seed, quiet):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
+
+    The options are those of the steps (train, baseline, control, fuse, evaluate) it runs.
 
     \b
     Example:
       ensemble run --preset quick
+      ensemble run --preset full --run runs/full --replicas 2 --control --ablation
     """
     result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet, epochs=epochs,
-                         width=width, samples_per_epoch=samples_per_epoch, objective=objective, device=device,
-                         engine=engine, overrides=overrides, with_control=with_control, curve=curve)
+                         width=width, samples_per_epoch=samples_per_epoch, val_fraction=val_fraction,
+                         objective=objective, device=device, engine=engine, overrides=overrides,
+                         with_control=with_control, curve=curve, replicas=replicas,
+                         members_options=dict(stacked=stacked, backend=backend, scheduler=scheduler),
+                         evaluate_options=dict(cross_fit=cross_fit, ablation=ablation, tta_gain=tta_gain))
     from .report import format_table
 
     click.echo(format_table(result["table"]))
     click.echo(f"report: {result['report_md']}")
+    if result.get("note"):
+        click.echo(result["note"])
 
 
 @main.command("export")
 @optional_run_option
-@click.option("--strategy", type=click.Choice([*STRATEGY_NAMES, "baseline"]), default=None,
-              help="The fitted fuser to bake in (baseline: ONNX only) [default: the run's best recorded by "
-                   "ensemble evaluate, else learned; said on stderr].")
+@click.option("--strategy", default=None,
+              help=f"A fuser of the run to bake in ({', '.join(STRATEGY_NAMES)}), or baseline (ONNX only) "
+                   "[default: the run's best recorded by ensemble evaluate, else learned; said on stderr].")
 @click.option("--format", "format", type=click.Choice(["pt2", "onnx"]), default=None,
               help="pt2: a torch.export program; onnx: an ONNX graph [default: from --out's extension].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
@@ -498,8 +545,8 @@ def export_command(run, strategy, format, out, tta):
 
     \b
     Examples:
-      ensemble export --run runs/quick --strategy learned --out model.pt2
-      ensemble export --run runs/quick --format onnx --out model.onnx
+      ensemble export --strategy learned --out model.pt2
+      ensemble export --format onnx --out model.onnx
     """
     out = out or f"model.{format or 'pt2'}"
     result = api.export(run=run, strategy=strategy, out=out, format=format, tta=tta)

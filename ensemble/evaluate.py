@@ -362,7 +362,7 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     :func:`~ensemble.inference.resolve_stack`). Strategies are scored with ``cross_fit`` folds (see the
     module docstring; 0: the saved fusers, in-sample).
 
-    Writes into ``out`` (default ``RUN/evaluation``): ``report.json`` and ``report.md``
+    Writes into ``out`` (default ``RUN/evaluation``; for a shipped, read-only run ``runs/evaluations/<name>``): ``report.json`` and ``report.md``
     (:func:`~ensemble.report.write_report`; rows ``baseline`` and one per strategy,
     differences by paired bootstrap with ``n_boot`` replicates and ``seed``; member rows are
     the binary IoU of logit > 0 against truth == class, on labeled pixels for terrain members
@@ -419,7 +419,9 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     table["budgets"] = budget_comparisons(folder, table, scores.tile_cms, n_boot, seed)
     if scores.ablation_cms:
         table["ablation"] = ablation_table(scores, table, n_boot, seed)
-    out_dir = Path(out) if out else folder.evaluation_dir
+    out_dir = Path(out) if out else folder.report_dir
+    if log and out is None and folder.read_only:
+        log(f"{folder.path} is a shipped run (read-only): writing the report to {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     if curve_from is not None:
         from .curve import read_curve, write_curve

@@ -106,8 +106,9 @@ def fit_fusers(run, strategies, data=None, seed=0, stack=None, device="cpu", eng
     cache is computed; ``engine`` picks PyTorch or onnxruntime for it.
     """
     log = log or (lambda line: None)
-    data_obj = load_data(data)
     folder = RunFolder(run)
+    folder.check_writable("fit fusers")
+    data_obj = load_data(data)
     check_run_data(folder, data_obj)
     strategies = plan_strategies(folder, strategies, len(strategies) == 1 if explicit is None else explicit, log)
     sources = list(dict.fromkeys(source for name in strategies for source in FUSERS[name].sources))

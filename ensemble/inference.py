@@ -303,23 +303,27 @@ def fitted_strategies(run):
     return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
 
 
-def _check_strategy(folder, strategy):
-    """Refuse a strategy the run has no fuser for, listing the available ones and how to fit it."""
+def check_strategy(folder, strategy):
+    """Refuse a strategy the run cannot serve: the run's servable models, and how to fit a missing fuser (into a
+    run of the user's own when this one is shipped) or, for an unknown name, every valid one."""
     available = fitted_strategies(folder.path)
-    if strategy == BASELINE or strategy in available or strategy in folder.baseline_replica_names():
+    replicas = folder.baseline_replica_names()
+    if strategy == BASELINE or strategy in available or strategy in replicas:
         return
+    controls = [CONTROL] if folder.control_names() else []
+    if strategy == CONTROL and controls:
+        return
+    listed = ", ".join([*available, BASELINE, *replicas, *controls])
     if strategy == CONTROL:
-        if folder.control_names():
-            return
-        raise EnsembleError(f"--strategy: {folder.path} has no ensembling control; train it with: "
-                            f"ensemble control --run {folder.path}")
-    hint = ""
-    if strategy in STRATEGIES:
-        hint = f"; fit it with: ensemble fuse --run {folder.path} --strategy {strategy}"
-    elif not available:
-        hint = f"; no fusers fitted yet: run ensemble fuse --run {folder.path} --strategy all"
-    listed = ", ".join([*available, BASELINE])
-    raise EnsembleError(f"--strategy: {strategy!r} is not available in {folder.path} (available: {listed}){hint}")
+        hint = f"train it with: ensemble control --run {folder.path}"
+    elif strategy in STRATEGIES and folder.read_only:
+        hint = (f"the shipped run is read-only; fit it into a copy: cp -r {folder.path} runs/mine && "
+                f"ensemble fuse --run runs/mine --strategy {strategy}")
+    elif strategy in STRATEGIES:
+        hint = f"fit it with: ensemble fuse --run {folder.path} --strategy {strategy}"
+    else:
+        hint = f"valid strategies: {', '.join([*STRATEGIES, BASELINE, CONTROL])}"
+    raise EnsembleError(f"--strategy: {strategy!r} is not available in {folder.path} (it serves: {listed}); {hint}")
 
 
 #: The strategy served when a run has no evaluation report naming its best.
@@ -418,7 +422,7 @@ class Predictor:
         self.folder = RunFolder(run)
         manifest = self.folder.manifest()
         if strategy is not None:
-            _check_strategy(self.folder, strategy)
+            check_strategy(self.folder, strategy)
         self.engine = resolve_engine(engine, device)
         self.stack = resolve_stack(stack, self.engine, device)
         self.strategy, self.device, self.tta, self.batch_size = strategy, device, tta, int(batch_size)

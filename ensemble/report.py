@@ -202,6 +202,17 @@ def tta_gain_rows(table):
             for r in gain["rows"]]
 
 
+def smoke_run_line(shipped_table, shipped_report):
+    """The line a quick run's table ends with: what the shipped full run measured for its served default, the
+    tuned baseline and the baseline (read from its report), so a smoke run is not taken for the result."""
+    headline = shipped_table["headline"]
+    names = [n for n in dict.fromkeys([shipped_table.get("best_strategy"), "baseline_bias", shipped_table["baseline"]])
+             if n in shipped_table["models"]]
+    scores = ", ".join(f"{n} {_fmt(shipped_table['models'][n]['miou'][headline])}" for n in names)
+    return (f"This is a smoke run (quick preset: a few short epochs). The shipped full run measured {scores} "
+            f"(mIoU {headline}, {shipped_report}).")
+
+
 def json_ready(value):
     """Recursively turn numpy scalars/arrays into Python values and NaN/inf into None."""
     if isinstance(value, dict):

@@ -7,12 +7,16 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from ensemble.core.data import load_data, resolve_data_path  # noqa: E402
+from ensemble.core.errors import DataError  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def data_path():
     """Path of the shared AI4Mars file; tests that need it skip, saying why, when it is absent (CI has it)."""
-    path = resolve_data_path(None)
+    try:
+        path = resolve_data_path(None)
+    except DataError as exc:
+        pytest.skip(f"shared data not found ({exc}); put ../shared beside the project or set $MARS_DATA")
     if not path.exists():
         pytest.skip(f"shared data not found at {path}; put ../shared beside the project or set $MARS_DATA")
     return path
@@ -74,6 +78,20 @@ def tiny_run(tmp_path_factory, subset_path):
     api.train(data=str(subset_path), run=str(run), members="all", **TINY)
     api.baseline(data=str(subset_path), run=str(run), **{**TINY, "width": None})
     return run
+
+
+#: Fixtures that train a run (directly or through another fixture): a test using one is in the full tier only.
+SLOW_FIXTURES = {"tiny_run", "curve_run", "reference_copy"}
+#: Test files whose every test trains or scores whole runs.
+SLOW_FILES = {"test_reference_run.py", "test_main_job.py", "test_dask.py", "test_combined.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` (``bash scripts/test.sh --fast`` leaves them out) every test that needs a trained run or
+    long training: those using a :data:`SLOW_FIXTURES` fixture, those of :data:`SLOW_FILES`, and those marked."""
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames) or item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
 
 
 def copy_run(run, tmp_path):

@@ -251,3 +251,46 @@ def test_readme_reference_table_is_the_one_the_report_gives():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.readme_block((ROOT / "README.md").read_text()) == module.reference_table()
+
+
+SECTION = re.compile(r"^### (.+)$")
+CELL_BORDER = re.compile(r"(?<!\\)\|")  # a table's cell border; an escaped \| is part of a cell
+
+
+def documented_defaults():
+    """``(verbs, option, documented default, line number)`` of every one-option row of the option tables in
+    docs/reference.md's CLI sections (``### `ensemble train` / `ensemble baseline` ...``)."""
+    rows, verbs = [], ()
+    for number, line in enumerate((ROOT / "docs" / "reference.md").read_text().splitlines(), start=1):
+        section = SECTION.match(line)
+        if section:
+            verbs = tuple(tuple(name.split()[1:]) for name in re.findall(r"`(ensemble [a-z ]+?)`", section.group(1)))
+            continue
+        cells = [cell.strip() for cell in CELL_BORDER.split(line)[1:-1]] if line.startswith("|") else []
+        if not (verbs and len(cells) >= 2):
+            continue
+        options = OPTION.findall(cells[0].split("`")[1] if "`" in cells[0] else "")
+        if cells[0].count("`--") == 1 and len(options) == 1:
+            rows.append((verbs, options[0], cells[1].replace("`", "").strip(), number))
+    return rows
+
+
+def test_documented_defaults_are_the_real_ones():
+    """Every option table row that states a literal default agrees with the option's real default."""
+    tree = command_tree()
+    problems, checked = [], 0
+    for verbs, option, documented, number in documented_defaults():
+        for verb in verbs:
+            params = [p for p in tree[verb].params if option in p.opts]
+            if not params or params[0].default is None or documented in ("", "see above", "as above"):
+                continue  # no literal default, or a rule described in words
+            real = params[0].default
+            if params[0].is_flag and not isinstance(real, bool):  # click's "unset" sentinel of a flag: off
+                real = False
+            expected = "off" if real is False else str(real)
+            checked += 1
+            if documented != expected:
+                problems.append(f"docs/reference.md:{number}: {option} of ensemble {' '.join(verb)}: documented "
+                                f"{documented!r}, the option's default is {expected!r}")
+    assert checked >= 10, f"only {checked} documented defaults checked: is the table parser broken?"
+    assert not problems, "\n".join(problems)

@@ -16,10 +16,7 @@ import numpy as np
 from .classes import NUM_CLASSES
 from .errors import DataError
 from .fileio import sha256_file
-
-DEFAULT_DATA_NAME = "ai4mars-64x128.npz"
-DATA_ENV = "MARS_DATA"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from .locations import DATA_ENV, DEFAULT_DATA_NAME, PROJECT_ROOT, data_candidates  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -45,16 +42,22 @@ class MarsData:
 
 
 def resolve_data_path(path=None):
-    """Pick the data file: ``path``, else ``$MARS_DATA``, else ``../shared/data/`` beside the project."""
+    """Pick the data file: ``path``, else ``$MARS_DATA``, else the first of
+    :func:`~ensemble.core.locations.data_candidates` that exists.
+
+    Raises :class:`DataError` listing where it looked when none of them names a file.
+    """
     if path:
         return Path(path)
     if os.environ.get(DATA_ENV):
         return Path(os.environ[DATA_ENV])
-    for base in (PROJECT_ROOT, Path.cwd()):
-        candidate = base.parent / "shared" / "data" / DEFAULT_DATA_NAME
+    candidates = data_candidates()
+    for candidate in candidates:
         if candidate.exists():
             return candidate
-    return PROJECT_ROOT.parent / "shared" / "data" / DEFAULT_DATA_NAME
+    looked = ", ".join(str(c) for c in candidates)
+    raise DataError(f"no data file: --data not given, ${DATA_ENV} not set, and no {DEFAULT_DATA_NAME} at {looked}; "
+                    f"pass --data PATH (the Kaggle mars_for_students.npz works too) or set ${DATA_ENV}")
 
 
 def open_npz(path, keys=None):

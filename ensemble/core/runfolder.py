@@ -26,6 +26,7 @@ from ensemble import FORMAT_VERSION, __version__
 from .classes import BASELINE, CLASS_NAMES, CONTROL, is_baseline_replica, is_control
 from .errors import RunError
 from .fileio import sha256_file, write_json_atomic
+from .locations import DEFAULT_RUN, SHIPPED_REPORTS, is_shipped, shipped_cache_dir
 from .objectives import OBJECTIVES
 from .outliers import find_outliers
 from .split import split_indices
@@ -124,9 +125,20 @@ class RunFolder:
         return sorted(names, key=lambda n: int(n.rpartition("_")[2]))
 
     @property
+    def read_only(self):
+        """True for a shipped run (:func:`~ensemble.core.locations.is_shipped`): no verb writes into it."""
+        return is_shipped(self.path)
+
+    def check_writable(self, action):
+        """Refuse to ``action`` (for example ``"train"``) into a shipped run, naming what to do instead."""
+        if self.read_only:
+            raise RunError(f"{self.path}: a shipped run is read-only, so it cannot {action}; work in a run of your "
+                           f"own (--run {DEFAULT_RUN}, or a copy: cp -r {self.path} runs/mine)")
+
+    @property
     def cache_dir(self):
-        """``RUN/cache``."""
-        return self.path / CACHE_DIR
+        """``RUN/cache``; for a read-only (shipped) run a folder of the user's cache instead."""
+        return shipped_cache_dir(self.path) if self.read_only else self.path / CACHE_DIR
 
     def onnx_path(self, name):
         """``cache/onnx/<name>.onnx``: an ONNX graph of some of the run's networks."""
@@ -137,7 +149,10 @@ class RunFolder:
         return self.cache_dir / ONNX_DIR / f"{name}{ONNX_META_SUFFIX}"
 
     def relative(self, path):
-        """``path`` as the manifest's checksums key it: relative to the run, with forward slashes."""
+        """``path`` as the checksums key it: relative to the run (a cached file as ``cache/...`` wherever the
+        cache is), with forward slashes."""
+        if self.in_cache(path):
+            return f"{CACHE_DIR}/{Path(path).relative_to(self.cache_dir).as_posix()}"
         return Path(path).relative_to(self.path).as_posix()
 
     @property
@@ -175,8 +190,14 @@ class RunFolder:
 
     @property
     def evaluation_dir(self):
-        """``RUN/evaluation``: the default report folder."""
+        """``RUN/evaluation``: the run's report, which ``predict`` reads the served defaults from."""
         return self.path / EVALUATION_DIR
+
+    @property
+    def report_dir(self):
+        """Where ``evaluate`` writes by default: ``RUN/evaluation``, or ``runs/evaluations/<name>`` for a
+        read-only (shipped) run."""
+        return SHIPPED_REPORTS / self.path.name if self.read_only else self.evaluation_dir
 
     def read_json(self, path):
         """Read a JSON file of the run; a missing or broken file raises :class:`RunError`."""
@@ -235,8 +256,11 @@ class RunFolder:
 
     @contextlib.contextmanager
     def _lock(self):
-        """An exclusive lock on the run's checksum files (``RUN/.manifest.lock``), across processes."""
-        with open(self.path / LOCK, "a") as lock:
+        """An exclusive lock on the run's checksum files (``RUN/.manifest.lock``; in the cache for a read-only
+        run), across processes."""
+        where = self.cache_dir if self.read_only else self.path
+        where.mkdir(parents=True, exist_ok=True)
+        with open(where / LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -351,6 +375,7 @@ def prepare_run(run, data, settings):
     run settings (:data:`RUN_KEYS`); otherwise :class:`RunError` names the mismatch.
     """
     folder = RunFolder(run)
+    folder.check_writable("train")
     settings = {k: settings[k] for k in RUN_KEYS}
     if folder.manifest_path.exists():
         manifest = folder.manifest()
