@@ -46,7 +46,9 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "keras>=3"],  # keras: the competition metric is cross-checked against keras.metrics.MeanIoU
+        # keras: the competition metric is cross-checked against keras.metrics.MeanIoU;
+        # pytest-xdist: the tests run single-threaded, so scripts/test.sh runs one worker per core
+        "test": ["pytest>=7", "keras>=3", "pytest-xdist>=3"],
         "distributed": ["dask[distributed]>=2023.1"],
     },
     entry_points={"console_scripts": ["ensemble=ensemble.cli:main"]},

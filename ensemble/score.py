@@ -2,11 +2,13 @@
 
 Predictions: a Kaggle submission CSV (what ``ensemble predict`` writes), or an ``.npy`` /
 ``.npz`` holding one (N, H, W) integer array of class ids. Truth: an ``.npy`` / ``.npz``
-holding one (N, H, W) integer array, or a Kaggle-layout file (its ``training_set[:, 1]``).
-``FILE.npz:KEY`` names the array of an ``.npz`` that holds several.
+holding one (N, H, W) integer array (beside it, one array of N ids may name the masks), or a
+Kaggle-layout file (its ``training_set[:, 1]``). ``FILE.npz:KEY`` names the array of an ``.npz``
+whose arrays leave a doubt.
 
-CSV rows are matched to truth rows by id when the ids are the row numbers ``0`` .. ``N-1``
-(what Kaggle scores and ``predict`` writes for an ``.npz``), else taken in file order.
+CSV rows are matched to truth rows by id: by row number when every id is one (``0`` .. ``N-1``,
+what Kaggle scores and ``predict`` writes for an ``.npz``), else by the truth's ids when its file
+has them; otherwise they are taken in file order. Missing, extra and repeated ids are named.
 """
 import zipfile
 from pathlib import Path
@@ -29,8 +31,13 @@ def split_key(spec):
     return Path(spec), None
 
 
+def _is_mask_array(array):
+    return array.ndim == 3 and array.dtype.kind in "iu" and 0 not in array.shape
+
+
 def _pick_array(path, arrays, key, what):
-    """The mask array of an ``.npz``: ``key``, else a Kaggle ``training_set``'s masks, else its only array."""
+    """The mask array of an ``.npz``: ``key``, else a Kaggle ``training_set``'s masks, else its only array, else
+    its only (N, H, W) integer array."""
     keys = ", ".join(sorted(arrays)) or "none"
     if key is not None:
         if key not in arrays:
@@ -42,7 +49,18 @@ def _pick_array(path, arrays, key, what):
     if len(arrays) == 1:
         (only_key, value), = arrays.items()
         return value, f"{path.name}:{only_key}"
-    raise DataError(f"{path}: holds several arrays ({keys}); name the {what} with {path.name}:KEY")
+    masks = [k for k, v in arrays.items() if _is_mask_array(v)]
+    if len(masks) == 1:
+        return arrays[masks[0]], f"{path.name}:{masks[0]}"
+    raise DataError(f"{path}: holds several arrays ({keys}), {len(masks)} of them (N, H, W) integer; name the "
+                    f"{what} with {path.name}:KEY")
+
+
+def _ids_beside(arrays, n):
+    """The one array of ``n`` string ids beside the masks of an ``.npz`` (``test_ids``, ``training_ids``, ...),
+    else None."""
+    found = [v for v in arrays.values() if v.ndim == 1 and len(v) == n and v.dtype.kind in "US"]
+    return [str(t) for t in found[0]] if len(found) == 1 else None
 
 
 def _check_masks(masks, where):
@@ -60,6 +78,12 @@ def _check_masks(masks, where):
 
 def read_array_masks(spec, what="masks"):
     """(N, H, W) int64 masks from ``.npy``, ``.npz`` or ``FILE.npz:KEY``; :class:`DataError` otherwise."""
+    return read_masks_and_ids(spec, what)[0]
+
+
+def read_masks_and_ids(spec, what="masks"):
+    """``(masks (N, H, W) int64, ids or None)``: :func:`read_array_masks` and the ids an ``.npz`` holds beside
+    them (one array of N strings; a Kaggle file's ``training_ids``)."""
     path, key = split_key(spec)
     if not path.is_file():
         raise DataError(f"{path}: not found (expected an .npy or .npz file of {what})")
@@ -71,17 +95,48 @@ def read_array_masks(spec, what="masks"):
         except (ValueError, OSError, EOFError) as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DataError(f"{path}: not a readable .npy array ({reason[:200]})") from None
-        return _check_masks(array, path.name)
+        return _check_masks(array, path.name), None
     try:
         arrays = open_npz(path)
     except (zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz archive ({exc})") from None
     array, where = _pick_array(path, arrays, key, what)
-    return _check_masks(array, where)
+    masks = _check_masks(array, where)
+    return masks, _ids_beside(arrays, len(masks))
 
 
-def read_predictions(spec, tile_shape):
-    """Predicted masks (N, H, W) int64 from a submission CSV or an array file; ``tile_shape`` is the truth's (H, W)."""
+def _named(ids, limit=5):
+    ids = sorted(ids, key=lambda t: (len(t), t))
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _match_rows(path, ids, labels, truth_ids, n_truth, masks_spec):
+    """The CSV's rows in the truth's order: by row number when every id is one (what Kaggle scores), else by the
+    truth's ids when its file has them, else as they are.
+
+    Missing, extra or repeated ids raise :class:`DataError` naming them.
+    """
+    if ids and all(t.isdigit() for t in ids):
+        truth_ids = [str(i) for i in range(n_truth)]  # Kaggle ids: the truth's row numbers
+    if truth_ids is None or not ids:
+        return labels
+    repeated = sorted({t for t in ids if ids.count(t) > 1}) if len(set(ids)) != len(ids) else []
+    if repeated:
+        raise DataError(f"{path}: ids appear more than once: {_named(repeated)}")
+    missing, extra = set(truth_ids) - set(ids), set(ids) - set(truth_ids)
+    if missing or extra:
+        parts = ([f"missing ids {_named(missing)}"] if missing else []) + ([f"ids not in the truth {_named(extra)}"]
+                                                                          if extra else [])
+        raise DataError(f"{path}: {len(ids)} predicted tiles, but {masks_spec} holds {n_truth} true masks: "
+                        f"{'; '.join(parts)}")
+    row = {t: i for i, t in enumerate(ids)}
+    return labels[[row[t] for t in truth_ids]]
+
+
+def read_predictions(spec, tile_shape, truth_ids=None, n_truth=None, masks_spec="the truth"):
+    """Predicted masks (N, H, W) int64 from a submission CSV or an array file; ``tile_shape`` is the truth's (H, W).
+
+    CSV rows are put in the truth's order (:func:`_match_rows`) when ``n_truth`` is given."""
     path, _ = split_key(spec)
     if path.suffix.lower() != ".csv":
         return read_array_masks(spec, "predicted masks")
@@ -96,7 +151,9 @@ def read_predictions(spec, tile_shape):
     if labels.shape[1] != height * width:
         raise DataError(f"{path}: rows have {labels.shape[1]} labels, but the true tiles are {height}x{width} "
                         f"= {height * width} pixels")
-    if ids and sorted(ids, key=lambda t: (len(t), t)) == [str(i) for i in range(len(ids))]:
+    if n_truth is not None:
+        labels = _match_rows(path, list(ids), labels, truth_ids, n_truth, masks_spec)
+    elif ids and sorted(ids, key=lambda t: (len(t), t)) == [str(i) for i in range(len(ids))]:
         labels = labels[np.argsort([int(t) for t in ids])]  # Kaggle ids: row numbers
     return labels.reshape(len(labels), height, width).astype(np.int64)
 
@@ -121,8 +178,8 @@ def score_masks(pred, truth):
 
 def score_files(pred, masks):
     """Read ``masks`` (truth) and ``pred`` and score them (see :func:`score_masks`)."""
-    truth = read_array_masks(masks, "true masks")
-    predicted = read_predictions(pred, truth.shape[1:])
+    truth, truth_ids = read_masks_and_ids(masks, "true masks")
+    predicted = read_predictions(pred, truth.shape[1:], truth_ids, len(truth), masks)
     if predicted.shape[1:] != truth.shape[1:]:
         raise DataError(f"{pred}: tiles are {predicted.shape[1]}x{predicted.shape[2]}, but the true masks in "
                         f"{masks} are {truth.shape[1]}x{truth.shape[2]}")

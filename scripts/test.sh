@@ -2,6 +2,8 @@
 # Run the test suite; creates .venv and installs the package with its test extra on first use.
 # Usage: bash scripts/test.sh [--fast] [extra pytest arguments]
 #   --fast: only the tests that need no trained run and no long training (pytest -m "not slow")
+# The tests run single-threaded, one pytest-xdist worker per core (TEST_WORKERS=N to change, 0 for none),
+# each test file on one worker so its fixtures are built once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -12,4 +14,4 @@ if [[ "${1:-}" == "--fast" ]]; then
 fi
 source scripts/venv.sh
 "$VENV/bin/python" -m pip install -q -e ".[test,distributed]"
-exec "$VENV/bin/python" -m pytest "${tier[@]}" "$@"
+exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-auto}" --dist loadfile "${tier[@]}" "$@"

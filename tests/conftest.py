@@ -10,6 +10,22 @@ from ensemble.core.data import load_data, resolve_data_path  # noqa: E402
 from ensemble.core.errors import DataError  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """A cache folder of the session's own for what commands derive from the shipped runs (their ONNX graphs):
+    parallel test workers never share one, and the user's ~/.cache is left alone."""
+    from ensemble.core.locations import CACHE_ENV
+
+    path = tmp_path_factory.mktemp("user-cache")
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def data_path():
     """Path of the shared AI4Mars file; tests that need it skip, saying why, when it is absent (CI has it)."""
@@ -83,7 +99,7 @@ def tiny_run(tmp_path_factory, subset_path):
 #: Fixtures that train a run (directly or through another fixture): a test using one is in the full tier only.
 SLOW_FIXTURES = {"tiny_run", "curve_run", "reference_copy"}
 #: Test files whose every test trains or scores whole runs.
-SLOW_FILES = {"test_reference_run.py", "test_main_job.py", "test_dask.py", "test_combined.py"}
+SLOW_FILES = {"test_reference_run.py", "test_main_job.py", "test_dask.py", "test_combined.py", "test_new_user.py"}
 
 
 def pytest_collection_modifyitems(config, items):

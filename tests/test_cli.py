@@ -35,18 +35,21 @@ def test_strategy_choices_are_the_fusion_registry():
     from ensemble.cli import STRATEGY_NAMES
 
     assert STRATEGY_NAMES == fusion.STRATEGIES
-    choices = {command.name: next(p for p in command.params if p.name == "strategy").type.choices
-               for command in (main.commands["fuse"], main.commands["export"])}
-    assert list(choices["fuse"]) == ["all", *fusion.STRATEGIES]
-    assert list(choices["export"]) == [*fusion.STRATEGIES, "baseline"]
+    fuse = next(p for p in main.commands["fuse"].params if p.name == "strategy")
+    assert list(fuse.type.choices) == ["all", *fusion.STRATEGIES]
+    for verb in ("predict", "export"):  # checked against the run, which also serves baseline, replicas, control
+        served = next(p for p in main.commands[verb].params if p.name == "strategy")
+        assert all(name in served.help for name in fusion.STRATEGIES), verb
 
 
-def test_predict_without_run_says_it_uses_the_reference(tmp_path, subset_path):
+def test_predict_without_run_says_it_uses_the_reference(tmp_path, subset_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no runs/default of the developer's here
     out = tmp_path / "submission.csv"
     result = CliRunner().invoke(main, ["predict", "--images", str(subset_path), "--out", str(out), "--device", "cpu",
                                        "--engine", "torch"])  # torch: no graph to export, faster
     assert result.exit_code == 0, result.output
-    assert "no --run given: using the shipped reference run" in result.output and "models/reference" in result.output
+    assert "no --run given and no run in runs/default yet: using the shipped reference run" in result.output
+    assert "models/reference" in result.output
 
 
 def test_missing_data_file_message_is_the_same_everywhere(tmp_path):

@@ -50,12 +50,12 @@ def test_shipped_run_is_complete_verified_and_small(run, objective):
     assert sum(p.stat().st_size for p in shipped) < 20 * 2**20  # the reference run: 12 networks, about 17 MiB
 
 
-def test_reference_run_is_the_default(tmp_path, subset_path):
-    """``predict`` without ``--run`` serves models/reference with the default engine, and leaves every
-    committed file of it as it was (onnxruntime's graph and its checksum go to the ignored ``cache/``)."""
+def test_reference_run_is_the_default(tmp_path, subset_path, monkeypatch):
+    """``predict`` without ``--run``, where no run of the user's exists, serves models/reference with the default
+    engine and leaves every file of it as it was (onnxruntime's graph and its checksum go to the user's cache)."""
+    monkeypatch.chdir(tmp_path)  # no runs/default here
     assert default_run() == str(REFERENCE)
-    committed = {p: p.read_bytes() for p in REFERENCE.rglob("*") if p.is_file() and "cache" not in p.parts
-                 and not p.name.startswith(".")}
+    committed = {p: p.read_bytes() for p in REFERENCE.rglob("*") if p.is_file()}
     out = tmp_path / "submission.csv"
     result = CliRunner().invoke(main, ["predict", "--images", str(subset_path), "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output

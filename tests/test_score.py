@@ -110,3 +110,28 @@ def test_bad_input_is_one_line_exit_2(tmp_path, masks, case, fragments):
     elif case == "float":
         np.save(pred_arg, pred.astype(np.float64))
     assert_one_line_error(_score(pred_arg, "--masks", truth_path), *fragments)
+
+
+def test_the_one_mask_array_beside_its_ids_is_the_truth_and_names_match_rows(tmp_path, masks):
+    truth, pred = masks
+    names = [f"img{i}" for i in range(len(truth))]
+    np.savez(tmp_path / "truth.npz", test_ids=np.array(names), test_masks=truth)
+    order = [4, 0, 6, 2, 1, 5, 3]
+    by_name = _write_csv(tmp_path / "named.csv", pred[order], ids=[names[i] for i in order])
+    expected = mean_iou(confusion_matrix(truth, pred), "competition")
+    result = _score(by_name, "--masks", tmp_path / "truth.npz", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["competition"]["mean"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("ids, fragments", [
+    ([str(i) for i in range(7) if i != 3], ("6 predicted tiles", "7 true masks", "missing ids 3")),
+    ([*map(str, range(7)), "9"], ("8 predicted tiles", "ids not in the truth 9")),
+    (["0", "1", "1", "2", "3", "4", "5"], ("ids appear more than once: 1",)),
+])
+def test_missing_extra_and_repeated_ids_are_named(tmp_path, masks, ids, fragments):
+    truth, pred = masks
+    np.save(tmp_path / "truth.npy", truth)
+    rows = np.concatenate([pred, pred])[: len(ids)]
+    assert_one_line_error(_score(_write_csv(tmp_path / "sub.csv", rows, ids=ids), "--masks", tmp_path / "truth.npy"),
+                          *fragments)

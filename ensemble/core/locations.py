@@ -49,7 +49,7 @@ def shipped_root():
 def shipped_names():
     """Names of the shipped runs (folders of :func:`shipped_root` with a manifest)."""
     root = shipped_root()
-    return sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file()) if root.is_dir() else []
+    return sorted(p.name for p in root.iterdir() if _is_run(p)) if root.is_dir() else []
 
 
 def shipped_run(name=REFERENCE):
@@ -66,7 +66,10 @@ def is_shipped(path):
 
 
 def _is_run(path):
-    return (Path(path) / "manifest.json").is_file()
+    """True for a folder holding a run's manifest."""
+    from .runfolder import MANIFEST  # the run folder's file names live there; it imports this module
+
+    return (Path(path) / MANIFEST).is_file()
 
 
 def resolve_run(run=None, trained=False, log=None):
