@@ -63,6 +63,7 @@ def test_reference_run_is_the_default(tmp_path, subset_path, monkeypatch):
     _, labels = read_submission(out)
     assert labels.shape == (40, 64 * 128) and (labels > 0).all()  # competition: class 0 is never written
     assert {p: p.read_bytes() for p in committed} == committed
+    assert {p for p in REFERENCE.rglob("*") if p.is_file()} == set(committed)  # and nothing was added
 
 
 def _assert_same_row(rerun, shipped, name):
