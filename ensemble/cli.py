@@ -417,28 +417,50 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
                    "[default: the run's best recorded by ensemble evaluate, else learned; said on stderr].")
 @data_option
 @click.option("--images", type=click.Path(exists=False), default=None,
-              help="Images to predict instead of --data's test_set: an .npz (test_set or images) or a folder of PNGs.")
-@click.option("--out", type=click.Path(dir_okay=False), default="submission.csv", show_default=True,
-              help="Kaggle submission CSV to write.")
-@click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None, help="Also write coloured mask PNGs here.")
-@click.option("--uncertainty", "uncertainty_dir", type=click.Path(file_okay=False), default=None,
+              help="Images to predict instead of --data's test_set: an image file (PNG, JPEG, TIFF), a folder of "
+                   "them (any sizes), or an .npz (test_set or images (N, H, W), or single images by key).")
+@click.option("--out", type=click.Path(), default=None,
+              help="Kaggle submission CSV to write (tiles of the run's size only) [default: submission.csv, "
+                   "unless only per-image outputs are asked for].")
+@click.option("--masks", "masks_dir", type=click.Path(), default=None,
+              help="Write each image's class-id mask here: <id>.png, mode L, pixel values 0-4, at the image's size.")
+@click.option("--png", "png_dir", type=click.Path(), default=None, help="Also write coloured mask PNGs here.")
+@click.option("--overlay", "overlay_dir", type=click.Path(), default=None,
+              help="Write each image with its class colours blended in and a legend here.")
+@click.option("--uncertainty", "uncertainty_dir", type=click.Path(), default=None,
               help="Also write per-pixel entropy and member-disagreement PNGs here.")
+@click.option("--summary", type=click.Path(), default=None,
+              help="Write every image's class shares of its pixels to this .csv or .json file.")
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="Input pixels per training pixel: 2 for AI4Mars' 256x256 copies, 8 for full 1024x1024 NavCam "
+                   "frames (images are area-downsampled before the networks, logits upsampled back).")
+@click.option("--step", type=float, default=0.5, show_default=True,
+              help="Sliding-window step as a fraction of the run's tile, in (0, 1]; windows are Gaussian-weighted.")
+@click.option("--max-pixels", "max_pixels", type=int, default=4096 * 4096, show_default=True,
+              help="Refuse images with more pixels than this, before any work.")
 @served_tta_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Tiles per batch (16 is the fastest on a CPU; try 64 or more on a GPU).")
+              help="Tiles (windows) per batch (16 is the fastest on a CPU; try 64 or more on a GPU).")
 @stack_option
 @device_option
 @engine_option
 @quiet_option
 def predict(**options):
-    """Predict masks and write a Kaggle submission (id,0,1,...,H*W-1; row-major labels).
+    """Predict masks: a Kaggle submission (id,0,1,...,H*W-1; row-major labels) and/or per-image outputs.
+
+    Images of any size are covered by Gaussian-weighted sliding windows of the run's tile
+    size; every output is at the image's own resolution and named by its file stem.
 
     \b
-    Example:
+    Examples:
       ensemble predict --strategy learned --out submission.csv --png masks/
+      ensemble predict --images frames/ --scale 8 --masks masks/ --overlay overlays/ --summary shares.csv
     """
     result = api.predict(**options)
-    click.echo(f"wrote {result['rows']} rows to {result['out']} ({result['strategy']})")
+    if result["out"] is not None:
+        click.echo(f"wrote {result['rows']} rows to {result['out']} ({result['strategy']})")
+    else:
+        click.echo(f"predicted {result['images']} images ({result['strategy']})")
 
 
 @main.command("score")
