@@ -122,13 +122,16 @@ def default_run(run=None, log=None):
 
 
 def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=5, device="auto",
-             engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False, log=print):
+             engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False, log=print,
+             frames=False, step=0.5):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
     The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
     ``onnxruntime``). ``curve=True`` adds the budget curve (:mod:`ensemble.curve`) from the networks' snapshots;
     ``tta_gain=True`` measures flip TTA for every served model and records where it is served by default.
+    ``frames=True`` also scores the validation images as whole frames rebuilt from their two tiles, stitched by
+    sliding windows ``step`` tiles apart, beside tile-by-tile prediction.
     """
     from .evaluate import evaluate_run
     from .train import resolve_device
@@ -136,7 +139,7 @@ def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=None, cros
     log = None if quiet else log
     return evaluate_run(default_run(run, log), data=data, tta=tta, out=out, seed=seed, stack=stack,
                         cross_fit=cross_fit, device=resolve_device(device), engine=engine, curve=curve, log=log,
-                        ablation=ablation, curve_from=curve_from, tta_gain=tta_gain)
+                        ablation=ablation, curve_from=curve_from, tta_gain=tta_gain, frames=frames, step=step)
 
 
 def _to_stderr(line):

@@ -386,8 +386,13 @@ def served_tta_option(func):
               help="Reuse the budget curve of an earlier evaluation (its budget_curve.json) instead of --curve, "
                    "for a run whose snapshots are not at hand (the shipped run ships none).")
 @tta_gain_option
+@click.option("--frames", is_flag=True,
+              help="Also score the validation images as whole frames rebuilt from their :top/:bottom tiles, "
+                   "predicted by sliding windows, beside tile by tile (paired intervals).")
+@click.option("--step", type=float, default=0.5, show_default=True,
+              help="With --frames: the sliding-window step as a fraction of the tile, in (0, 1].")
 def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet, curve, ablation, curve_from,
-             tta_gain):
+             tta_gain, frames, step):
     """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
 
     The saved fusers were fitted on the validation tiles, so each strategy is scored
@@ -403,7 +408,7 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
     """
     result = api.evaluate(run=run, data=data, tta=tta, out=out, seed=seed, stack=stack,
                           cross_fit=cross_fit, device=device, engine=engine, curve=curve, ablation=ablation,
-                          curve_from=curve_from, tta_gain=tta_gain, quiet=quiet)
+                          curve_from=curve_from, tta_gain=tta_gain, quiet=quiet, frames=frames, step=step)
     from .report import format_table
 
     click.echo(format_table(result["table"]))
@@ -464,15 +469,16 @@ def predict(**options):
 
 
 @main.command("score")
-@click.argument("pred", type=click.Path(dir_okay=False))
+@click.argument("pred", type=click.Path())
 @click.option("--masks", required=True, metavar="TRUTH",
               help="True masks: .npy/.npz with one (N, H, W) integer array (FILE.npz:KEY picks one of several), "
-                   "or a Kaggle-layout .npz (its training_set[:, 1]).")
+                   "or a Kaggle-layout .npz (its training_set[:, 1]); for a PRED folder of class-id PNGs also a "
+                   "folder of them or an .npz of single masks, matched by stem.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object {competition, labeled, allpixels}, each with soil, bedrock, sand, "
                    "big_rock and mean.")
 def score_command(pred, masks, as_json):
-    """Score predicted masks (a submission CSV, or .npy/.npz class ids) against true masks.
+    """Score predicted masks (a submission CSV, .npy/.npz class ids, or a folder of class-id PNGs) against true masks.
 
     Prints per-class IoU and the mean in the three conventions: competition (keras
     MeanIoU(num_classes=5, ignore_class=0), what AN2DL scores), labeled (same pixels, mean over
@@ -482,6 +488,7 @@ def score_command(pred, masks, as_json):
     Example:
       ensemble score submission.csv --masks heldout_masks.npy
       ensemble score pred.npz:masks --masks mars_for_students.npz --json
+      ensemble score masks/ --masks true_masks/
     """
     from .core.metrics import CONVENTIONS
     from .report import json_ready

@@ -38,7 +38,7 @@ from PIL import Image
 from fusion.base import channel_argmax
 
 from .core.classes import CLASS_NAMES, NUM_CLASSES
-from .core.data import npz_keys, open_npz, resolve_data_path
+from .core.data import open_npz, resolve_data_path
 from .core.errors import DataError, EnsembleError
 from .core.fileio import write_text_atomic
 from .inference import BATCH_SIZE, Predictor, as_image, as_tiles
@@ -158,9 +158,8 @@ def _array_inputs(raw, where, source):
 
 
 def _npz_inputs(path):
-    keys = npz_keys(path)
-    if any(k in keys for k in _NPZ_KEYS):
-        arrays = open_npz(path, keys=_NPZ_KEYS)
+    arrays = open_npz(path, keys=_NPZ_KEYS)  # the tiles alone: a Kaggle file's training set is not read
+    if arrays:
         key = next(k for k in _NPZ_KEYS if k in arrays)
         raw, where = arrays.pop(key), f"{path.name}['{key}']"
         if raw.ndim != 3 or 0 in raw.shape:

@@ -278,3 +278,51 @@ def test_memory_is_flat_in_the_number_of_images(frames_run, tiles, tmp_path):
     print(f"peak above start: 1 image {peaks[1]['peak_mb']:.1f} MB, 50 images {peaks[50]['peak_mb']:.1f} MB "
           f"(+{growth:.1f} MB; one image's worth {one_image_mb:.1f} MB)")
     assert growth < one_image_mb, peaks
+
+
+def test_evaluate_frames_beside_tiles(frames_run, subset_path, tmp_path):
+    """With step 1.0 a frame's windows are its two tiles: the stitched baseline scores exactly as tile by tile."""
+    from ensemble.evaluate import evaluate_run, frame_pairs
+
+    assert frame_pairs(np.array(["a:top", "b:top", "a:bottom", "c:bottom"])).tolist() == [[0, 2]]
+    result = evaluate_run(frames_run, data=subset_path, out=tmp_path / "ev", n_boot=20, cross_fit=2, frames=True,
+                          step=1.0)
+    frames = result["table"]["frames"]
+    rows = {r["model"]: r for r in frames["rows"]}
+    assert set(rows) == {"baseline", "baseline_bias", "argmax", "learned"} and frames["n_frames"] > 10
+    assert frames["shape"] == [128, 128] and rows["baseline"]["diff"] == 0 and rows["baseline"]["tiles"] > 0
+    assert all(abs(r["diff"]) < 1e-3 for r in rows.values())
+    assert "## Whole frames" in (tmp_path / "ev" / "report.md").read_text()
+    with pytest.raises(EnsembleError, match=r"--step: must lie in \(0, 1\]"):
+        evaluate_run(frames_run, data=subset_path, out=tmp_path / "ev2", frames=True, step=0)
+
+
+def test_score_folders_of_any_size(tmp_path, subset_path):
+    from ensemble.score import score_files, score_masks
+
+    rng = np.random.default_rng(3)
+    truth = {"a": rng.integers(0, 5, (30, 50)), "b": rng.integers(0, 5, (128, 128)), "c": rng.integers(0, 5, (7, 3))}
+    pred = {k: np.where(rng.random(v.shape) < 0.8, v, rng.integers(0, 5, v.shape)) for k, v in truth.items()}
+    for folder, masks in (("pred", pred), ("truth", truth)):
+        (tmp_path / folder).mkdir()
+        for stem, mask in masks.items():
+            Image.fromarray(mask.astype(np.uint8), mode="L").save(tmp_path / folder / f"{stem}.png")
+    np.savez(tmp_path / "truth.npz", **truth)
+    by_folder = score_files(tmp_path / "pred", tmp_path / "truth")
+    by_npz = score_files(tmp_path / "pred", tmp_path / "truth.npz")
+    flat = lambda d: np.concatenate([d[k].ravel() for k in sorted(d)])[None, None]  # noqa: E731
+    expected = score_masks(flat(pred), flat(truth))
+    for scores in (by_folder, by_npz):
+        assert scores["competition"] == pytest.approx(expected["competition"], nan_ok=True) and scores["tiles"] == 3
+    result = CliRunner().invoke(main, ["score", str(tmp_path / "pred"), "--masks", str(tmp_path / "truth"), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["competition"]["mean"] == pytest.approx(
+        expected["competition"]["mean"])
+    (tmp_path / "truth" / "c.png").unlink()
+    assert_one_line_error(CliRunner().invoke(main, ["score", str(tmp_path / "pred"), "--masks",
+                                                    str(tmp_path / "truth")]), "have no true mask", "'c'")
+    Image.fromarray(truth["c"][:5].astype(np.uint8), mode="L").save(tmp_path / "truth" / "c.png")
+    assert_one_line_error(CliRunner().invoke(main, ["score", str(tmp_path / "pred"), "--masks",
+                                                    str(tmp_path / "truth")]), "c is 7x3, but its true mask")
+    Image.fromarray(np.zeros((7, 3, 3), dtype=np.uint8)).save(tmp_path / "pred" / "c.png")
+    assert_one_line_error(CliRunner().invoke(main, ["score", str(tmp_path / "pred"), "--masks",
+                                                    str(tmp_path / "truth")]), "c.png: a RGB image")
