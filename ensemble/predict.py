@@ -82,9 +82,15 @@ def _open_checked(path):
 
 
 def image_shape(path):
-    """(H, W) of an image file from its header; :class:`DataError` naming the file when it is not an image."""
+    """(H, W) of an image file from its header; :class:`DataError` naming the file when it is not an image.
+
+    A PNG is also verified (its chunks' checksums, read without decoding the pixels), so a truncated
+    or corrupted PNG is refused before any work.
+    """
     try:
         with _open_checked(path) as image:
+            if image.format == "PNG":
+                image.verify()
             return image.size[1], image.size[0]
     except (OSError, SyntaxError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
         raise _decode_failure(path, exc) from None
