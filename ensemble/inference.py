@@ -548,14 +548,16 @@ class Predictor:
         self.windows_run += windows
         return logits[None]
 
-    def image_logits(self, image):
+    def image_logits(self, image, members=True):
         """``(class_logits, member_logits)`` (1, 5, H, W) float32 of one float 0-1 image (H, W) of any size.
 
-        Either is ``None`` like in :meth:`logit_batches`. Both are brought back to the image's size.
+        Either is ``None`` like in :meth:`logit_batches`; member logits also without ``members`` (not
+        brought back to the image's size when nobody reads them). Both are brought back to the image's size.
         """
         with torch.inference_mode():
             input_logits = self.stitched_source_logits(image)
-            class_logits, member_logits = self._fused(input_logits), self._member_slice(input_logits)
+            class_logits = self._fused(input_logits)
+            member_logits = self._member_slice(input_logits) if members else None
             size = np.shape(image)
             return tuple(None if t is None else resize_logits(t, size) for t in (class_logits, member_logits))
 

@@ -351,8 +351,11 @@ def _tile_runs(inputs, predictor):
         i = stop
 
 
-def _predictions(inputs, predictor):
-    """Yield ``(ids, images (B, H, W), class_logits, member_logits)`` batch by batch, or image by image."""
+def _predictions(inputs, predictor, members=True):
+    """Yield ``(ids, images (B, H, W), class_logits, member_logits)`` batch by batch, or image by image.
+
+    Without ``members`` an image's member logits are not brought to its size (``None``).
+    """
     for start, stop, batched in _tile_runs(inputs, predictor):
         ids = inputs.ids[start:stop]
         if batched:
@@ -361,7 +364,7 @@ def _predictions(inputs, predictor):
                 yield ids, images, class_logits, member_logits
         else:
             image = inputs.image(start)
-            class_logits, member_logits = predictor.image_logits(image)
+            class_logits, member_logits = predictor.image_logits(image, members)
             yield ids, image[None], class_logits, member_logits
 
 
@@ -424,7 +427,8 @@ def predict_run(run, strategy="learned", data=None, images=None, out=None, png_d
     outputs, done = _Outputs(None, folders, summary), 0
     with torch.inference_mode(), (writer if writer is not None else contextlib.nullcontext()):
         outputs.writer = writer
-        for ids, batch_images, class_logits, member_logits in _predictions(inputs, predictor):
+        members = folders["uncertainty"] is not None  # only the disagreement map reads the member logits
+        for ids, batch_images, class_logits, member_logits in _predictions(inputs, predictor, members):
             outputs.write(ids, batch_images, class_logits, member_logits)
             done += len(ids)
             meter.update(done, predictor.windows_run)
