@@ -4,6 +4,7 @@ Only light modules are imported at start-up, so ``ensemble --help`` answers at o
 commands import torch and the modules that need it when they run.
 """
 import json
+import os
 import sys
 import warnings
 
@@ -32,6 +33,16 @@ class EnsembleGroup(click.Group):
         except EnsembleError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+
+
+def passive_openmp():
+    """Let PyTorch's OpenMP threads sleep between parallel regions, unless ``$OMP_WAIT_POLICY`` says otherwise.
+
+    Inference alternates onnxruntime sessions with PyTorch work (fusers, window stitching) on the same
+    cores; spinning OpenMP threads starve the sessions (docs/performance.md, Whole frames). It takes
+    effect only before torch is loaded, which the inference commands do after this.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -406,6 +417,7 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
       ensemble evaluate --tta flip
       ensemble evaluate --run runs/full --curve
     """
+    passive_openmp()
     result = api.evaluate(run=run, data=data, tta=tta, out=out, seed=seed, stack=stack,
                           cross_fit=cross_fit, device=device, engine=engine, curve=curve, ablation=ablation,
                           curve_from=curve_from, tta_gain=tta_gain, quiet=quiet, frames=frames, step=step)
@@ -461,6 +473,7 @@ def predict(**options):
       ensemble predict --strategy learned --out submission.csv --png masks/
       ensemble predict --images frames/ --scale 8 --masks masks/ --overlay overlays/ --summary shares.csv
     """
+    passive_openmp()
     result = api.predict(**options)
     if result["out"] is not None:
         click.echo(f"wrote {result['rows']} rows to {result['out']} ({result['strategy']})")
