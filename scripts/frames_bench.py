@@ -5,9 +5,9 @@
   one frame through a loaded ``Predictor`` (start-up excluded; median of ``--repeats``), and of
   ``ensemble predict --images DIR --scale 8 --masks OUT`` on a folder of ``--frames`` of them in one
   process (loading included, said apart).
-* ``scale``: validation frames (``:top`` + ``:bottom`` tiles) upsampled 2x bilinearly and predicted at
-  ``--scale 2``, against the frames at scale 1 (each mask pixel repeated 2x2): the share of pixels
-  that agree.
+* ``scale``: validation frames (``:top`` + ``:bottom`` tiles) upsampled 2x (PIL's nearest, bilinear,
+  bicubic and Lanczos filters) and predicted at ``--scale 2``, against the frames at scale 1 (each mask
+  pixel repeated 2x2): the share of pixels that agree.
 * ``monai``: this project's windows against MONAI's ``sliding_window_inference`` (``mode="gaussian"``,
   ``sigma_scale=1/8``, if ``monai`` is installed): bit-exactness on one tile and on two
   non-overlapping tiles, the windows' grid, and the time per 128x128 frame of the run's members.
@@ -41,9 +41,9 @@ def _frames(images, ids, count):
     return np.concatenate([images[pairs[:, 0]], images[pairs[:, 1]]], axis=1), pairs
 
 
-def _upsampled(frame_0_1, factor):
+def _upsampled(frame_0_1, factor, method=Image.BILINEAR):
     image = Image.fromarray(np.round(frame_0_1 * 255).astype(np.uint8))
-    return np.asarray(image.resize((image.width * factor, image.height * factor), Image.BILINEAR))
+    return np.asarray(image.resize((image.width * factor, image.height * factor), method))
 
 
 def speed(run, strategy, data, frames, repeats, log):
@@ -71,17 +71,24 @@ def speed(run, strategy, data, frames, repeats, log):
             "folder_frames": len(big), "folder_seconds": folder_seconds, "predict_run_seconds": result["seconds"]}
 
 
+#: PIL's upsampling filters the scale agreement is measured with.
+UPSAMPLERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+
+
 def scale_agreement(run, strategy, data, frames, log):
     manifest = json.loads((Path(run) / "manifest.json").read_text())
     val = np.asarray(manifest["split"]["val_indices"])
     small, _ = _frames(data.images[val], tile_ids(data)[val], frames)
     at_1 = Predictor(run, strategy).predict(list(small))
-    at_2 = Predictor(run, strategy, scale=2).predict([_upsampled(f, 2) for f in small])
-    agree = [float((np.kron(a, np.ones((2, 2), dtype=np.uint8)) == b).mean()) for a, b in zip(at_1, at_2)]
-    share = float(np.mean(agree))
-    log(f"--scale 2 on {len(small)} validation frames upsampled 2x ({strategy}): {100 * share:.2f} % of pixels "
-        f"agree with scale 1 (worst frame {100 * min(agree):.2f} %)")
-    return {"strategy": strategy, "frames": len(small), "agree": share, "worst": min(agree)}
+    at_2 = Predictor(run, strategy, scale=2)
+    out = {"strategy": strategy, "frames": len(small)}
+    for name, method in UPSAMPLERS.items():
+        masks = at_2.predict([_upsampled(f, 2, method) for f in small])
+        agree = [float((np.kron(a, np.ones((2, 2), dtype=np.uint8)) == b).mean()) for a, b in zip(at_1, masks)]
+        out[name] = {"agree": float(np.mean(agree)), "worst": min(agree)}
+        log(f"--scale 2 on {len(small)} validation frames upsampled 2x ({name}, {strategy}): "
+            f"{100 * np.mean(agree):.2f} % of pixels agree with scale 1 (worst frame {100 * min(agree):.2f} %)")
+    return out
 
 
 def monai_comparison(run, log):
