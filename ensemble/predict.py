@@ -59,17 +59,20 @@ def _check_id(tile_id, where):
         raise DataError(f"{where}: file name {tile_id!r} cannot be a submission id (ASCII without commas or quotes)")
 
 
+def _format_of(path):
+    """The image format a file's suffix promises: PNG, JPEG or TIFF."""
+    return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "TIFF")
+
+
 def _decode_failure(path, exc):
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(str(path), "file")
-    kind = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "TIFF" if "tif" in
-                                                                  path.suffix.lower() else "image")
-    return DataError(f"{path}: not a decodable {kind} ({reason}); expected {_EXPECTED}")
+    return DataError(f"{path}: not a decodable {_format_of(path)} ({reason}); expected {_EXPECTED}")
 
 
 def _open_checked(path):
     """``Image.open(path)`` after checking the format matches the suffix (the header only: nothing decoded)."""
     image = Image.open(path)
-    expected = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "TIFF")
+    expected = _format_of(path)
     found = _FORMATS.get(image.format)
     if found != expected:
         image.close()
