@@ -44,6 +44,8 @@ setup(
         "onnxscript>=0.2",
         # the budget curve's figure (ensemble evaluate --curve), drawn headless with the Agg backend
         "matplotlib>=3.7",
+        # reading PNG, JPEG and TIFF images for predict --images and writing every PNG; torchvision pulls it too
+        "Pillow>=9.0",
     ],
     extras_require={
         # keras: the competition metric is cross-checked against keras.metrics.MeanIoU;

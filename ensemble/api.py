@@ -122,13 +122,16 @@ def default_run(run=None, log=None):
 
 
 def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=5, device="auto",
-             engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False, log=print):
+             engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False, log=print,
+             frames=False, step=0.5):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
     The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
     ``onnxruntime``). ``curve=True`` adds the budget curve (:mod:`ensemble.curve`) from the networks' snapshots;
     ``tta_gain=True`` measures flip TTA for every served model and records where it is served by default.
+    ``frames=True`` also scores the validation images as whole frames rebuilt from their two tiles, stitched by
+    sliding windows ``step`` tiles apart, beside tile-by-tile prediction.
     """
     from .evaluate import evaluate_run
     from .train import resolve_device
@@ -136,7 +139,7 @@ def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=None, cros
     log = None if quiet else log
     return evaluate_run(default_run(run, log), data=data, tta=tta, out=out, seed=seed, stack=stack,
                         cross_fit=cross_fit, device=resolve_device(device), engine=engine, curve=curve, log=log,
-                        ablation=ablation, curve_from=curve_from, tta_gain=tta_gain)
+                        ablation=ablation, curve_from=curve_from, tta_gain=tta_gain, frames=frames, step=step)
 
 
 def _to_stderr(line):
@@ -162,19 +165,25 @@ def _served_strategy(run, strategy, say=_to_stderr):
     return default_strategy(run, say)
 
 
-def predict(run=None, strategy=None, data=None, images=None, out="submission.csv", png_dir=None,
-            uncertainty_dir=None, tta=None, batch_size=16, stack=None, device="auto", engine="auto", quiet=False,
-            log=print):
-    """Predict masks for ``test_set`` of ``data`` (or ``images``: a path, or an array (N, H, W)) and write a
-    Kaggle submission CSV. For masks and probabilities in memory, use :func:`predictor`.
+def predict(run=None, strategy=None, data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
+            tta=None, batch_size=16, stack=None, device="auto", engine="auto", quiet=False, log=print,
+            masks_dir=None, overlay_dir=None, summary=None, scale=1.0, step=None, max_pixels=None):
+    """Predict masks for ``test_set`` of ``data`` (or ``images``: an image file, a folder of images, an .npz, or an
+    array (N, H, W)); write a Kaggle submission CSV and/or per-image outputs (see
+    :func:`~ensemble.predict.predict_run`). For masks and probabilities in memory, use :func:`predictor`.
 
     The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
     ``onnxruntime``). ``strategy`` and ``tta`` default to what the run's evaluation recorded
     (:func:`~ensemble.inference.default_strategy`, :func:`~ensemble.inference.default_tta`), said on stderr.
+    Images of any size go through sliding windows ``step`` tiles apart (default 0.5) at ``scale`` input
+    pixels per training pixel; ``max_pixels`` (default a 4096x4096 image) refuses larger ones. Progress goes
+    to stderr unless ``quiet``.
     """
     from .predict import predict_run
     from .train import resolve_device
+    from .windows import DEFAULT_STEP, MAX_PIXELS, check_scale, check_step
 
+    scale, step = check_scale(scale), check_step(DEFAULT_STEP if step is None else step)  # before anything runs
     log = None if quiet else log
     run = default_run(run, log)
     device = resolve_device(device)  # an unavailable device is refused before anything is said
@@ -184,7 +193,10 @@ def predict(run=None, strategy=None, data=None, images=None, out="submission.csv
     note = None if quiet else (lambda: [_to_stderr(line) for line in said])
     return predict_run(run, strategy=strategy, data=data, images=images, out=out, png_dir=png_dir,
                        uncertainty_dir=uncertainty_dir, tta=tta, batch_size=batch_size, stack=stack,
-                       device=device, engine=engine, log=log, note=note)
+                       device=device, engine=engine, log=log, note=note, masks_dir=masks_dir,
+                       overlay_dir=overlay_dir, summary=summary, scale=scale, step=step,
+                       max_pixels=MAX_PIXELS if max_pixels is None else max_pixels,
+                       progress=None if quiet else _to_stderr)
 
 
 def score(pred, masks):
@@ -198,20 +210,26 @@ def score(pred, masks):
     return score_files(pred, masks)
 
 
-def predictor(run=None, strategy=None, device="auto", tta=None, batch_size=16, stack=None, engine="auto"):
+def predictor(run=None, strategy=None, device="auto", tta=None, batch_size=16, stack=None, engine="auto",
+              scale=1.0, step=None):
     """A :class:`~ensemble.inference.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
-    ``predict_proba(images)`` and ``predict_logits(images)`` on arrays (N, H, W), uint8 or float; no files.
+    ``predict_proba(images)`` and ``predict_logits(images)``; no files.
 
+    ``images``: one (H, W) array, a list of arrays of any sizes or an (N, H, W) array, uint8 or float;
+    results come back at the input's size, in its form. Images other than the run's tiles go through
+    sliding windows ``step`` tiles apart (default 0.5) at ``scale`` input pixels per training pixel.
     ``run`` defaults to the shipped reference run; ``strategy`` to the run's best recorded by its
     evaluation, ``tta`` to the one recorded for that strategy (both said on stderr).
     """
     from .inference import Predictor
     from .train import resolve_device
+    from .windows import DEFAULT_STEP
 
     run = default_run(run, _to_stderr)
     device = resolve_device(device)
     strategy = _served_strategy(run, strategy)
-    return Predictor(run, strategy, device, _served_tta(run, strategy, tta), batch_size, stack, engine)
+    return Predictor(run, strategy, device, _served_tta(run, strategy, tta), batch_size, stack, engine,
+                     scale=scale, step=DEFAULT_STEP if step is None else step)
 
 
 def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,

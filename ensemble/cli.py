@@ -4,6 +4,7 @@ Only light modules are imported at start-up, so ``ensemble --help`` answers at o
 commands import torch and the modules that need it when they run.
 """
 import json
+import os
 import sys
 import warnings
 
@@ -32,6 +33,16 @@ class EnsembleGroup(click.Group):
         except EnsembleError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+
+
+def passive_openmp():
+    """Let PyTorch's OpenMP threads sleep between parallel regions, unless ``$OMP_WAIT_POLICY`` says otherwise.
+
+    Inference alternates onnxruntime sessions with PyTorch work (fusers, window stitching) on the same
+    cores; spinning OpenMP threads starve the sessions (docs/performance.md, Whole frames). It takes
+    effect only before torch is loaded, which the inference commands do after this.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -386,8 +397,13 @@ def served_tta_option(func):
               help="Reuse the budget curve of an earlier evaluation (its budget_curve.json) instead of --curve, "
                    "for a run whose snapshots are not at hand (the shipped run ships none).")
 @tta_gain_option
+@click.option("--frames", is_flag=True,
+              help="Also score the validation images as whole frames rebuilt from their :top/:bottom tiles, "
+                   "predicted by sliding windows, beside tile by tile (paired intervals).")
+@click.option("--step", type=float, default=0.5, show_default=True,
+              help="With --frames: the sliding-window step as a fraction of the tile, in (0, 1].")
 def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet, curve, ablation, curve_from,
-             tta_gain):
+             tta_gain, frames, step):
     """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
 
     The saved fusers were fitted on the validation tiles, so each strategy is scored
@@ -401,9 +417,10 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
       ensemble evaluate --tta flip
       ensemble evaluate --run runs/full --curve
     """
+    passive_openmp()
     result = api.evaluate(run=run, data=data, tta=tta, out=out, seed=seed, stack=stack,
                           cross_fit=cross_fit, device=device, engine=engine, curve=curve, ablation=ablation,
-                          curve_from=curve_from, tta_gain=tta_gain, quiet=quiet)
+                          curve_from=curve_from, tta_gain=tta_gain, quiet=quiet, frames=frames, step=step)
     from .report import format_table
 
     click.echo(format_table(result["table"]))
@@ -417,40 +434,64 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
                    "[default: the run's best recorded by ensemble evaluate, else learned; said on stderr].")
 @data_option
 @click.option("--images", type=click.Path(exists=False), default=None,
-              help="Images to predict instead of --data's test_set: an .npz (test_set or images) or a folder of PNGs.")
-@click.option("--out", type=click.Path(dir_okay=False), default="submission.csv", show_default=True,
-              help="Kaggle submission CSV to write.")
-@click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None, help="Also write coloured mask PNGs here.")
-@click.option("--uncertainty", "uncertainty_dir", type=click.Path(file_okay=False), default=None,
+              help="Images to predict instead of --data's test_set: an image file (PNG, JPEG, TIFF), a folder of "
+                   "them (any sizes), or an .npz (test_set or images (N, H, W), or single images by key).")
+@click.option("--out", type=click.Path(), default=None,
+              help="Kaggle submission CSV to write (tiles of the run's size only) [default: submission.csv, "
+                   "unless only per-image outputs are asked for].")
+@click.option("--masks", "masks_dir", type=click.Path(), default=None,
+              help="Write each image's class-id mask here: <id>.png, mode L, pixel values 0-4, at the image's size.")
+@click.option("--png", "png_dir", type=click.Path(), default=None, help="Also write coloured mask PNGs here.")
+@click.option("--overlay", "overlay_dir", type=click.Path(), default=None,
+              help="Write each image with its class colours blended in and a legend here.")
+@click.option("--uncertainty", "uncertainty_dir", type=click.Path(), default=None,
               help="Also write per-pixel entropy and member-disagreement PNGs here.")
+@click.option("--summary", type=click.Path(), default=None,
+              help="Write every image's class shares of its pixels to this .csv or .json file.")
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="Input pixels per training pixel: 2 for AI4Mars' 256x256 copies, 8 for full 1024x1024 NavCam "
+                   "frames (images are area-downsampled before the networks, logits upsampled back).")
+@click.option("--step", type=float, default=0.5, show_default=True,
+              help="Sliding-window step as a fraction of the run's tile, in (0, 1]; windows are Gaussian-weighted.")
+@click.option("--max-pixels", "max_pixels", type=int, default=4096 * 4096, show_default=True,
+              help="Refuse images with more pixels than this, before any work.")
 @served_tta_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Tiles per batch (16 is the fastest on a CPU; try 64 or more on a GPU).")
+              help="Tiles (windows) per batch (16 is the fastest on a CPU; try 64 or more on a GPU).")
 @stack_option
 @device_option
 @engine_option
 @quiet_option
 def predict(**options):
-    """Predict masks and write a Kaggle submission (id,0,1,...,H*W-1; row-major labels).
+    """Predict masks: a Kaggle submission (id,0,1,...,H*W-1; row-major labels) and/or per-image outputs.
+
+    Images of any size are covered by Gaussian-weighted sliding windows of the run's tile
+    size; every output is at the image's own resolution and named by its file stem.
 
     \b
-    Example:
+    Examples:
       ensemble predict --strategy learned --out submission.csv --png masks/
+      ensemble predict --images frames/ --scale 8 --masks masks/ --overlay overlays/ --summary shares.csv
     """
+    passive_openmp()
     result = api.predict(**options)
-    click.echo(f"wrote {result['rows']} rows to {result['out']} ({result['strategy']})")
+    if result["out"] is not None:
+        click.echo(f"wrote {result['rows']} rows to {result['out']} ({result['strategy']})")
+    else:
+        click.echo(f"predicted {result['images']} images ({result['strategy']})")
 
 
 @main.command("score")
-@click.argument("pred", type=click.Path(dir_okay=False))
+@click.argument("pred", type=click.Path())
 @click.option("--masks", required=True, metavar="TRUTH",
               help="True masks: .npy/.npz with one (N, H, W) integer array (FILE.npz:KEY picks one of several), "
-                   "or a Kaggle-layout .npz (its training_set[:, 1]).")
+                   "or a Kaggle-layout .npz (its training_set[:, 1]); for a PRED folder of class-id PNGs also a "
+                   "folder of them or an .npz of single masks, matched by stem.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object {competition, labeled, allpixels}, each with soil, bedrock, sand, "
                    "big_rock and mean.")
 def score_command(pred, masks, as_json):
-    """Score predicted masks (a submission CSV, or .npy/.npz class ids) against true masks.
+    """Score predicted masks (a submission CSV, .npy/.npz class ids, or a folder of class-id PNGs) against true masks.
 
     Prints per-class IoU and the mean in the three conventions: competition (keras
     MeanIoU(num_classes=5, ignore_class=0), what AN2DL scores), labeled (same pixels, mean over
@@ -460,6 +501,7 @@ def score_command(pred, masks, as_json):
     Example:
       ensemble score submission.csv --masks heldout_masks.npy
       ensemble score pred.npz:masks --masks mars_for_students.npz --json
+      ensemble score masks/ --masks true_masks/
     """
     from .core.metrics import CONVENTIONS
     from .report import json_ready

@@ -91,7 +91,12 @@ def export_onnx(module, example, path=None):
 
 
 class OnnxForward:
-    """A callable images (N, C, H, W) float32 tensor -> outputs tensor, run by an onnxruntime session."""
+    """A callable images (N, C, H, W) float32 tensor -> outputs tensor, run by an onnxruntime session.
+
+    The session's threads do not spin-wait after a run: between runs PyTorch works on the same cores
+    (fusers, window stitching, another source's session), and spinning threads starve it
+    (docs/performance.md, Whole frames).
+    """
 
     def __init__(self, graph, threads=None):
         import onnxruntime
@@ -100,6 +105,7 @@ class OnnxForward:
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x):

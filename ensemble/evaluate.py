@@ -92,9 +92,71 @@ class Scores:
     preds: dict = field(default_factory=dict)
     member_ious: dict = field(default_factory=dict)
     ablation_cms: dict = field(default_factory=dict)
+    frames: "Frames" = None
 
     def add(self, name, class_logits, valid):
         self.tile_cms[name], self.eces[name], self.preds[name] = _score(class_logits, self.truth, valid)
+
+
+def frame_pairs(ids):
+    """(F, 2) indices of the tiles that are the ``:top`` and ``:bottom`` half of one image (by ``training_ids``)."""
+    index = {str(t): i for i, t in enumerate(ids)}
+    pairs = [(i, index[t[: -len(":top")] + ":bottom"]) for t, i in index.items()
+             if t.endswith(":top") and t[: -len(":top")] + ":bottom" in index]
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+@dataclass
+class Frames:
+    """Whole validation frames rebuilt from their two tiles, and per model two per-frame confusion matrices each:
+    the frame predicted tile by tile (its tiles' matrices summed) and as one image by sliding windows."""
+
+    pairs: np.ndarray
+    truth: np.ndarray
+    step: float
+    folds: np.ndarray = None
+    logits: dict = field(default_factory=dict)
+    cms: dict = field(default_factory=dict)
+
+    def add(self, name, tile_cms, stitched_class_logits):
+        """Score ``name``: its tile matrices summed per frame, beside those of its stitched class logits."""
+        pred = channel_argmax(_as_tensor(stitched_class_logits)).to(torch.uint8).numpy()
+        tiled = tile_cms[self.pairs[:, 0]] + tile_cms[self.pairs[:, 1]]
+        self.cms[name] = (tiled, per_tile_confusion(self.truth, pred))
+
+
+def frame_source_logits(folder, sources, frames, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None,
+                        engine="auto", step=0.5, log=None):
+    """``{source: logits (F, 5, H, W)}`` of each source over whole frames (F, H, W), stitched by sliding windows."""
+    out = {}
+    for source in sources:
+        predictor = Predictor(folder.path, None if source == MEMBERS else source, device, tta, batch_size, stack,
+                              engine, log, step=step)
+        logits = None
+        for i, frame in enumerate(frames):
+            stitched = predictor.stitched_source_logits(frame)[0].numpy()
+            if logits is None:
+                logits = np.empty((len(frames), *stitched.shape), dtype=np.float32)
+            logits[i] = stitched
+        out[source] = logits
+        del predictor
+    return out
+
+
+def _validation_frames(folder, data, scores, sources, folds, tta, batch_size, device, stack, engine, step, log):
+    """The run's validation frames (:class:`Frames`) with every source's stitched logits over them."""
+    pairs = frame_pairs(scores.ids)
+    if len(pairs) == 0:
+        raise EnsembleError(f"--frames: no validation image of {folder.path} has both its :top and :bottom tile "
+                            "(training_ids), so no frame can be rebuilt")
+    images = data.images[scores.val_idx]
+    frames = Frames(pairs=pairs, truth=np.concatenate([scores.truth[pairs[:, 0]], scores.truth[pairs[:, 1]]], axis=1),
+                    step=step, folds=None if folds is None else folds[pairs[:, 0]])
+    log(f"stitching {len(pairs)} validation frames ({frames.truth.shape[1]}x{frames.truth.shape[2]}, step {step:g})")
+    frame_images = np.concatenate([images[pairs[:, 0]], images[pairs[:, 1]]], axis=1)
+    frames.logits = frame_source_logits(folder, sources, frame_images, tta, batch_size, device, stack, engine, step,
+                                        log)
+    return frames
 
 
 def _folds(data, val_idx, cross_fit, seed):
@@ -124,13 +186,15 @@ def validation_logits(folder, data, sources, images, tta="none", batch_size=BATC
 
 
 def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None,
-                 cross_fit=CROSS_FIT_FOLDS, seed=0, engine="auto", log=None, ablation=False):
+                 cross_fit=CROSS_FIT_FOLDS, seed=0, engine="auto", log=None, ablation=False, frames_step=None):
     """Score the baseline, the control, each member alone and each fuser of ``fusers`` on the run's validation tiles.
 
     Every network runs through a :class:`~ensemble.inference.Predictor`; with ``tta="none"``
     the logits come from the run's cache. Each fuser reads the logits of its sources and is
     applied cross-fitted over ``cross_fit`` folds of validation rover stops (0: the fitted fusers,
-    in-sample). Returns :class:`Scores`.
+    in-sample). With ``frames_step`` every model is also scored on whole validation frames rebuilt from
+    their ``:top``/``:bottom`` tiles, by sliding windows that far apart (``Scores.frames``, :class:`Frames`);
+    each frame is fused by the same fold's fuser as its tiles. Returns :class:`Scores`.
     """
     log = log or (lambda line: None)
     manifest = check_run_data(folder, data)
@@ -151,20 +215,36 @@ def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device
     scores.add(BASELINE, logits[BASELINE], valid)
     for name in controls:  # the ensembling control, scored like the baseline
         scores.add(name, logits[name], valid)
+    frames = None
+    if frames_step is not None:
+        frames = scores.frames = _validation_frames(folder, data, scores, sources, folds, tta, batch_size, device,
+                                                    stack, engine, frames_step, log)
+        for name in (BASELINE, *controls):
+            frames.add(name, scores.tile_cms[name], frames.logits[name])
     member_logits = logits[MEMBERS]
     scores.member_ious = {name: binary_iou(scores.truth == k, member_logits[:, k] > 0, None if k == 0 else valid)
                           for k, name in enumerate(CLASS_NAMES)}
     for name, fuser in fusers.items():
         log(f"  {name}")
         inputs = fuser_inputs(logits, fuser.sources)
+        frame_inputs = None if frames is None else fuser_inputs(frames.logits, fuser.sources)
+        frame_logits = None
         if cross_fit:
-            fused_logits = cross_fitted_logits(fuser, inputs, scores.truth, folds, scores.ids)
-        elif fuser.is_fitted():
-            fused_logits = fuser.predict_logits(inputs)
-        else:  # the tuned baseline of a run that has none fitted: fitted here, in-sample like the others
-            fused_logits = fitted_logits(fuser, inputs, scores.truth, None, scores.ids)
+            fused_logits = cross_fitted_logits(fuser, inputs, scores.truth, folds, scores.ids,
+                                               extra=None if frames is None else (frame_inputs, frames.folds))
+            if frames is not None:
+                fused_logits, frame_logits = fused_logits
+        else:
+            if not fuser.is_fitted():  # the tuned baseline of a run that has none fitted: fitted here, in-sample
+                fused_logits = fitted_logits(fuser, inputs, scores.truth, None, scores.ids)
+            else:
+                fused_logits = fuser.predict_logits(inputs)
+            if frames is not None:
+                frame_logits = fuser.predict_logits(frame_inputs)
         scores.add(name, fused_logits, valid)
-        del fused_logits, inputs
+        if frames is not None:
+            frames.add(name, scores.tile_cms[name], frame_logits)
+        del fused_logits, inputs, frame_inputs, frame_logits
     if ablation and ABLATED in fusers:
         inputs = fuser_inputs(logits, fusers[ABLATED].sources)
         for variant, change in ablation_variants(fusers[ABLATED]):
@@ -179,6 +259,17 @@ def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device
 
 #: The strategy whose members are left out one at a time by ``evaluate --ablation``.
 ABLATED = "hybrid"
+
+
+def frames_table(frames, headline, n_boot=1000, seed=0):
+    """Per model the headline mIoU of the validation frames predicted tile by tile and stitched as whole images,
+    and the paired-bootstrap difference stitched - tiles over frames (95 % interval)."""
+    metric = functools.partial(mean_iou, convention=headline)
+    rows = [{"model": name, "tiles": float(metric(tiled.sum(axis=0))), "stitched": float(metric(stitched.sum(axis=0))),
+             **paired_bootstrap(tiled, stitched, metric, n_boot=n_boot, seed=seed)}
+            for name, (tiled, stitched) in frames.cms.items()]
+    return {"n_frames": int(len(frames.pairs)), "shape": list(frames.truth.shape[1:]), "step": frames.step,
+            "headline": headline, "rows": rows}
 
 
 def ablation_variants(hybrid):
@@ -352,7 +443,7 @@ def _meta(folder, data, scores, fusers, tta, engine, cross_fit, shown, idx):
 
 def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, device="cpu",
                  n_boot=1000, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS, engine="auto", curve=False, log=None,
-                 ablation=False, curve_from=None, tta_gain=False):
+                 ablation=False, curve_from=None, tta_gain=False, frames=False, step=0.5):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
     ``data`` (a path or loaded :class:`~ensemble.core.data.MarsData`) must be the file the run was
@@ -383,7 +474,9 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     ``curve=True`` adds the budget curve (:mod:`ensemble.curve`): ``budget_curve.json``,
     ``budget_curve.png`` and a table in ``report.md``; ``curve_from`` (a ``budget_curve.json`` written by an
     earlier evaluation) reuses that curve instead, for a run whose snapshots are not at hand (the shipped
-    run's are not shipped).
+    run's are not shipped). ``frames=True`` also scores every model on the validation images rebuilt as whole
+    frames from their ``:top``/``:bottom`` tiles, stitched by sliding windows ``step`` tiles apart, beside the
+    same frames predicted tile by tile (``table["frames"]``, :func:`frames_table`).
 
     Raises :class:`RunError` when the run has no fitted fuser or no baseline, and
     :class:`EnsembleError` for an unknown ``tta`` or too few groups for ``cross_fit``.
@@ -405,8 +498,12 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     if ablation and ABLATED not in fusers:
         raise RunError(f"--ablation: {folder.path} has no {ABLATED} fuser; fit it with: ensemble fuse --run "
                        f"{folder.path} --strategy {ABLATED}")
+    if frames:
+        from .windows import check_step
+
+        step = check_step(step)
     scores = score_models(folder, data, fusers, tta, batch_size, device, stack, cross_fit, seed, engine, log,
-                          ablation=ablation)
+                          ablation=ablation, frames_step=step if frames else None)
     table = build_table(scores.tile_cms, scores.eces, scores.member_ious, baseline_name=BASELINE, n_boot=n_boot,
                         seed=seed, objective=folder.objective(), tuned_name=TUNED_BASELINE)
     served = [name for name in served_models(scores, fusers) if name in strategies or name in (BASELINE, CONTROL)]
@@ -419,6 +516,8 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     table["budgets"] = budget_comparisons(folder, table, scores.tile_cms, n_boot, seed)
     if scores.ablation_cms:
         table["ablation"] = ablation_table(scores, table, n_boot, seed)
+    if scores.frames is not None:
+        table["frames"] = frames_table(scores.frames, table["headline"], n_boot, seed)
     out_dir = Path(out) if out else folder.report_dir
     if log and out is None and folder.read_only:
         log(f"{folder.path} is a shipped run (read-only): writing the report to {out_dir}")

@@ -28,6 +28,8 @@ from .core.fileio import atomic_path, sha256_file, write_json_atomic
 from .core.objectives import for_objective
 from .core.runfolder import RunFolder
 from .engines import OnnxForward, cached_graph, export_onnx, resolve_engine
+from .windows import (DEFAULT_STEP, as_image_tensor, check_scale, check_step, resize_logits, stitched_logits,
+                      to_training_scale)
 
 #: Default tiles per inference batch: on 2 CPU cores batches of 16 run the members 1.4x faster
 #: than batches of 64 (``scripts/bench.py``: larger batches' activations spill out of the caches).
@@ -387,6 +389,29 @@ def default_tta(run, strategy, log=None):
     return chosen
 
 
+def as_image(raw, where="image"):
+    """One image (H, W), uint8 0-255 or float 0-1 / 0-255, as float32 0-1; :class:`DataError` for anything else."""
+    raw = np.asarray(raw)
+    if raw.ndim != 2 or 0 in raw.shape:
+        raise DataError(f"{where}: shape {raw.shape}, expected a grayscale image (H, W) with pixels")
+    return normalize_images(raw[None], where)[0]
+
+
+def _image_list(images):
+    """``(single, images)``: one (H, W) image, a list of them, or an (N, H, W) array as float 0-1 images."""
+    if isinstance(images, _Tiles):
+        return False, (images[i] for i in range(len(images)))
+    if isinstance(images, np.ndarray) or torch.is_tensor(images):
+        array = np.asarray(images)
+        if array.ndim == 2:
+            return True, [as_image(array)]
+        tiles = as_tiles(array)
+        return False, (tiles[i] for i in range(len(tiles)))
+    if isinstance(images, (list, tuple)):
+        return False, (as_image(image, f"images[{i}]") for i, image in enumerate(images))
+    raise DataError(f"images: got {type(images).__name__}, expected an array (H, W) or (N, H, W) or a list of arrays")
+
+
 def as_tiles(images, where="images"):
     """Wrap an array of tiles (N, H, W), uint8 0-255 or float 0-1 / 0-255, as a lazily normalised :class:`_Tiles`."""
     raw = np.asarray(images)
@@ -409,14 +434,23 @@ class Predictor:
     ``batch_size`` under ``torch.inference_mode()``. The class logits follow the run's objective
     (under ``competition`` class 0 has logit -inf, probability 0).
 
+    ``predict``, ``predict_proba`` and ``predict_logits`` also take images of any size: one (H, W)
+    array, a list of arrays of different sizes, or an (N, H, W) array of another size than the
+    run's tiles. Those go one at a time through :mod:`ensemble.windows`: brought to the training
+    scale (``scale``: input pixels per training pixel), covered by Gaussian-weighted windows
+    ``step`` tiles apart whose source logits are stitched, fused, brought back to the input size.
+    Results come back in the input's form: one array for one image, a list for a list.
+
     ``predict`` / ``predict_proba`` / ``predict_logits`` / ``predict_member_logits`` /
     ``predict_source_logits`` serve ``ensemble predict``, ``evaluate``, the fusers' logits cache
     and the notebook API; ``export`` writes the program of ``ensemble export``.
     """
 
     def __init__(self, run, strategy="learned", device="cpu", tta="none", batch_size=BATCH_SIZE, stack=None,
-                 engine="auto", log=None):
+                 engine="auto", log=None, scale=1.0, step=DEFAULT_STEP):
         check_tta(tta)
+        self.scale, self.step = check_scale(scale), check_step(step)
+        self.windows_run = 0  # windows (tiles) through the networks so far: the progress counter
         if int(batch_size) < 1:
             raise EnsembleError(f"--batch-size: must be at least 1, got {batch_size}")
         self.folder = RunFolder(run)
@@ -484,12 +518,64 @@ class Predictor:
         members alone (``strategy=None``).
         """
         for start, input_logits in self._input_batches(tiles):
-            if self.fuser is not None:
-                class_logits = self.fuser.predict_logits(input_logits)
-            else:
-                class_logits = None if self.strategy is None else input_logits
-            yield start, class_logits, self._member_slice(input_logits)
+            self.windows_run += len(input_logits)
+            yield start, self._fused(input_logits), self._member_slice(input_logits)
             del input_logits  # drop this batch before the next one is computed
+
+    def _fused(self, input_logits):
+        """Class logits of the sources' logits: the fuser's, the single net's, or ``None`` for the members alone."""
+        if self.fuser is not None:
+            return self.fuser.predict_logits(input_logits)
+        return None if self.strategy is None else input_logits
+
+    def fits_tiles(self, shape):
+        """True when images of ``shape`` (H, W) are the run's tiles at scale 1: batched, no windows."""
+        return tuple(shape) == self.tile_shape and self.scale == 1
+
+    def _window_logits(self, windows):
+        return _tta_logits(self._forward, windows.to(self.device), self.tta)
+
+    def stitched_source_logits(self, image):
+        """The sources' logits (1, 5 per source, h, w) over one float 0-1 image (H, W) at the training scale.
+
+        The image is resampled by ``scale`` and covered by sliding windows (:mod:`ensemble.windows`);
+        the logits a fuser reads are stitched before it reads them.
+        """
+        with torch.inference_mode():
+            small = to_training_scale(as_image_tensor(image), self.scale)
+            logits, windows = stitched_logits(self._window_logits, small, self.tile_shape, self.step,
+                                              self.batch_size)
+        self.windows_run += windows
+        return logits[None]
+
+    def image_logits(self, image, members=True):
+        """``(class_logits, member_logits)`` (1, 5, H, W) float32 of one float 0-1 image (H, W) of any size.
+
+        Either is ``None`` like in :meth:`logit_batches`; member logits also without ``members`` (not
+        brought back to the image's size when nobody reads them). Both are brought back to the image's size.
+        """
+        with torch.inference_mode():
+            input_logits = self.stitched_source_logits(image)
+            class_logits = self._fused(input_logits)
+            member_logits = self._member_slice(input_logits) if members else None
+            size = np.shape(image)
+            return tuple(None if t is None else resize_logits(t, size) for t in (class_logits, member_logits))
+
+    def _per_image(self, images, which, convert):
+        """``convert(class or member logits (N, 5, H, W))`` of every image, in the input's form."""
+        single, sequence = _image_list(images)
+        out = []
+        for raw in sequence:
+            class_logits, member_logits = self.image_logits(raw)
+            out.append(convert(class_logits if which == "class" else member_logits)[0])
+        if single:
+            return out[0]
+        return out if not isinstance(images, np.ndarray) else np.stack(out)
+
+    def _batched(self, images):
+        """True for an (N, H, W) array of the run's tiles at scale 1: the batched path of :meth:`logit_batches`."""
+        return isinstance(images, (np.ndarray, _Tiles)) and len(np.shape(images)) == 3 and \
+            self.fits_tiles(np.shape(images)[1:])
 
     def _input_batches(self, tiles):
         tiles = tiles if isinstance(tiles, _Tiles) else as_tiles(tiles)
@@ -498,6 +584,8 @@ class Predictor:
 
     def _collect(self, images, which):
         self._require(which)
+        if not self._batched(images):
+            return self._per_image(images, which, lambda logits: logits.numpy())
         slot = 2 if which == "member" else 1
         return all_logits(((batch[0], batch[slot]) for batch in self.logit_batches(images)), len(images))
 
@@ -523,12 +611,17 @@ class Predictor:
 
     def predict_proba(self, images):
         """Class probabilities (N, 5, H, W) float32, summing to 1 over axis 1 (class 0 is 0 under ``competition``)."""
+        self._require("class")
         with torch.inference_mode():
+            if not self._batched(images):
+                return self._per_image(images, "class", lambda logits: torch.softmax(logits, dim=1).numpy())
             return torch.softmax(torch.from_numpy(self.predict_logits(images)), dim=1).numpy()
 
     def predict(self, images):
-        """Masks (N, H, W) uint8 of class ids: the argmax of the class logits."""
+        """Masks (N, H, W) uint8 of class ids: the argmax of the class logits (one (H, W) mask for one image)."""
         self._require("class")
+        if not self._batched(images):
+            return self._per_image(images, "class", lambda logits: channel_argmax(logits).to(torch.uint8).numpy())
         masks = np.empty((len(images), *np.shape(images)[1:]), dtype=np.uint8)
         for start, class_logits, _ in self.logit_batches(images):
             masks[start : start + len(class_logits)] = channel_argmax(class_logits).to(torch.uint8).numpy()

@@ -1,21 +1,32 @@
-"""Predict masks for new tiles and stream them into a Kaggle submission CSV.
+"""Predict masks for tiles or images of any size: a Kaggle submission CSV and per-image outputs.
 
-Inputs: the ``test_set`` of a Kaggle-layout ``.npz`` (``--data``), or ``--images``: an ``.npz``
-with ``test_set`` (else ``images``) of shape (M, H, W), or a folder of grayscale PNG tiles.
+Inputs: the ``test_set`` of a Kaggle-layout ``.npz`` (``--data``), or ``--images``: one image
+file, a folder of them, or an ``.npz`` with ``test_set`` (else ``images``) of shape (M, H, W), or
+whose arrays are all single images (H, W) of any sizes (``np.savez(path, name=image, ...)``).
+Image files are PNG (8 or 16 bit, grey, RGB, palette, alpha), JPEG or TIFF, decoded with Pillow
+(already used for the figures) to luma: colour converted, alpha dropped, 16 bit scaled to 8.
 
-Ids: tiles from an ``.npz`` are numbered by row, ``"0"`` .. ``"M-1"``, because the Kaggle
-competition scores submissions by the row index of ``test_set`` (its sample submission uses
-0..M-1); a ``test_ids`` key holds source-image names and is not used as the CSV id. Tiles from
-a PNG folder are read in file-name order (plain string sort: ``10.png`` before ``2.png``) and
-their ids are the file stems. PNGs are decoded with Pillow (already used for the figures;
-torchvision's PNG decoding is deprecated since 0.29): colour is converted to luma, alpha
-dropped, 16-bit scaled to 8 bit.
+Ids: tiles from an ``(M, H, W)`` array are numbered by row, ``"0"`` .. ``"M-1"``, because the
+Kaggle competition scores submissions by the row index of ``test_set`` (its sample submission
+uses 0..M-1); a ``test_ids`` key holds source-image names and is not used as the CSV id. Images
+of an ``.npz`` of single images are named by their keys; files by their stems, read in file-name
+order (plain string sort: ``10.png`` before ``2.png``).
 
-Prediction streams: tiles are normalised, run through the networks, fused, written as CSV rows
-and optional PNGs one batch at a time, so memory does not grow with the number of tiles (only
-the raw uint8 tiles are held; float input is normalised once as a whole because its 0-255 vs
-0-1 scale is decided from the whole array).
+Images of the run's tile size at scale 1 are predicted in batches; any other image goes alone
+through Gaussian-weighted sliding windows (:mod:`ensemble.windows`). Outputs are at the input's
+resolution, named by id: the Kaggle CSV (tiles of the run's size only), class-id masks, coloured
+masks, overlays, uncertainty maps and a summary of class shares. Every file is written atomically.
+
+Prediction streams: images are decoded, predicted and written one at a time (tiles one batch at a
+time), so memory does not grow with their number; their sizes are read from the file headers
+before any work, so an image over the pixel limit, or not of the tile size the CSV needs, is
+refused before anything is predicted (a float ``.npz`` array is normalised as a whole, because its
+0-255 vs 0-1 scale is decided from the whole array).
 """
+import contextlib
+import csv
+import io
+import json
 import math
 import time
 from pathlib import Path
@@ -26,15 +37,21 @@ from PIL import Image
 
 from fusion.base import channel_argmax
 
-from .core.classes import NUM_CLASSES
-from .core.data import npz_keys, open_npz, resolve_data_path
-from .core.errors import DataError
-from .inference import BATCH_SIZE, Predictor, _Tiles, as_tiles, check_tile_shape
-from .render import write_gray_png, write_mask_png
+from .core.classes import CLASS_NAMES, NUM_CLASSES
+from .core.data import open_npz, resolve_data_path
+from .core.errors import DataError, EnsembleError
+from .core.fileio import write_text_atomic
+from .inference import BATCH_SIZE, Predictor, as_image, as_tiles
+from .render import write_class_png, write_gray_png, write_mask_png, write_overlay_png
 from .submission import SubmissionWriter
+from .windows import MAX_PIXELS, DEFAULT_STEP
 
 _NPZ_KEYS = ("test_set", "images")
 _BAD_ID_CHARS = set(',"\r\n')
+#: Image file suffixes ``--images`` reads, and the Pillow formats they must decode as.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "TIFF": "TIFF"}
+_EXPECTED = "a PNG, JPEG or TIFF image"
 
 
 def _check_id(tile_id, where):
@@ -42,79 +59,161 @@ def _check_id(tile_id, where):
         raise DataError(f"{where}: file name {tile_id!r} cannot be a submission id (ASCII without commas or quotes)")
 
 
-def _decode_gray_png(path):
-    """One PNG as a grayscale uint8 (H, W) array: colour is converted to luma, alpha dropped, 16 bit scaled."""
+def _format_of(path):
+    """The image format a file's suffix promises: PNG, JPEG or TIFF."""
+    return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "TIFF")
+
+
+def _decode_failure(path, exc):
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(str(path), "file")
+    return DataError(f"{path}: not a decodable {_format_of(path)} ({reason}); expected {_EXPECTED}")
+
+
+def _open_checked(path):
+    """``Image.open(path)`` after checking the format matches the suffix (the header only: nothing decoded)."""
+    image = Image.open(path)
+    expected = _format_of(path)
+    found = _FORMATS.get(image.format)
+    if found != expected:
+        image.close()
+        raise DataError(f"{path}: not a {expected} file (it is {image.format}); expected {_EXPECTED} named by its "
+                        "format")
+    if 0 in image.size:
+        image.close()
+        raise DataError(f"{path}: image has no pixels ({image.size[0]}x{image.size[1]}); expected {_EXPECTED}")
+    return image
+
+
+def image_shape(path):
+    """(H, W) of an image file from its header; :class:`DataError` naming the file when it is not an image.
+
+    A PNG is also verified (its chunks' checksums, read without decoding the pixels), so a truncated
+    or corrupted PNG is refused before any work.
+    """
     try:
-        with Image.open(path) as image:
-            if image.format != "PNG":
-                raise DataError(f"{path}: not a PNG file (it is {image.format})")
-            image.load()
-            if image.mode.startswith("I"):  # 16-bit grayscale: 0-65535 to 0-255
-                return np.round(np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
-            return np.asarray(image.convert("L"), dtype=np.uint8)
+        with _open_checked(path) as image:
+            if image.format == "PNG":
+                image.verify()
+            return image.size[1], image.size[0]
     except (OSError, SyntaxError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(str(path), "file")
-        raise DataError(f"{path}: not a decodable PNG ({reason})") from None
+        raise _decode_failure(path, exc) from None
 
 
-def _read_png_folder(folder):
-    """Decode every PNG of ``folder`` as grayscale uint8; return ``(tiles (N, H, W), ids)``."""
+def decode_gray(path):
+    """One image file as grayscale uint8 (H, W): colour converted to luma, alpha dropped, 16 bit scaled to 8."""
+    try:
+        with _open_checked(path) as image:
+            image.load()
+            if image.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale: 0-65535 to 0-255
+                return np.round(np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+            if image.mode == "F":  # float TIFF: 0-1 or 0-255
+                values = np.asarray(image, dtype=np.float64)
+                values = values * 255 if np.nanmax(values) <= 1 else values
+                return np.round(np.nan_to_num(values)).clip(0, 255).astype(np.uint8)
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise _decode_failure(path, exc) from None
+
+
+class Inputs:
+    """The images to predict, decoded one at a time: ids, sizes (known before any decoding) and images.
+
+    ``image(i)`` is a float32 0-1 (H, W) array; ``where(i)`` names the image in messages.
+    """
+
+    def __init__(self, ids, shapes, image, where, source, batch=None):
+        self.ids, self.shapes, self._image, self._where, self.source = ids, shapes, image, where, source
+        self._batch = batch
+
+    def __len__(self):
+        return len(self.ids)
+
+    def image(self, i):
+        """Image ``i`` as float32 0-1 (H, W)."""
+        return self._image(i)
+
+    def where(self, i):
+        """What to call image ``i`` in a message: its file, or its array and row."""
+        return self._where(i)
+
+    def batch(self, start, stop):
+        """Images ``start``..``stop`` (all of one size) as float32 (B, H, W)."""
+        if self._batch is not None:
+            return self._batch(start, stop)
+        return np.stack([self.image(i) for i in range(start, stop)])
+
+
+def _file_inputs(paths, source):
+    shapes = [image_shape(path) for path in paths]
+    return Inputs([p.stem for p in paths], shapes, lambda i: decode_gray(paths[i]).astype(np.float32) / 255.0,
+                  lambda i: str(paths[i]), source)
+
+
+def _folder_inputs(folder):
     entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
     if not entries:
-        raise DataError(f"{folder}: folder holds no PNG files")
+        raise DataError(f"{folder}: folder holds no images (expected PNG, JPEG or TIFF files)")
     for path in entries:
-        if path.is_dir() or path.suffix.lower() != ".png":
-            raise DataError(f"{folder}: {path.name} is not a .png file; the folder must hold only PNG tiles")
-    tiles, first = None, None
-    for i, path in enumerate(entries):
-        _check_id(path.stem, path)
-        image = _decode_gray_png(path)
-        if tiles is None:
-            first = path
-            tiles = np.empty((len(entries), *image.shape), dtype=np.uint8)
-        elif image.shape != tiles.shape[1:]:
-            raise DataError(
-                f"{path}: tile is {image.shape[0]}x{image.shape[1]} pixels, but {first.name} is "
-                f"{tiles.shape[1]}x{tiles.shape[2]}; all tiles must have the same size"
-            )
-        tiles[i] = image
-    return tiles, [p.stem for p in entries]
+        if path.is_dir() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(f"{folder}: {path.name} is not an image file ({', '.join(IMAGE_SUFFIXES)}); the folder "
+                            "must hold only images")
+    return _file_inputs(entries, folder)
 
 
-def _open_tiles(path, folders=True):
-    """Open an ``.npz`` (or, with ``folders``, a PNG folder: ``--images``) as a lazily normalised :class:`_Tiles` and ids.
+def _array_inputs(raw, where, source):
+    tiles = as_tiles(raw, where)
+    return Inputs([str(i) for i in range(len(tiles))], [tiles.shape[1:]] * len(tiles), lambda i: tiles[i],
+                  lambda i: f"{where}[{i}]", source, batch=lambda start, stop: tiles[start:stop])
+
+
+def _npz_inputs(path):
+    arrays = open_npz(path, keys=_NPZ_KEYS)  # the tiles alone: a Kaggle file's training set is not read
+    if arrays:
+        key = next(k for k in _NPZ_KEYS if k in arrays)
+        raw, where = arrays.pop(key), f"{path.name}['{key}']"
+        if raw.ndim != 3 or 0 in raw.shape:
+            raise DataError(f"{where}: shape {raw.shape}, expected (M, H, W) grayscale tiles")
+        return _array_inputs(raw, where, path)
+    arrays = open_npz(path)
+    if not arrays or any(np.ndim(a) != 2 for a in arrays.values()):
+        found = ", ".join(f"{k} {np.shape(a)}" for k, a in sorted(arrays.items())) or "none"
+        raise DataError(f"{path.name}: no 'test_set' or 'images' key to predict, and not an .npz of single (H, W) "
+                        f"images (keys found: {found})")
+    keys = sorted(arrays)
+    images = {k: as_image(arrays[k], f"{path.name}['{k}']") for k in keys}
+    return Inputs(keys, [images[k].shape for k in keys], lambda i: images[keys[i]], lambda i: f"{path.name}['{keys[i]}']",
+                  path)
+
+
+def open_inputs(path, folders=True):
+    """The images of ``path``: an ``.npz``, or (with ``folders``: ``--images``) an image file or a folder of them.
 
     Without ``folders`` (``--data``) a missing path or a folder gets the data file's own message.
     """
     path = Path(path)
     if folders and not path.exists():
-        raise DataError(f"{path}: not found (--images expects an .npz file or a folder of PNG tiles)")
+        raise DataError(f"{path}: not found (--images expects an image file, a folder of images or an .npz)")
     if folders and path.is_dir():
-        raw, ids = _read_png_folder(path)
-        return _Tiles(raw, str(path)), ids
-    arrays = open_npz(path, keys=_NPZ_KEYS)
-    key = next((k for k in _NPZ_KEYS if k in arrays), None)
-    if key is None:
-        found = ", ".join(sorted(npz_keys(path))) or "none"
-        raise DataError(f"{path.name}: no 'test_set' or 'images' key to predict (keys found: {found})")
-    raw, where = arrays.pop(key), f"{path.name}['{key}']"
-    del arrays
-    if raw.ndim != 3 or 0 in raw.shape:
-        raise DataError(f"{where}: shape {raw.shape}, expected (M, H, W) grayscale tiles")
-    return _Tiles(raw, where), [str(i) for i in range(len(raw))]
+        return _folder_inputs(path)
+    if folders and path.suffix.lower() in IMAGE_SUFFIXES:
+        return _file_inputs([path], path)
+    return _npz_inputs(path)
 
 
 def load_images(path):
-    """Read tiles to predict; return ``(images float32 (N, H, W) in 0-1, ids list[str])``.
+    """Read images to predict; return ``(images float32 0-1, ids list[str])``.
 
-    ``path`` is an ``.npz`` (key ``test_set``, else ``images``; ids are the row indices
-    ``"0"`` .. ``"N-1"`` as Kaggle expects) or a folder of PNG tiles (sorted by file name,
-    decoded as grayscale, ids are the file stems). Raises :class:`DataError` for a missing
-    path, an empty folder, a non-PNG or undecodable file (named), tiles of mixed sizes, or an
-    ``.npz`` without those keys.
+    ``images`` is one (N, H, W) array when all have one size, else a list of (H, W) arrays. ``path``
+    is an ``.npz`` (key ``test_set``, else ``images``; ids are the row indices ``"0"`` .. ``"N-1"`` as
+    Kaggle expects; or single images named by their keys), an image file or a folder of images
+    (sorted by file name, decoded as grayscale, ids are the file stems). Raises :class:`DataError` for
+    a missing path, an empty folder, a file that is not an image or not decodable (named), or an
+    ``.npz`` without images.
     """
-    tiles, ids = _open_tiles(path)
-    return tiles[:], ids
+    inputs = open_inputs(path)
+    if len(set(map(tuple, inputs.shapes))) == 1:
+        return inputs.batch(0, len(inputs)), inputs.ids
+    return [inputs.image(i) for i in range(len(inputs))], inputs.ids
 
 
 def entropy_map(probs):
@@ -134,66 +233,213 @@ def disagreement_map(member_logits, labels):
     return (votes != expected).float().mean(dim=1)
 
 
-def _write_batch(writer, batch_ids, class_logits, member_logits, png_dir, uncertainty_dir):
-    """Write one batch: CSV rows, then the optional mask and uncertainty PNGs."""
-    labels = channel_argmax(class_logits)
-    masks = labels.to(torch.uint8).numpy()
-    writer.write(batch_ids, masks)
-    if png_dir is not None:
-        for tile_id, mask in zip(batch_ids, masks):
-            write_mask_png(mask, png_dir / f"{tile_id}.png")
-    if uncertainty_dir is not None:
-        entropy = entropy_map(torch.softmax(class_logits, dim=1)).numpy()
-        disagreement = None if member_logits is None else disagreement_map(member_logits, labels).numpy()
-        for i, tile_id in enumerate(batch_ids):
-            write_gray_png(entropy[i], uncertainty_dir / f"{tile_id}_entropy.png")
-            if disagreement is not None:
-                write_gray_png(disagreement[i], uncertainty_dir / f"{tile_id}_disagreement.png")
+#: The per-image outputs: option name, what it holds (for messages).
+IMAGE_OUTPUTS = (("masks", "class-id masks"), ("png", "coloured masks"), ("overlay", "overlays"),
+                 ("uncertainty", "uncertainty maps"))
+SUMMARY_SUFFIXES = (".csv", ".json")
 
 
-def predict_run(run, strategy="learned", data=None, images=None, out="submission.csv", png_dir=None,
-                uncertainty_dir=None, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None, engine="auto",
-                log=None, note=None):
-    """Predict masks with ``strategy`` of ``run`` and write a Kaggle submission CSV to ``out``.
+def _check_outputs(folders, summary, out):
+    """Refuse an output folder that is a file, a summary of another format, a CSV path that is a folder."""
+    for option, what in IMAGE_OUTPUTS:
+        folder = folders.get(option)
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise DataError(f"--{option} {folder}: is a file; expected a folder for the {what}")
+    if summary is not None:
+        if summary.suffix.lower() not in SUMMARY_SUFFIXES:
+            raise DataError(f"--summary {summary}: expected a file name ending in .csv or .json")
+        if summary.is_dir():
+            raise DataError(f"--summary {summary}: is a folder; expected a .csv or .json file")
+    if out is not None and Path(out).is_dir():
+        raise DataError(f"--out {out}: is a folder; expected the submission CSV's file name")
+
+
+def _check_sizes(inputs, tile_shape, max_pixels, csv_wanted):
+    """Refuse, before any work, an image over ``max_pixels``, and for a CSV any image not of the run's tile size."""
+    for i, (height, width) in enumerate(inputs.shapes):
+        if height * width > max_pixels:
+            raise DataError(f"{inputs.where(i)}: {height}x{width} = {height * width} pixels, over the limit of "
+                            f"{max_pixels} per image (--max-pixels); expected a smaller image")
+        if csv_wanted and (height, width) != tuple(tile_shape):
+            raise EnsembleError(f"--out: a Kaggle CSV holds {tile_shape[0]}x{tile_shape[1]} tiles (the run's size), "
+                                f"but {inputs.where(i)} is {height}x{width}; for images of other sizes write "
+                                "--masks, --png or --overlay without --out")
+        if csv_wanted:
+            _check_id(inputs.ids[i], inputs.where(i))
+
+
+class Progress:
+    """Says, at most every ``every`` seconds and at the end, images done, tiles (windows) per second and ETA."""
+
+    def __init__(self, total, log, every=2.0):
+        self.total, self.log, self.every = total, log, every
+        self.started = self.last = time.perf_counter()
+
+    def update(self, done, windows, final=False):
+        """Report ``done`` of the images after ``windows`` network tiles, unless reported less than ``every`` ago."""
+        now = time.perf_counter()
+        if self.log is None or (not final and now - self.last < self.every):
+            return
+        self.last, elapsed = now, max(now - self.started, 1e-9)
+        eta = elapsed / max(done, 1) * (self.total - done)
+        self.log(f"{done}/{self.total} images, {windows / elapsed:.1f} tiles/s, "
+                 f"{'done' if final else f'ETA {eta:.0f} s'} ({elapsed:.1f} s)")
+
+
+def class_shares(mask):
+    """The share of every class among the pixels of ``mask`` (H, W): ``{class name: share}``."""
+    counts = np.bincount(np.asarray(mask).ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+    return {name: float(c) / max(int(counts.sum()), 1) for name, c in zip(CLASS_NAMES, counts)}
+
+
+def write_summary(path, rows):
+    """Write the per-image class shares as CSV (id, height, width, one column per class) or JSON, atomically."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        write_text_atomic(path, json.dumps(rows, indent=2) + "\n")
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["id", "height", "width", *CLASS_NAMES], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text_atomic(path, buffer.getvalue())
+
+
+class _Outputs:
+    """Where one prediction goes: CSV rows, per-image files and summary rows."""
+
+    def __init__(self, writer, folders, summary):
+        self.writer, self.folders, self.summary, self.rows = writer, folders, summary, []
+
+    def write(self, ids, images, class_logits, member_logits):
+        """Write a batch (B, ...) of masks of ``ids``: CSV rows and the per-image outputs asked for."""
+        labels = channel_argmax(class_logits)
+        masks = labels.to(torch.uint8).numpy()
+        if self.writer is not None:
+            self.writer.write(ids, masks)
+        folders = self.folders
+        entropy = disagreement = None
+        if folders.get("uncertainty") is not None:
+            entropy = entropy_map(torch.softmax(class_logits, dim=1)).numpy()
+            disagreement = None if member_logits is None else disagreement_map(member_logits, labels).numpy()
+        for i, image_id in enumerate(ids):
+            if folders.get("masks") is not None:
+                write_class_png(masks[i], folders["masks"] / f"{image_id}.png")
+            if folders.get("png") is not None:
+                write_mask_png(masks[i], folders["png"] / f"{image_id}.png")
+            if folders.get("overlay") is not None:
+                write_overlay_png(images[i], masks[i], folders["overlay"] / f"{image_id}.png")
+            if entropy is not None:
+                write_gray_png(entropy[i], folders["uncertainty"] / f"{image_id}_entropy.png")
+                if disagreement is not None:
+                    write_gray_png(disagreement[i], folders["uncertainty"] / f"{image_id}_disagreement.png")
+            if self.summary is not None:
+                self.rows.append({"id": image_id, "height": int(masks[i].shape[0]), "width": int(masks[i].shape[1]),
+                                  **class_shares(masks[i])})
+
+
+def _tile_runs(inputs, predictor):
+    """``(start, stop)`` of the consecutive images that go through the networks as batches of tiles, or alone."""
+    i, n = 0, len(inputs)
+    while i < n:
+        if not predictor.fits_tiles(inputs.shapes[i]):
+            yield i, i + 1, False
+            i += 1
+            continue
+        stop = i
+        while stop < n and stop - i < predictor.batch_size and predictor.fits_tiles(inputs.shapes[stop]):
+            stop += 1
+        yield i, stop, True
+        i = stop
+
+
+def _predictions(inputs, predictor, members=True):
+    """Yield ``(ids, images (B, H, W), class_logits, member_logits)`` batch by batch, or image by image.
+
+    Without ``members`` an image's member logits are not brought to its size (``None``).
+    """
+    for start, stop, batched in _tile_runs(inputs, predictor):
+        ids = inputs.ids[start:stop]
+        if batched:
+            images = inputs.batch(start, stop)
+            for _, class_logits, member_logits in predictor.logit_batches(images):
+                yield ids, images, class_logits, member_logits
+        else:
+            image = inputs.image(start)
+            class_logits, member_logits = predictor.image_logits(image, members)
+            yield ids, image[None], class_logits, member_logits
+
+
+def predict_run(run, strategy="learned", data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
+                tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None, engine="auto", log=None, note=None,
+                masks_dir=None, overlay_dir=None, summary=None, scale=1.0, step=DEFAULT_STEP, max_pixels=MAX_PIXELS,
+                progress=None):
+    """Predict masks with ``strategy`` of ``run``: a Kaggle submission CSV ``out`` and/or per-image outputs.
 
     ``strategy``: any fuser fitted in ``RUN/fusion`` or ``"baseline"``; another name raises
-    :class:`EnsembleError` listing the run's strategies. Tiles: ``images`` (a path, see
-    :func:`load_images`, or an array (N, H, W) uint8 / float whose ids are the row numbers) if given, else the ``test_set`` of ``data`` (the Kaggle ``.npz``,
-    default :func:`~ensemble.core.data.resolve_data_path`). Their size must match the run
-    (:class:`RunError` otherwise).
+    :class:`EnsembleError` listing the run's strategies. Images: ``images`` (a path, see
+    :func:`open_inputs`, or an array (N, H, W) uint8 / float whose ids are the row numbers) if
+    given, else the ``test_set`` of ``data`` (the Kaggle ``.npz``, default
+    :func:`~ensemble.core.data.resolve_data_path`).
 
-    Works in batches of ``batch_size``: member logits -> fused logits (or the baseline's
-    logits) -> labels (argmax, identical to ``Fuser.predict``) -> CSV rows (header
-    ``id,0,..,H*W-1``, row-major labels). With ``png_dir`` each tile's coloured mask is
-    written as ``<id>.png``; with ``uncertainty_dir`` ``<id>_entropy.png`` (entropy of the
-    class probabilities / log 5, see :func:`entropy_map`) and, for ensemble strategies,
-    ``<id>_disagreement.png`` (see :func:`disagreement_map`), both grayscale with 255 = 1.
-    Memory stays flat in the number of tiles. The CSV appears only when complete.
+    Images of the run's tile size at ``scale`` 1 go through the networks in batches of
+    ``batch_size``: member logits -> fused logits (or the baseline's logits) -> labels (argmax,
+    identical to ``Fuser.predict``). Any other image goes alone through sliding windows
+    (:meth:`~ensemble.inference.Predictor.image_logits`, ``scale`` and ``step``); its outputs are at
+    its own size. Outputs, each file named by the image's id: ``out`` the CSV (header
+    ``id,0,..,H*W-1``, row-major labels; only for tiles of the run's size, refused otherwise);
+    ``masks_dir`` class-id PNGs (mode L, values 0-4); ``png_dir`` coloured masks; ``overlay_dir``
+    the image with its class colours and a legend; ``uncertainty_dir`` ``<id>_entropy.png``
+    (entropy of the class probabilities / log 5, see :func:`entropy_map`) and, for ensemble
+    strategies, ``<id>_disagreement.png`` (see :func:`disagreement_map`), both grayscale with
+    255 = 1; ``summary`` (``.csv`` or ``.json``) every image's class shares. Without ``out``, a CSV
+    is written to ``submission.csv`` only when no per-image output is asked for. Images over
+    ``max_pixels`` are refused before any work. Memory stays flat in the number of images; the
+    CSV and the summary appear only when complete.
 
-    ``note`` (a callable) is called once the inputs are checked, before any tile is predicted.
+    ``note`` (a callable) is called once the inputs are checked, before any image is predicted;
+    ``progress`` (a callable taking a line) hears images done, tiles per second and the ETA.
 
-    Returns ``{"rows": n, "out": path, "strategy": strategy, "seconds": s}``.
+    Returns ``{"rows": n CSV rows, "images": n, "out": CSV path or None, "strategy", "seconds"}``.
     """
     started = time.perf_counter()
     log = log or (lambda line: None)
-    predictor = Predictor(run, strategy, device, tta, batch_size, stack, engine, log)
+    folders = {"masks": masks_dir, "png": png_dir, "overlay": overlay_dir, "uncertainty": uncertainty_dir}
+    folders = {k: Path(v) if v is not None else None for k, v in folders.items()}
+    summary = Path(summary) if summary is not None else None
+    if out is None and not any(folders.values()) and summary is None:
+        out = "submission.csv"
+    _check_outputs(folders, summary, out)
+    if int(max_pixels) < 1:
+        raise EnsembleError(f"--max-pixels: must be at least 1, got {max_pixels}")
+    predictor = Predictor(run, strategy, device, tta, batch_size, stack, engine, log, scale=scale, step=step)
     if isinstance(images, np.ndarray):
-        tiles, ids, source = as_tiles(images), [str(i) for i in range(len(images))], "an array"
+        inputs = _array_inputs(images, "images", "an array")
     else:
         source = Path(images) if images is not None else resolve_data_path(data)
-        tiles, ids = _open_tiles(source, folders=images is not None)
-    height, width = tiles.shape[1:]
-    check_tile_shape(predictor.folder, (height, width))  # before the CSV is opened
+        inputs = open_inputs(source, folders=images is not None)
+    _check_sizes(inputs, predictor.tile_shape, int(max_pixels), out is not None)  # before any file is opened
     if note:  # what the caller has to say once the inputs are known to be good (the default strategy)
         note()
-    png_dir = Path(png_dir) if png_dir else None
-    uncertainty_dir = Path(uncertainty_dir) if uncertainty_dir else None
-    log(f"predicting {len(tiles)} tiles ({height}x{width}) from {source} with {strategy}, tta {tta}, "
-        f"engine {predictor.engine}")
-    with torch.inference_mode(), SubmissionWriter(out, height * width) as writer:
-        for start, class_logits, member_logits in predictor.logit_batches(tiles):
-            _write_batch(writer, ids[start : start + len(class_logits)], class_logits, member_logits, png_dir,
-                         uncertainty_dir)
+    sizes = sorted({f"{h}x{w}" for h, w in inputs.shapes})
+    log(f"predicting {len(inputs)} images ({', '.join(sizes[:3])}{', ...' if len(sizes) > 3 else ''}) from "
+        f"{inputs.source} with {strategy}, tta {tta}, scale {predictor.scale:g}, engine {predictor.engine}")
+    meter = Progress(len(inputs), progress)
+    writer = SubmissionWriter(out, math.prod(predictor.tile_shape)) if out is not None else None
+    outputs, done = _Outputs(None, folders, summary), 0
+    with torch.inference_mode(), (writer if writer is not None else contextlib.nullcontext()):
+        outputs.writer = writer
+        members = folders["uncertainty"] is not None  # only the disagreement map reads the member logits
+        for ids, batch_images, class_logits, member_logits in _predictions(inputs, predictor, members):
+            outputs.write(ids, batch_images, class_logits, member_logits)
+            done += len(ids)
+            meter.update(done, predictor.windows_run)
             del class_logits, member_logits  # drop this batch before the next one is computed
+    if summary is not None:
+        write_summary(summary, outputs.rows)
+    meter.update(done, predictor.windows_run, final=True)
     seconds = time.perf_counter() - started
-    return {"rows": writer.rows, "out": str(out), "strategy": strategy, "seconds": round(seconds, 3)}
+    return {"rows": writer.rows if writer is not None else 0, "images": done,
+            "out": str(out) if out is not None else None, "strategy": strategy, "seconds": round(seconds, 3)}
+

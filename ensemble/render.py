@@ -67,6 +67,51 @@ def write_gray_png(values_0_1, path):
     _save_png(_gray(values_0_1), path)
 
 
+def write_class_png(mask, path):
+    """Write an integer class mask (H, W) as a mode-L PNG whose pixel values are the class ids 0-4."""
+    mask = np.asarray(mask)
+    if mask.size and (mask.min() < 0 or mask.max() >= NUM_CLASSES):
+        raise ValueError(f"mask labels must lie in 0..{NUM_CLASSES - 1}, got {mask.min()}..{mask.max()}")
+    _save_png(Image.fromarray(mask.astype(np.uint8), mode="L"), path)
+
+
+#: Opacity of the class colours over the image in :func:`write_overlay_png`.
+OVERLAY_ALPHA = 0.45
+
+
+def _legend_width(draw, font, swatch):
+    return sum(swatch + _PAD // 2 + _text_size(draw, c, font)[0] + 2 * _PAD for c in CLASS_NAMES)
+
+
+def _draw_legend(draw, x, y, swatch, font):
+    """One row of class swatches and names starting at (x, y)."""
+    for cls, name in enumerate(CLASS_NAMES):
+        draw.rectangle([x, y, x + swatch, y + swatch], fill=tuple(int(c) for c in CLASS_COLORS[cls]), outline=_BLACK)
+        x += swatch + _PAD // 2
+        draw.text((x, y + swatch // 2), name, fill=_BLACK, font=font, anchor="lm")
+        x += _text_size(draw, name, font)[0] + 2 * _PAD
+
+
+def write_overlay_png(image_0_1, mask, path, alpha=OVERLAY_ALPHA):
+    """Write the grayscale image (H, W) in [0, 1] with its class colours blended in at ``alpha`` and a legend below.
+
+    The image keeps its own size (the canvas widens for the legend when the image is narrower).
+    """
+    gray = np.repeat(_gray(image_0_1)[..., None], 3, axis=2).astype(np.float32)
+    blended = np.round((1 - alpha) * gray + alpha * colorize(mask)).astype(np.uint8)
+    font = _font(13)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = _text_size(probe, "Ag", font)[1] + _PAD
+    swatch = line_h - _PAD // 2
+    height, width = blended.shape[:2]
+    canvas = np.full((height + line_h + _PAD, max(width, _legend_width(probe, font, swatch) + _PAD), 3), 255,
+                     dtype=np.uint8)
+    canvas[:height, :width] = blended
+    image = Image.fromarray(canvas)
+    _draw_legend(ImageDraw.Draw(image), _PAD // 2, height + _PAD // 2, swatch, font)
+    _save_png(image, path)
+
+
 def _heat_color(value):
     """White-to-blue colour for a share in [0, 1]; light grey for an empty row (NaN)."""
     if not np.isfinite(value):
@@ -136,7 +181,7 @@ def overlay_sheet(images, truth, pred_a, pred_b, path, labels=("image", "truth",
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line_h = _text_size(probe, "Ag", font)[1] + _PAD
     swatch = line_h - _PAD // 2
-    legend_w = sum(swatch + _PAD // 2 + _text_size(probe, c, font)[0] + 2 * _PAD for c in CLASS_NAMES)
+    legend_w = _legend_width(probe, font, swatch)
     width = max(4 * tw + 5 * _PAD, legend_w + 2 * _PAD)
     height = line_h + n * (th + _PAD) + _PAD + line_h + _PAD
     sheet = np.full((height, width, 3), 255, dtype=np.uint8)
@@ -151,12 +196,7 @@ def overlay_sheet(images, truth, pred_a, pred_b, path, labels=("image", "truth",
     draw = ImageDraw.Draw(image)
     for col, label in enumerate(labels):
         draw.text((_PAD + col * (tw + _PAD) + tw // 2, line_h - _PAD // 2), label, fill=_BLACK, font=font, anchor="mb")
-    x, y = _PAD, height - line_h - _PAD // 2
-    for cls, name in enumerate(CLASS_NAMES):
-        draw.rectangle([x, y, x + swatch, y + swatch], fill=tuple(int(c) for c in CLASS_COLORS[cls]), outline=_BLACK)
-        x += swatch + _PAD // 2
-        draw.text((x, y + swatch // 2), name, fill=_BLACK, font=font, anchor="lm")
-        x += _text_size(draw, name, font)[0] + 2 * _PAD
+    _draw_legend(draw, _PAD, height - line_h - _PAD // 2, swatch, font)
     _save_png(image, path)
 
 

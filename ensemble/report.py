@@ -174,7 +174,18 @@ def format_table(table):
             for b in table["budgets"])
     if table.get("best_strategy"):
         text += f"\n\nserved by default: {table['best_strategy']} (highest mIoU {headline})"
+    if table.get("frames"):
+        frames = table["frames"]
+        text += (f"\n\nwhole frames ({frames['n_frames']} validation images, {frames['shape'][0]}x{frames['shape'][1]}, "
+                 f"step {frames['step']:g}): mIoU {headline} tile by tile -> stitched, difference [95 % interval]\n")
+        text += "\n".join(f"  {r['model']}: {_fmt(r['tiles'])} -> {_fmt(r['stitched'])}, {_fmt_diff(r)}"
+                          for r in frames["rows"])
     return text + "\n"
+
+
+def frame_rows(table):
+    """Markdown rows of the whole-frame comparison: model, tile-by-tile and stitched mIoU, difference."""
+    return [[r["model"], _fmt(r["tiles"]), _fmt(r["stitched"]), _fmt_diff(r)] for r in table["frames"]["rows"]]
 
 
 def budget_rows(table):
@@ -279,6 +290,16 @@ def _markdown(out_dir, table, meta):
                   "where the interval is above 0: the flip runs every network twice.", ""]
         parts += [_markdown_table(["model", "no TTA", "flip", "flip - none", "served with"],
                                   tta_gain_rows(table)), ""]
+    if table.get("frames"):
+        frames = table["frames"]
+        parts += ["## Whole frames", "",
+                  f"The {frames['n_frames']} validation images whose `:top` and `:bottom` tiles are both in the split, "
+                  f"rebuilt as {frames['shape'][0]}x{frames['shape'][1]} frames and predicted as one image by "
+                  f"Gaussian-weighted sliding windows (step {frames['step']:g} of a tile; the sources' logits "
+                  "stitched, then fused by the same cross-fitted fuser as the frame's tiles), beside the same frames "
+                  f"predicted tile by tile; {table['headline']} mIoU, difference stitched - tiles with its "
+                  f"{level} % paired interval over frames.", ""]
+        parts += [_markdown_table(["model", "tile by tile", "stitched", "difference"], frame_rows(table)), ""]
     parts += ["## Ensemble members", "", "Binary IoU of each one-vs-rest member on its own class.", ""]
     parts += [_markdown_table(["member", "binary IoU"], [[n, _fmt(v)] for n, v in table["members"].items()]), ""]
     if table.get("budget_curve"):

@@ -6,6 +6,11 @@ holding one (N, H, W) integer array (beside it, one array of N ids may name the 
 Kaggle-layout file (its ``training_set[:, 1]``). ``FILE.npz:KEY`` names the array of an ``.npz``
 whose arrays leave a doubt.
 
+Masks of any size: predictions as a folder of class-id PNGs (what ``ensemble predict --masks``
+writes: mode L, values 0-4), scored against a folder of such PNGs or an ``.npz`` of true masks
+(single (H, W) arrays named by stem, or one (N, H, W) array whose stems are its row numbers),
+matched by stem; every pixel of every image counts once.
+
 CSV rows are matched to truth rows by id: by row number when every id is one (``0`` .. ``N-1``,
 what Kaggle scores and ``predict`` writes for an ``.npz``), else by the truth's ids when its file
 has them; otherwise they are taken in file order. Missing, extra and repeated ids are named.
@@ -158,6 +163,76 @@ def read_predictions(spec, tile_shape, truth_ids=None, n_truth=None, masks_spec=
     return labels.reshape(len(labels), height, width).astype(np.int64)
 
 
+def read_mask_pngs(folder, what="masks"):
+    """``{stem: mask (H, W) int64}`` of the class-id PNGs in ``folder``; :class:`DataError` naming a bad file."""
+    from PIL import Image
+
+    folder = Path(folder)
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    if not entries:
+        raise DataError(f"{folder}: folder holds no PNG {what}")
+    masks = {}
+    for path in entries:
+        if path.is_dir() or path.suffix.lower() != ".png":
+            raise DataError(f"{path}: not a .png file; the folder of {what} must hold class-id PNGs only")
+        try:
+            with Image.open(path) as image:
+                image.load()
+                mode = image.mode
+                array = np.asarray(image)
+        except (OSError, SyntaxError, ValueError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(str(path), "file")
+            raise DataError(f"{path}: not a decodable PNG ({reason})") from None
+        if array.ndim != 2 or mode not in ("L", "P", "I", "I;16"):
+            raise DataError(f"{path}: a {mode} image; expected a class-id PNG (one channel, values "
+                            f"0-{NUM_CLASSES - 1}, as ensemble predict --masks writes)")
+        masks[path.stem] = _check_masks(array[None], path.name)[0]
+    return masks
+
+
+def _named_masks(spec, what):
+    """``{stem: mask}`` from a folder of PNGs or an ``.npz`` / ``.npy`` (single masks by key, or rows by number)."""
+    path, key = split_key(spec)
+    if path.is_dir():
+        return read_mask_pngs(path, what)
+    if path.is_file() and path.suffix.lower() == ".npz" and key is None:
+        arrays = open_npz(path)
+        if arrays and all(np.ndim(a) == 2 for a in arrays.values()):
+            return {k: _check_masks(np.asarray(a)[None], f"{path.name}:{k}")[0] for k, a in sorted(arrays.items())}
+    return {str(i): mask for i, mask in enumerate(read_array_masks(spec, what))}
+
+
+def score_named(pred, truth, pred_where, truth_where):
+    """Score ``{stem: mask}`` predictions against ``{stem: mask}`` truth of any sizes, matched by stem."""
+    missing = sorted(set(pred) - set(truth))
+    if missing:
+        raise DataError(f"{pred_where}: {len(missing)} predicted masks have no true mask in {truth_where} "
+                        f"(first: {missing[0]!r}); stems must match")
+    unpredicted = sorted(set(truth) - set(pred))
+    if unpredicted:
+        raise DataError(f"{truth_where}: {len(unpredicted)} true masks have no prediction in {pred_where} "
+                        f"(first: {unpredicted[0]!r}); stems must match")
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    for stem in sorted(pred):
+        if pred[stem].shape != truth[stem].shape:
+            raise DataError(f"{pred_where}: {stem} is {pred[stem].shape[0]}x{pred[stem].shape[1]}, but its true mask "
+                            f"in {truth_where} is {truth[stem].shape[0]}x{truth[stem].shape[1]}")
+        cm += confusion_matrix(truth[stem][None], pred[stem][None])
+    return scores_of_confusion(cm, len(pred))
+
+
+def scores_of_confusion(cm, n):
+    """What :func:`score_masks` returns, from one summed confusion matrix ``cm`` of ``n`` tiles or images."""
+    result = {}
+    for convention in CONVENTIONS:
+        iou = iou_per_class(cm, convention)
+        result[convention] = {**{CLASS_NAMES[c]: float(iou[c]) for c in TERRAIN_CLASSES},
+                              "mean": mean_iou(cm, convention)}
+    result["tiles"] = int(n)
+    result["class0_on_labeled"] = background_on_labeled(cm)
+    return result
+
+
 def score_masks(pred, truth):
     """Per-class IoU and mean IoU of ``pred`` against ``truth`` (N, H, W) in every convention.
 
@@ -165,19 +240,16 @@ def score_masks(pred, truth):
     conventions of :mod:`ensemble.core.metrics` (NaN where a class has no union), plus
     ``"tiles"`` and ``"class0_on_labeled"`` (share of labeled pixels predicted as 0).
     """
-    cm = confusion_matrix(truth, pred)
-    result = {}
-    for convention in CONVENTIONS:
-        iou = iou_per_class(cm, convention)
-        result[convention] = {**{CLASS_NAMES[c]: float(iou[c]) for c in TERRAIN_CLASSES},
-                              "mean": mean_iou(cm, convention)}
-    result["tiles"] = int(len(truth))
-    result["class0_on_labeled"] = background_on_labeled(cm)
-    return result
+    return scores_of_confusion(confusion_matrix(truth, pred), len(truth))
 
 
 def score_files(pred, masks):
-    """Read ``masks`` (truth) and ``pred`` and score them (see :func:`score_masks`)."""
+    """Read ``masks`` (truth) and ``pred`` and score them (see :func:`score_masks`).
+
+    ``pred`` a folder of class-id PNGs: scored against ``masks`` matched by stem (:func:`score_named`).
+    """
+    if Path(str(pred)).is_dir():
+        return score_named(read_mask_pngs(pred, "predicted masks"), _named_masks(masks, "true masks"), pred, masks)
     truth, truth_ids = read_masks_and_ids(masks, "true masks")
     predicted = read_predictions(pred, truth.shape[1:], truth_ids, len(truth), masks)
     if predicted.shape[1:] != truth.shape[1:]:

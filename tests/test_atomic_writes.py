@@ -26,7 +26,8 @@ from ensemble import api
 from ensemble.core.data import load_data, tile_ids
 from ensemble.inference import cached_val_logits
 from ensemble.core.metrics import per_tile_confusion
-from ensemble.render import confusion_png, write_mask_png
+from ensemble.predict import write_summary
+from ensemble.render import confusion_png, write_class_png, write_mask_png, write_overlay_png
 from ensemble.report import build_table, write_report
 from ensemble.core.runfolder import RunFolder, record_network_config
 from ensemble.submission import SubmissionWriter
@@ -153,7 +154,7 @@ def test_report(tmp_path, disk_full_after, which):
     _check_survives(write, tmp_path / "evaluation" / which, disk_full_after)
 
 
-@pytest.mark.parametrize("which", ["mask", "confusion"])
+@pytest.mark.parametrize("which", ["mask", "confusion", "classes", "overlay"])
 def test_png(tmp_path, disk_full_after, which):
     path = tmp_path / "png" / f"{which}.png"
 
@@ -161,6 +162,10 @@ def test_png(tmp_path, disk_full_after, which):
         rng = np.random.default_rng(version)
         if which == "mask":
             write_mask_png(rng.integers(0, 5, (64, 128)), path)
+        elif which == "classes":
+            write_class_png(rng.integers(0, 5, (64, 128)), path)
+        elif which == "overlay":
+            write_overlay_png(rng.random((64, 128)), rng.integers(0, 5, (64, 128)), path)
         else:
             confusion_png(rng.integers(0, 50, (5, 5)), path, f"model {version}")
 
@@ -170,6 +175,14 @@ def test_png(tmp_path, disk_full_after, which):
 def test_cleaned_data(tmp_path, subset_path, disk_full_after):
     out = tmp_path / "clean" / "clean.npz"
     _check_survives(lambda v: api.clean_data(str(out), data=str(subset_path), min_repeats=20 + v), out, disk_full_after)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_image_summary(tmp_path, disk_full_after, suffix):
+    path = tmp_path / "out" / f"summary{suffix}"
+    rows = [{"id": f"img{i}", "height": 10, "width": 20, "background": 0.0, "soil": 0.5, "bedrock": 0.25,
+             "sand": 0.25, "big_rock": 0.0} for i in range(20)]
+    _check_survives(lambda version: write_summary(path, rows[: 10 + version]), path, disk_full_after)
 
 
 def test_submission_csv(tmp_path, disk_full_after):

@@ -60,7 +60,7 @@ def test_missing_data_file_message_is_the_same_everywhere(tmp_path):
     assert_one_line_error(predict, "missing.npz: file not found")
     assert inspect.stderr == predict.stderr
     images = CliRunner().invoke(main, ["predict", "--images", missing, "--out", str(tmp_path / "s.csv")])
-    assert_one_line_error(images, "--images expects an .npz file or a folder of PNG tiles")
+    assert_one_line_error(images, "--images expects an image file, a folder of images or an .npz")
 
 
 def test_training_log_names_the_validation_tiles_scored(tmp_path, subset_path):

@@ -15,7 +15,8 @@ class RunError(EnsembleError):
 
 
 #: CLI options whose Python argument has another name.
-_ARGUMENT_NAMES = {"png": "png_dir", "uncertainty": "uncertainty_dir", "set": "overrides", "control": "with_control",
+_ARGUMENT_NAMES = {"png": "png_dir", "uncertainty": "uncertainty_dir", "masks": "masks_dir", "overlay": "overlay_dir",
+                   "set": "overrides", "control": "with_control",
                    "no-stack": "stack"}
 #: An option, with its value when one follows before a colon (``--cross-fit 1:``), as a metavar (``--data PATH``)
 #: or as a path (``--run runs/default``).
