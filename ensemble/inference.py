@@ -548,16 +548,20 @@ class Predictor:
         self.windows_run += windows
         return logits[None]
 
-    def image_logits(self, image, members=True):
+    def image_logits(self, image, members=True, resize=True):
         """``(class_logits, member_logits)`` (1, 5, H, W) float32 of one float 0-1 image (H, W) of any size.
 
         Either is ``None`` like in :meth:`logit_batches`; member logits also without ``members`` (not
-        brought back to the image's size when nobody reads them). Both are brought back to the image's size.
+        brought back to the image's size when nobody reads them). Both are brought back to the image's size,
+        or, with ``resize=False``, left at the training scale for the caller to resize band by band
+        (:func:`~ensemble.windows.resized_bands`).
         """
         with torch.inference_mode():
             input_logits = self.stitched_source_logits(image)
             class_logits = self._fused(input_logits)
             member_logits = self._member_slice(input_logits) if members else None
+            if not resize:
+                return class_logits, member_logits
             size = np.shape(image)
             return tuple(None if t is None else resize_logits(t, size) for t in (class_logits, member_logits))
 

@@ -44,7 +44,7 @@ from .core.fileio import write_text_atomic
 from .inference import BATCH_SIZE, Predictor, as_image, as_tiles
 from .render import write_class_png, write_gray_png, write_mask_png, write_overlay_png
 from .submission import SubmissionWriter
-from .windows import MAX_PIXELS, DEFAULT_STEP
+from .windows import DEFAULT_STEP, MAX_PIXELS, resized_bands
 
 _NPZ_KEYS = ("test_set", "images")
 _BAD_ID_CHARS = set(',"\r\n')
@@ -143,9 +143,16 @@ class Inputs:
         return np.stack([self.image(i) for i in range(start, stop)])
 
 
+def _as_unit_float(gray):
+    """A uint8 image as float32 in 0-1, scaled in place (one float copy of a large image, not two)."""
+    image = gray.astype(np.float32)
+    image /= 255.0
+    return image
+
+
 def _file_inputs(paths, source):
     shapes = [image_shape(path) for path in paths]
-    return Inputs([p.stem for p in paths], shapes, lambda i: decode_gray(paths[i]).astype(np.float32) / 255.0,
+    return Inputs([p.stem for p in paths], shapes, lambda i: _as_unit_float(decode_gray(paths[i])),
                   lambda i: str(paths[i]), source)
 
 
@@ -306,23 +313,49 @@ def write_summary(path, rows):
     write_text_atomic(path, buffer.getvalue())
 
 
+def output_maps(class_logits, member_logits, size, uncertainty=False):
+    """``(masks, entropy, disagreement)`` (B, H, W) at ``size`` from logits (B, 5, h, w) at any size.
+
+    Masks are uint8 class ids (the argmax); with ``uncertainty`` the entropy map and, when there are member
+    logits, the disagreement map (float32; else ``None``). Logits are resized band by band
+    (:func:`~ensemble.windows.resized_bands`), so a large image's logits are never held at its size.
+    """
+    n, (height, width) = len(class_logits), size
+    masks = np.empty((n, height, width), dtype=np.uint8)
+    entropy = np.empty((n, height, width), dtype=np.float32) if uncertainty else None
+    disagreement = None
+    if uncertainty and member_logits is not None:
+        disagreement = np.empty((n, height, width), dtype=np.float32)
+        member_bands = resized_bands(member_logits, size)
+    for top, bottom, band in resized_bands(class_logits, size):
+        labels = channel_argmax(band)
+        masks[:, top:bottom] = labels.to(torch.uint8).numpy()
+        if entropy is not None:
+            entropy[:, top:bottom] = entropy_map(torch.softmax(band, dim=1)).numpy()
+        if disagreement is not None:
+            disagreement[:, top:bottom] = disagreement_map(next(member_bands)[2], labels).numpy()
+        del band, labels
+    return masks, entropy, disagreement
+
+
 class _Outputs:
     """Where one prediction goes: CSV rows, per-image files and summary rows."""
 
     def __init__(self, writer, folders, summary):
         self.writer, self.folders, self.summary, self.rows = writer, folders, summary, []
 
-    def write(self, ids, images, class_logits, member_logits):
-        """Write a batch (B, ...) of masks of ``ids``: CSV rows and the per-image outputs asked for."""
-        labels = channel_argmax(class_logits)
-        masks = labels.to(torch.uint8).numpy()
+    def write(self, ids, images, class_logits, member_logits, size=None):
+        """Write a batch (B, ...) of masks of ``ids``: CSV rows and the per-image outputs asked for.
+
+        Logits at another size than ``size`` (the images' (H, W), default the logits' own) are brought to it
+        band by band (:func:`output_maps`).
+        """
+        folders = self.folders
+        size = tuple(class_logits.shape[-2:]) if size is None else tuple(size)
+        masks, entropy, disagreement = output_maps(class_logits, member_logits, size,
+                                                   folders.get("uncertainty") is not None)
         if self.writer is not None:
             self.writer.write(ids, masks)
-        folders = self.folders
-        entropy = disagreement = None
-        if folders.get("uncertainty") is not None:
-            entropy = entropy_map(torch.softmax(class_logits, dim=1)).numpy()
-            disagreement = None if member_logits is None else disagreement_map(member_logits, labels).numpy()
         for i, image_id in enumerate(ids):
             if folders.get("masks") is not None:
                 write_class_png(masks[i], folders["masks"] / f"{image_id}.png")
@@ -367,7 +400,7 @@ def _predictions(inputs, predictor, members=True):
                 yield ids, images, class_logits, member_logits
         else:
             image = inputs.image(start)
-            class_logits, member_logits = predictor.image_logits(image, members)
+            class_logits, member_logits = predictor.image_logits(image, members, resize=False)
             yield ids, image[None], class_logits, member_logits
 
 
@@ -432,7 +465,7 @@ def predict_run(run, strategy="learned", data=None, images=None, out=None, png_d
         outputs.writer = writer
         members = folders["uncertainty"] is not None  # only the disagreement map reads the member logits
         for ids, batch_images, class_logits, member_logits in _predictions(inputs, predictor, members):
-            outputs.write(ids, batch_images, class_logits, member_logits)
+            outputs.write(ids, batch_images, class_logits, member_logits, batch_images.shape[1:])
             done += len(ids)
             meter.update(done, predictor.windows_run)
             del class_logits, member_logits  # drop this batch before the next one is computed

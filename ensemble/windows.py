@@ -147,6 +147,41 @@ def resize_logits(logits, size):
     return resized.masked_fill(dead[..., None, None], -math.inf)
 
 
+#: Output rows resized at once by :func:`resized_bands`: a band's logits, not the whole image's, are held.
+BAND_ROWS = 64
+
+
+def _row_weights(size_in, size_out, start, stop):
+    """Source rows and weights of output rows ``start:stop`` of a bilinear resize (``align_corners=False``)."""
+    dst = torch.arange(start, stop, dtype=torch.float64)
+    src = ((dst + 0.5) * (size_in / size_out) - 0.5).clamp(min=0)
+    low = src.floor().long().clamp(max=size_in - 1)
+    high = (low + 1).clamp(max=size_in - 1)
+    return low, high, (src - low).to(torch.float32)
+
+
+def resized_bands(logits, size, band_rows=BAND_ROWS):
+    """Yield ``(top, bottom, band)``: :func:`resize_logits` of ``logits`` (N, C, h, w) to ``size``, band by band.
+
+    Each band holds output rows ``top:bottom`` (N, C, rows, W): its rows are interpolated from the source
+    rows they fall between, then its columns as ``F.interpolate`` does, so the bands together equal
+    the whole resize up to float rounding, and an image's logits are never held at the input size.
+    """
+    height, width = size
+    if tuple(logits.shape[-2:]) == tuple(size):
+        for top in range(0, height, band_rows):
+            yield top, min(top + band_rows, height), logits[..., top : top + band_rows, :]
+        return
+    dead = torch.isneginf(logits).flatten(2).all(dim=2)[..., None, None]
+    finite = torch.where(dead, torch.zeros((), dtype=logits.dtype), logits)
+    for top in range(0, height, band_rows):
+        bottom = min(top + band_rows, height)
+        low, high, weight = _row_weights(logits.shape[-2], height, top, bottom)
+        rows = torch.lerp(finite[..., low, :], finite[..., high, :], weight[:, None])
+        band = F.interpolate(rows, size=(bottom - top, width), mode="bilinear", align_corners=False)
+        yield top, bottom, band.masked_fill(dead, -math.inf)
+
+
 def as_image_tensor(image):
     """A float32 0-1 (H, W) numpy image as a contiguous torch tensor (no copy when it already is one)."""
     return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))

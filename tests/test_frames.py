@@ -278,7 +278,7 @@ _MEMORY_CHILD = textwrap.dedent("""
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_memory_is_flat_in_the_number_of_images(frames_run, tiles, tmp_path):
     """The peak at 50 large images exceeds the peak at 1 by less than one image's worth: its float image
-    plus its class logits at the input size (what predicting it holds)."""
+    plus its class logits at the input size (more than predicting it holds)."""
     side = 512
     rng = np.random.default_rng(0)
     folders = {}
@@ -349,3 +349,29 @@ def test_score_folders_of_any_size(tmp_path, subset_path):
     Image.fromarray(np.zeros((7, 3, 3), dtype=np.uint8)).save(tmp_path / "pred" / "c.png")
     assert_one_line_error(CliRunner().invoke(main, ["score", str(tmp_path / "pred"), "--masks",
                                                     str(tmp_path / "truth")]), "c.png: a RGB image")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_one_huge_image_holds_its_logits_at_the_training_scale_only(frames_run, tmp_path):
+    """A 2048x2048 image at --scale 8 into class-id masks: the peak is the image and its masks, far less than
+    its class logits would take at the input size (the resize back is done band by band)."""
+    side = 2048
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)).save(folder / "frame.png", compress_level=0)
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    Image.fromarray(rng.integers(0, 256, (64, 128), dtype=np.uint8)).save(warm / "w.png")
+    child = _MEMORY_CHILD.replace("scale=4", "scale=8").replace(', overlay_dir=out + "_o"', "")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
+    proc = subprocess.run([sys.executable, "-c", child, str(frames_run), str(warm), str(folder), str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    peak_mb = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mb"]
+    image_mb, logits_at_input_mb = side * side * 4 / 2**20, side * side * 5 * 4 / 2**20
+    print(f"peak above start for one {side}x{side} image: {peak_mb:.1f} MB (float image {image_mb:.0f} MB, "
+          f"class logits at its size would be {logits_at_input_mb:.0f} MB)")
+    assert peak_mb < logits_at_input_mb
+    with Image.open(tmp_path / "out" / "frame.png") as mask:
+        assert mask.size == (side, side)
