@@ -5,8 +5,9 @@
 # Usage: bash scripts/new_user_session.sh CLONE [DATA]
 #   CLONE  a fresh clone of the project (its .venv is made by the README's commands, or $VENV if set)
 #   DATA   the data file (default: what the project finds by itself)
-# Environment: TRAIN_ARGS (extra options for every training command, default none: the quick preset as
-# the README runs it) and TEST_ARGS (pytest arguments for the test command, default none: the whole suite).
+# Environment (each default: none, the session as the README runs it): TRAIN_ARGS (extra options for every
+# training command), QUICKSTART_ARGS (for the quickstart; default TRAIN_ARGS), EVALUATE_ARGS (for evaluate)
+# and TEST_ARGS (pytest arguments for the test command; none: the whole suite).
 set -euo pipefail
 clone=$(cd "$1" && pwd)
 data=${2:+--data $2}
@@ -24,13 +25,13 @@ step() {  # step NAME COMMAND...: run it, then say how long it took on stderr
 
 # shellcheck disable=SC2086  # TRAIN_ARGS, TEST_ARGS and data are lists of words
 {
-step "quickstart" bash scripts/quickstart.sh $data ${TRAIN_ARGS:-}
+step "quickstart" bash scripts/quickstart.sh $data ${QUICKSTART_ARGS:-${TRAIN_ARGS:-}}
 step "tests" bash scripts/test.sh ${TEST_ARGS:-}
 source "${VENV:-.venv}/bin/activate"
 step "train" ensemble train $data ${TRAIN_ARGS:-}
 step "baseline" ensemble baseline $data ${TRAIN_ARGS:-}
 step "fuse" ensemble fuse $data
-step "evaluate" ensemble evaluate $data
+step "evaluate" ensemble evaluate $data ${EVALUATE_ARGS:-}
 step "predict" ensemble predict $data --out s.csv
 step "api.predictor" python -c "
 import numpy as np

@@ -99,7 +99,7 @@ def tiny_run(tmp_path_factory, subset_path):
 #: Fixtures that train a run (directly or through another fixture): a test using one is in the full tier only.
 SLOW_FIXTURES = {"tiny_run", "curve_run", "reference_copy"}
 #: Test files whose every test trains or scores whole runs.
-SLOW_FILES = {"test_reference_run.py", "test_main_job.py", "test_dask.py", "test_combined.py", "test_new_user.py"}
+SLOW_FILES = {"test_reference_run.py", "test_dask.py", "test_combined.py", "test_new_user.py"}
 
 
 def pytest_collection_modifyitems(config, items):

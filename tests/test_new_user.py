@@ -1,10 +1,12 @@
 """A newcomer's first hour, run for real (full tier): the package installed with ``pip install .`` and used
-from another directory, and the README's session in a fresh copy of the project.
+from another directory, and the README's session in a fresh copy of the project (its quickstart is the
+main job, ``ensemble run``, end to end: every step, every row of the report).
 
 Both install into fresh virtual environments that see this environment's third-party packages (torch
 and the rest, through a ``.pth`` file) but nothing of the project: what they have of it is what the
 install put there, so the tests take seconds to install instead of minutes.
 """
+import json
 import os
 import subprocess
 import sys
@@ -74,21 +76,32 @@ def _copy_of_the_project(target):
 
 
 def test_new_user_session_has_no_surprise(tmp_path, subset_path):
-    """scripts/new_user_session.sh with tiny trainings: every step succeeds and the clone stays clean."""
+    """scripts/new_user_session.sh with tiny trainings and in-sample scoring (--cross-fit 0; the cross-fitted
+    evaluation has tests of its own): every step succeeds and the clone stays clean."""
     clone = tmp_path / "clone"
     clone.mkdir()
     _copy_of_the_project(clone)
     fresh_venv(clone / ".venv")  # the README's commands find it and install the project into it
     result = subprocess.run(["bash", "scripts/new_user_session.sh", str(clone), str(subset_path)], cwd=clone,
-                            env=_env(tmp_path, TRAIN_ARGS=TINY_TRAINING, TEST_ARGS="tests/test_docs.py -q"),
+                            env=_env(tmp_path, TRAIN_ARGS=TINY_TRAINING, QUICKSTART_ARGS=f"{TINY_TRAINING} --cross-fit 0",
+                                     EVALUATE_ARGS="--cross-fit 0", TEST_ARGS="tests/test_docs.py -q -n 0"),
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     steps = [line for line in result.stderr.splitlines() if line.startswith("session step: ")]
+    print("\n".join(steps))  # the step timings (pytest -s shows them)
     assert [s.split(": ")[1] for s in steps] == ["quickstart", "tests", "train", "baseline", "fuse", "evaluate",
                                                  "predict", "api.predictor"]
     assert "session: git status clean" in result.stderr
     assert "This is a smoke run" in result.stdout  # the quick table says what the shipped run measured
     assert "no --run given: using runs/default" in result.stdout  # each verb says the run it used
-    assert (clone / "runs" / "default" / "evaluation" / "report.json").is_file()
+    for step in ("1/4 members", "2/4 multiclass baseline", "3/4 fusion", "4/4 evaluation"):  # ensemble run
+        assert step in result.stdout
+    run = clone / "runs" / "default"
+    report = json.loads((run / "evaluation" / "report.json").read_text())
+    rows = {"baseline", "baseline_bias", "argmax", "bias", "calibrated", "learned", "learned3x3", "hybrid", "stacked"}
+    assert set(report["table"]["models"]) == rows
+    assert all(name in (run / "evaluation" / "report.md").read_text() for name in rows)
+    config = json.loads((run / "config.json").read_text())
+    assert config["networks"]["baseline"]["model"]["width"] > config["networks"]["soil"]["model"]["width"]
     assert len((clone / "s.csv").read_text().splitlines()) == 41
     assert np.load(subset_path)["test_set"].shape[0] == 40
