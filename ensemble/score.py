@@ -15,6 +15,7 @@ CSV rows are matched to truth rows by id: by row number when every id is one (``
 what Kaggle scores and ``predict`` writes for an ``.npz``), else by the truth's ids when its file
 has them; otherwise they are taken in file order. Missing, extra and repeated ids are named.
 """
+import collections
 import zipfile
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def _match_rows(path, ids, labels, truth_ids, n_truth, masks_spec):
         truth_ids = [str(i) for i in range(n_truth)]  # Kaggle ids: the truth's row numbers
     if truth_ids is None or not ids:
         return labels
-    repeated = sorted({t for t in ids if ids.count(t) > 1}) if len(set(ids)) != len(ids) else []
+    repeated = [t for t, count in collections.Counter(ids).items() if count > 1]
     if repeated:
         raise DataError(f"{path}: ids appear more than once: {_named(repeated)}")
     missing, extra = set(truth_ids) - set(ids), set(ids) - set(truth_ids)

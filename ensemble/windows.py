@@ -141,10 +141,16 @@ def resize_logits(logits, size):
     """
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    dead = torch.isneginf(logits).flatten(2).all(dim=2)
-    finite = torch.where(dead[..., None, None], torch.zeros((), dtype=logits.dtype), logits)
+    dead, finite = _dead_channels(logits)
     resized = F.interpolate(finite, size=tuple(size), mode="bilinear", align_corners=False)
-    return resized.masked_fill(dead[..., None, None], -math.inf)
+    return resized.masked_fill(dead, -math.inf)
+
+
+def _dead_channels(logits):
+    """``(dead (N, C, 1, 1) bool, logits with those channels at 0)``: the channels that are -inf everywhere,
+    which interpolation would turn into NaN, set aside to be put back after it."""
+    dead = torch.isneginf(logits).flatten(2).all(dim=2)[..., None, None]
+    return dead, torch.where(dead, torch.zeros((), dtype=logits.dtype), logits)
 
 
 #: Output rows resized at once by :func:`resized_bands`: a band's logits, not the whole image's, are held.
@@ -172,8 +178,7 @@ def resized_bands(logits, size, band_rows=BAND_ROWS):
         for top in range(0, height, band_rows):
             yield top, min(top + band_rows, height), logits[..., top : top + band_rows, :]
         return
-    dead = torch.isneginf(logits).flatten(2).all(dim=2)[..., None, None]
-    finite = torch.where(dead, torch.zeros((), dtype=logits.dtype), logits)
+    dead, finite = _dead_channels(logits)
     for top in range(0, height, band_rows):
         bottom = min(top + band_rows, height)
         low, high, weight = _row_weights(logits.shape[-2], height, top, bottom)
