@@ -13,13 +13,14 @@ import numpy as np
 
 from .core.classes import BASELINE
 from .core.data import load_data, open_npz, resolve_data_path
+from .core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
 from .core.locations import resolve_run
-from .core.errors import DataError, EnsembleError, RunError, in_argument_words
+from .core.errors import DataError, EnsembleError, in_argument_words
 from .core.fileio import atomic_path
 from .core.outliers import find_outliers
 from .core.runfolder import RunFolder
-from .inspect import summarize
-from .summary import format_training_summary
+from .core.datasummary import summarize
+from .reporting.text import format_training_summary
 
 
 def inspect_data(data=None, min_repeats=20, uniform_share=0.95):
@@ -100,19 +101,28 @@ def control(data=None, run=None, size=None, **options):
                           **options)
 
 
-def fuse(run=None, strategy="learned", data=None, seed=0, stack=None, device="auto", engine="auto",
+def _options(device="auto", **settings):
+    """The :class:`~ensemble.inference.options.InferenceOptions` of a verb: ``device`` resolved (an unavailable
+    one refused first), the other fields as given."""
+    from .core.devices import resolve_device
+    from .inference import InferenceOptions
+
+    return InferenceOptions(device=resolve_device(device), **settings)
+
+
+def fuse(run=None, *, strategy="learned", data=None, seed=0, stack=None, device="auto", engine="auto",
          quiet=False, log=print):
     """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results.
 
     ``device`` (``auto``, ``cpu`` or ``cuda``) and ``engine`` (``auto``, ``torch``, ``onnxruntime``:
-    :mod:`ensemble.engines`) run the members when their logits are not cached yet.
+    :mod:`ensemble.inference.engines`) run the members when their logits are not cached yet.
     """
     from .fuse import fit_fusers, parse_strategies
-    from .train import resolve_device
 
     log = None if quiet else log
-    return fit_fusers(resolve_run(run, log=log), parse_strategies(strategy), data=data, seed=seed, stack=stack,
-                      device=resolve_device(device), engine=engine, log=log)
+    options = _options(device, stack=stack, engine=engine)
+    return fit_fusers(resolve_run(run, log=log), parse_strategies(strategy), data=data, seed=seed, options=options,
+                      log=log)
 
 
 def default_run(run=None, log=None):
@@ -121,25 +131,25 @@ def default_run(run=None, log=None):
     return resolve_run(run, trained=True, log=log)
 
 
-def evaluate(run=None, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=5, device="auto",
-             engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False, log=print,
-             frames=False, step=0.5):
+def evaluate(run=None, *, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS,
+             device="auto", engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False,
+             log=print, frames=False, step=DEFAULT_STEP):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
     The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
-    ``onnxruntime``). ``curve=True`` adds the budget curve (:mod:`ensemble.curve`) from the networks' snapshots;
-    ``tta_gain=True`` measures flip TTA for every served model and records where it is served by default.
-    ``frames=True`` also scores the validation images as whole frames rebuilt from their two tiles, stitched by
-    sliding windows ``step`` tiles apart, beside tile-by-tile prediction.
+    ``onnxruntime``). ``curve=True`` adds the budget curve (:mod:`ensemble.evaluation.curve`) from the networks'
+    snapshots; ``tta_gain=True`` measures flip TTA for every served model and records where it is served by
+    default. ``frames=True`` also scores the validation images as whole frames rebuilt from their two tiles,
+    stitched by sliding windows ``step`` tiles apart, beside tile-by-tile prediction.
     """
-    from .evaluate import evaluate_run
-    from .train import resolve_device
+    from .evaluation.evaluate import evaluate_run
 
     log = None if quiet else log
-    return evaluate_run(default_run(run, log), data=data, tta=tta, out=out, seed=seed, stack=stack,
-                        cross_fit=cross_fit, device=resolve_device(device), engine=engine, curve=curve, log=log,
-                        ablation=ablation, curve_from=curve_from, tta_gain=tta_gain, frames=frames, step=step)
+    options = _options(device, tta=tta, stack=stack, engine=engine, step=step)
+    return evaluate_run(default_run(run, log), data=data, options=options, out=out, seed=seed, cross_fit=cross_fit,
+                        curve=curve, log=log, ablation=ablation, curve_from=curve_from, tta_gain=tta_gain,
+                        frames=frames)
 
 
 def _to_stderr(line):
@@ -165,9 +175,9 @@ def _served_strategy(run, strategy, say=_to_stderr):
     return default_strategy(run, say)
 
 
-def predict(run=None, strategy=None, data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
-            tta=None, batch_size=16, stack=None, device="auto", engine="auto", quiet=False, log=print,
-            masks_dir=None, overlay_dir=None, summary=None, scale=1.0, step=None, max_pixels=None):
+def predict(run=None, *, strategy=None, data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
+            tta=None, batch_size=BATCH_SIZE, stack=None, device="auto", engine="auto", quiet=False, log=print,
+            masks_dir=None, overlay_dir=None, summary=None, scale=1.0, step=DEFAULT_STEP, max_pixels=MAX_PIXELS):
     """Predict masks for ``test_set`` of ``data`` (or ``images``: an image file, a folder of images, an .npz, or an
     array (N, H, W)); write a Kaggle submission CSV and/or per-image outputs (see
     :func:`~ensemble.predict.predict_run`). For masks and probabilities in memory, use :func:`predictor`.
@@ -175,27 +185,22 @@ def predict(run=None, strategy=None, data=None, images=None, out=None, png_dir=N
     The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
     ``onnxruntime``). ``strategy`` and ``tta`` default to what the run's evaluation recorded
     (:func:`~ensemble.inference.default_strategy`, :func:`~ensemble.inference.default_tta`), said on stderr.
-    Images of any size go through sliding windows ``step`` tiles apart (default 0.5) at ``scale`` input
-    pixels per training pixel; ``max_pixels`` (default a 4096x4096 image) refuses larger ones. Progress goes
-    to stderr unless ``quiet``.
+    Images of any size go through sliding windows ``step`` tiles apart at ``scale`` input pixels per training
+    pixel; ``max_pixels`` (default a 4096x4096 image) refuses larger ones. Progress goes to stderr unless
+    ``quiet``.
     """
     from .predict import predict_run
-    from .train import resolve_device
-    from .windows import DEFAULT_STEP, MAX_PIXELS, check_scale, check_step
 
-    scale, step = check_scale(scale), check_step(DEFAULT_STEP if step is None else step)  # before anything runs
     log = None if quiet else log
+    options = _options(device, batch_size=batch_size, stack=stack, engine=engine, scale=scale, step=step)
     run = default_run(run, log)
-    device = resolve_device(device)  # an unavailable device is refused before anything is said
     said = []  # the default strategy is said once the inputs are checked: an error stays one line
     strategy = _served_strategy(run, strategy, said.append)
-    tta = _served_tta(run, strategy, tta, said.append)
+    options = options.replace(tta=_served_tta(run, strategy, tta, said.append))
     note = None if quiet else (lambda: [_to_stderr(line) for line in said])
-    return predict_run(run, strategy=strategy, data=data, images=images, out=out, png_dir=png_dir,
-                       uncertainty_dir=uncertainty_dir, tta=tta, batch_size=batch_size, stack=stack,
-                       device=device, engine=engine, log=log, note=note, masks_dir=masks_dir,
-                       overlay_dir=overlay_dir, summary=summary, scale=scale, step=step,
-                       max_pixels=MAX_PIXELS if max_pixels is None else max_pixels,
+    return predict_run(run, strategy, data=data, images=images, out=out, png_dir=png_dir,
+                       uncertainty_dir=uncertainty_dir, masks_dir=masks_dir, overlay_dir=overlay_dir, summary=summary,
+                       options=options, max_pixels=max_pixels, log=log, note=note,
                        progress=None if quiet else _to_stderr)
 
 
@@ -205,31 +210,28 @@ def score(pred, masks):
     Returns ``{"competition" | "labeled" | "allpixels": {"soil", "bedrock", "sand", "big_rock", "mean"},
     "tiles": n, "class0_on_labeled": share}``.
     """
-    from .score import score_files
+    from .evaluation.score import score_files
 
     return score_files(pred, masks)
 
 
-def predictor(run=None, strategy=None, device="auto", tta=None, batch_size=16, stack=None, engine="auto",
-              scale=1.0, step=None):
+def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BATCH_SIZE, stack=None,
+              engine="auto", scale=1.0, step=DEFAULT_STEP):
     """A :class:`~ensemble.inference.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
     ``predict_proba(images)`` and ``predict_logits(images)``; no files.
 
     ``images``: one (H, W) array, a list of arrays of any sizes or an (N, H, W) array, uint8 or float;
     results come back at the input's size, in its form. Images other than the run's tiles go through
-    sliding windows ``step`` tiles apart (default 0.5) at ``scale`` input pixels per training pixel.
+    sliding windows ``step`` tiles apart at ``scale`` input pixels per training pixel.
     ``run`` defaults to the shipped reference run; ``strategy`` to the run's best recorded by its
     evaluation, ``tta`` to the one recorded for that strategy (both said on stderr).
     """
     from .inference import Predictor
-    from .train import resolve_device
-    from .windows import DEFAULT_STEP
 
+    options = _options(device, batch_size=batch_size, stack=stack, engine=engine, scale=scale, step=step)
     run = default_run(run, _to_stderr)
-    device = resolve_device(device)
     strategy = _served_strategy(run, strategy)
-    return Predictor(run, strategy, device, _served_tta(run, strategy, tta), batch_size, stack, engine,
-                     scale=scale, step=DEFAULT_STEP if step is None else step)
+    return Predictor(run, strategy, options=options.replace(tta=_served_tta(run, strategy, tta)))
 
 
 def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,
@@ -244,7 +246,7 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto
     budget curve (the recipe's ``snapshot_fractions`` say where its points are). A quick run's result has a
     ``note``: what the shipped full run measured.
     """
-    from .fuse import format_fusion_results
+    from .reporting.text import format_fusion_results
     run = resolve_run(run, log=None if quiet else log)
     data = load_data(data)  # read and hashed once; every step below gets the loaded data
     say = (lambda line: None) if quiet else log
@@ -273,11 +275,11 @@ def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto
 
 
 def _smoke_run_note():
-    """:func:`~ensemble.report.smoke_run_line` from the shipped reference run's report, or ``None`` without one."""
+    """:func:`~ensemble.reporting.report.smoke_run_line` from the shipped reference run's report, or ``None`` without one."""
     import json
 
     from .core.locations import shipped_run
-    from .report import smoke_run_line
+    from .reporting.report import smoke_run_line
 
     report = shipped_run() / "evaluation" / "report.json"
     try:
@@ -286,7 +288,7 @@ def _smoke_run_note():
         return None
 
 
-def export(run=None, strategy=None, out="model.pt2", format=None, tta=None):
+def export(run=None, strategy=None, *, out="model.pt2", format=None, tta=None):
     """Write one program mapping images (N, 1, H, W) to probabilities: a ``torch.export`` program
     (``.pt2``: stacked members + fuser) or an ONNX graph (``.onnx``: members + fuser, or the baseline).
 

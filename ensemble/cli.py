@@ -11,11 +11,11 @@ import warnings
 import click
 
 from . import __version__, api
+from .core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
 from .core.errors import EnsembleError
 from .core.locations import DEFAULT_RUN
 from .core.objectives import OBJECTIVES
-from .inspect import format_summary
-from .summary import format_training_summary
+from .reporting.text import format_summary, format_training_summary
 
 #: The fusion strategies (``fusion.STRATEGIES``, spelled out so the CLI starts without importing torch;
 #: tests/test_cli.py checks they agree).
@@ -80,7 +80,7 @@ def device_option(func):
 
 
 def engine_option(func):
-    """``--engine auto|torch|onnxruntime``: what runs the networks (:mod:`ensemble.engines`)."""
+    """``--engine auto|torch|onnxruntime``: what runs the networks (:mod:`ensemble.inference.engines`)."""
     return click.option("--engine", type=click.Choice(["auto", "torch", "onnxruntime"]), default="auto",
                         show_default=True,
                         help="What runs the networks: auto = onnxruntime on the CPU when installed (faster), "
@@ -214,7 +214,7 @@ replicas_option = click.option(
     help="Multiclass nets of the baseline's width to train, each with a seed of its own: 2 adds "
          "baseline_1, which ensemble evaluate soft-votes with the baseline (baseline_pair).")
 cross_fit_option = click.option(
-    "--cross-fit", "cross_fit", type=click.IntRange(min=0), default=5, show_default=True,
+    "--cross-fit", "cross_fit", type=click.IntRange(min=0), default=CROSS_FIT_FOLDS, show_default=True,
     help="Score each strategy out of fold: refit its fuser this many times, each time without one "
          "fold of validation rover stops (0: score the saved fusers on the tiles they were fitted on).")
 curve_option = click.option(
@@ -340,7 +340,7 @@ def control(**options):
 @engine_option
 @seed_option
 @quiet_option
-def fuse(run, strategy, data, stack, device, engine, seed, quiet):
+def fuse(*, run, strategy, data, stack, device, engine, seed, quiet):
     """Fit a fuser on the members' validation logits and save it to RUN/fusion/<strategy>.pt.
 
     The members' logits of the validation tiles (never used to train them) are
@@ -351,7 +351,7 @@ def fuse(run, strategy, data, stack, device, engine, seed, quiet):
     Example:
       ensemble fuse --strategy all
     """
-    from .fuse import format_fusion_results
+    from .reporting.text import format_fusion_results
 
     results = api.fuse(run=run, strategy=strategy, data=data, seed=seed, stack=stack, device=device, engine=engine,
                        quiet=quiet)
@@ -400,10 +400,9 @@ def served_tta_option(func):
 @click.option("--frames", is_flag=True,
               help="Also score the validation images as whole frames rebuilt from their :top/:bottom tiles, "
                    "predicted by sliding windows, beside tile by tile (paired intervals).")
-@click.option("--step", type=float, default=0.5, show_default=True,
+@click.option("--step", type=float, default=DEFAULT_STEP, show_default=True,
               help="With --frames: the sliding-window step as a fraction of the tile, in (0, 1].")
-def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet, curve, ablation, curve_from,
-             tta_gain, frames, step):
+def evaluate(**options):
     """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
 
     The saved fusers were fitted on the validation tiles, so each strategy is scored
@@ -418,10 +417,8 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
       ensemble evaluate --run runs/full --curve
     """
     passive_openmp()
-    result = api.evaluate(run=run, data=data, tta=tta, out=out, seed=seed, stack=stack,
-                          cross_fit=cross_fit, device=device, engine=engine, curve=curve, ablation=ablation,
-                          curve_from=curve_from, tta_gain=tta_gain, quiet=quiet, frames=frames, step=step)
-    from .report import format_table
+    result = api.evaluate(**options)
+    from .reporting.text import format_table
 
     click.echo(format_table(result["table"]))
     click.echo(f"report: {result['report_md']}")
@@ -451,13 +448,13 @@ def evaluate(run, data, tta, out, cross_fit, stack, device, engine, seed, quiet,
 @click.option("--scale", type=float, default=1.0, show_default=True,
               help="Input pixels per training pixel: 2 for AI4Mars' 256x256 copies, 8 for full 1024x1024 NavCam "
                    "frames (images are area-downsampled before the networks, logits upsampled back).")
-@click.option("--step", type=float, default=0.5, show_default=True,
+@click.option("--step", type=float, default=DEFAULT_STEP, show_default=True,
               help="Sliding-window step as a fraction of the run's tile, in (0, 1]; windows are Gaussian-weighted.")
-@click.option("--max-pixels", "max_pixels", type=int, default=4096 * 4096, show_default=True,
+@click.option("--max-pixels", "max_pixels", type=int, default=MAX_PIXELS, show_default=True,
               help="Refuse images with more pixels than this, before any work.")
 @served_tta_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Tiles (windows) per batch (16 is the fastest on a CPU; try 64 or more on a GPU).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=BATCH_SIZE, show_default=True,
+              help="Tiles (windows) per batch (the default is the fastest on a CPU; try 64 or more on a GPU).")
 @stack_option
 @device_option
 @engine_option
@@ -490,7 +487,7 @@ def predict(**options):
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object {competition, labeled, allpixels}, each with soil, bedrock, sand, "
                    "big_rock and mean.")
-def score_command(pred, masks, as_json):
+def score_command(*, pred, masks, as_json):
     """Score predicted masks (a submission CSV, .npy/.npz class ids, or a folder of class-id PNGs) against true masks.
 
     Prints per-class IoU and the mean in the three conventions: competition (keras
@@ -504,8 +501,8 @@ def score_command(pred, masks, as_json):
       ensemble score masks/ --masks true_masks/
     """
     from .core.metrics import CONVENTIONS
-    from .report import json_ready
-    from .score import format_scores
+    from .reporting.report import json_ready
+    from .reporting.text import format_scores
 
     scores = api.score(pred, masks)
     if as_json:
@@ -560,7 +557,7 @@ def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, val_f
                          with_control=with_control, curve=curve, replicas=replicas,
                          members_options=dict(stacked=stacked, backend=backend, scheduler=scheduler),
                          evaluate_options=dict(cross_fit=cross_fit, ablation=ablation, tta_gain=tta_gain))
-    from .report import format_table
+    from .reporting.text import format_table
 
     click.echo(format_table(result["table"]))
     click.echo(f"report: {result['report_md']}")
@@ -578,7 +575,7 @@ def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, val_f
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the program [default: model.pt2, or model.onnx with --format onnx].")
 @served_tta_option
-def export_command(run, strategy, format, out, tta):
+def export_command(*, run, strategy, format, out, tta):
     """Export members + fuser (or the baseline) as one program: .pt2 (torch.export) or .onnx.
 
     The program maps images (N, 1, H, W) float 0-1 to class probabilities (N, 5, H, W)

@@ -8,10 +8,10 @@ from fusion import FUSERS, STRATEGIES, new_fuser
 from fusion.base import _as_tensor
 
 from .core.classes import BASELINE, CLASS_NAMES, TERRAIN_CLASSES, is_baseline_replica
-from .core.data import load_data, tile_ids
+from .core.data import load_data
 from .core.errors import EnsembleError
-from .inference import MEMBERS, available_sources, cached_val_logits, check_run_data
-from .core.metrics import CONVENTIONS, all_mean_ious, confusion_matrix, expected_calibration_error, iou_per_class, nll
+from .inference import MEMBERS, available_sources, check_run_data, fuser_inputs, source_logits
+from .core.metrics import all_mean_ious, confusion_matrix, expected_calibration_error, iou_per_class, nll
 from .core.objectives import HEADLINE_CONVENTION, mask_background, predicts_background, scored_pixels
 from .core.runfolder import RunFolder
 
@@ -78,32 +78,15 @@ def plan_strategies(folder, strategies, explicit, log):
     return kept
 
 
-def source_logits(folder, data, sources, device="cpu", stack=None, engine="auto", log=None):
-    """``{source: validation logits}`` of each source (cached in the run), and the validation ids and indices."""
-    out, ids, val_idx = {}, None, None
-    for source in sources:
-        out[source], ids, val_idx = cached_val_logits(folder.path, data, tile_ids(data), device=device, log=log,
-                                                      stack=stack, engine=engine, source=source)
-    return out, ids, val_idx
-
-
-def fuser_inputs(logits, sources):
-    """The fuser input: the sources' logits concatenated along the channels (the array itself for one source)."""
-    if len(sources) == 1:
-        return logits[sources[0]]
-    return np.concatenate([np.asarray(logits[source]) for source in sources], axis=1)
-
-
-def fit_fusers(run, strategies, data=None, seed=0, stack=None, device="cpu", engine="auto", log=print,
-               explicit=None):
+def fit_fusers(run, strategies, *, data=None, seed=0, options=None, log=print, explicit=None):
     """Fit each strategy on the run's cached validation logits, save ``RUN/fusion/<strategy>.pt``.
 
     Returns ``{strategy: {"before": scores, "after": scores, "params": [lines], "seconds": s, "path": p}}``;
     ``before`` scores the plain softmax of the strategy's first source (the member logits for the
     member-level fusers). A strategy whose sources the run lacks is skipped with a log line, or
-    refused when it was asked by name (``explicit``, default: when one strategy is asked). ``stack``
-    (``True``: stacked, ``False``: one by one, ``None``: the faster for the engine) says how a missing
-    cache is computed; ``engine`` picks PyTorch or onnxruntime for it.
+    refused when it was asked by name (``explicit``, default: when one strategy is asked). ``options``
+    (:class:`~ensemble.inference.options.InferenceOptions`: device, engine, layout, batch size) say how a
+    missing cache is computed.
     """
     log = log or (lambda line: None)
     folder = RunFolder(run)
@@ -112,7 +95,7 @@ def fit_fusers(run, strategies, data=None, seed=0, stack=None, device="cpu", eng
     check_run_data(folder, data_obj)
     strategies = plan_strategies(folder, strategies, len(strategies) == 1 if explicit is None else explicit, log)
     sources = list(dict.fromkeys(source for name in strategies for source in FUSERS[name].sources))
-    logits, ids, val_idx = source_logits(folder, data_obj, sources, device, stack, engine, log)
+    logits, ids, val_idx = source_logits(folder, data_obj, sources, options=options, log=log)
     if val_idx is None:
         return {}
     masks = data_obj.masks[val_idx].astype(np.int64)
@@ -146,26 +129,3 @@ def fit_fusers(run, strategies, data=None, seed=0, stack=None, device="cpu", eng
         }
         del inputs
     return results
-
-
-def format_fusion_results(results):
-    """Lines for the CLI: fitted parameters, NLL/ECE before and after, per-class IoU."""
-    lines = []
-    for name, r in results.items():
-        b, a = r["before"], r["after"]
-        lines.append(f"== {name}  (fitted on {r['tiles']} validation tiles in {r['seconds']:.1f}s -> {r['path']})")
-        lines.extend(f"   {line}" for line in r["params"])
-        lines.append(f"   NLL {b['nll']:.4f} -> {a['nll']:.4f}   ECE {b['ece']:.4f} -> {a['ece']:.4f}"
-                     f"   (before: softmax of the {r.get('before_source', MEMBERS)} logits)")
-    if not results:
-        return "\n".join(lines)
-    objective = next(iter(results.values()))["objective"]
-    header = (f"{'strategy':<19}" + "".join(f"{CLASS_NAMES[c]:>9}" for c in TERRAIN_CLASSES)
-              + "".join(f"{'mIoU ' + c:>22}" for c in CONVENTIONS))
-    lines += ["", f"in-sample validation IoU of the fused masks (objective {objective}; per class: "
-                  f"{HEADLINE_CONVENTION[objective]} convention):", header]
-    for name, r in results.items():
-        a = r["after"]
-        lines.append(f"{name:<19}" + "".join(f"{a['iou'][CLASS_NAMES[c]]:>9.4f}" for c in TERRAIN_CLASSES)
-                     + "".join(f"{a['miou'][c]:>22.4f}" for c in CONVENTIONS))
-    return "\n".join(lines)

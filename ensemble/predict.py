@@ -13,7 +13,7 @@ of an ``.npz`` of single images are named by their keys; files by their stems, r
 order (plain string sort: ``10.png`` before ``2.png``).
 
 Images of the run's tile size at scale 1 are predicted in batches; any other image goes alone
-through Gaussian-weighted sliding windows (:mod:`ensemble.windows`). Outputs are at the input's
+through Gaussian-weighted sliding windows (:mod:`ensemble.inference.windows`). Outputs are at the input's
 resolution, named by id: the Kaggle CSV (tiles of the run's size only), class-id masks, coloured
 masks, overlays, uncertainty maps and a summary of class shares. Every file is written atomically.
 
@@ -41,10 +41,11 @@ from .core.classes import CLASS_NAMES, NUM_CLASSES
 from .core.data import open_npz, resolve_data_path
 from .core.errors import DataError, EnsembleError
 from .core.fileio import write_text_atomic
-from .inference import BATCH_SIZE, Predictor, as_image, as_tiles
-from .render import write_class_png, write_gray_png, write_mask_png, write_overlay_png
-from .submission import SubmissionWriter
-from .windows import DEFAULT_STEP, MAX_PIXELS, resized_bands
+from .inference import InferenceOptions, Predictor, as_image, as_tiles
+from .core.defaults import MAX_PIXELS
+from .inference.windows import resized_bands
+from .reporting.figures import write_class_png, write_gray_png, write_mask_png, write_overlay_png
+from .reporting.submission import SubmissionWriter
 
 _NPZ_KEYS = ("test_set", "images")
 _BAD_ID_CHARS = set(',"\r\n')
@@ -174,14 +175,14 @@ def _array_inputs(raw, where, source):
 
 
 def _npz_inputs(path):
-    arrays = open_npz(path, keys=_NPZ_KEYS)  # the tiles alone: a Kaggle file's training set is not read
-    if arrays:
-        key = next(k for k in _NPZ_KEYS if k in arrays)
+    # the tiles alone (a Kaggle file's training set is not read), else every single image of the archive
+    arrays = open_npz(path, keys=_NPZ_KEYS, or_all=True)
+    key = next((k for k in _NPZ_KEYS if k in arrays), None)
+    if key is not None:
         raw, where = arrays.pop(key), f"{path.name}['{key}']"
         if raw.ndim != 3 or 0 in raw.shape:
             raise DataError(f"{where}: shape {raw.shape}, expected (M, H, W) grayscale tiles")
         return _array_inputs(raw, where, path)
-    arrays = open_npz(path)
     if not arrays or any(np.ndim(a) != 2 for a in arrays.values()):
         found = ", ".join(f"{k} {np.shape(a)}" for k, a in sorted(arrays.items())) or "none"
         raise DataError(f"{path.name}: no 'test_set' or 'images' key to predict, and not an .npz of single (H, W) "
@@ -318,7 +319,7 @@ def output_maps(class_logits, member_logits, size, uncertainty=False):
 
     Masks are uint8 class ids (the argmax); with ``uncertainty`` the entropy map and, when there are member
     logits, the disagreement map (float32; else ``None``). Logits are resized band by band
-    (:func:`~ensemble.windows.resized_bands`), so a large image's logits are never held at its size.
+    (:func:`~ensemble.inference.windows.resized_bands`), so a large image's logits are never held at its size.
     """
     n, (height, width) = len(class_logits), size
     masks = np.empty((n, height, width), dtype=np.uint8)
@@ -404,10 +405,9 @@ def _predictions(inputs, predictor, members=True):
             yield ids, image[None], class_logits, member_logits
 
 
-def predict_run(run, strategy="learned", data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
-                tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None, engine="auto", log=None, note=None,
-                masks_dir=None, overlay_dir=None, summary=None, scale=1.0, step=DEFAULT_STEP, max_pixels=MAX_PIXELS,
-                progress=None):
+def predict_run(run, strategy="learned", *, data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
+                masks_dir=None, overlay_dir=None, summary=None, options=None, max_pixels=MAX_PIXELS, log=None,
+                note=None, progress=None, **settings):
     """Predict masks with ``strategy`` of ``run``: a Kaggle submission CSV ``out`` and/or per-image outputs.
 
     ``strategy``: any fuser fitted in ``RUN/fusion`` or ``"baseline"``; another name raises
@@ -416,6 +416,8 @@ def predict_run(run, strategy="learned", data=None, images=None, out=None, png_d
     given, else the ``test_set`` of ``data`` (the Kaggle ``.npz``, default
     :func:`~ensemble.core.data.resolve_data_path`).
 
+    ``options`` (:class:`~ensemble.inference.options.InferenceOptions`, or its fields as keywords: ``tta``,
+    ``batch_size``, ``device``, ``stack``, ``engine``, ``scale``, ``step``) say how the networks run.
     Images of the run's tile size at ``scale`` 1 go through the networks in batches of
     ``batch_size``: member logits -> fused logits (or the baseline's logits) -> labels (argmax,
     identical to ``Fuser.predict``). Any other image goes alone through sliding windows
@@ -446,7 +448,7 @@ def predict_run(run, strategy="learned", data=None, images=None, out=None, png_d
     _check_outputs(folders, summary, out)
     if int(max_pixels) < 1:
         raise EnsembleError(f"--max-pixels: must be at least 1, got {max_pixels}")
-    predictor = Predictor(run, strategy, device, tta, batch_size, stack, engine, log, scale=scale, step=step)
+    predictor = Predictor(run, strategy, options=InferenceOptions.of(options, **settings), log=log)
     if isinstance(images, np.ndarray):
         inputs = _array_inputs(images, "images", "an array")
     else:
@@ -457,7 +459,7 @@ def predict_run(run, strategy="learned", data=None, images=None, out=None, png_d
         note()
     sizes = sorted({f"{h}x{w}" for h, w in inputs.shapes})
     log(f"predicting {len(inputs)} images ({', '.join(sizes[:3])}{', ...' if len(sizes) > 3 else ''}) from "
-        f"{inputs.source} with {strategy}, tta {tta}, scale {predictor.scale:g}, engine {predictor.engine}")
+        f"{inputs.source} with {strategy}, tta {predictor.tta}, scale {predictor.scale:g}, engine {predictor.engine}")
     meter = Progress(len(inputs), progress)
     writer = SubmissionWriter(out, math.prod(predictor.tile_shape)) if out is not None else None
     outputs, done = _Outputs(None, folders, summary), 0

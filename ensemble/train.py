@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from members.parallel import available_cores, train_parallel, train_stacked_tasks
 from members.overrides import apply_overrides, parse_override
@@ -17,6 +16,7 @@ from members.unet import UNet, UNetConfig, count_parameters
 
 from .core.classes import BASELINE, CLASS_NAMES, NUM_CLASSES, class_index, is_baseline_like, is_control, is_multiclass
 from .core.data import load_data
+from .core.devices import resolve_device
 from .core.errors import EnsembleError
 from .core.objectives import DEFAULT_OBJECTIVE, check_objective
 from .core.runfolder import RunFolder, prepare_run, record_network_config
@@ -35,15 +35,6 @@ def parse_members(spec):
     if not ids:
         raise EnsembleError(f"--members: no class named in {spec!r}; valid: all, {', '.join(CLASS_NAMES)}")
     return [CLASS_NAMES[i] for i in ids]
-
-
-def resolve_device(device):
-    """``auto`` -> ``cuda`` when available else ``cpu``; an unavailable ``cuda`` is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EnsembleError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    return device
 
 
 def model_config(width, depth, out_channels):

@@ -94,6 +94,11 @@ class Fuser:
     def __init__(self, objective=DEFAULT_OBJECTIVE):
         self.objective = check_objective(objective)
 
+    def _keep(self, **params):
+        """Store constructor parameters as attributes of the same names, as scikit-learn estimators do."""
+        for name, value in params.items():
+            setattr(self, name, value)
+
     @property
     def input_channels(self):
         """Channels of the input logits: five per source."""

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from ensemble.core.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
-from ensemble.core.metrics import confusion_matrix, mean_iou
+from ensemble.core.metrics import mean_iou
 from ensemble.core.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION
 
 from .base import Fuser, check_param
@@ -33,15 +33,11 @@ class BiasFuser(Fuser):
 
     name = "bias"
 
-    def __init__(self, max_pixels=1_000_000, span=2.0, steps=21, rounds=3, seed=0, objective=DEFAULT_OBJECTIVE):
+    def __init__(self, *, max_pixels=1_000_000, span=2.0, steps=21, rounds=3, seed=0, objective=DEFAULT_OBJECTIVE):
         super().__init__(objective)
         if steps < 2 or rounds < 1 or not span > 0:
             raise ValueError(f"need steps >= 2, rounds >= 1 and span > 0, got {steps}, {rounds}, {span}")
-        self.max_pixels = max_pixels
-        self.span = span
-        self.steps = steps
-        self.rounds = rounds
-        self.seed = seed
+        self._keep(max_pixels=max_pixels, span=span, steps=steps, rounds=rounds, seed=seed)
 
     def get_params(self):
         """Constructor arguments: ``max_pixels``, ``span``, ``steps``, ``rounds``, ``seed``, ``objective``."""
@@ -57,15 +53,17 @@ class BiasFuser(Fuser):
                                          self.max_pixels, rng, labeled_only=self.labeled_only)
         pixel_logits = np.full((len(labels), NUM_CLASSES), -np.inf, dtype=np.float32)
         pixel_logits[:, first_class:] = windows.reshape(len(labels), -1).numpy()
-        labels = labels.numpy()
+        # every trial's confusion matrix is one bincount of truth * C + prediction: the truth part is made once
+        label_codes = labels.numpy().astype(np.int64) * NUM_CLASSES
         convention = HEADLINE_CONVENTION[self.objective]
 
-        def score(pred):
-            value = mean_iou(confusion_matrix(labels, pred), convention)
+        def score(codes):
+            cm = np.bincount(codes, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+            value = mean_iou(cm, convention)
             return value if np.isfinite(value) else -np.inf
 
         biases = np.zeros(NUM_CLASSES, dtype=np.float32)
-        first = best = score(pixel_logits.argmax(axis=1))
+        first = best = score(label_codes + pixel_logits.argmax(axis=1))
         for step in range(self.rounds):
             for k in TERRAIN_CLASSES:
                 # only b_k moves in this walk, so the best other class of each pixel is found once;
@@ -74,12 +72,13 @@ class BiasFuser(Fuser):
                 others[:, k] = -np.inf
                 alt = others.argmax(axis=1)
                 alt_logits = np.take_along_axis(others, alt[:, None], axis=1)[:, 0]
+                alt_codes, k_codes = label_codes + alt, label_codes + k
                 for delta in np.linspace(-self.span, self.span, self.steps, dtype=np.float32) * np.float32(0.5**step):
                     trial = biases.copy()
                     trial[k] += delta
                     shifted = pixel_logits[:, k] + trial[k]
                     wins = (shifted > alt_logits) | ((shifted == alt_logits) & (k < alt))
-                    value = score(np.where(wins, k, alt))
+                    value = score(np.where(wins, k_codes, alt_codes))
                     if value > best + 1e-9:  # taken at once: the next moves start from here
                         best, biases = value, trial
         self.biases_ = torch.from_numpy(biases)

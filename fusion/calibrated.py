@@ -27,7 +27,7 @@ class CalibratedFuser(Fuser):
 
     name = "calibrated"
 
-    def __init__(self, max_pixels=200_000, seed=0, max_iter=100, objective=DEFAULT_OBJECTIVE):
+    def __init__(self, *, max_pixels=200_000, seed=0, max_iter=100, objective=DEFAULT_OBJECTIVE):
         super().__init__(objective)
         self.max_pixels = max_pixels
         self.seed = seed

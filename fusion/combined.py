@@ -58,7 +58,7 @@ class SoftVoteFuser(Fuser):
     sources = ("baseline", "baseline_1")
     tunes_offsets = False
 
-    def __init__(self, mix=0.5, max_pixels=1_000_000, seed=0, objective=DEFAULT_OBJECTIVE):
+    def __init__(self, *, mix=0.5, max_pixels=1_000_000, seed=0, objective=DEFAULT_OBJECTIVE):
         super().__init__(objective)
         if mix is not None and not 0.0 <= float(mix) <= 1.0:
             raise ValueError(f"mix must be in [0, 1] or None (fitted), got {mix}")
@@ -164,7 +164,7 @@ class HybridFuser(SoftVoteFuser):
     sources = ("members", "baseline")
     tunes_offsets = True
 
-    def __init__(self, mix=0.5, drop_member=None, max_pixels=1_000_000, seed=0, objective=DEFAULT_OBJECTIVE):
+    def __init__(self, *, mix=0.5, drop_member=None, max_pixels=1_000_000, seed=0, objective=DEFAULT_OBJECTIVE):
         super().__init__(mix=mix, max_pixels=max_pixels, seed=seed, objective=objective)
         if drop_member is not None and not 0 <= int(drop_member) < NUM_CLASSES:
             raise ValueError(f"drop_member must be a class id 0-{NUM_CLASSES - 1} or None, got {drop_member}")
@@ -226,7 +226,7 @@ class StackedFuser(LearnedFuser):
     name = "stacked"
     sources = ("members", "baseline")
 
-    def __init__(self, kernel_size=1, **kwargs):
+    def __init__(self, *, kernel_size=1, **kwargs):
         if kernel_size != 1:
             raise ValueError(f"the stacked fuser is a 1x1 convolution, got kernel_size {kernel_size}")
         super().__init__(kernel_size=1, **kwargs)

@@ -45,20 +45,13 @@ class LearnedFuser(Fuser):
 
     name = "learned"
 
-    def __init__(self, kernel_size=1, max_epochs=50, lr=0.02, weight_decay=1e-4, patience=8,
+    def __init__(self, *, kernel_size=1, max_epochs=50, lr=0.02, weight_decay=1e-4, patience=8,
                  holdout_fraction=0.2, max_pixels=200_000, batch_pixels=8192, seed=0, objective=DEFAULT_OBJECTIVE):
         super().__init__(objective)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
-        self.kernel_size = kernel_size
-        self.max_epochs = max_epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.patience = patience
-        self.holdout_fraction = holdout_fraction
-        self.max_pixels = max_pixels
-        self.batch_pixels = batch_pixels
-        self.seed = seed
+        self._keep(kernel_size=kernel_size, max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, patience=patience,
+                   holdout_fraction=holdout_fraction, max_pixels=max_pixels, batch_pixels=batch_pixels, seed=seed)
 
     def get_params(self):
         """Constructor arguments as plain types."""
@@ -99,7 +92,7 @@ class LearnedFuser(Fuser):
         }
 
     def _sample(self, member_logits, masks, tiles, max_pixels, rng):
-        windows, labels = sample_windows(member_logits, masks, tiles, max_pixels, rng, self.kernel_size,
+        windows, labels = sample_windows(member_logits, masks, tiles, max_pixels, rng, kernel_size=self.kernel_size,
                                          labeled_only=self.labeled_only)
         return windows.reshape(len(labels), -1), labels
 
@@ -197,5 +190,5 @@ class Learned3x3Fuser(LearnedFuser):
 
     name = "learned3x3"
 
-    def __init__(self, kernel_size=3, **kwargs):
+    def __init__(self, *, kernel_size=3, **kwargs):
         super().__init__(kernel_size=kernel_size, **kwargs)

@@ -24,7 +24,7 @@ def split_tiles(n_tiles, holdout_fraction, rng):
     return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
 
 
-def sample_windows(member_logits, masks, tiles, max_pixels, rng, kernel_size=1, labeled_only=False):
+def sample_windows(member_logits, masks, tiles, max_pixels, rng, *, kernel_size=1, labeled_only=False):
     """Sample up to ``max_pixels`` pixels of ``tiles`` (without replacement) with ``rng``.
 
     ``labeled_only`` draws among the pixels whose mask is not 0 (``ValueError`` if there are none).

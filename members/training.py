@@ -13,7 +13,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +22,12 @@ import torch
 
 from ensemble.core.augment import AugmentConfig, build_augmentation
 from ensemble.core.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
+from ensemble.core.devices import machine_cores
 from ensemble.core.fileio import write_bytes_atomic, write_json_atomic
 from ensemble.core.metrics import binary_iou, confusion_matrix, mean_iou
 from ensemble.core.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION, mask_background, predicts_background
 from ensemble.core.runfolder import BEST, LATEST, METRICS, snapshot_file
+from ensemble.core.split import tiles_per_epoch
 from ensemble.core.weights import class_weights
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -161,11 +162,6 @@ def targets_and_valid(config, masks):
     return masks, valid
 
 
-def tiles_per_epoch(samples_per_epoch, train_tiles):
-    """Tiles one epoch draws: ``samples_per_epoch``, or every one of the ``train_tiles`` once when it is 0."""
-    return samples_per_epoch or train_tiles
-
-
 def epoch_order(config, train_masks, epoch):
     """Tile positions (into the training arrays) for one epoch, seeded by (seed, network, epoch)."""
     rng = np.random.default_rng([config.network_seed(), epoch])
@@ -219,14 +215,6 @@ def validation_score(config, logits, masks):
         return binary_iou(truth == config.target, logits[:, 0].numpy() > 0, valid)
     class_logits = logits if predicts_background(config.objective) else mask_background(logits)
     return mean_iou(confusion_matrix(truth, class_logits.argmax(1).numpy()), HEADLINE_CONVENTION[config.objective])
-
-
-def machine_cores():
-    """CPU cores this process may use (recorded with every epoch's threads, for the budget curve)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def format_seconds(seconds):

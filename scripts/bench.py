@@ -46,7 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ensemble.export import export_pipeline, load_exported  # noqa: E402
+from ensemble.inference.export import export_pipeline, load_exported  # noqa: E402
 from ensemble.train import matched_baseline_width, model_config  # noqa: E402
 from fusion import get_fuser  # noqa: E402
 from members.parallel import train_parallel  # noqa: E402
@@ -308,15 +308,15 @@ def counted_flops(fn):
 
 
 def _session(module, example):
-    from ensemble.engines import OnnxForward, export_onnx
+    from ensemble.inference.engines import OnnxForward, export_onnx
 
     return OnnxForward(export_onnx(copy.deepcopy(module).eval(), example))
 
 
 def flops_table(width, tiles, repeats, workdir):
     """Achieved GFLOP/s and share of the measured peak: inference per engine, training as the CLI runs it."""
-    from ensemble.engines import onnx_available
-    from ensemble.inference import MembersOneByOne
+    from ensemble.inference.engines import onnx_available
+    from ensemble.inference.loading import MembersOneByOne
     from ensemble.train import default_jobs
 
     peak = measured_peak(repeats)

@@ -19,15 +19,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ensemble.core.data import load_data, open_npz, resolve_data_path  # noqa: E402
 from ensemble.core.objectives import HEADLINE_CONVENTION  # noqa: E402
 from ensemble.core.runfolder import RunFolder  # noqa: E402
-from ensemble.evaluate import score_models, scored_fusers, tta_gains  # noqa: E402
+from ensemble.evaluation.evaluate import score_models, scored_fusers, tta_gains  # noqa: E402
 from ensemble.inference import Predictor, fitted_strategies  # noqa: E402
-from ensemble.report import json_ready, text_table  # noqa: E402
+from ensemble.reporting.report import json_ready  # noqa: E402
+from ensemble.reporting.text import text_table  # noqa: E402
 
 
 def measure(run, data, cross_fit=5, seed=0, n_boot=1000, timing_tiles=None, log=None):
     """``{"rows": [{model, miou_none, miou_flip, diff, low, high, default, seconds_none, seconds_flip}], ...}``.
 
-    The scores and gains are those ``ensemble evaluate --tta-gain`` records (:func:`ensemble.evaluate.tta_gains`).
+    The scores and gains are those ``ensemble evaluate --tta-gain`` records (:func:`ensemble.evaluation.evaluate.tta_gains`).
     """
     folder = RunFolder(run)
     fusers = scored_fusers(folder, fitted_strategies(run), seed)

@@ -27,10 +27,11 @@ from ensemble.core.data import load_data, tile_ids
 from ensemble.inference import cached_val_logits
 from ensemble.core.metrics import per_tile_confusion
 from ensemble.predict import write_summary
-from ensemble.render import confusion_png, write_class_png, write_mask_png, write_overlay_png
-from ensemble.report import build_table, write_report
+from ensemble.reporting.figures import confusion_png, write_class_png, write_mask_png, write_overlay_png
+from ensemble.evaluation.table import build_table
+from ensemble.reporting.report import write_report
 from ensemble.core.runfolder import RunFolder, record_network_config
-from ensemble.submission import SubmissionWriter
+from ensemble.reporting.submission import SubmissionWriter
 from fusion import get_fuser
 
 
@@ -229,7 +230,7 @@ _REAL_FAILURE_CHILD = textwrap.dedent("""
     import numpy as np
     import torch
     torch.set_num_threads(1)
-    from ensemble.export import export_pipeline
+    from ensemble.inference.export import export_pipeline
     from fusion import get_fuser
     from members.checkpoint import save_checkpoint
     from members.stacked import StackedUNet

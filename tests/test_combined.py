@@ -237,7 +237,7 @@ def test_the_recorded_tta_is_served_by_default_and_an_explicit_one_wins(full_run
 def test_an_export_bakes_in_the_recorded_flip(full_run, subset_path, tmp_path):
     import onnxruntime
 
-    from ensemble.export import load_exported
+    from ensemble.inference.export import load_exported
 
     run = copy_run(full_run, tmp_path)
     _record_flip_for(run, "learned")
@@ -258,7 +258,7 @@ def test_an_export_bakes_in_the_recorded_flip(full_run, subset_path, tmp_path):
 def test_multi_source_exports_reproduce_the_predictor(full_run, subset_path, tmp_path, strategy):
     import onnxruntime
 
-    from ensemble.export import load_exported
+    from ensemble.inference.export import load_exported
 
     images = np.load(subset_path)["test_set"][:3]
     expected = api.predictor(run=str(full_run), strategy=strategy, engine="torch").predict_proba(images)

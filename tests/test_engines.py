@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import assert_one_line_error, copy_run
-from ensemble import engines
+from ensemble.inference import engines
 from ensemble.cli import main
 from ensemble.core.data import PROJECT_ROOT, load_data
 from ensemble.core.errors import EnsembleError, RunError
@@ -69,7 +69,7 @@ def test_graph_is_cached_verified_and_rebuilt_when_a_member_changes(tiny_run, tm
 
     exports = []
     real_export = engines.export_onnx
-    monkeypatch.setattr("ensemble.inference.export_onnx", lambda *a: exports.append(1) or real_export(*a))
+    monkeypatch.setattr("ensemble.inference.predictor.export_onnx", lambda *a: exports.append(1) or real_export(*a))
     again = Predictor(run, None, engine="onnxruntime", stack=True).predict_member_logits(images)
     assert exports == [] and np.array_equal(first, again)  # reused, not exported again
 

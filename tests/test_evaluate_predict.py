@@ -12,13 +12,13 @@ from PIL import Image
 
 from ensemble.core.data import load_data, open_npz, tile_ids
 from ensemble.core.errors import DataError, EnsembleError, RunError
-from ensemble.crossfit import cross_fitted_logits, fold_assignment
-from ensemble.evaluate import evaluate_run
+from ensemble.evaluation.crossfit import cross_fitted_logits, fold_assignment
+from ensemble.evaluation.evaluate import evaluate_run
 from ensemble.inference import Predictor, cached_val_logits
 from ensemble.core.metrics import confusion_matrix, mean_iou
 from ensemble.predict import load_images, predict_run
 from ensemble.core.runfolder import RunFolder
-from ensemble.submission import read_submission
+from ensemble.reporting.submission import read_submission
 from fusion import get_fuser, load_fuser
 
 H, W = 64, 128
@@ -210,9 +210,8 @@ def test_stacked_and_one_by_one_give_the_same_result(fused_run, subset_path, tes
     assert (labels[("--stack",)] == labels[("--no-stack",)]).mean() > 0.999  # only exact ties could differ
     assert np.array_equal(labels[()], labels[("--no-stack",)])  # the CPU default: one by one
     # the default layout: one by one on the CPU with either engine (measured faster there), stacked on a GPU
-    assert [resolve_stack(None, e, d) for e, d in [("torch", "cpu"), ("onnxruntime", "cpu"), ("torch", "cuda")]] == \
-        [False, False, True]
-    assert resolve_stack(True, "torch", "cpu") and not resolve_stack(False, "torch", "cuda")
+    assert [resolve_stack(None, d) for d in ("cpu", "cuda", "cuda:1")] == [False, True, True]
+    assert resolve_stack(True, "cpu") and not resolve_stack(False, "cuda")
 
 
 def test_predict_baseline(fused_run, subset_path, test_images, tmp_path):

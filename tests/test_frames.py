@@ -19,7 +19,7 @@ from ensemble.core.errors import DataError, EnsembleError
 from ensemble.core.runfolder import RunFolder
 from ensemble.inference import Predictor, cached_val_logits
 from ensemble.predict import load_images, predict_run
-from ensemble.windows import check_scale, check_step, resize_logits, stitched_logits, window_starts
+from ensemble.inference.windows import check_scale, check_step, resize_logits, stitched_logits, window_starts
 from fusion import get_fuser
 
 H, W = 64, 128
@@ -305,7 +305,7 @@ def test_memory_is_flat_in_the_number_of_images(frames_run, tiles, tmp_path):
 
 def test_evaluate_frames_beside_tiles(frames_run, subset_path, tmp_path):
     """With step 1.0 a frame's windows are its two tiles: the stitched baseline scores exactly as tile by tile."""
-    from ensemble.evaluate import evaluate_run, frame_pairs
+    from ensemble.evaluation.evaluate import evaluate_run, frame_pairs
 
     assert frame_pairs(np.array(["a:top", "b:top", "a:bottom", "c:bottom"])).tolist() == [[0, 2]]
     result = evaluate_run(frames_run, data=subset_path, out=tmp_path / "ev", n_boot=20, cross_fit=2, frames=True,
@@ -321,7 +321,7 @@ def test_evaluate_frames_beside_tiles(frames_run, subset_path, tmp_path):
 
 
 def test_score_folders_of_any_size(tmp_path, subset_path):
-    from ensemble.score import score_files, score_masks
+    from ensemble.evaluation.score import score_files, score_masks
 
     rng = np.random.default_rng(3)
     truth = {"a": rng.integers(0, 5, (30, 50)), "b": rng.integers(0, 5, (128, 128)), "c": rng.integers(0, 5, (7, 3))}

@@ -69,7 +69,7 @@ def test_unknown_strategy_lists_valid(tiny_run):
 def test_export_cli_reproduces_predict_proba(tiny_run, subset_path, tmp_path):
     import torch
 
-    from ensemble.export import load_exported
+    from ensemble.inference.export import load_exported
     from ensemble.inference import load_members
     from ensemble.core.data import load_data
 

@@ -11,11 +11,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ensemble", "members", "fusion")
 
+#: The modules of member training: what inference, evaluation and reporting never import.
+TRAINING = ("ensemble.train", "members.training", "members.parallel", "members.stacked_training", "members.presets",
+            "members.overrides", "members.losses")
+#: The network definitions and checkpoints inference may load (members' modules that train nothing).
+NETWORKS = ("members.unet", "members.blocks", "members.stacked", "members.checkpoint")
+
 #: layer -> the project modules (prefixes) it may import; the verbs in ``ensemble`` may import anything.
 ALLOWED = {
     "ensemble.core": ("ensemble.core",),
     "members": ("ensemble.core", "members"),
     "fusion": ("ensemble.core", "fusion"),
+    "ensemble.reporting": ("ensemble.core", "ensemble.reporting"),
+    "ensemble.inference": ("ensemble.core", "ensemble.inference", "fusion", *NETWORKS),
+    "ensemble.evaluation": ("ensemble.core", "ensemble.evaluation", "ensemble.inference", "ensemble.reporting",
+                            "fusion", *NETWORKS),
 }
 
 
@@ -92,3 +102,54 @@ def test_the_check_sees_a_violation(tmp_path, monkeypatch):
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
 def test_every_layer_has_modules(layer):
     assert list((ROOT / Path(*layer.split("."))).rglob("*.py"))
+
+
+def test_inference_and_evaluation_never_import_training():
+    """What serves and scores a run loads no training code (no joblib, no optimiser, no presets)."""
+    bad = [f"{path.relative_to(ROOT)}:{line} imports {target}"
+           for package in ("inference", "evaluation", "reporting")
+           for path in sorted((ROOT / "ensemble" / package).rglob("*.py"))
+           for line, target in project_imports(path)
+           if any(target == t or target.startswith(t + ".") for t in TRAINING)]
+    assert bad == []
+
+
+#: The most positional parameters a function of the packages may take (``self``/``cls`` not counted); the
+#: rest are keyword-only, so a call names what it passes and a new option cannot shift the others.
+MAX_POSITIONAL = 6
+
+
+def long_signatures(root=ROOT):
+    """``path:line name (n)`` of every function of the packages with more than :data:`MAX_POSITIONAL`
+    positional parameters."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    names = [a.arg for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+                    if len(names) > MAX_POSITIONAL:
+                        found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({len(names)})")
+    return found
+
+
+def test_no_function_takes_more_than_six_positional_parameters():
+    assert long_signatures() == []
+
+
+def test_the_signature_check_sees_a_long_one(tmp_path):
+    (tmp_path / "ensemble").mkdir()
+    (tmp_path / "ensemble" / "m.py").write_text("def f(a, b, c, d, e, f, g, *, h=1):\n    pass\n"
+                                                "def ok(self, a, b, c, d, e, f, *, g=1):\n    pass\n")
+    assert long_signatures(tmp_path) == ["ensemble/m.py:1 f (7)"]
+
+
+#: Modules ``ensemble/`` may hold beside its sub-packages: the verbs and the surfaces (API, CLI).
+MAX_FLAT_MODULES = 10
+
+
+def test_ensemble_keeps_its_modules_in_sub_packages():
+    flat = sorted(p.name for p in (ROOT / "ensemble").glob("*.py"))
+    assert len(flat) <= MAX_FLAT_MODULES, flat
+    assert {p.name for p in (ROOT / "ensemble").iterdir() if (p / "__init__.py").exists()} >= \
+        {"core", "inference", "evaluation", "reporting"}

@@ -94,7 +94,7 @@ def test_api_errors_name_arguments_and_the_cli_names_options(tmp_path):
 
 
 def test_a_quick_run_ends_with_what_the_shipped_run_measured():
-    from ensemble.report import smoke_run_line
+    from ensemble.reporting.report import smoke_run_line
 
     report = REFERENCE / "evaluation" / "report.json"
     table = json.loads(report.read_text())["table"]

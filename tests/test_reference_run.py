@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from ensemble.api import default_run
 from ensemble.cli import main
 from ensemble.core.data import PROJECT_ROOT
-from ensemble.evaluate import evaluate_run
+from ensemble.evaluation.evaluate import evaluate_run
 from ensemble.core.metrics import CONVENTIONS
 from ensemble.core.runfolder import RunFolder
-from ensemble.submission import read_submission
+from ensemble.reporting.submission import read_submission
 
 from conftest import copy_run  # noqa: E402
 

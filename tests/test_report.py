@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ensemble.bootstrap import COMPARE_COLUMNS, compare_metrics, compare_to_baseline, paired_bootstrap
+from ensemble.core.metrics import COMPARE_COLUMNS
+from ensemble.evaluation.bootstrap import compare_metrics, compare_to_baseline, paired_bootstrap
 from ensemble.core.classes import NUM_CLASSES
 from ensemble.core.metrics import mean_iou, per_tile_confusion
-from ensemble.render import (
+from ensemble.reporting.figures import (
     CLASS_COLORS,
     colorize,
     confusion_png,
@@ -17,8 +18,10 @@ from ensemble.render import (
     write_gray_png,
     write_mask_png,
 )
-from ensemble.report import build_table, format_table, write_report
-from ensemble.submission import SubmissionWriter, read_submission
+from ensemble.evaluation.table import build_table
+from ensemble.reporting.report import write_report
+from ensemble.reporting.text import format_table
+from ensemble.reporting.submission import SubmissionWriter, read_submission
 
 H, W = 8, 16
 

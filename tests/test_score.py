@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from ensemble.cli import main
 from ensemble.core.metrics import CONVENTIONS, confusion_matrix, mean_iou
-from ensemble.submission import SubmissionWriter
+from ensemble.reporting.submission import SubmissionWriter
 
 from conftest import assert_one_line_error
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import fusion
-from ensemble.export import EnsemblePipeline, export_pipeline, load_exported
+from ensemble.inference.export import EnsemblePipeline, export_pipeline, load_exported
 from members.stacked import StackedUNet
 from members.unet import UNet
 

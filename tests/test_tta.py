@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ensemble.inference import all_logits, logits_batches, members_forward
+from ensemble.inference import all_logits, logits_batches
+from ensemble.inference.loading import members_forward
 from members.unet import UNet
 
 H, W = 64, 128

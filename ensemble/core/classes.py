@@ -4,6 +4,8 @@ CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big_rock")
 NUM_CLASSES = len(CLASS_NAMES)
 #: Terrain classes averaged by the competition metric (background excluded).
 TERRAIN_CLASSES = (1, 2, 3, 4)
+#: Names of the terrain classes, in class order.
+TERRAIN_NAMES = tuple(CLASS_NAMES[c] for c in TERRAIN_CLASSES)
 #: The multiclass baseline network, trained beside the members (named by ``CLASS_NAMES``).
 BASELINE = "baseline"
 #: Further multiclass nets of the baseline's width, seeds apart (``baseline_1``, ``baseline_2``, ...). Soft-voted

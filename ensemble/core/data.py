@@ -60,26 +60,31 @@ def resolve_data_path(path=None):
                     f"pass --data PATH (the Kaggle mars_for_students.npz works too) or set ${DATA_ENV}")
 
 
-def open_npz(path, keys=None):
+def open_npz(path, keys=None, or_all=False):
     """Open an ``.npz`` archive without pickle; return ``{key: array}`` or raise :class:`DataError`.
 
     ``keys`` (optional): read only these members (those the archive has); the others are not
-    decompressed (``predict`` reads ``test_set`` alone, not the training tiles).
+    decompressed (``predict`` reads ``test_set`` alone, not the training tiles). With ``or_all``, an
+    archive holding none of ``keys`` gives every member instead. The file is opened once.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found (pass --data PATH or set ${DATA_ENV})")
     if path.is_dir():
         raise DataError(f"{path}: is a folder, expected an .npz file")
-    with open(path, "rb") as fh:
-        magic = fh.read(6)
-    if magic.startswith(b"\x93NUMPY"):
-        raise DataError(f"{path}: is a single .npy array, expected an .npz archive")
-    if not magic.startswith(b"PK"):
-        raise DataError(f"{path}: not a readable .npz archive (no zip header)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files if keys is None or key in keys}
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+            if magic.startswith(b"\x93NUMPY"):
+                raise DataError(f"{path}: is a single .npy array, expected an .npz archive")
+            if not magic.startswith(b"PK"):
+                raise DataError(f"{path}: not a readable .npz archive (no zip header)")
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as archive:
+                wanted = [key for key in archive.files if keys is None or key in keys]
+                if or_all and not wanted:
+                    wanted = list(archive.files)
+                arrays = {key: archive[key] for key in wanted}
         for key, value in arrays.items():
             if not isinstance(value, np.ndarray):
                 raise DataError(f"{path}: member {key!r} is not a numpy array")

@@ -16,11 +16,13 @@ Per class, ``competition`` and ``labeled`` give the same IoU for classes 1-4; th
 only in which ids the mean runs over.
 """
 import numpy as np
-import torch
 
-from .classes import NUM_CLASSES, TERRAIN_CLASSES
+from .classes import NUM_CLASSES, TERRAIN_CLASSES, TERRAIN_NAMES
 
 CONVENTIONS = ("competition", "labeled", "allpixels")
+#: Columns a model is compared on: the terrain IoUs (in the run's headline convention) and the
+#: mean IoU of every convention.
+COMPARE_COLUMNS = TERRAIN_NAMES + tuple(f"miou_{c}" for c in CONVENTIONS)
 
 
 def check_convention(convention):
@@ -103,6 +105,8 @@ def binary_iou(truth_positive, pred_positive, valid=None):
 
 
 def _probs_and_truth(probs, truth):
+    import torch  # the probability metrics only: the CLI imports the conventions without torch
+
     probs = torch.as_tensor(probs)
     probs = probs if probs.is_floating_point() else probs.float()
     return probs, torch.as_tensor(np.asarray(truth), dtype=torch.int64)
@@ -110,6 +114,8 @@ def _probs_and_truth(probs, truth):
 
 def _valid_flat(valid, n):
     """Flat bool tensor of the pixels to score (all when ``valid`` is None)."""
+    import torch
+
     if valid is None:
         return torch.ones(n, dtype=torch.bool)
     return torch.as_tensor(np.asarray(valid), dtype=torch.bool).reshape(-1)
@@ -120,6 +126,8 @@ def nll(probs, truth, eps=1e-12, valid=None):
 
     ``valid`` (same shape as ``truth``, bool) restricts the mean to those pixels.
     """
+    import torch
+
     probs, truth = _probs_and_truth(probs, truth)
     picked = probs.gather(1, truth[:, None])[:, 0].double().reshape(-1)
     keep = _valid_flat(valid, len(picked))
@@ -132,6 +140,8 @@ def expected_calibration_error(probs, truth, bins=15, valid=None):
     Works on (N, C, H, W) probabilities without copying them to another layout or dtype.
     ``valid`` (same shape as ``truth``, bool) restricts it to those pixels.
     """
+    import torch
+
     probs, truth = _probs_and_truth(probs, truth)
     confidence, predicted = probs.max(dim=1)
     keep = _valid_flat(valid, confidence.numel())
@@ -144,3 +154,10 @@ def expected_calibration_error(probs, truth, bins=15, valid=None):
     conf_sum = torch.bincount(which, weights=confidence, minlength=bins)
     acc_sum = torch.bincount(which, weights=correct, minlength=bins)
     return float((conf_sum - acc_sum).abs().sum() / len(correct))
+
+
+def background_on_labeled(cm):
+    """Share of the labeled pixels (truth 1-4) predicted as class 0."""
+    cm = np.asarray(cm, dtype=np.float64)
+    labeled = cm[1:].sum()
+    return float(cm[1:, 0].sum() / labeled) if labeled else float("nan")

@@ -39,3 +39,8 @@ def split_indices(n_tiles, groups=None, val_fraction=0.15, seed=0):
     val_groups = unique[order[:n_groups_val]]
     is_val = np.isin(groups, val_groups)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def tiles_per_epoch(samples_per_epoch, train_tiles):
+    """Tiles one epoch draws: ``samples_per_epoch``, or every one of the ``train_tiles`` once when it is 0."""
+    return samples_per_epoch or train_tiles

@@ -1,8 +1,8 @@
 """Summaries of a data file: counts, class shares, groups and outliers."""
 import numpy as np
 
-from .core.classes import CLASS_NAMES, NUM_CLASSES
-from .core.outliers import find_outliers
+from .classes import CLASS_NAMES, NUM_CLASSES
+from .outliers import find_outliers
 
 
 def summarize(data, min_repeats=20, uniform_share=0.95):
@@ -33,25 +33,3 @@ def summarize(data, min_repeats=20, uniform_share=0.95):
         "outlier_tiles": int(len(outliers.indices)),
         "repeated_masks": outliers.repeated_masks,
     }
-
-
-def format_summary(summary):
-    """Human-readable lines for :func:`summarize`'s dict."""
-    lines = [
-        f"file            {summary['file']}",
-        f"training tiles  {summary['training_tiles']} of {summary['tile_height']}x{summary['tile_width']}",
-        f"test tiles      {summary['test_tiles']}",
-        f"groups          {summary['groups'] if summary['groups'] is not None else 'none (tile split, leaks)'}",
-        "",
-        f"{'id':>2}  {'class':<11}{'pixel share':>12}{'tiles with it':>15}",
-    ]
-    for c in summary["classes"]:
-        lines.append(f"{c['id']:>2}  {c['name']:<11}{100 * c['pixel_share']:>11.2f}%{100 * c['tile_presence']:>14.1f}%")
-    lines.append("")
-    lines.append(f"outliers        {summary['outlier_tiles']} tiles")
-    for reason, idx in summary["outliers"].items():
-        head = ", ".join(str(i) for i in idx[:8]) + (", ..." if len(idx) > 8 else "")
-        lines.append(f"  {reason:<14}{len(idx):>6}  (tiles {head})")
-    for rep in summary["repeated_masks"]:
-        lines.append(f"  one mask repeated on {rep['tiles']} tiles (first tile {rep['first_tile']})")
-    return "\n".join(lines)

@@ -10,12 +10,9 @@ import warnings
 
 import numpy as np
 
-from .core.classes import CLASS_NAMES, TERRAIN_CLASSES
-from .core.metrics import CONVENTIONS, iou_per_class, mean_iou
+from ..core.classes import TERRAIN_CLASSES
+from ..core.metrics import COMPARE_COLUMNS, CONVENTIONS, iou_per_class, mean_iou
 
-#: Columns compared to the baseline: the terrain IoUs (in the run's headline convention) and the
-#: mean IoU of every convention.
-COMPARE_COLUMNS = tuple(CLASS_NAMES[c] for c in TERRAIN_CLASSES) + tuple(f"miou_{c}" for c in CONVENTIONS)
 
 
 def _resample_counts(n_tiles, n_boot, seed):

@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 
-from .core.classes import NUM_CLASSES
-from .core.fileio import atomic_path
+from ..core.classes import NUM_CLASSES
+from ..core.fileio import atomic_path
 
 _COMMA, _NEWLINE, _ZERO = ord(","), ord("\n"), ord("0")
 

@@ -21,12 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core.errors import EnsembleError
+from ..core.defaults import BATCH_SIZE, DEFAULT_STEP
+from ..core.errors import EnsembleError
 
-#: Default distance between neighbouring windows, as a fraction of the tile (nnU-Net's default).
-DEFAULT_STEP = 0.5
-#: Default largest image accepted, in pixels: a 4096x4096 frame (its logits fit a laptop's memory).
-MAX_PIXELS = 4096 * 4096
+
 #: Sigma of the Gaussian importance map as a fraction of the tile (nnU-Net, MONAI ``sigma_scale``).
 SIGMA_SCALE = 1 / 8
 
@@ -91,7 +89,7 @@ def window_grid(shape, tile, step=DEFAULT_STEP):
     return [(y, x) for y in window_starts(shape[0], tile[0], step) for x in window_starts(shape[1], tile[1], step)]
 
 
-def stitched_logits(forward, image, tile, step=DEFAULT_STEP, batch_size=16):
+def stitched_logits(forward, image, tile, step=DEFAULT_STEP, batch_size=BATCH_SIZE):
     """Gaussian-weighted sliding-window logits (C, H, W) float32 of ``forward`` over ``image`` (H, W) float 0-1.
 
     ``forward`` maps windows (B, 1, *tile) to logits (B, C, *tile); windows go through it

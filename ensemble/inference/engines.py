@@ -1,8 +1,7 @@
 """Execution engines for inference: PyTorch, or the same networks exported to ONNX and run by onnxruntime.
 
-``--engine auto`` (the default) picks onnxruntime on the CPU when it is installed (it is a
-dependency, see the README: on 2 CPU cores it runs the reference networks about twice as fast
-as eager PyTorch), else PyTorch; ``--engine torch`` and ``--engine onnxruntime`` force one.
+``--engine auto`` (the default) picks onnxruntime on the CPU when it is installed (a dependency:
+it runs the networks faster than eager PyTorch on the CPU, docs/performance.md), else PyTorch; ``--engine torch`` and ``--engine onnxruntime`` force one.
 onnxruntime runs on the CPU only: with ``--device cuda`` ``auto`` means PyTorch.
 
 A run keeps the ONNX graphs it runs in ``RUN/cache/onnx/`` (:mod:`ensemble.core.runfolder` names
@@ -10,8 +9,8 @@ the files): one per network set (the stacked or one-by-one members, the baseline
 ``torch.onnx.export`` (dynamo exporter, dynamic batch) the first time they are needed. A graph is
 verified against a recorded sha256 like every checkpoint (recorded in the cache's own
 ``cache/checksums.json``, so caching a graph never rewrites the run's ``manifest.json``), and a
-sidecar JSON records the sha256 of the checkpoints it was made from: when one of them changes, the graph is rebuilt. Where the run
-folder cannot be written, the graph is kept in memory for the command.
+sidecar JSON records the sha256 of the checkpoints it was made from: when one of them changes, the
+graph is rebuilt. Where the run folder cannot be written, the graph is kept in memory for the command.
 """
 import contextlib
 import importlib.util
@@ -24,8 +23,8 @@ import warnings
 import numpy as np
 import torch
 
-from .core.errors import EnsembleError
-from .core.fileio import atomic_path, write_json_atomic
+from ..core.errors import EnsembleError
+from ..core.fileio import atomic_path, write_json_atomic
 
 ENGINES = ("auto", "torch", "onnxruntime")
 #: ONNX opset of the exported graphs.

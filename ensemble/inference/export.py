@@ -18,9 +18,9 @@ from torch import nn
 
 from members.stacked import StackedUNet
 
-from .core.augment import mirror_averaged_logits
-from .core.classes import NUM_CLASSES
-from .core.fileio import write_bytes_atomic
+from ..core.augment import mirror_averaged_logits
+from ..core.classes import NUM_CLASSES
+from ..core.fileio import write_bytes_atomic
 
 
 class EnsemblePipeline(nn.Module):

@@ -3,7 +3,7 @@
 The tiles are the run's grouped validation split (``manifest.json: split.val_indices``): the
 members and the baseline never trained on them. The saved fusers were fitted on these same
 tiles (there is no third split), so by default each strategy is scored cross-fitted
-(:mod:`ensemble.crossfit`): every tile's fused prediction comes from a copy of the fuser
+(:mod:`ensemble.evaluation.crossfit`): every tile's fused prediction comes from a copy of the fuser
 fitted on the other folds of validation rover stops. ``cross_fit=0`` scores the saved
 fusers in-sample instead; ``meta.fusers_fitted_on`` says which. The test set has no masks.
 
@@ -18,34 +18,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fusion import FUSERS, new_fuser
 from fusion.base import _as_tensor, channel_argmax
 
-from .core.classes import BASELINE, BASELINE_PAIR, BASELINE_PAIR_BIAS, CLASS_NAMES, CONTROL, TUNED_BASELINE
-from .core.data import MarsData, load_data, tile_ids
-from .core.errors import EnsembleError, RunError
+from ..core.classes import BASELINE, BASELINE_PAIR, BASELINE_PAIR_BIAS, CLASS_NAMES, CONTROL, TUNED_BASELINE
+from ..core.data import MarsData, load_data, tile_ids
+from ..core.defaults import CROSS_FIT_FOLDS
+from ..core.devices import machine_cores
+from ..core.errors import EnsembleError, RunError
+from ..core.metrics import binary_iou, expected_calibration_error, mean_iou, per_tile_confusion
+from ..core.objectives import scored_pixels
+from ..core.runfolder import METRICS, RunFolder
+from ..inference import (MEMBERS, InferenceOptions, Predictor, check_run_data, fitted_strategies, fuser_inputs,
+                         load_run_fuser, source_logits, source_networks)
+from ..inference.engines import resolve_engine
+from ..reporting.figures import confusion_png, most_different_tiles, overlay_sheet, write_curve
+from ..reporting.report import write_report
 from .bootstrap import paired_bootstrap
-from .core.metrics import binary_iou, expected_calibration_error, mean_iou, per_tile_confusion
-from .core.objectives import scored_pixels
-from .core.runfolder import METRICS, RunFolder
 from .crossfit import cross_fitted_logits, fitted_logits, fold_assignment
-from fusion import FUSERS, new_fuser
-from .engines import resolve_engine
-from .fuse import fuser_inputs, source_logits
-from .inference import (
-    BATCH_SIZE,
-    MEMBERS,
-    Predictor,
-    check_run_data,
-    source_networks,
-    check_tta,
-    fitted_strategies,
-    load_run_fuser,
-)
-from .render import confusion_png, most_different_tiles, overlay_sheet
-from .report import build_table, write_report
+from .curve import budget_curve, read_curve, recorded_cores, training_minutes
+from .table import build_table
 
-#: Default number of cross-fitting folds (validation rover stops dealt into folds).
-CROSS_FIT_FOLDS = 5
 
 
 def fusers_fitted_on(cross_fit, by_groups=True):
@@ -125,13 +118,12 @@ class Frames:
         self.cms[name] = (tiled, per_tile_confusion(self.truth, pred))
 
 
-def frame_source_logits(folder, sources, frames, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None,
-                        engine="auto", step=0.5, log=None):
-    """``{source: logits (F, 5, H, W)}`` of each source over whole frames (F, H, W), stitched by sliding windows."""
+def frame_source_logits(folder, sources, frames, *, options, log=None):
+    """``{source: logits (F, 5, H, W)}`` of each source over whole frames (F, H, W), stitched by sliding windows
+    ``options.step`` tiles apart."""
     out = {}
     for source in sources:
-        predictor = Predictor(folder.path, None if source == MEMBERS else source, device, tta, batch_size, stack,
-                              engine, log, step=step)
+        predictor = Predictor(folder.path, None if source == MEMBERS else source, options=options, log=log)
         logits = None
         for i, frame in enumerate(frames):
             stitched = predictor.stitched_source_logits(frame)[0].numpy()
@@ -143,19 +135,19 @@ def frame_source_logits(folder, sources, frames, tta="none", batch_size=BATCH_SI
     return out
 
 
-def _validation_frames(folder, data, scores, sources, folds, tta, batch_size, device, stack, engine, step, log):
+def _validation_frames(folder, data, scores, *, sources, folds, options, log):
     """The run's validation frames (:class:`Frames`) with every source's stitched logits over them."""
     pairs = frame_pairs(scores.ids)
     if len(pairs) == 0:
         raise EnsembleError(f"--frames: no validation image of {folder.path} has both its :top and :bottom tile "
                             "(training_ids), so no frame can be rebuilt")
     images = data.images[scores.val_idx]
+    step = options.step
     frames = Frames(pairs=pairs, truth=np.concatenate([scores.truth[pairs[:, 0]], scores.truth[pairs[:, 1]]], axis=1),
                     step=step, folds=None if folds is None else folds[pairs[:, 0]])
     log(f"stitching {len(pairs)} validation frames ({frames.truth.shape[1]}x{frames.truth.shape[2]}, step {step:g})")
     frame_images = np.concatenate([images[pairs[:, 0]], images[pairs[:, 1]]], axis=1)
-    frames.logits = frame_source_logits(folder, sources, frame_images, tta, batch_size, device, stack, engine, step,
-                                        log)
+    frames.logits = frame_source_logits(folder, sources, frame_images, options=options, log=log)
     return frames
 
 
@@ -167,36 +159,36 @@ def _folds(data, val_idx, cross_fit, seed):
         raise EnsembleError(f"--cross-fit {cross_fit}: {exc}; use fewer folds or 0") from None
 
 
-def validation_logits(folder, data, sources, images, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None,
-                      engine="auto", log=None):
+def validation_logits(folder, data, sources, images, *, options, log=None):
     """``{source: logits (N, 5, H, W)}`` of each source on the run's validation tiles ``images``.
 
-    Without TTA they come from (and go to) the run's logits cache; with ``tta="flip"`` every source
-    runs again through its :class:`~ensemble.inference.Predictor`.
+    Without TTA they come from (and go to) the run's logits cache; with ``options.tta == "flip"`` every
+    source runs again through its :class:`~ensemble.inference.Predictor`.
     """
-    if tta == "none":
-        return source_logits(folder, data, sources, device, stack, engine, log)[0]
+    if options.tta == "none":
+        return source_logits(folder, data, sources, options=options, log=log)[0]
     out = {}
     for source in sources:
-        predictor = Predictor(folder.path, None if source == MEMBERS else source, device, tta, batch_size, stack,
-                              engine, log)
+        predictor = Predictor(folder.path, None if source == MEMBERS else source, options=options, log=log)
         out[source] = predictor.predict_source_logits(images)
         del predictor
     return out
 
 
-def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device="cpu", stack=None,
-                 cross_fit=CROSS_FIT_FOLDS, seed=0, engine="auto", log=None, ablation=False, frames_step=None):
+def score_models(folder, data, fusers, *, options=None, cross_fit=CROSS_FIT_FOLDS, seed=0, log=None, ablation=False,
+                 frames=False, **settings):
     """Score the baseline, the control, each member alone and each fuser of ``fusers`` on the run's validation tiles.
 
-    Every network runs through a :class:`~ensemble.inference.Predictor`; with ``tta="none"``
-    the logits come from the run's cache. Each fuser reads the logits of its sources and is
+    Every network runs through a :class:`~ensemble.inference.Predictor` with ``options``
+    (:class:`~ensemble.inference.options.InferenceOptions`, or its fields as keywords); without TTA the
+    logits come from the run's cache. Each fuser reads the logits of its sources and is
     applied cross-fitted over ``cross_fit`` folds of validation rover stops (0: the fitted fusers,
-    in-sample). With ``frames_step`` every model is also scored on whole validation frames rebuilt from
-    their ``:top``/``:bottom`` tiles, by sliding windows that far apart (``Scores.frames``, :class:`Frames`);
+    in-sample). With ``frames`` every model is also scored on whole validation frames rebuilt from
+    their ``:top``/``:bottom`` tiles, by sliding windows ``options.step`` tiles apart (``Scores.frames``, :class:`Frames`);
     each frame is fused by the same fold's fuser as its tiles. Returns :class:`Scores`.
     """
     log = log or (lambda line: None)
+    options = InferenceOptions.of(options, **settings)
     manifest = check_run_data(folder, data)
     val_idx = np.asarray(manifest["split"]["val_indices"], dtype=np.int64)
     if len(val_idx) == 0:
@@ -206,21 +198,20 @@ def score_models(folder, data, fusers, tta="none", batch_size=BATCH_SIZE, device
     valid = scored_pixels(scores.truth, objective)
     folds = _folds(data, val_idx, cross_fit, seed) if cross_fit else None
     how = f"cross-fitted over {cross_fit} folds" if cross_fit else "in-sample"
-    log(f"evaluating baseline and {', '.join(fusers)} ({how}) on {len(val_idx)} validation tiles (tta {tta}, "
+    log(f"evaluating baseline and {', '.join(fusers)} ({how}) on {len(val_idx)} validation tiles (tta {options.tta}, "
         f"objective {objective})")
     controls = [CONTROL] if folder.control_names() else []
     sources = list(dict.fromkeys([BASELINE, *controls, MEMBERS, *(s for f in fusers.values() for s in f.sources)]))
-    logits = validation_logits(folder, data, sources, data.images[val_idx], tta, batch_size, device, stack, engine,
-                               log)
+    logits = validation_logits(folder, data, sources, data.images[val_idx], options=options, log=log)
     scores.add(BASELINE, logits[BASELINE], valid)
     for name in controls:  # the ensembling control, scored like the baseline
         scores.add(name, logits[name], valid)
-    frames = None
-    if frames_step is not None:
-        frames = scores.frames = _validation_frames(folder, data, scores, sources, folds, tta, batch_size, device,
-                                                    stack, engine, frames_step, log)
+    if frames:
+        scores.frames = _validation_frames(folder, data, scores, sources=sources, folds=folds, options=options,
+                                           log=log)
         for name in (BASELINE, *controls):
-            frames.add(name, scores.tile_cms[name], frames.logits[name])
+            scores.frames.add(name, scores.tile_cms[name], scores.frames.logits[name])
+    frames = scores.frames
     member_logits = logits[MEMBERS]
     scores.member_ious = {name: binary_iou(scores.truth == k, member_logits[:, k] > 0, None if k == 0 else valid)
                           for k, name in enumerate(CLASS_NAMES)}
@@ -325,12 +316,9 @@ def budget_comparisons(folder, table, tile_cms, n_boot=1000, seed=0):
     """The equal-compute comparison (:data:`BUDGETS`): per budget each model's headline mIoU and training
     minutes, and the paired-bootstrap differences with their 95 % intervals.
 
-    Minutes are those of the budget curve (:func:`ensemble.curve.training_minutes`): every epoch's
+    Minutes are those of the budget curve (:func:`~ensemble.evaluation.curve.training_minutes`): every epoch's
     seconds times its torch threads, summed over the model's networks, over the recorded cores.
     """
-    from .curve import recorded_cores, training_minutes
-    from members.parallel import available_cores
-
     headline = table["headline"]
     metric = functools.partial(mean_iou, convention=headline)
     out = []
@@ -342,7 +330,7 @@ def budget_comparisons(folder, table, tile_cms, n_boot=1000, seed=0):
             if name not in tile_cms:
                 continue
             networks = model_networks(folder, name)
-            cores = recorded_cores(folder, networks) or available_cores()
+            cores = recorded_cores(folder, networks) or machine_cores()
             rows.append({"model": name, "miou": table["models"][name]["miou"][headline],
                          "networks": len(networks), "minutes": training_minutes(folder, networks, 10**9, cores)})
         diffs = [{"model": a, "minus": b, **paired_bootstrap(tile_cms[b], tile_cms[a], metric, n_boot=n_boot,
@@ -419,7 +407,7 @@ def training_threads(folder):
     return ", ".join(parts) or "not recorded"
 
 
-def _meta(folder, data, scores, fusers, tta, engine, cross_fit, shown, idx):
+def _meta(folder, data, scores, fusers, *, tta, engine, cross_fit, shown, idx):
     val_ids = set(map(str, scores.ids))
     return {
         "training_threads": training_threads(folder),
@@ -441,20 +429,19 @@ def _meta(folder, data, scores, fusers, tta, engine, cross_fit, shown, idx):
     }
 
 
-def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, device="cpu",
-                 n_boot=1000, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS, engine="auto", curve=False, log=None,
-                 ablation=False, curve_from=None, tta_gain=False, frames=False, step=0.5):
+def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0, cross_fit=CROSS_FIT_FOLDS,
+                 curve=False, log=None, ablation=False, curve_from=None, tta_gain=False, frames=False, **settings):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
     ``data`` (a path or loaded :class:`~ensemble.core.data.MarsData`) must be the file the run was
     trained on (sha256 checked); the tiles are the run's validation split (the test set has
-    no masks). ``tta`` is ``"none"`` (member logits from the run's cache) or ``"flip"``. Members run
-    stacked (``stack=True``), one by one (``False``) or the faster way for the engine (``None``,
-    :func:`~ensemble.inference.resolve_stack`). Strategies are scored with ``cross_fit`` folds (see the
+    no masks). ``options`` (:class:`~ensemble.inference.options.InferenceOptions`, or its fields as keywords:
+    ``tta``, ``device``, ``engine``, ``batch_size``, ``stack``, ``step``) say how the networks run; without TTA
+    the logits come from the run's cache. Strategies are scored with ``cross_fit`` folds (see the
     module docstring; 0: the saved fusers, in-sample).
 
     Writes into ``out`` (default ``RUN/evaluation``; for a shipped, read-only run ``runs/evaluations/<name>``): ``report.json`` and ``report.md``
-    (:func:`~ensemble.report.write_report`; rows ``baseline`` and one per strategy,
+    (:func:`~ensemble.reporting.report.write_report`; rows ``baseline`` and one per strategy,
     differences by paired bootstrap with ``n_boot`` replicates and ``seed``; member rows are
     the binary IoU of logit > 0 against truth == class, on labeled pixels for terrain members
     of a ``competition`` run, else on all pixels), every model scored in all three IoU
@@ -471,20 +458,20 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     ``tta_gain=True`` scores every served model a second time with flip TTA (``tta`` must be ``"none"``) and
     records the gains and each model's default TTA (:func:`tta_gains`, ``table["tta_gain"]``), which
     ``predict``, ``export`` and ``api.predictor`` use when no TTA is named.
-    ``curve=True`` adds the budget curve (:mod:`ensemble.curve`): ``budget_curve.json``,
+    ``curve=True`` adds the budget curve (:mod:`ensemble.evaluation.curve`): ``budget_curve.json``,
     ``budget_curve.png`` and a table in ``report.md``; ``curve_from`` (a ``budget_curve.json`` written by an
     earlier evaluation) reuses that curve instead, for a run whose snapshots are not at hand (the shipped
     run's are not shipped). ``frames=True`` also scores every model on the validation images rebuilt as whole
-    frames from their ``:top``/``:bottom`` tiles, stitched by sliding windows ``step`` tiles apart, beside the
+    frames from their ``:top``/``:bottom`` tiles, stitched by sliding windows ``options.step`` tiles apart, beside the
     same frames predicted tile by tile (``table["frames"]``, :func:`frames_table`).
 
     Raises :class:`RunError` when the run has no fitted fuser or no baseline, and
     :class:`EnsembleError` for an unknown ``tta`` or too few groups for ``cross_fit``.
     Returns ``{"table", "meta", "report_md", "report_json", "out"}`` (paths as strings).
     """
-    check_tta(tta)
-    if tta_gain and tta != "none":
-        raise EnsembleError(f"--tta-gain compares flip with no TTA, so it needs --tta none, not {tta!r}")
+    options = InferenceOptions.of(options, **settings)
+    if tta_gain and options.tta != "none":
+        raise EnsembleError(f"--tta-gain compares flip with no TTA, so it needs --tta none, not {options.tta!r}")
     if cross_fit == 1:
         raise EnsembleError("--cross-fit 1: cross-fitting needs at least 2 folds (0 scores the saved fusers in-sample)")
     folder = RunFolder(run)
@@ -498,19 +485,15 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
     if ablation and ABLATED not in fusers:
         raise RunError(f"--ablation: {folder.path} has no {ABLATED} fuser; fit it with: ensemble fuse --run "
                        f"{folder.path} --strategy {ABLATED}")
-    if frames:
-        from .windows import check_step
-
-        step = check_step(step)
-    scores = score_models(folder, data, fusers, tta, batch_size, device, stack, cross_fit, seed, engine, log,
-                          ablation=ablation, frames_step=step if frames else None)
+    scores = score_models(folder, data, fusers, options=options, cross_fit=cross_fit, seed=seed, log=log,
+                          ablation=ablation, frames=frames)
     table = build_table(scores.tile_cms, scores.eces, scores.member_ious, baseline_name=BASELINE, n_boot=n_boot,
                         seed=seed, objective=folder.objective(), tuned_name=TUNED_BASELINE)
     served = [name for name in served_models(scores, fusers) if name in strategies or name in (BASELINE, CONTROL)]
     table["best_strategy"] = best_strategy(table, served)
     if tta_gain:
-        flip_scores = score_models(folder, data, fusers, "flip", batch_size, device, stack, cross_fit, seed, engine,
-                                   log)
+        flip_scores = score_models(folder, data, fusers, options=options.replace(tta="flip"), cross_fit=cross_fit,
+                                   seed=seed, log=log)
         table["tta_gain"] = tta_gains(scores, flip_scores, served, table["headline"], n_boot, seed)
         del flip_scores
     table["budgets"] = budget_comparisons(folder, table, scores.tile_cms, n_boot, seed)
@@ -523,21 +506,18 @@ def evaluate_run(run, data=None, tta="none", out=None, batch_size=BATCH_SIZE, de
         log(f"{folder.path} is a shipped run (read-only): writing the report to {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     if curve_from is not None:
-        from .curve import read_curve, write_curve
-
         table["budget_curve"] = read_curve(curve_from)
         write_curve(out_dir, table["budget_curve"])
     elif curve:
-        from .curve import budget_curve, write_curve
-        from members.parallel import available_cores
-
         folds = _folds(data, scores.val_idx, cross_fit, seed) if cross_fit else None
         member_level = [name for name in strategies if FUSERS[name].sources == (MEMBERS,)]
-        table["budget_curve"] = budget_curve(folder, data, scores.val_idx, member_level, folds, scores.ids,
-                                             available_cores(), device, stack, log)
+        table["budget_curve"] = budget_curve(folder, data, val_idx=scores.val_idx, strategies=member_level,
+                                             folds=folds, ids=scores.ids, cores=machine_cores(), options=options,
+                                             log=log)
         write_curve(out_dir, table["budget_curve"])
     shown, idx = write_figures(out_dir, table, scores, data.images[scores.val_idx], strategies)
-    meta = _meta(folder, data, scores, fusers, tta, resolve_engine(engine, device), cross_fit, shown, idx)
+    meta = _meta(folder, data, scores, fusers, tta=options.tta, engine=resolve_engine(options.engine, options.device),
+                 cross_fit=cross_fit, shown=shown, idx=idx)
     json_path, md_path = write_report(out_dir, table, meta)
     return {"table": table, "meta": meta, "report_md": str(md_path), "report_json": str(json_path),
             "out": str(out_dir)}

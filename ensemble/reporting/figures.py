@@ -1,11 +1,14 @@
-"""PNG figures drawn with numpy and PIL (no plotting library): masks, overlays, confusion heatmaps."""
+"""PNG figures: masks, overlays and confusion heatmaps drawn with numpy and PIL; the budget curve's plot with
+matplotlib (headless Agg), beside its ``budget_curve.json``."""
 import io
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .core.classes import CLASS_NAMES, NUM_CLASSES
-from .core.fileio import write_bytes_atomic
+from ..core.classes import BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES, TUNED_BASELINE
+from ..core.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from .text import single_models
+
 
 #: RGB colour of every class: background, soil, bedrock, sand, big rock.
 CLASS_COLORS = np.array(
@@ -18,6 +21,7 @@ CLASS_COLORS = np.array(
     ],
     dtype=np.uint8,
 )
+
 
 _WHITE, _BLACK = (255, 255, 255), (0, 0, 0)
 _PAD = 8
@@ -161,7 +165,7 @@ def _upscale(array, scale):
     return np.repeat(np.repeat(array, scale, axis=0), scale, axis=1)
 
 
-def overlay_sheet(images, truth, pred_a, pred_b, path, labels=("image", "truth", "baseline", "ensemble"), scale=2):
+def overlay_sheet(images, truth, pred_a, pred_b, path, *, labels=("image", "truth", "baseline", "ensemble"), scale=2):
     """Write a PNG contact sheet: one row per tile with the grayscale image, truth, ``pred_a`` and ``pred_b``.
 
     ``images`` are floats in [0, 1] (N, H, W); the masks are integer labels (N, H, W). Columns
@@ -211,3 +215,39 @@ def most_different_tiles(pred_a, pred_b, truth, k):
     correct_gap = np.abs((pred_a == truth).sum(axis=1) - (pred_b == truth).sum(axis=1))
     order = np.lexsort((np.arange(len(differing)), -correct_gap, -differing))
     return order[: max(int(k), 0)]
+
+
+#: The budget curve's files in an evaluation folder.
+CURVE_JSON = "budget_curve.json"
+CURVE_PNG = "budget_curve.png"
+
+
+def write_curve(out_dir, curve):
+    """Write ``budget_curve.json`` and ``budget_curve.png`` (matplotlib, headless Agg) into ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    write_json_atomic(out_dir / CURVE_JSON, curve)
+    points = curve["points"]
+    models = [*single_models(points), *curve["strategies"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for model in models:
+        alone = model in (BASELINE, TUNED_BASELINE, CONTROL)
+        group = CONTROL if model == CONTROL else BASELINE if alone else "members"
+        style = {"linestyle": "--" if model != TUNED_BASELINE else ":", "marker": "s"} if alone else {"marker": "o"}
+        ys = [p["miou"].get(model, np.nan) for p in points]
+        axes[0].plot([p["minutes"][group] for p in points], ys, label=model, **style)
+        axes[1].plot([p["tiles_seen"] for p in points], ys, label=model, **style)
+    axes[0].set_xlabel(f"training time, minutes with {curve['cores']} cores busy")
+    axes[1].set_xlabel("tiles seen per network")
+    axes[0].set_ylabel(f"validation mIoU ({curve['headline']})")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(loc="lower right", fontsize=8)
+    fig.suptitle("Budget curve: every model at the same points of its training")
+    fig.tight_layout()
+    with atomic_path(out_dir / CURVE_PNG) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

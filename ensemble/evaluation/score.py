@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
-from .core.data import open_npz
-from .core.errors import DataError
-from .core.metrics import CONVENTIONS, confusion_matrix, iou_per_class, mean_iou
-from .report import TERRAIN_NAMES, background_on_labeled, text_table
-from .submission import read_submission
+from ..core.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
+from ..core.data import open_npz
+from ..core.errors import DataError
+from ..core.metrics import CONVENTIONS, background_on_labeled, confusion_matrix, iou_per_class, mean_iou
+from ..reporting.submission import read_submission
+
 
 def split_key(spec):
     """``"FILE.npz:KEY"`` -> ``(Path(FILE.npz), "KEY")``; anything else -> ``(Path(spec), None)``."""
@@ -259,16 +259,3 @@ def score_files(pred, masks):
     if len(predicted) != len(truth):
         raise DataError(f"{pred}: {len(predicted)} predicted tiles, but {masks} holds {len(truth)} true masks")
     return score_masks(predicted, truth)
-
-
-def format_scores(scores):
-    """A fixed-width table: one row per convention, columns per terrain class and the mean."""
-    headers = ["convention", *(n.replace("_", " ") for n in TERRAIN_NAMES), "mean"]
-    rows = [[c] + ["n/a" if not np.isfinite(scores[c][k]) else f"{scores[c][k]:.4f}"
-                   for k in (*TERRAIN_NAMES, "mean")] for c in CONVENTIONS]
-    lines = text_table(headers, rows).splitlines()
-    share = scores["class0_on_labeled"]
-    lines.append(f"{scores['tiles']} tiles; class 0 predicted on "
-                 f"{'n/a' if not np.isfinite(share) else f'{100 * share:.2f} %'} of the labeled pixels")
-    lines.append("competition = keras MeanIoU(num_classes=5, ignore_class=0): the headline of the AN2DL task")
-    return "\n".join(lines)

@@ -9,7 +9,7 @@ fitted on all folds but one, and it predicts the held-out fold.
 import numpy as np
 import torch
 
-from .core.classes import NUM_CLASSES
+from ..core.classes import NUM_CLASSES
 
 
 def fold_assignment(groups, folds, seed=0):
