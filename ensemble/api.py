@@ -17,18 +17,18 @@ from .core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
 from .core.locations import resolve_run
 from .core.errors import DataError, EnsembleError, in_argument_words
 from .core.fileio import atomic_path
-from .core.outliers import find_outliers
+from .core.outliers import MIN_REPEATS, UNIFORM_SHARE, find_outliers
 from .core.runfolder import RunFolder
 from .core.datasummary import summarize
 from .reporting.text import format_training_summary
 
 
-def inspect_data(data=None, min_repeats=20, uniform_share=0.95):
+def inspect_data(data=None, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
     """Validate a data file and return its summary dict (counts, class shares, groups, outliers)."""
     return summarize(load_data(data), min_repeats=min_repeats, uniform_share=uniform_share)
 
 
-def clean_data(out, data=None, min_repeats=20, uniform_share=0.95):
+def clean_data(out, data=None, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
     """Write a copy of the data file without outlier tiles, same keys, groups and ids aligned.
 
     Returns ``{"kept": int, "removed": int, "reasons": {reason: count}, "out": str}``.
@@ -53,22 +53,34 @@ def clean_data(out, data=None, min_repeats=20, uniform_share=0.95):
     }
 
 
-def _say(options):
-    """The callable a training verb says its run folder to (nothing when ``quiet``)."""
-    return None if options.get("quiet") else options.get("log", print)
+def _training(options):
+    """The keyword options of a training verb as ``(TrainOptions, log, say)``: ``say`` is where the verb says its
+    run folder (nothing when ``quiet``). An unknown keyword is a ``TypeError`` naming it."""
+    from .train import TrainOptions
+
+    log = options.pop("log", print)
+    options = TrainOptions(**options)
+    return options, log, None if options.quiet else log
+
+
+def _refuse_stacked(options):
+    if options.stacked:
+        raise EnsembleError("--stacked trains one-vs-rest members only; the baseline trains with: ensemble baseline")
 
 
 def train(data=None, run=None, members="all", **options):
     """Train one-vs-rest members (``"all"`` or comma-separated class names) into ``run`` (default ``runs/default``,
     said; :func:`~ensemble.core.locations.resolve_run`).
 
-    Options: ``preset``, ``epochs``, ``width``, ``jobs``, ``backend``, ``scheduler``, ``stacked``,
-    ``device``, ``seed``, ``val_fraction``, ``objective``, ``loss``, ``overrides`` (``--set`` strings), ``quiet``, ``log``. Finished members
+    Options (the fields of :class:`~ensemble.train.TrainOptions`): ``preset``, ``epochs``, ``width``, ``jobs``,
+    ``backend``, ``scheduler``, ``stacked``, ``device``, ``seed``, ``val_fraction``, ``objective``, ``loss``,
+    ``samples_per_epoch``, ``overrides`` (``--set`` strings), ``quiet``; and ``log``. Finished members
     are skipped; unfinished ones continue from ``latest.pt``. Returns a list of metrics dicts.
     """
     from .train import parse_members, train_networks
 
-    return train_networks(parse_members(members), data=data, run=resolve_run(run, log=_say(options)), **options)
+    options, log, say = _training(options)
+    return train_networks(parse_members(members), data=data, run=resolve_run(run, log=say), options=options, log=log)
 
 
 def baseline(data=None, run=None, replicas=1, **options):
@@ -83,8 +95,10 @@ def baseline(data=None, run=None, replicas=1, **options):
 
     if replicas < 1:
         raise EnsembleError(f"--replicas: must be at least 1, got {replicas}")
-    results = train_networks([BASELINE, *baseline_replica_names(replicas)], data=data,
-                             run=resolve_run(run, log=_say(options)), **options)
+    options, log, say = _training(options)
+    _refuse_stacked(options)
+    results = train_networks([BASELINE, *baseline_replica_names(replicas)], data=data, run=resolve_run(run, log=say),
+                             options=options, log=log)
     return results[0] if replicas == 1 else results
 
 
@@ -97,8 +111,10 @@ def control(data=None, run=None, size=None, **options):
     from .core.classes import CONTROL_SIZE, control_names
     from .train import train_networks
 
-    return train_networks(control_names(size or CONTROL_SIZE), data=data, run=resolve_run(run, log=_say(options)),
-                          **options)
+    options, log, say = _training(options)
+    _refuse_stacked(options)
+    return train_networks(control_names(size or CONTROL_SIZE), data=data, run=resolve_run(run, log=say),
+                          options=options, log=log)
 
 
 def _options(device="auto", **settings):
@@ -234,35 +250,49 @@ def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BA
     return Predictor(run, strategy, options=options.replace(tta=_served_tta(run, strategy, tta)))
 
 
-def run_all(preset="quick", data=None, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,
+def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,
             log=print, with_control=False, curve=False, replicas=1, members_options=None, evaluate_options=None,
             **train_options):
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation.
 
-    ``run`` defaults to ``runs/default``. ``train_options`` go to every training step (:func:`train`'s
-    options); ``members_options`` to the members' alone (``stacked``, ``backend``, ``scheduler``);
-    ``replicas`` to :func:`baseline`; ``evaluate_options`` to :func:`evaluate` (``cross_fit``, ``ablation``,
-    ``tta_gain``). ``with_control`` also trains the ensembling control (:func:`control`); ``curve`` adds the
+    Every network of the run (the members, the baseline and its ``replicas``, the control's nets with
+    ``with_control``) is a task of one training plan, dispatched together (:func:`~ensemble.train.dispatch`),
+    so ``jobs`` workers or a Dask cluster train them all at once. ``run`` defaults to ``runs/default``.
+    ``train_options`` are :class:`~ensemble.train.TrainOptions` fields (``width`` is the members'; the
+    baseline is matched to them, the control gets their width); ``members_options`` (``stacked``,
+    ``backend``, ``scheduler``) say how: ``stacked`` trains the members stacked in this process, then the
+    multiclass nets through the dispatcher; ``backend`` and ``scheduler`` dispatch every network.
+    ``evaluate_options`` go to :func:`evaluate` (``cross_fit``, ``ablation``, ``tta_gain``). ``curve`` adds the
     budget curve (the recipe's ``snapshot_fractions`` say where its points are). A quick run's result has a
     ``note``: what the shipped full run measured.
     """
+    from .core.classes import CLASS_NAMES, CONTROL_SIZE, baseline_replica_names, control_names, is_baseline_like, \
+        is_control
     from .reporting.text import format_fusion_results
+    from .train import TrainOptions, train_networks
+
+    if replicas < 1:
+        raise EnsembleError(f"--replicas: must be at least 1, got {replicas}")
+    options = TrainOptions(preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
+                           **train_options, **(members_options or {}))
     run = resolve_run(run, log=None if quiet else log)
     data = load_data(data)  # read and hashed once; every step below gets the loaded data
     say = (lambda line: None) if quiet else log
-    common = dict(data=data, run=run, preset=preset, seed=seed, device=device, quiet=quiet, log=log, **train_options)
-    say(f"== 1/4 members ({run})")
-    results = train(members="all", jobs=jobs, **common, **(members_options or {}))
-    say(format_training_summary(results))
-    failed = [f"{r['name']} ({r['error']})" for r in results if r.get("failed")]
-    if failed:
-        raise EnsembleError(f"members failed: {'; '.join(failed)}; rerun to retrain only them")
+    names = [*CLASS_NAMES, BASELINE, *baseline_replica_names(replicas),
+             *(control_names(CONTROL_SIZE) if with_control else ())]
+    say(f"== 1-2/4 members, multiclass baseline{' and ensembling control' if with_control else ''}, "
+        f"trained together ({run})")
+    results = train_networks(names, data=data, run=run, options=options, log=log)
+    say("== 1/4 members")
+    say(format_training_summary([r for r in results if r["name"] in CLASS_NAMES]))
     say("== 2/4 multiclass baseline")
-    trained = baseline(**{**common, "width": None}, replicas=replicas)  # width matched to the members
-    say(format_training_summary(trained if isinstance(trained, list) else [trained]))
+    say(format_training_summary([r for r in results if is_baseline_like(r["name"])]))
     if with_control:
         say("== 2b/4 ensembling control (multiclass nets of the members' width, averaged)")
-        say(format_training_summary(control(**{**common, "width": None}, jobs=jobs)))
+        say(format_training_summary([r for r in results if is_control(r["name"])]))
+    failed = [f"{r['name']} ({r['error']})" for r in results if r.get("failed") and r["name"] in CLASS_NAMES]
+    if failed:
+        raise EnsembleError(f"members failed: {'; '.join(failed)}; rerun to retrain only them")
     say("== 3/4 fusion")
     say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, device=device, engine=engine,
                                    quiet=quiet, log=log)))

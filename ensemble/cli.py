@@ -15,6 +15,8 @@ from .core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
 from .core.errors import EnsembleError
 from .core.locations import DEFAULT_RUN
 from .core.objectives import OBJECTIVES
+from .core.outliers import MIN_REPEATS, UNIFORM_SHARE
+from .core.split import VAL_FRACTION
 from .reporting.text import format_summary, format_training_summary
 
 #: The fusion strategies (``fusion.STRATEGIES``, spelled out so the CLI starts without importing torch;
@@ -100,14 +102,14 @@ def outlier_options(func):
     func = click.option(
         "--uniform-share",
         type=click.FloatRange(0.0, 1.0),
-        default=0.95,
+        default=UNIFORM_SHARE,
         show_default=True,
         help="A repeated mask whose top class covers this share of labeled pixels is kept.",
     )(func)
     return click.option(
         "--min-repeats",
         type=click.IntRange(min=2),
-        default=20,
+        default=MIN_REPEATS,
         show_default=True,
         help="A mask shared by at least this many tiles is suspect.",
     )(func)
@@ -197,11 +199,11 @@ objective_option = click.option(
 
 
 val_fraction_option = click.option(
-    "--val-fraction", type=click.FloatRange(0.01, 0.9), default=0.15, show_default=True,
+    "--val-fraction", type=click.FloatRange(0.01, 0.9), default=VAL_FRACTION, show_default=True,
     help="Share of tiles (whole rover stops) held out for validation.")
 backend_option = click.option(
     "--backend", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
-    help="joblib backend for --jobs > 1; dask sends members to the cluster at --scheduler.")
+    help="joblib backend for --jobs > 1; dask sends the networks to the cluster at --scheduler.")
 scheduler_option = click.option(
     "--scheduler", default=None, metavar="ADDRESS",
     help="Dask scheduler address for --backend dask (workers must see --data and --run).")
@@ -294,7 +296,9 @@ def train(**options):
 @replicas_option
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Nets trained at once [default: as for train, counting only unfinished nets].")
-def baseline(replicas, **options):
+@backend_option
+@scheduler_option
+def baseline(*, replicas, **options):
     """Train the single multiclass U-Net the ensemble is compared against.
 
     Same data, split, augmentation and epochs as the members; its width is matched
@@ -315,8 +319,10 @@ def baseline(replicas, **options):
 @click.option("--size", type=click.IntRange(min=2), default=5, show_default=True,
               help="Multiclass nets in the control.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Nets trained at once [default: the cores, at most one per net].")
-def control(**options):
+              help="Nets trained at once [default: as for train, counting only unfinished nets].")
+@backend_option
+@scheduler_option
+def control(*, size, **options):
     """Train the ensembling control: multiclass U-Nets of the members' width, seeds apart.
 
     Is a gain from the one-vs-rest decomposition or from averaging five networks? The
@@ -327,7 +333,7 @@ def control(**options):
     Example:
       ensemble control --preset quick
     """
-    _report_training(api.control(**options), options["run"])
+    _report_training(api.control(size=size, **options), options["run"])
 
 
 @main.command()
@@ -517,7 +523,8 @@ def score_command(*, pred, masks, as_json):
 @data_option
 @click.option("--run", "run", type=click.Path(file_okay=False), default=None,
               help="Run folder, created if missing; an existing one is continued [default: runs/default, said].")
-@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Networks trained at once [default: cores].")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Networks trained at once [default: as for train, over every network of the run not finished].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs.")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Override the members' width.")
 @click.option("--samples-per-epoch", type=click.IntRange(min=0), default=None,
@@ -539,12 +546,14 @@ def score_command(*, pred, masks, as_json):
 @engine_option
 @seed_option
 @quiet_option
-def run_command(preset, data, run, jobs, epochs, width, samples_per_epoch, val_fraction, objective, overrides,
+def run_command(*, preset, data, run, jobs, epochs, width, samples_per_epoch, val_fraction, objective, overrides,
                 stacked, backend, scheduler, replicas, with_control, cross_fit, curve, ablation, tta_gain, device,
                 engine, seed, quiet):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
 
-    The options are those of the steps (train, baseline, control, fuse, evaluate) it runs.
+    The options are those of the steps (train, baseline, control, fuse, evaluate) it runs. Every
+    network (members, baseline, --replicas, --control) trains in one dispatch: --jobs at once, or on
+    the Dask cluster with --backend dask; --stacked trains the members stacked first, then the others.
 
     \b
     Example:

@@ -1,14 +1,23 @@
 """Orchestrate training: build each network's config from a preset, prepare the run folder, train.
 
-Members train in parallel (joblib); the baseline is the same U-Net with 5 outputs and a
-width chosen so that its parameter count is within 15 % of the members' sum.
+One :class:`TrainOptions` says how a command trains; :func:`plan_training` turns it and the names of
+the networks (members, the baseline and its replicas, the control's nets, in any mix) into one
+:class:`TrainingPlan` of independent tasks, and :func:`dispatch` trains them all together: joblib
+workers on this machine, a Dask cluster, or the members stacked in this process. The baseline is
+the same U-Net with 5 outputs and a width chosen so that its parameter count is within 15 % of the
+members' sum.
 """
+import copy
+import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from members.parallel import available_cores, train_parallel, train_stacked_tasks
+from ensemble import TRAIN_CONFIG_V1_DEFAULTS
+from members.parallel import TrainTask, train_parallel, train_stacked_tasks
 from members.overrides import apply_overrides, parse_override
 from members.presets import SAMPLER_WEIGHTS, get_preset
 from members.training import TrainConfig, finished_metrics
@@ -16,12 +25,53 @@ from members.unet import UNet, UNetConfig, count_parameters
 
 from .core.classes import BASELINE, CLASS_NAMES, NUM_CLASSES, class_index, is_baseline_like, is_control, is_multiclass
 from .core.data import load_data
-from .core.devices import resolve_device
+from .core.devices import machine_cores, resolve_device
 from .core.errors import EnsembleError
 from .core.objectives import DEFAULT_OBJECTIVE, check_objective
 from .core.runfolder import RunFolder, prepare_run, record_network_config
+from .core.split import VAL_FRACTION
 
 PARAMETER_TOLERANCE = 0.15
+#: The members' width and the U-Nets' depth when no option says otherwise: :class:`UNetConfig`'s.
+MEMBER_WIDTH = UNetConfig.width
+DEPTH = UNetConfig.depth
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a training command trains: what overrides the preset, the run's settings, and where and how many at once.
+
+    Built once by the API or the CLI and passed down. ``width`` is the members' width; for a plan
+    without members (``ensemble baseline``, ``ensemble control``) it is the named networks' own, and
+    without it the baseline is matched to the members' parameters and the control gets their width.
+    ``objective`` ``None`` keeps an existing run's (a new run gets ``competition``). ``jobs`` networks
+    train at once (``None``: :func:`default_jobs`); ``backend`` is joblib's (``loky``, ``threading``) or
+    ``dask`` (the cluster at ``scheduler``); ``stacked`` trains the members as one grouped network in
+    this process (:mod:`members.stacked_training`).
+    """
+
+    preset: str = "quick"
+    epochs: int = None
+    width: int = None
+    samples_per_epoch: int = None
+    loss: str = None
+    overrides: tuple = ()  # --set strings
+    objective: str = None
+    seed: int = 0
+    val_fraction: float = VAL_FRACTION
+    device: str = "auto"
+    jobs: int = None
+    backend: str = "loky"
+    scheduler: str = None
+    stacked: bool = False
+    quiet: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "overrides", tuple(self.overrides or ()))
+
+    def replace(self, **changes):
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
 
 
 def parse_members(spec):
@@ -42,26 +92,31 @@ def model_config(width, depth, out_channels):
     return UNetConfig(out_channels=out_channels, width=width, depth=depth).to_dict()
 
 
+@functools.lru_cache(maxsize=None)
+def _parameters(width, depth, out_channels):
+    with torch.device("meta"):  # the shapes alone: no weights are allocated or initialised
+        return count_parameters(UNet(UNetConfig.from_dict(model_config(width, depth, out_channels))))
+
+
 def members_parameter_count(width, depth):
     """Parameters of the five members together."""
-    return NUM_CLASSES * count_parameters(UNet(UNetConfig.from_dict(model_config(width, depth, 1))))
+    return NUM_CLASSES * _parameters(width, depth, 1)
 
 
 def matched_baseline_width(member_width, depth):
     """The baseline width whose parameter count is closest to the five members' sum."""
     target = members_parameter_count(member_width, depth)
     widths = range(member_width, 8 * member_width + 1)
-    counts = {w: count_parameters(UNet(UNetConfig.from_dict(model_config(w, depth, NUM_CLASSES)))) for w in widths}
-    return min(counts, key=lambda w: abs(counts[w] - target))
+    return min(widths, key=lambda w: abs(_parameters(w, depth, NUM_CLASSES) - target))
 
 
-def recorded_member_width(folder, preset_values):
-    """The members' width recorded in the run's config, else the preset's."""
+def recorded_member_width(folder):
+    """The members' width recorded in the run's config, else :data:`MEMBER_WIDTH`."""
     if folder.config_path.exists():
         for name, config in folder.config()["networks"].items():
             if not is_multiclass(name):
                 return config["model"]["width"]
-    return preset_values["member_width"]
+    return MEMBER_WIDTH
 
 
 def run_settings(seed, val_fraction, objective=DEFAULT_OBJECTIVE, drop_outliers=True):
@@ -86,32 +141,46 @@ def parse_overrides(items):
         raise EnsembleError(f"--set {exc}") from None
 
 
-def network_config(name, preset, settings, width, epochs, loss=None, samples_per_epoch=None, overrides=()):
-    """The :class:`TrainConfig` of one network from a preset dict, options and ``--set`` overrides.
+def recorded_defaults():
+    """The values of the training settings a recorded config lacks (:data:`ensemble.TRAIN_CONFIG_V1_DEFAULTS`)."""
+    return copy.deepcopy(TRAIN_CONFIG_V1_DEFAULTS)
 
-    The preset's ``recipe`` overrides apply first, then ``overrides`` (:mod:`members.overrides`).
+
+def recorded_config(name, config):
+    """The :class:`TrainConfig` a network of a run was trained with, from its entry in ``config.json``.
+
+    Keys an older file lacks are the values networks trained with when the file was written
+    (:func:`recorded_defaults`), not today's defaults, so an old run resumes and reproduces exactly.
+    """
+    return TrainConfig(**{**recorded_defaults(), "name": name, **config})
+
+
+def network_config(name, *, settings, width, options):
+    """The :class:`TrainConfig` of one network: :class:`TrainConfig`'s defaults (the recipe), the preset's fields,
+    ``options`` (epochs, samples per epoch, loss), then its ``--set`` overrides (:mod:`members.overrides`).
+
+    ``settings`` are the run's (:func:`run_settings`: objective and seed); ``width`` is the network's.
     """
     is_member = not is_multiclass(name)
-    config = TrainConfig(
+    values = TrainConfig(
         name=name,
         target=class_index(name) if is_member else None,
         replica=int(name.rpartition("_")[2]) if is_control(name) else 0,
-        model=model_config(width, preset["depth"], 1 if is_member else NUM_CLASSES),
-        epochs=epochs or preset["epochs"],
-        batch_size=preset["batch_size"],
-        lr=preset["lr"],
-        patience=preset["patience"],
-        samples_per_epoch=preset["samples_per_epoch"] if samples_per_epoch is None else samples_per_epoch,
-        val_tiles=preset["val_tiles"],
+        model=model_config(width, DEPTH, 1 if is_member else NUM_CLASSES),
         sampler_weight=SAMPLER_WEIGHTS.get(name, 1.0) if is_member else 1.0,
-        loss=loss or ("bce_dice" if is_member else "ce"),
+        loss=options.loss or ("bce_dice" if is_member else "ce"),
         objective=settings["objective"],
         seed=settings["seed"],
         seed_from_name=is_multiclass(name) and name != BASELINE,
-    )
-    recipe = [parse_override(item) for item in preset.get("recipe", ())]
+    ).to_dict()
+    values.update(get_preset(options.preset))
+    if options.epochs:
+        values["epochs"] = options.epochs
+    if options.samples_per_epoch is not None:
+        values["samples_per_epoch"] = options.samples_per_epoch
+    overrides = parse_overrides(options.overrides)
     try:
-        return TrainConfig(**apply_overrides(config.to_dict(), name, recipe + list(overrides))).check()
+        return TrainConfig(**apply_overrides(values, name, overrides)).check()
     except ValueError as exc:
         raise EnsembleError(f"--set {exc}") from None
 
@@ -122,12 +191,17 @@ class TrainingPlan:
 
     folder: RunFolder
     names: list
-    tasks: list
+    tasks: list  # TrainTask, one per name
     train_idx: np.ndarray
     val_idx: np.ndarray
     objective: str
-    preset: str
+    options: TrainOptions
     scored_tiles: int
+
+    @property
+    def preset(self):
+        """The preset's name."""
+        return self.options.preset
 
 
 def _check_tile_size(data, depth):
@@ -147,8 +221,7 @@ def check_distinct_seeds(folder, configs):
     weights, and an average of them would be no ensemble at all.
     """
     recorded = folder.config()["networks"] if folder.config_path.exists() else {}
-    seeds = {name: TrainConfig(**{**TrainConfig(name=name).to_dict(), **config}).network_seed()
-             for name, config in recorded.items()}
+    seeds = {name: recorded_config(name, config).network_seed() for name, config in recorded.items()}
     seeds.update({config.name: config.network_seed() for config in configs})
     for config in configs:
         twins = sorted(name for name, seed in seeds.items() if seed == seeds[config.name] and name != config.name)
@@ -157,54 +230,122 @@ def check_distinct_seeds(folder, configs):
                                 f"{', '.join(twins)} ({seeds[config.name]}); use a new --run")
 
 
-def plan_training(names, data, run, preset="quick", epochs=None, width=None, device="cpu", seed=0,
-                  val_fraction=0.15, objective=None, loss=None, samples_per_epoch=None, quiet=False, overrides=()):
-    """Prepare ``run`` (manifest, split, every network's config) and return a :class:`TrainingPlan`.
-
-    ``data`` is a loaded :class:`~ensemble.core.data.MarsData`; workers get its path and sha256.
-    """
-    preset_values = get_preset(preset)
-    _check_tile_size(data, preset_values["depth"])
-    folder = RunFolder(run)
-    if objective is None:  # an existing run keeps its objective; a new one gets the default
-        objective = folder.objective() if folder.manifest_path.exists() else DEFAULT_OBJECTIVE
-    settings = run_settings(seed, val_fraction, objective)
-    overrides = parse_overrides(overrides)
-    configs = []  # built before anything is written, so a bad --set leaves no trace
+def network_widths(names, folder, options):
+    """Each named network's width: the members at ``options.width`` (else :data:`MEMBER_WIDTH`); the baseline and
+    its replicas matched to the members' parameters, the control at the members' width, where the members are
+    those of the plan, else the run's recorded ones. A plan without members gives ``options.width`` to its own
+    networks."""
+    with_members = any(not is_multiclass(name) for name in names)
+    member_width = (options.width or MEMBER_WIDTH) if with_members else recorded_member_width(folder)
+    own = None if with_members else options.width
+    widths = {}
     for name in names:
         if is_baseline_like(name):
-            net_width = width or matched_baseline_width(recorded_member_width(folder, preset_values), preset_values["depth"])
+            widths[name] = own or matched_baseline_width(member_width, DEPTH)
         elif is_control(name):  # the control spends the members' parameters on multiclass nets of their width
-            net_width = width or recorded_member_width(folder, preset_values)
+            widths[name] = own or member_width
         else:
-            net_width = width or preset_values["member_width"]
-        configs.append(network_config(name, preset_values, settings, net_width, epochs, loss, samples_per_epoch,
-                                      overrides))
+            widths[name] = options.width or MEMBER_WIDTH
+    return widths
+
+
+def plan_training(names, *, data, run, options):
+    """Prepare ``run`` (manifest, split, every network's config) and return a :class:`TrainingPlan`.
+
+    ``data`` is a loaded :class:`~ensemble.core.data.MarsData`; ``options`` a :class:`TrainOptions`
+    (its ``device`` already resolved). Every config is built and checked before anything is written,
+    so a bad ``--set`` leaves no trace.
+    """
+    _check_tile_size(data, DEPTH)
+    folder = RunFolder(run)
+    objective = options.objective
+    if objective is None:  # an existing run keeps its objective; a new one gets the default
+        objective = folder.objective() if folder.manifest_path.exists() else DEFAULT_OBJECTIVE
+    settings = run_settings(options.seed, options.val_fraction, objective)
+    widths = network_widths(names, folder, options)
+    configs = [network_config(name, settings=settings, width=widths[name], options=options) for name in names]
     check_distinct_seeds(folder, configs)
     _, train_idx, val_idx = prepare_run(run, data, settings)
     tasks = []
     for name, config in zip(names, configs):
-        record_network_config(run, settings, name, config.to_dict(), defaults=TrainConfig(name=name).to_dict())
-        tasks.append({
-            "config_dict": config.to_dict(),
-            "data_path": str(data.path),
-            "data_sha256": data.sha256,
-            "train_idx": train_idx,
-            "val_idx": val_idx,
-            "out_dir": str(folder.network_dir(name)),
-            "device": device,
-            "quiet": quiet,
-        })
-    scored = min(preset_values["val_tiles"] or len(val_idx), len(val_idx))
-    return TrainingPlan(folder, list(names), tasks, train_idx, val_idx, objective, preset, scored)
+        record_network_config(run, settings, name, config.to_dict(), defaults=recorded_defaults())
+        tasks.append(TrainTask(config=config.to_dict(), out_dir=str(folder.network_dir(name)),
+                               data_path=str(data.path), data_sha256=data.sha256, train_idx=train_idx,
+                               val_idx=val_idx, device=options.device, quiet=options.quiet))
+    scored = min(configs[0].val_tiles or len(val_idx), len(val_idx)) if configs else len(val_idx)
+    return TrainingPlan(folder, list(names), tasks, train_idx, val_idx, objective, options, scored)
 
 
-def dispatch(plan, jobs=1, backend="loky", scheduler=None, stacked=False):
-    """Train the plan's tasks (joblib workers, or stacked in this process); record the finished checksums."""
+def default_jobs(names, *, stacked=False):
+    """Networks trained at once when ``--jobs`` is not given: every core busy in every round.
+
+    Up to one network per core; with more networks than cores, they train in ``n // cores``
+    rounds of ``ceil(n / rounds)`` networks at once, so no round leaves a core idle (a last
+    round of fewer networks than cores gains little from the spare threads; docs/performance.md
+    compares the layouts).
+    """
     if stacked:
-        results = train_stacked_tasks(plan.tasks)
-    else:
-        results = train_parallel(plan.tasks, jobs=jobs, backend=backend, scheduler=scheduler)
+        return 1
+    n, cores = max(1, len(names)), machine_cores()
+    if n <= cores:
+        return n
+    return math.ceil(n / (n // cores))
+
+
+def _unfinished(plan, tasks):
+    return [t.name for t in tasks if finished_metrics(plan.folder.network_dir(t.name)) is None]
+
+
+def _parts(plan):
+    """The plan's tasks as ``(stacked members, dispatched tasks)``: with ``stacked`` the members train in this
+    process, everything else goes to the dispatcher."""
+    if not plan.options.stacked:
+        return [], list(plan.tasks)
+    members = [t for t in plan.tasks if not is_multiclass(t.name)]
+    return members, [t for t in plan.tasks if is_multiclass(t.name)]
+
+
+def dispatch_jobs(plan):
+    """The workers of the dispatched tasks: ``--jobs``, else :func:`default_jobs` over the networks not finished yet
+    (finished ones are skipped at once, so only the others count for the layout)."""
+    _, dispatched = _parts(plan)
+    names = [t.name for t in dispatched]
+    return plan.options.jobs or default_jobs(_unfinished(plan, dispatched) or names)
+
+
+def describe(plan):
+    """How the plan trains, for the progress line: ``3 job(s)``, ``stacked in one process``, or both."""
+    stacked, dispatched = _parts(plan)
+    jobs = f"{dispatch_jobs(plan)} job(s)"
+    if not stacked:
+        return jobs
+    return f"members stacked in one process, then {jobs}" if dispatched else "stacked in one process"
+
+
+def _size(task):
+    """Parameters of the task's network: what its training time grows with."""
+    model = task.config["model"]
+    return _parameters(model["width"], model["depth"], model["out_channels"])
+
+
+def dispatch(plan, *, data=None):
+    """Train every task of the plan; record the finished checksums; return the results in the plan's order.
+
+    The members train stacked in this process first when ``options.stacked``; the other tasks go to
+    :func:`~members.parallel.train_parallel` together, the largest networks first (local workers
+    memory-map one copy of ``data``'s split; a Dask cluster loads the data file).
+    """
+    options = plan.options
+    stacked, dispatched = _parts(plan)
+    results = {}
+    if stacked:
+        results.update({t.name: r for t, r in zip(stacked, train_stacked_tasks(stacked, data=data))})
+    if dispatched:
+        dispatched = sorted(dispatched, key=_size, reverse=True)  # the longest tasks first: none starts last
+        trained = train_parallel(dispatched, jobs=dispatch_jobs(plan), backend=options.backend,
+                                 scheduler=options.scheduler, data=data)
+        results.update({t.name: r for t, r in zip(dispatched, trained)})
+    results = [results[name] for name in plan.names]
     folder = plan.folder
     finished = [path for r in results if r.get("finished")
                 for path in [folder.best_path(r["name"]), *(folder.snapshot_path(r["name"], e)
@@ -216,47 +357,22 @@ def dispatch(plan, jobs=1, backend="loky", scheduler=None, stacked=False):
     return results
 
 
-def default_jobs(names, stacked=False):
-    """Networks trained at once when ``--jobs`` is not given: every core busy in every round.
+def train_networks(names, *, run, data=None, options=None, log=print):
+    """Train the named networks (members, ``"baseline"``, its replicas, control nets) into ``run``; return their
+    metrics in the order of ``names``.
 
-    Up to one network per core; with more networks than cores, they train in ``n // cores``
-    rounds of ``ceil(n / rounds)`` networks at once, so no round leaves a core idle (a last
-    round of fewer networks than cores gains little from the spare threads). The five members
-    on 2 cores: 3 at once, then 2, one thread each, measured faster than 2, 2 and 1 (README,
-    Speed: one epoch of all training tiles 227.6 against 236.9 s).
+    :func:`plan_training` then :func:`dispatch`, all networks together. ``options`` is a
+    :class:`TrainOptions` (default: its defaults). Finished networks are skipped; unfinished ones
+    continue from ``latest.pt``.
     """
-    if stacked:
-        return 1
-    n, cores = max(1, len(names)), available_cores()
-    if n <= cores:
-        return n
-    return math.ceil(n / (n // cores))
-
-
-def train_networks(names, data=None, run="runs/default", preset="quick", epochs=None, width=None, jobs=None,
-                   backend="loky", scheduler=None, device="auto", seed=0, val_fraction=0.15, objective=None,
-                   loss=None, samples_per_epoch=None, stacked=False, quiet=False, log=print, overrides=()):
-    """Train the named networks (class names and/or ``"baseline"``) into ``run``; return their metrics.
-
-    :func:`plan_training` then :func:`dispatch`. ``objective`` (:mod:`ensemble.core.objectives`)
-    is fixed when the run is created; ``None`` keeps an existing run's and gives a new one
-    ``competition``. ``jobs`` networks train at once (default :func:`default_jobs`: every
-    core busy in every round). ``stacked=True`` trains the named members together as one grouped network in this
-    process (:mod:`members.stacked_training`) instead of one joblib task per network.
-    """
-    if stacked and any(is_multiclass(name) for name in names):
-        raise EnsembleError("--stacked trains one-vs-rest members only; the baseline trains with: ensemble baseline")
-    if stacked and ((jobs or 1) > 1 or backend != "loky"):
+    options = options or TrainOptions()
+    if options.stacked and ((options.jobs or 1) > 1 or options.backend != "loky"):
         raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")
-    device = resolve_device(device)  # refuse an unavailable device before anything is written
-    plan = plan_training(names, load_data(data), run, preset, epochs, width, device, seed, val_fraction, objective,
-                         loss, samples_per_epoch, quiet, overrides)
-    # finished networks are skipped at once, so only the others count for the layout
-    jobs = jobs or default_jobs([n for n in names if finished_metrics(plan.folder.network_dir(n)) is None] or names,
-                                stacked)
-    if not quiet:
-        how = "stacked in one process" if stacked else f"{jobs} job(s)"
+    options = options.replace(device=resolve_device(options.device))  # refused before anything is written
+    data = load_data(data)
+    plan = plan_training(names, data=data, run=run, options=options)
+    if not options.quiet:
         log(f"training {', '.join(names)} on {len(plan.train_idx)} tiles, validating on {plan.scored_tiles} of "
             f"{len(plan.val_idx)} validation tiles each epoch "
-            f"({preset} preset, objective {plan.objective}, {how}, device {device})")
-    return dispatch(plan, jobs, backend, scheduler, stacked)
+            f"({options.preset} preset, objective {plan.objective}, {describe(plan)}, device {options.device})")
+    return dispatch(plan, data=data)

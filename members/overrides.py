@@ -8,7 +8,7 @@ networks: ``members`` (the one-vs-rest members), ``multiclass`` (the baseline an
 networks), ``baseline`` (with its replicas), ``control`` or a member's class name (``big_rock``); without one it
 applies to every network. Later overrides win over earlier ones.
 
-A preset's ``recipe`` is a list of such overrides applied first (:mod:`members.presets`).
+Overrides apply after the preset's fields (:mod:`members.presets`).
 """
 import json
 

@@ -1,29 +1,64 @@
 """Train several networks in parallel with joblib; each worker gets ``cores // jobs`` torch threads.
 
-Workers load the data from its path (cached per worker process), so tasks carry only
-indices and configs; each network is saved the moment it finishes, and a failure in
-one network is reported without stopping the others.
+A :class:`TrainTask` carries one network's config, where to write it and where its tiles are:
+workers on this machine memory-map one shared copy of the split's arrays (:func:`shared_split`),
+written once by the dispatching process; workers of a Dask cluster load the data file from its path
+and check its sha256. Each network is saved the moment it finishes, and a failure in one network is
+reported without stopping the others.
 """
+import contextlib
+import dataclasses
 import functools
+import os
+import shutil
+import tempfile
 import traceback
+from pathlib import Path
 
+import numpy as np
 import torch
 from joblib import Parallel, delayed, parallel_config
 
 from ensemble.core.data import load_data
+from ensemble.core.devices import machine_cores
 from ensemble.core.errors import DataError, EnsembleError
 
 from .stacked_training import train_stacked
-from .training import TrainConfig, machine_cores, train_network
+from .training import SplitArrays, TrainConfig, finished_metrics, train_network
 
 
-#: CPU cores this process may use.
-available_cores = machine_cores
+@dataclasses.dataclass(frozen=True)
+class TrainTask:
+    """One network to train: its config (:meth:`TrainConfig.to_dict`), its folder, and its tiles.
+
+    ``split_dir`` is a folder of the split's arrays (:meth:`SplitArrays.save`) that workers on this
+    machine memory-map; without it the worker loads ``data_path``, checks ``data_sha256`` and indexes
+    it by ``train_idx`` / ``val_idx``.
+    """
+
+    config: dict
+    out_dir: str
+    data_path: str
+    data_sha256: str
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    device: str = "cpu"
+    quiet: bool = False
+    split_dir: str = None
+
+    @property
+    def name(self):
+        """The network's name."""
+        return self.config["name"]
+
+    def with_split(self, split_dir):
+        """This task reading its tiles from ``split_dir``."""
+        return dataclasses.replace(self, split_dir=split_dir)
 
 
 def threads_per_job(jobs):
     """Torch threads for each of ``jobs`` workers: cores // jobs, at least 1."""
-    return max(1, available_cores() // max(1, jobs))
+    return max(1, machine_cores() // max(1, jobs))
 
 
 def task_threads(n_tasks, jobs):
@@ -46,41 +81,115 @@ def _cached_data(path, sha256):
     return data
 
 
+@functools.lru_cache(maxsize=1)
+def _split_of(path, sha256, train_idx, val_idx):
+    data = _cached_data(path, sha256)
+    return SplitArrays.select(data.images, data.masks, np.frombuffer(train_idx, dtype=np.int64),
+                              np.frombuffer(val_idx, dtype=np.int64))
+
+
+def task_split(task):
+    """The tiles of ``task``: the shared arrays in its ``split_dir``, else its data file indexed by the split
+    (once per worker process for the last split asked)."""
+    if task.split_dir:
+        return SplitArrays.open(task.split_dir)
+    return _split_of(str(task.data_path), task.data_sha256, np.asarray(task.train_idx, dtype=np.int64).tobytes(),
+                     np.asarray(task.val_idx, dtype=np.int64).tobytes())
+
+
+def _pending(tasks):
+    return [t for t in tasks if finished_metrics(t.out_dir) is None]
+
+
+def _local_split(tasks, data):
+    """The split of ``tasks`` indexed from the loaded ``data`` in this process (``None`` without data, or when every
+    task is finished)."""
+    pending = _pending(tasks)
+    if data is None or not pending:
+        return None
+    return SplitArrays.select(data.images, data.masks, pending[0].train_idx, pending[0].val_idx)
+
+
+#: Shared splits are folders ``<temp>/mars-split-<pid>-*`` of the process that wrote them.
+SPLIT_PREFIX = "mars-split-"
+
+
+def _split_root():
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+def _remove_orphans(root):
+    """Remove the shared splits of processes that no longer run (killed before they could remove them)."""
+    for path in Path(root).glob(f"{SPLIT_PREFIX}*"):
+        pid = path.name[len(SPLIT_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def shared_split(tasks, data):
+    """Yield ``tasks`` reading one shared copy of their split, saved from the loaded ``data`` into a temporary
+    folder of this machine (in memory where ``/dev/shm`` exists) and removed on exit.
+
+    Every task of one plan has the same split; processes that memory-map it need no copy of the data
+    file, no sha256 of it and no indexing of their own. Folders left by a killed command are removed
+    by the next one.
+    """
+    split = _local_split(tasks, data)
+    if split is None:
+        yield tasks
+        return
+    root = _split_root()
+    if os.path.isdir("/proc"):
+        _remove_orphans(root)
+    folder = tempfile.mkdtemp(prefix=f"{SPLIT_PREFIX}{os.getpid()}-", dir=root)
+    try:
+        split.save(folder)
+        del split
+        yield [t.with_split(folder) for t in tasks]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _failure(name, exc):
     return {"name": name, "failed": True, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
 
 
-def train_task(config_dict, data_path, data_sha256, train_idx, val_idx, out_dir, device, threads, quiet):
-    """One joblib task: train a network; return its metrics, or ``{"failed": True, "error": ...}``."""
+def train_task(task, *, threads, split=None):
+    """One joblib task: train the network of ``task`` on ``threads`` torch threads; return its metrics, or
+    ``{"failed": True, "error": ...}``. ``split`` (a :class:`SplitArrays`) is its tiles when the caller holds
+    them already (training in the calling process), else :func:`task_split` finds them."""
     torch.set_num_threads(threads)
     try:
-        data = _cached_data(str(data_path), data_sha256)
-        log = None if quiet else functools.partial(print, flush=True)
-        return train_network(
-            TrainConfig(**config_dict), data.images, data.masks, train_idx, val_idx, out_dir, device, log,
-            data_sha256=data.sha256,
-        )
+        done = finished_metrics(task.out_dir)
+        if done:
+            return done
+        log = None if task.quiet else functools.partial(print, flush=True)
+        return train_network(TrainConfig(**task.config), task_split(task) if split is None else split, task.out_dir,
+                             device=task.device, log=log, data_sha256=task.data_sha256)
     except Exception as exc:  # reported per network; the others go on
-        return _failure(config_dict["name"], exc)
+        return _failure(task.name, exc)
 
 
-def train_stacked_tasks(tasks):
-    """Train the members of ``tasks`` (dicts as for :func:`train_task`) stacked in this process, on every core.
+def train_stacked_tasks(tasks, *, data=None):
+    """Train the members of ``tasks`` (:class:`TrainTask`) stacked in this process, on every core.
 
-    Returns their metrics in order; if the stacked training fails, every member in it is
-    reported failed (finished members keep their checkpoints; a rerun resumes the rest).
+    ``data`` is the loaded :class:`~ensemble.core.data.MarsData` when the caller holds it. Returns their
+    metrics in order; if the stacked training fails, every member in it is reported failed (finished
+    members keep their checkpoints; a rerun resumes the rest).
     """
-    torch.set_num_threads(available_cores())
+    torch.set_num_threads(machine_cores())
     first = tasks[0]
     try:
-        data = _cached_data(str(first["data_path"]), first["data_sha256"])
-        log = None if first["quiet"] else functools.partial(print, flush=True)
-        return train_stacked(
-            [TrainConfig(**t["config_dict"]) for t in tasks], data.images, data.masks, first["train_idx"],
-            first["val_idx"], [t["out_dir"] for t in tasks], first["device"], log, data_sha256=data.sha256,
-        )
+        split = _local_split(tasks, data)
+        log = None if first.quiet else functools.partial(print, flush=True)
+        return train_stacked([TrainConfig(**t.config) for t in tasks], task_split(first) if split is None else split,
+                             out_dirs=[t.out_dir for t in tasks], device=first.device, log=log,
+                             data_sha256=first.data_sha256)
     except Exception as exc:
-        return [_failure(t["config_dict"]["name"], exc) for t in tasks]
+        return [_failure(t.name, exc) for t in tasks]
+    finally:
+        _split_of.cache_clear()  # the tiles stay in this process no longer than its training
 
 
 def dask_client(scheduler):
@@ -99,22 +208,36 @@ def dask_client(scheduler):
         raise EnsembleError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
 
 
-def train_parallel(tasks, jobs=1, backend="loky", scheduler=None):
-    """Run :func:`train_task` for each task dict (its keyword arguments) with ``jobs`` workers.
+def train_parallel(tasks, *, jobs=1, backend="loky", scheduler=None, data=None):
+    """Run :func:`train_task` for each :class:`TrainTask` with ``jobs`` workers; return their results in order.
 
     ``backend="dask"`` sends the tasks to the Dask cluster at ``scheduler`` through joblib's
     dask backend: every worker must be able to read the data path and write the run folder.
+    Local workers (``loky``) memory-map one copy of the split saved from ``data`` (the loaded
+    :class:`~ensemble.core.data.MarsData`) when it is given; one job, or ``threading``, trains in this
+    process on the tiles already in memory.
     """
     if backend == "dask":
         client = dask_client(scheduler)
         try:
             threads = max(1, min(client.nthreads().values()))
             with parallel_config(backend="dask"):
-                return Parallel(n_jobs=jobs)(delayed(train_task)(**task, threads=threads) for task in tasks)
+                return Parallel(n_jobs=jobs)(delayed(train_task)(task, threads=threads) for task in tasks)
         finally:
             client.close()
     threads = task_threads(len(tasks), jobs)
-    if jobs == 1:
-        return [train_task(**task, threads=n) for task, n in zip(tasks, threads)]
-    return Parallel(n_jobs=jobs, backend=backend)(delayed(train_task)(**task, threads=n)
-                                                  for task, n in zip(tasks, threads))
+    if jobs == 1 or backend == "threading":  # in this process: the tiles already in memory
+        split = _local_split(tasks, data)
+        try:
+            if jobs == 1:
+                return [train_task(task, threads=n, split=split) for task, n in zip(tasks, threads)]
+            return Parallel(n_jobs=jobs, backend=backend)(delayed(train_task)(task, threads=n, split=split)
+                                                          for task, n in zip(tasks, threads))
+        finally:
+            _split_of.cache_clear()
+    if data is None:
+        return Parallel(n_jobs=jobs, backend=backend)(delayed(train_task)(task, threads=n)
+                                                      for task, n in zip(tasks, threads))
+    with shared_split(tasks, data) as shared:
+        return Parallel(n_jobs=jobs, backend=backend)(delayed(train_task)(task, threads=n)
+                                                      for task, n in zip(shared, threads))

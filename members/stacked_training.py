@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .stacked import StackedUNet, block_shapes, common_config, stack_member_states
-from .training import NetworkTrainer, SplitArrays, finished_metrics, validation_logits
+from .training import NetworkTrainer, finished_metrics, validation_logits
 
 
 class MemberStack(nn.Module):
@@ -98,7 +98,7 @@ def stacked_epoch(trainers):
         t.end_epoch(val_logits[:, k : k + 1], float(totals[k] / count), ended - started, ended - val_started)
 
 
-def train_stacked(configs, images, masks, train_idx, val_idx, out_dirs, device="cpu", log=print, data_sha256=None):
+def train_stacked(configs, split, *, out_dirs, device="cpu", log=print, data_sha256=None):
     """Train the member ``configs`` together as one stacked network; return their metrics in order.
 
     Same arguments as :func:`~members.training.train_network`, with one output folder per
@@ -106,14 +106,13 @@ def train_stacked(configs, images, masks, train_idx, val_idx, out_dirs, device="
     at different epochs (e.g. one resumed further than another) train in groups, the ones
     furthest behind first, so every member runs exactly its own epochs.
     """
-    results, trainers, split = {}, [], None
+    results, trainers = {}, []
     for config, out_dir in zip(configs, out_dirs):
         done = finished_metrics(out_dir)
         if done:
             results[config.name] = done
             continue
-        split = split or SplitArrays.select(images, masks, train_idx, val_idx)
-        trainers.append(NetworkTrainer(config, split, out_dir, device, log, data_sha256))
+        trainers.append(NetworkTrainer(config, split, out_dir, device=device, log=log, data_sha256=data_sha256))
     if trainers:
         check_stackable(trainers)
     while active := [t for t in trainers if t.active()]:

@@ -38,25 +38,30 @@ from .unet import UNet, UNetConfig, count_parameters
 MEMORY_FORMAT = torch.channels_last
 
 
-#: Learning-rate schedules. ``cosine_epoch``: cosine annealing stepped once per epoch, from ``lr`` to
-#: ``lr * min_lr_ratio`` at the last epoch (the first recipe's). ``cosine``: stepped every optimiser
-#: step, a linear warm-up over ``warmup_epochs`` then a cosine down to ``lr * min_lr_ratio`` at the
-#: last step.
+#: Learning-rate schedules. ``cosine``: stepped every optimiser step, a linear warm-up over
+#: ``warmup_epochs`` then a cosine down to ``lr * min_lr_ratio`` at the last step. ``cosine_epoch``:
+#: cosine annealing stepped once per epoch, from ``lr`` to ``lr * min_lr_ratio`` at the last epoch.
 SCHEDULES = ("cosine_epoch", "cosine")
 
 
 @dataclass
 class TrainConfig:
-    """How to train one network. ``target`` is the member's class id, or ``None`` for the baseline."""
+    """How to train one network. ``target`` is the member's class id, or ``None`` for the baseline.
+
+    The defaults are the searched recipe both presets train (:mod:`members.presets`): AdamW, a warm-up
+    then a cosine to zero stepped every batch, no early stopping, flips only. A run's ``config.json``
+    records every field; a key an older file lacks is read from the table kept beside the format
+    version (``ensemble.TRAIN_CONFIG_V1_DEFAULTS``), never from these defaults.
+    """
 
     name: str
     target: int = None
     model: dict = field(default_factory=dict)
-    epochs: int = 10
+    epochs: int = 16
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    patience: int = 4
+    patience: int = 0  # 0: no early stopping (best.pt is still the best validation epoch)
     samples_per_epoch: int = 0  # 0: every training tile once per epoch
     val_tiles: int = 0  # 0: the whole validation split every epoch
     sampler_weight: float = 1.0  # weight of tiles holding the target class (big rock for the baseline)
@@ -66,9 +71,9 @@ class TrainConfig:
     focal_gamma: float = 2.0
     objective: str = DEFAULT_OBJECTIVE  # competition: unlabeled pixels ignored, class 0 never predicted
     augment: dict = field(default_factory=lambda: AugmentConfig().to_dict())
-    schedule: str = "cosine_epoch"  # see SCHEDULES
-    warmup_epochs: float = 0.0  # "cosine": linear warm-up over this many epochs (fractions allowed)
-    min_lr_ratio: float = 0.05  # the schedule ends at lr * min_lr_ratio
+    schedule: str = "cosine"  # see SCHEDULES
+    warmup_epochs: float = 0.25  # "cosine": linear warm-up over this many epochs (fractions allowed)
+    min_lr_ratio: float = 0.0  # the schedule ends at lr * min_lr_ratio
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
     snapshot_fractions: list = field(default_factory=list)  # budget-curve points: shares of the epochs
     replica: int = 0  # control networks: which of the multiclass nets (seeds apart)
@@ -223,6 +228,10 @@ def format_seconds(seconds):
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+#: The arrays of a :class:`SplitArrays`, in its field order.
+SPLIT_KEYS = ("train_images", "train_masks", "val_images", "val_masks")
+
+
 @dataclass
 class SplitArrays:
     """The training and validation tiles of one network: images float32 (N, H, W), masks uint8."""
@@ -236,6 +245,19 @@ class SplitArrays:
     def select(cls, images, masks, train_idx, val_idx):
         """Index the whole file's arrays by the split (copies, made once per process)."""
         return cls(images[train_idx], masks[train_idx], images[val_idx], masks[val_idx])
+
+    def save(self, folder):
+        """Write the four arrays as ``.npy`` files into ``folder``, for :meth:`open` in other processes."""
+        folder = Path(folder)
+        for key in SPLIT_KEYS:
+            np.save(folder / f"{key}.npy", getattr(self, key))
+        return folder
+
+    @classmethod
+    def open(cls, folder):
+        """The arrays :meth:`save` wrote, memory-mapped copy-on-write: processes on one machine share one copy
+        of the tiles, read without a copy, and a write stays private."""
+        return cls(**{key: np.load(Path(folder) / f"{key}.npy", mmap_mode="c") for key in SPLIT_KEYS})
 
     def validation_subset(self, config):
         """Validation positions ``config`` scores on every epoch: all, or ``val_tiles`` drawn with its seed."""
@@ -333,7 +355,7 @@ class NetworkTrainer:
     sampler, learning rate and early stopping however it is executed.
     """
 
-    def __init__(self, config, split, out_dir, device="cpu", log=None, data_sha256=None):
+    def __init__(self, config, split, out_dir, *, device="cpu", log=None, data_sha256=None):
         self.config = config
         self.split = split
         self.out_dir = Path(out_dir)
@@ -478,19 +500,17 @@ class NetworkTrainer:
         return metrics
 
 
-def train_network(config, images, masks, train_idx, val_idx, out_dir, device="cpu", log=print, data_sha256=None):
+def train_network(config, split, out_dir, *, device="cpu", log=print, data_sha256=None):
     """Train (or resume, or skip if finished) one network into ``out_dir``; return its metrics dict.
 
-    ``images`` float32 (N, H, W) 0-1 and ``masks`` uint8 (N, H, W) are the whole
-    training file; ``train_idx`` / ``val_idx`` select the split. ``log`` receives
+    ``split`` is a :class:`SplitArrays` (its training and validation tiles). ``log`` receives
     one line per epoch (pass ``None`` for silence). ``data_sha256`` is stored in the
     checkpoints so networks from different data files are never mixed.
     """
     done = finished_metrics(out_dir)
     if done:
         return done
-    split = SplitArrays.select(images, masks, train_idx, val_idx)
-    trainer = NetworkTrainer(config, split, out_dir, device, log, data_sha256)
+    trainer = NetworkTrainer(config, split, out_dir, device=device, log=log, data_sha256=data_sha256)
     while trainer.active():
         started = time.perf_counter()
         trainer.model.train()

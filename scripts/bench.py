@@ -49,11 +49,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ensemble.inference.export import export_pipeline, load_exported  # noqa: E402
 from ensemble.train import matched_baseline_width, model_config  # noqa: E402
 from fusion import get_fuser  # noqa: E402
-from members.parallel import train_parallel  # noqa: E402
+from members.parallel import TrainTask, train_parallel  # noqa: E402
 from members.stacked import StackedUNet  # noqa: E402
 from members.stacked_training import train_stacked  # noqa: E402
 from ensemble.core.augment import AugmentConfig, build_augmentation  # noqa: E402
-from members.training import TrainConfig, build_loss, make_batch, targets_and_valid, train_network  # noqa: E402
+from members.training import (  # noqa: E402
+    SplitArrays, TrainConfig, build_loss, make_batch, targets_and_valid, train_network,
+)
 from members.unet import UNet, UNetConfig, count_parameters  # noqa: E402
 
 CLASSES = ("background", "soil", "bedrock", "sand", "big_rock")
@@ -144,21 +146,21 @@ def training_table(width, tiles, repeats, workdir):
     def fresh(name):
         return Path(workdir) / f"t{next(counter)}" / name
 
+    split = SplitArrays.select(data.images, data.masks, train_idx, val_idx)
+
     def members(jobs):
-        tasks = [dict(config_dict=config(c, width).to_dict(), data_path=str(data_path), data_sha256=data.sha256,
-                      train_idx=train_idx, val_idx=val_idx, out_dir=str(fresh(c)), device="cpu", quiet=True)
+        tasks = [TrainTask(config=config(c, width).to_dict(), out_dir=str(fresh(c)), data_path=str(data_path),
+                           data_sha256=data.sha256, train_idx=train_idx, val_idx=val_idx, quiet=True)
                  for c in CLASSES]
-        train_parallel(tasks, jobs=jobs)
+        train_parallel(tasks, jobs=jobs, data=data)
 
     def stacked():
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-        train_stacked([config(c, width) for c in CLASSES], data.images, data.masks, train_idx, val_idx,
-                      [fresh(c) for c in CLASSES], log=None)
+        train_stacked([config(c, width) for c in CLASSES], split, out_dirs=[fresh(c) for c in CLASSES], log=None)
 
     def baseline():
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-        train_network(config("baseline", base_width), data.images, data.masks, train_idx, val_idx,
-                      fresh("baseline"), log=None)
+        train_network(config("baseline", base_width), split, fresh("baseline"), log=None)
 
     return median_times({"members sequential": lambda: members(1), "members --jobs 2": lambda: members(2),
                          "members --stacked": stacked, "baseline": baseline}, repeats)
@@ -219,7 +221,7 @@ def steps_table(width, repeats, batch=32):
     images = rng.random((512, 64, 128), dtype=np.float32)
     masks = rng.integers(0, 5, (512, 64, 128)).astype(np.uint8)
     positions = rng.choice(512, batch, replace=False)
-    config = AugmentConfig()
+    config = AugmentConfig(rotate_degrees=10.0, zoom_min_scale=0.8)  # the warps on: what batching speeds up
     augment, generator = build_augmentation(config), torch.Generator().manual_seed(0)
     batch_ms = median_times({
         "per tile (torchvision v2, before)": lambda: legacy_make_batch(images, masks, positions, config),
@@ -362,15 +364,15 @@ def flops_table(width, tiles, repeats, workdir):
         target = CLASSES.index(name) if name != "baseline" else None
         config = TrainConfig(name=name, target=target, model=model_config(net_width, 3, 1 if target is not None else 5),
                              epochs=1, samples_per_epoch=tiles, loss="bce_dice" if target is not None else "ce")
-        return dict(config_dict=config.to_dict(), data_path=str(data_path), data_sha256=data.sha256,
-                    train_idx=train_idx, val_idx=val_idx, out_dir=str(Path(workdir) / f"f{next(counter)}" / name),
-                    device="cpu", quiet=True)
+        return TrainTask(config=config.to_dict(), out_dir=str(Path(workdir) / f"f{next(counter)}" / name),
+                         data_path=str(data_path), data_sha256=data.sha256, train_idx=train_idx, val_idx=val_idx,
+                         quiet=True)
 
     jobs = default_jobs(CLASSES)
     ways = {
         "one member": (lambda: train_parallel([task("soil", width)], jobs=1), per_tile["member"], 1),
         f"five members, --jobs {jobs} (the default)":
-            (lambda: train_parallel([task(c, width) for c in CLASSES], jobs=jobs), per_tile["member"], 5),
+            (lambda: train_parallel([task(c, width) for c in CLASSES], jobs=jobs, data=data), per_tile["member"], 5),
         "baseline": (lambda: train_parallel([task("baseline", base_width)], jobs=1), per_tile["baseline"], 1),
     }
     seconds = median_times({name: fn for name, (fn, _, _) in ways.items()}, max(1, repeats // 2))

@@ -26,10 +26,10 @@ from members.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E
 
 AUGMENTATIONS = {
     "none (sharp tiles)": None,
-    "flips": AugmentConfig(rotate_degrees=0, zoom_min_scale=1.0),
-    "zoom (crop >= 0.8 of the area)": AugmentConfig(rotate_degrees=0),
-    "rotation (+-10 degrees)": AugmentConfig(zoom_min_scale=1.0),
-    "flip + rotation + zoom (the first recipe)": AugmentConfig(),
+    "flips": AugmentConfig(rotate_degrees=0.0, zoom_min_scale=1.0),
+    "zoom (crop >= 0.8 of the area)": AugmentConfig(rotate_degrees=0.0, zoom_min_scale=0.8),
+    "rotation (+-10 degrees)": AugmentConfig(rotate_degrees=10.0, zoom_min_scale=1.0),
+    "flip + rotation + zoom (the first recipe)": AugmentConfig(rotate_degrees=10.0, zoom_min_scale=0.8),
 }
 
 

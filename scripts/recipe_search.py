@@ -33,11 +33,10 @@ from ensemble.core.classes import BASELINE, CLASS_NAMES, TUNED_BASELINE, control
 from ensemble.core.data import load_data  # noqa: E402
 from ensemble.core.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 from ensemble.core.runfolder import METRICS, RunFolder  # noqa: E402
-from ensemble.train import plan_training  # noqa: E402
-from members.training import TrainConfig  # noqa: E402
+from ensemble.train import TrainOptions, plan_training, recorded_config  # noqa: E402
 
-#: The first recipe (the ``full`` preset before this search), every searched setting explicit.
-TODAY = [
+#: The first recipe the search compares against (variant ``today``), every searched setting explicit.
+FIRST_RECIPE = [
     "schedule=cosine_epoch", "warmup_epochs=0", "min_lr_ratio=0.05", "patience=4", "ema_decay=0",
     "weight_decay=0.0001", "model.dropout=0", "augment.hflip=true", "augment.rotate_degrees=10",
     "augment.zoom_min_scale=0.8", "batch_size=32", "lr=0.002", "members:sampler_weight=1",
@@ -53,16 +52,16 @@ FLIPS = ["augment.rotate_degrees=0", "augment.zoom_min_scale=1"]
 #: name -> (what changed, overrides on the ``full`` preset). The search: one factor at a time, first against
 #: ``cosine``, then (after flips won by far) against ``cosine_flips``.
 VARIANTS = {
-    "today": ("first recipe: cosine per epoch to 0.05 lr, early stopping (patience 4), flip+rotate+zoom", TODAY),
-    "cosine": ("warm-up 1/4 epoch, then cosine per step to 0; no early stopping", TODAY + COSINE),
-    "cosine_flips": ("cosine + horizontal flips only (no rotation, no zoom)", TODAY + COSINE + FLIPS),
+    "today": ("first recipe: cosine per epoch to 0.05 lr, early stopping (patience 4), flip+rotate+zoom", FIRST_RECIPE),
+    "cosine": ("warm-up 1/4 epoch, then cosine per step to 0; no early stopping", FIRST_RECIPE + COSINE),
+    "cosine_flips": ("cosine + horizontal flips only (no rotation, no zoom)", FIRST_RECIPE + COSINE + FLIPS),
     "flips_bigrock": ("cosine_flips + baseline oversamples big-rock tiles x4 like the big-rock member",
-                      TODAY + COSINE + FLIPS + ["baseline:sampler_weight=4"]),
+                      FIRST_RECIPE + COSINE + FLIPS + ["baseline:sampler_weight=4"]),
     "flips_ema": ("cosine_flips + EMA of the weights (decay 0.995) validated and kept",
-                  TODAY + COSINE + FLIPS + ["ema_decay=0.995"]),
-    "today_flips": ("first recipe's schedule and early stopping + flips only", TODAY + FLIPS),
+                  FIRST_RECIPE + COSINE + FLIPS + ["ema_decay=0.995"]),
+    "today_flips": ("first recipe's schedule and early stopping + flips only", FIRST_RECIPE + FLIPS),
     "flips_reg": ("cosine_flips + dropout 0.1 + weight decay 0.01",
-                  TODAY + COSINE + FLIPS + ["model.dropout=0.1", "weight_decay=0.01"]),
+                  FIRST_RECIPE + COSINE + FLIPS + ["model.dropout=0.1", "weight_decay=0.01"]),
     "full": ("the full preset's recipe (members/presets.py)", []),
 }
 
@@ -97,8 +96,8 @@ def reuse_finished(run, earlier):
             other_config = folder.config()
             source = folder.network_dir(name)
             recorded = other_config["networks"].get(name)
-            if recorded is not None:  # keys an older version did not write had the default's behaviour
-                recorded = {**TrainConfig(name=name).to_dict(), **recorded}
+            if recorded is not None:  # keys an older version did not write: the values it trained with
+                recorded = recorded_config(name, recorded).to_dict()
             if (other_config["settings"] == config["settings"] and recorded == wanted
                     and (source / METRICS).exists() and json.loads((source / METRICS).read_text()).get("finished")):
                 if target.exists():
@@ -218,8 +217,9 @@ def main():
         print(f"== {key} ({i + 1}/{len(todo)}): {VARIANTS[name][0]}\n   {command}", flush=True)
         overrides = VARIANTS[name][1]
         networks = [*CLASS_NAMES, BASELINE, *(control_names() if args.control else [])]
-        plan_training(networks, data, str(run), "full", args.epochs, None, "cpu", seed,
-                      samples_per_epoch=args.samples_per_epoch, overrides=overrides)
+        plan_training(networks, data=data, run=str(run),
+                      options=TrainOptions(preset="full", epochs=args.epochs, device="cpu", seed=seed,
+                                           samples_per_epoch=args.samples_per_epoch, overrides=overrides))
         for line in reuse_finished(run, [out / other for other in results]):
             print(f"   reused {line}", flush=True)
         api.run_all(preset="full", data=data, run=str(run), epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,

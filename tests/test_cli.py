@@ -152,16 +152,16 @@ def test_train_defaults_keep_every_core_busy_in_every_round(monkeypatch):
     from ensemble import train
 
     five = ["background", "soil", "bedrock", "sand", "big_rock"]
-    monkeypatch.setattr(train, "available_cores", lambda: 2)
+    monkeypatch.setattr(train, "machine_cores", lambda: 2)
     assert train.default_jobs(five) == 3
     assert train.default_jobs(five[:4]) == 2
     assert train.default_jobs(["sand"]) == 1
     assert train.default_jobs(["soil", "sand"], stacked=True) == 1
-    monkeypatch.setattr(train, "available_cores", lambda: 1)
+    monkeypatch.setattr(train, "machine_cores", lambda: 1)
     assert train.default_jobs(five) == 1
-    monkeypatch.setattr(train, "available_cores", lambda: 4)
+    monkeypatch.setattr(train, "machine_cores", lambda: 4)
     assert train.default_jobs(five) == 5
-    monkeypatch.setattr(train, "available_cores", lambda: 16)
+    monkeypatch.setattr(train, "machine_cores", lambda: 16)
     assert train.default_jobs(five) == 5
 
 
@@ -169,10 +169,35 @@ def test_last_round_of_members_shares_every_core(monkeypatch):
     """Five members on two workers: four with one thread each, the fifth (alone in the last round) with both."""
     import members.parallel as parallel
 
-    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    monkeypatch.setattr(parallel, "machine_cores", lambda: 2)
     assert parallel.task_threads(5, 2) == [1, 1, 1, 1, 2]
     assert parallel.task_threads(4, 2) == [1, 1, 1, 1]
     assert parallel.task_threads(5, 1) == [2] * 5
-    monkeypatch.setattr(parallel, "available_cores", lambda: 16)
+    monkeypatch.setattr(parallel, "machine_cores", lambda: 16)
     assert parallel.task_threads(5, 5) == [3] * 5
     assert parallel.task_threads(6, 4) == [4, 4, 4, 4, 8, 8]
+
+
+def test_run_trains_every_network_of_the_run_in_one_dispatch(tmp_path, subset_path, monkeypatch):
+    """`ensemble run` hands the members, the baseline, its replicas and the control to one plan with the CLI's
+    backend and scheduler; a member that failed in it stops the run with one line naming it."""
+    from ensemble import train
+
+    calls = []
+
+    def dispatched(names, *, run, data=None, options=None, log=print):
+        calls.append((list(names), options))
+        return [{"name": name, "failed": True, "error": "RuntimeError: stopped by the test"} for name in names]
+
+    monkeypatch.setattr(train, "train_networks", dispatched)
+    result = CliRunner().invoke(main, ["run", "--data", str(subset_path), "--run", str(tmp_path / "run"),
+                                       "--replicas", "2", "--control", "--backend", "dask", "--scheduler",
+                                       "tcp://127.0.0.1:1", "--width", "4", "--epochs", "1", "--set", "lr=0.01"])
+    assert_one_line_error(result, "members failed: background (RuntimeError: stopped by the test); soil (")
+    ((names, options),) = calls
+    assert names == ["background", "soil", "bedrock", "sand", "big_rock", "baseline", "baseline_1",
+                     *(f"control_{i}" for i in range(5))]
+    assert (options.backend, options.scheduler, options.width, options.epochs, options.overrides) == \
+        ("dask", "tcp://127.0.0.1:1", 4, 1, ("lr=0.01",))
+    for step in ("== 1/4 members", "== 2/4 multiclass baseline", "== 2b/4 ensembling control"):
+        assert step in result.stdout

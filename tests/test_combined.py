@@ -97,14 +97,15 @@ def test_stacked_starts_at_the_mean_of_the_sources_class_logits():
 
 def test_every_network_of_a_run_has_its_own_seed(tmp_path, subset_path):
     from ensemble.core.data import load_data
-    from ensemble.train import plan_training
+    from ensemble.train import TrainOptions, plan_training
     from members.training import TrainConfig
 
     names = [*CLASS_NAMES, BASELINE, "baseline_1", "baseline_2", *control_names(5)]
-    plan = plan_training(names, load_data(subset_path), tmp_path / "run", "quick", 1, 4)
-    seeds = [TrainConfig(**task["config_dict"]).network_seed() for task in plan.tasks]
+    plan = plan_training(names, data=load_data(subset_path), run=tmp_path / "run",
+                         options=TrainOptions(epochs=1, width=4, device="cpu"))
+    seeds = [TrainConfig(**task.config).network_seed() for task in plan.tasks]
     assert len(set(seeds)) == len(seeds)
-    configs = {t["config_dict"]["name"]: t["config_dict"] for t in plan.tasks}
+    configs = {t.name: t.config for t in plan.tasks}
     same = {k: v for k, v in configs["baseline_1"].items() if k not in ("name", "seed_from_name")}
     assert same == {k: v for k, v in configs[BASELINE].items() if k not in ("name", "seed_from_name")}
 
@@ -112,16 +113,17 @@ def test_every_network_of_a_run_has_its_own_seed(tmp_path, subset_path):
 def test_a_run_recording_a_network_with_the_baselines_seed_refuses_more(tmp_path, subset_path):
     """A control net recorded by the old seed rule (replica 0: the baseline's seed) is caught at planning."""
     from ensemble.core.data import load_data
-    from ensemble.train import plan_training
+    from ensemble.train import TrainOptions, plan_training
 
     run = tmp_path / "run"
     data = load_data(subset_path)
-    plan_training(["control_0"], data, run, "quick", 1, 4)
+    options = TrainOptions(epochs=1, width=4, device="cpu")
+    plan_training(["control_0"], data=data, run=run, options=options)
     config = json.loads((run / "config.json").read_text())
     config["networks"]["control_0"].pop("seed_from_name")  # as written before seeds were drawn from names
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(EnsembleError, match="baseline would train with the seed of control_0"):
-        plan_training([BASELINE], data, run, "quick", 1, 4)
+        plan_training([BASELINE], data=data, run=run, options=options)
 
 
 @pytest.fixture(scope="module")

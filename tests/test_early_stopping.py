@@ -16,7 +16,7 @@ from ensemble.core.classes import class_index
 from ensemble.core.data import load_data
 from members.checkpoint import load_checkpoint
 from members.stacked_training import train_stacked
-from members.training import NetworkTrainer, TrainConfig, train_network
+from members.training import NetworkTrainer, SplitArrays, TrainConfig, train_network
 
 MODEL = dict(out_channels=1, width=4, depth=3, in_channels=1, bottleneck="dilated_se", upsample="transpose",
              dropout=0.0)
@@ -70,7 +70,8 @@ def test_patience_counts_epochs_without_improvement(tmp_path, subset, scripted):
     data, train_idx, val_idx = subset
     curves, snapshots = scripted
     curves["soil"] = CURVE
-    metrics = train_network(_config("soil"), data.images, data.masks, train_idx, val_idx, tmp_path / "soil", log=None)
+    split = SplitArrays.select(data.images, data.masks, train_idx, val_idx)
+    metrics = train_network(_config("soil"), split, tmp_path / "soil", log=None)
     # best at 5, then 6, 7, 8, 9 without improvement: patience 4 stops after epoch 9
     assert metrics["epochs_run"] == 9 and len(snapshots["soil"]) == 9
     assert metrics["best_epoch"] == 5 and metrics["best_val_iou"] == pytest.approx(0.50)
@@ -86,7 +87,8 @@ def test_small_patience(tmp_path, subset, scripted, patience, epochs_run):
     curves, snapshots = scripted
     curves["soil"] = CURVE
     config = _config("soil", patience=patience)
-    metrics = train_network(config, data.images, data.masks, train_idx, val_idx, tmp_path / "soil", log=None)
+    split = SplitArrays.select(data.images, data.masks, train_idx, val_idx)
+    metrics = train_network(config, split, tmp_path / "soil", log=None)
     assert metrics["epochs_run"] == epochs_run and metrics["best_epoch"] == 5
 
 
@@ -95,7 +97,8 @@ def test_no_early_stop_while_improving(tmp_path, subset, scripted):
     curves, snapshots = scripted
     curves["soil"] = [0.1, 0.2, 0.3, 0.2, 0.4, 0.3]
     config = _config("soil", epochs=6, patience=2)
-    metrics = train_network(config, data.images, data.masks, train_idx, val_idx, tmp_path / "soil", log=None)
+    split = SplitArrays.select(data.images, data.masks, train_idx, val_idx)
+    metrics = train_network(config, split, tmp_path / "soil", log=None)
     assert metrics["epochs_run"] == 6 and metrics["best_epoch"] == 5 and not metrics["stopped_early"]
 
 
@@ -105,8 +108,8 @@ def test_stacked_training_stops_each_member_on_its_own_curve(tmp_path, subset, s
     curves["soil"] = CURVE  # best 5, stops after 9
     curves["sand"] = [0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]  # best 1, stops after 5
     configs = [_config("soil"), _config("sand")]
-    results = train_stacked(configs, data.images, data.masks, train_idx, val_idx,
-                            [tmp_path / c.name for c in configs], log=None)
+    results = train_stacked(configs, SplitArrays.select(data.images, data.masks, train_idx, val_idx),
+                            out_dirs=[tmp_path / c.name for c in configs], log=None)
     assert [r["epochs_run"] for r in results] == [9, 5]
     assert [r["best_epoch"] for r in results] == [5, 1]
     _check_best(tmp_path / "soil", snapshots["soil"], 5, 0.50)

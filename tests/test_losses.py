@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from ensemble.train import network_config
+from ensemble.train import TrainOptions, network_config
 from ensemble.core.weights import class_weights
 from members.losses import MemberLoss, MulticlassLoss, auto_pos_weight
-from members.presets import SAMPLER_WEIGHTS, get_preset
+from members.presets import SAMPLER_WEIGHTS
 from members.training import TrainConfig, build_loss, epoch_order, targets_and_valid
 
 LN2 = math.log(2)
@@ -177,20 +177,25 @@ def test_multiclass_focal_loss():
 
 
 def test_loss_option_reaches_the_networks():
-    preset, settings = get_preset("quick"), {"objective": "competition", "seed": 0}
+    settings = {"objective": "competition", "seed": 0}
+
+    def config(name, loss=None):
+        return network_config(name, settings=settings, width=4, options=TrainOptions(epochs=1, loss=loss))
+
     masks = np.tile(MASKS, (2, 1, 1))
-    focal = build_loss(network_config("sand", preset, settings, 4, 1, loss="focal_dice"), masks)
+    focal = build_loss(config("sand", loss="focal_dice"), masks)
     assert isinstance(focal, MemberLoss) and focal.kind == "focal_dice"
-    assert build_loss(network_config("sand", preset, settings, 4, 1), masks).kind == "bce_dice"
-    baseline = build_loss(network_config("baseline", preset, settings, 4, 1, loss="focal"), masks)
+    assert build_loss(config("sand"), masks).kind == "bce_dice"
+    baseline = build_loss(config("baseline", loss="focal"), masks)
     assert isinstance(baseline, MulticlassLoss) and baseline.kind == "focal" and baseline.terrain_only
     with pytest.raises(ValueError, match="valid: bce_dice, focal_dice"):
         MemberLoss("dice")
 
 
 def test_big_rock_member_draws_big_rock_tiles_four_times_as_often():
-    preset, settings = get_preset("quick"), {"objective": "competition", "seed": 0}
-    configs = {name: network_config(name, preset, settings, 4, 1) for name in ("soil", "big_rock", "baseline")}
+    settings, options = {"objective": "competition", "seed": 0}, TrainOptions(epochs=1)
+    configs = {name: network_config(name, settings=settings, width=4, options=options)
+               for name in ("soil", "big_rock", "baseline")}
     assert SAMPLER_WEIGHTS == {"big_rock": 4.0}
     assert [configs[n].sampler_weight for n in ("soil", "big_rock", "baseline")] == [1.0, 4.0, 1.0]
     masks = np.ones((10, 2, 2), dtype=np.uint8)

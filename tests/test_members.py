@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,7 +104,8 @@ def test_trainer_trains_channels_last_and_saves_contiguous(tmp_path, subset_path
     for layout in (torch.contiguous_format, torch.channels_last):
         monkeypatch.setattr(training, "MEMORY_FORMAT", layout)
         out = tmp_path / str(layout)
-        history[layout] = train_network(config, data.images, data.masks, train_idx, val_idx, out, log=None)["history"][0]
+        split = SplitArrays.select(data.images, data.masks, train_idx, val_idx)
+        history[layout] = train_network(config, split, out, log=None)["history"][0]
     nchw, last = history[torch.contiguous_format], history[torch.channels_last]
     assert last["loss"] == pytest.approx(nchw["loss"], rel=1e-4)
     assert last["val_iou"] == pytest.approx(nchw["val_iou"], abs=1e-3)
@@ -205,7 +207,7 @@ def test_objective_is_fixed_with_the_run(tmp_path, subset_path):
 def test_jobs2_equals_jobs1_and_skips_finished(tmp_path, subset_path, monkeypatch):
     """Two joblib workers train exactly what one process trains: weights bitwise equal, every epoch's loss equal.
 
-    Both sides get one torch thread (``available_cores`` pinned to the job count, so cores // jobs = 1 on any
+    Both sides get one torch thread (``machine_cores`` pinned to the job count, so cores // jobs = 1 on any
     machine): the thread count changes float summation order, and with it the weights by up to ~1e-2, as
     much as a wrong step (lr 3e-3), so only equal thread counts make exact equality the test.
     """
@@ -213,7 +215,7 @@ def test_jobs2_equals_jobs1_and_skips_finished(tmp_path, subset_path, monkeypatc
 
     runs, threads = {}, torch.get_num_threads()
     for jobs in (1, 2):
-        monkeypatch.setattr(members.parallel, "available_cores", lambda jobs=jobs: jobs)
+        monkeypatch.setattr(members.parallel, "machine_cores", lambda jobs=jobs: jobs)
         run = tmp_path / f"jobs{jobs}"
         results = api.train(data=str(subset_path), run=str(run), members="soil,big_rock", jobs=jobs,
                             **{**TINY, "epochs": 2})
@@ -231,6 +233,22 @@ def test_jobs2_equals_jobs1_and_skips_finished(tmp_path, subset_path, monkeypatc
     before = (runs[1] / "members" / "soil" / "best.pt").read_bytes()
     again = api.train(data=str(subset_path), run=str(runs[1]), members="soil", **{**TINY, "epochs": 2})
     assert again[0]["skipped"] and (runs[1] / "members" / "soil" / "best.pt").read_bytes() == before
+    # the two workers read one shared copy of the split, which the command removed when they were done
+    assert not list(Path(members.parallel._split_root()).glob(f"{members.parallel.SPLIT_PREFIX}{os.getpid()}-*"))
+
+
+def test_a_killed_commands_shared_split_is_removed_by_the_next(tmp_path):
+    import members.parallel as parallel
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    orphan = tmp_path / f"{parallel.SPLIT_PREFIX}{dead.pid}-abc"
+    mine = tmp_path / f"{parallel.SPLIT_PREFIX}{os.getpid()}-abc"
+    for folder in (orphan, mine):
+        folder.mkdir()
+        (folder / "train_images.npy").write_bytes(b"x")
+    parallel._remove_orphans(tmp_path)
+    assert not orphan.exists() and mine.exists()
 
 
 def test_baseline_matches_members_and_writes_metrics(tmp_path, subset_path):
@@ -274,3 +292,14 @@ def test_interrupted_training_resumes(tmp_path, subset_path):
     assert clean.returncode == 0, clean.stderr
     a, b = _weights(run, "sand"), _weights(fresh, "sand")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_manifest_records_torchvision_without_importing_it():
+    """A new run's manifest records torchvision's version as the package says it, read without loading it."""
+    code = ("import sys\n"
+            "from ensemble.core.runfolder import package_versions\n"
+            "recorded = package_versions()['torchvision']\n"
+            "assert 'torchvision' not in sys.modules\n"
+            "import torchvision\n"
+            "assert recorded == torchvision.__version__, (recorded, torchvision.__version__)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,12 +9,10 @@ install put there, so the tests take seconds to install instead of minutes.
 import json
 import os
 import subprocess
-import sys
 import sysconfig
 import venv
 
 import numpy as np
-import pytest
 
 from ensemble.core.data import PROJECT_ROOT
 from ensemble.core.locations import CACHE_ENV, DATA_ENV

@@ -100,16 +100,19 @@ def test_set_is_recorded_and_a_changed_one_is_refused(tmp_path, subset_path):
 
 
 def test_a_run_recorded_before_the_recipe_settings_continues(tmp_path, subset_path):
-    """config.json written by an older version (without the recipe keys) is continued, not refused."""
+    """config.json written by an older version (without the recipe keys) is continued, not refused: a key it
+    lacks is read as the value that version trained with (``ensemble.TRAIN_CONFIG_V1_DEFAULTS``)."""
+    from ensemble.train import recorded_defaults
+
     run = tmp_path / "run"
     options = dict(data=str(subset_path), run=str(run), members="soil", **TINY)
     api.train(**options)
     config = json.loads((run / "config.json").read_text())
-    defaults = TrainConfig(name="soil").to_dict()
+    defaults = recorded_defaults()
     recipe_keys = ("schedule", "warmup_epochs", "min_lr_ratio", "ema_decay", "snapshot_fractions", "replica")
     stripped = [k for k in recipe_keys if config["networks"]["soil"][k] == defaults[k]]
     assert stripped
-    for key in stripped:  # an older version wrote no such key: its behaviour was the default's
+    for key in stripped:  # an older version wrote no such key: it trained with the table's value
         del config["networks"]["soil"][key]
     (run / "config.json").write_text(json.dumps(config))
     (run / "members" / "soil" / "metrics.json").unlink()  # started (latest.pt), not finished
@@ -142,7 +145,7 @@ def test_per_step_schedule_reaches_the_floor_in_training(tmp_path, subset_path):
     data = load_data(subset_path)
     train_idx, val_idx = _split(data)
     config = _tiny_config(schedule="cosine", warmup_epochs=0.5, min_lr_ratio=0.0, lr=0.01)
-    train_network(config, data.images, data.masks, train_idx, val_idx, tmp_path / "net", log=None)
+    train_network(config, SplitArrays.select(data.images, data.masks, train_idx, val_idx), tmp_path / "net", log=None)
     ckpt = load_checkpoint(tmp_path / "net" / "latest.pt")
     assert ckpt["scheduler"]["last_epoch"] == 2 * config.steps_per_epoch(len(train_idx))  # stepped every batch
     assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
@@ -170,7 +173,7 @@ def test_ema_is_validated_kept_and_resumed_exactly(tmp_path, subset_path, monkey
     train_idx, val_idx = _split(data)
     config = _tiny_config(ema_decay=0.9, epochs=2)
     straight = tmp_path / "straight"
-    train_network(config, data.images, data.masks, train_idx, val_idx, straight, log=None)
+    train_network(config, SplitArrays.select(data.images, data.masks, train_idx, val_idx), straight, log=None)
     latest = load_checkpoint(straight / "latest.pt")
     best = load_checkpoint(straight / "best.pt")
     assert latest["ema"]["updates"] == 2 * config.steps_per_epoch(len(train_idx))
@@ -182,11 +185,11 @@ def test_ema_is_validated_kept_and_resumed_exactly(tmp_path, subset_path, monkey
     with monkeypatch.context() as patch:
         active = NetworkTrainer.active
         patch.setattr(NetworkTrainer, "active", lambda self: self.epoch < 1 and active(self))
-        train_network(config, data.images, data.masks, train_idx, val_idx, resumed, log=None)
+        train_network(config, SplitArrays.select(data.images, data.masks, train_idx, val_idx), resumed, log=None)
     (resumed / "metrics.json").unlink()
     trainer = NetworkTrainer(config, SplitArrays.select(data.images, data.masks, train_idx, val_idx), resumed)
     assert trainer.epoch == 1 and trainer.average.updates == config.steps_per_epoch(len(train_idx))
-    train_network(config, data.images, data.masks, train_idx, val_idx, resumed, log=None)
+    train_network(config, SplitArrays.select(data.images, data.masks, train_idx, val_idx), resumed, log=None)
     again = load_checkpoint(resumed / "latest.pt")
     assert all(torch.equal(again["model"][k], latest["model"][k]) for k in latest["model"])
     assert all(torch.equal(again["ema"]["model"][k], latest["ema"]["model"][k]) for k in latest["ema"]["model"])

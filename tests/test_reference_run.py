@@ -122,12 +122,11 @@ def test_reference_budget_curve_is_shipped_and_ends_at_the_report():
 
 def test_every_network_of_the_reference_run_has_its_own_seed():
     """No two networks of the shipped run share a seed (two nets of one architecture and seed would be one net)."""
-    from members.training import TrainConfig
+    from ensemble.train import recorded_config
 
     networks = RunFolder(REFERENCE).config()["networks"]
     assert {"baseline_1", *(f"control_{i}" for i in range(5))} <= set(networks)
-    seeds = {name: TrainConfig(**{**TrainConfig(name=name).to_dict(), **config}).network_seed()
-             for name, config in networks.items()}
+    seeds = {name: recorded_config(name, config).network_seed() for name, config in networks.items()}
     assert len(set(seeds.values())) == len(seeds), seeds
 
 

@@ -97,10 +97,9 @@ def test_stacked_training_matches_independent_training(tmp_path, subset, float64
     data, train_idx, val_idx = subset
     images = data.images.astype(np.float64)
     configs = [_config(name, batch_size=8, samples_per_epoch=16, val_tiles=16) for name in MEMBERS]
-    alone = [train_network(c, images, data.masks, train_idx, val_idx, tmp_path / "alone" / c.name, log=None)
-             for c in configs]
-    together = train_stacked(configs, images, data.masks, train_idx, val_idx,
-                             [tmp_path / "stacked" / c.name for c in configs], log=None)
+    split = SplitArrays.select(images, data.masks, train_idx, val_idx)
+    alone = [train_network(c, split, tmp_path / "alone" / c.name, log=None) for c in configs]
+    together = train_stacked(configs, split, out_dirs=[tmp_path / "stacked" / c.name for c in configs], log=None)
     for c, a, s in zip(configs, alone, together):
         assert s["stacked"] and s["epochs_run"] == a["epochs_run"] == 2
         for epoch_a, epoch_s in zip(a["history"], s["history"], strict=True):
@@ -119,8 +118,8 @@ def test_stacked_training_channels_last_matches_nchw(tmp_path, subset, monkeypat
     results = {}
     for layout in (torch.contiguous_format, torch.channels_last):
         monkeypatch.setattr(training, "MEMORY_FORMAT", layout)
-        results[layout] = train_stacked(configs, data.images, data.masks, train_idx, val_idx,
-                                        [tmp_path / str(layout) / c.name for c in configs], log=None)
+        results[layout] = train_stacked(configs, SplitArrays.select(data.images, data.masks, train_idx, val_idx),
+                                        out_dirs=[tmp_path / str(layout) / c.name for c in configs], log=None)
     for nchw, last in zip(results[torch.contiguous_format], results[torch.channels_last]):
         assert last["history"][0]["loss"] == pytest.approx(nchw["history"][0]["loss"], rel=1e-4)
         assert last["best_val_iou"] == pytest.approx(nchw["best_val_iou"], abs=1e-3)
@@ -133,8 +132,8 @@ def test_each_member_keeps_its_learning_rate_and_epochs(tmp_path, subset):
     longer = _config("big_rock", epochs=3)
     torch.manual_seed(frozen.network_seed())
     initial = UNet(**MODEL).state_dict()
-    results = train_stacked([frozen, short, longer], data.images, data.masks, train_idx, val_idx,
-                            [tmp_path / c.name for c in (frozen, short, longer)], log=None)
+    results = train_stacked([frozen, short, longer], SplitArrays.select(data.images, data.masks, train_idx, val_idx),
+                            out_dirs=[tmp_path / c.name for c in (frozen, short, longer)], log=None)
     assert [r["epochs_run"] for r in results] == [2, 1, 3]
     weights = load_checkpoint(tmp_path / "background" / "latest.pt")["model"]
     for name, param in UNet(**MODEL).named_parameters():
@@ -165,7 +164,7 @@ _KILL_DRIVER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
 
     training.NetworkTrainer.step, training.save_checkpoint = step, save
-    members.parallel.available_cores = lambda: 1  # the same single torch thread in every run, on any machine
+    members.parallel.machine_cores = lambda: 1  # the same single torch thread in every run, on any machine
     main(args)
 """)
 

@@ -25,11 +25,15 @@ ZOOM_ATTEMPTS = 10
 
 @dataclass
 class AugmentConfig:
-    """What to augment. Zero or ``None`` switches a transform off."""
+    """What to augment. Zero or ``None`` switches a transform off.
+
+    The defaults are the training recipe's: horizontal flips only. Rotation and zoom resample the
+    tiles, and the batch-norm statistics learnt on resampled tiles misfit sharp ones.
+    """
 
     hflip: bool = True
-    rotate_degrees: float = 10.0
-    zoom_min_scale: float = 0.8  # random resized crop keeps at least this share of the area
+    rotate_degrees: float = 0.0  # each tile turns by an angle uniform in +-rotate_degrees
+    zoom_min_scale: float = 1.0  # random resized crop keeps at least this share of the area (1: no zoom)
     brightness: float = 0.0
     contrast: float = 0.0
 

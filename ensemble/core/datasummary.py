@@ -2,10 +2,10 @@
 import numpy as np
 
 from .classes import CLASS_NAMES, NUM_CLASSES
-from .outliers import find_outliers
+from .outliers import MIN_REPEATS, UNIFORM_SHARE, find_outliers
 
 
-def summarize(data, min_repeats=20, uniform_share=0.95):
+def summarize(data, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
     """Return a JSON-ready dict describing ``data`` (a :class:`~ensemble.core.data.MarsData`)."""
     masks = data.masks
     n = len(data)

@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: A mask shared by at least this many tiles is suspect.
+MIN_REPEATS = 20
+#: A repeated mask whose top terrain class covers at least this share of its labeled pixels is kept.
+UNIFORM_SHARE = 0.95
+
 
 @dataclass
 class OutlierReport:
@@ -33,7 +38,7 @@ class OutlierReport:
         return keep
 
 
-def find_outliers(images, masks, min_repeats=20, uniform_share=0.95):
+def find_outliers(images, masks, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
     """Detect outlier tiles; see the module docstring for the rules.
 
     ``min_repeats``: a mask shared by at least this many tiles is suspect.

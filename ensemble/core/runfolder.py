@@ -342,17 +342,35 @@ class RunFolder:
         return path
 
 
+def _version_of(package):
+    """``package.__version__``, read from the package's ``version.py`` when it is not imported yet, so recording
+    it does not load the package (torchvision's import loads its operators, which training never uses)."""
+    import ast
+    import importlib
+    import importlib.util
+    import sys
+
+    if package not in sys.modules:
+        try:
+            folder = importlib.util.find_spec(package).submodule_search_locations[0]
+            for node in ast.parse((Path(folder) / "version.py").read_text()).body:
+                if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
+                    return str(ast.literal_eval(node.value))
+        except (AttributeError, ImportError, IndexError, OSError, SyntaxError, TypeError, ValueError):
+            pass
+    return importlib.import_module(package).__version__
+
+
 def package_versions():
     """Versions of the packages that shape results."""
     import joblib
     import torch
-    import torchvision
 
     return {
         "mars-ensemble": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _version_of("torchvision"),
         "numpy": np.__version__,
         "joblib": joblib.__version__,
     }

@@ -4,11 +4,15 @@ import warnings
 import numpy as np
 
 
+#: Share of the tiles (whole rover stops) held out for validation unless a run says otherwise.
+VAL_FRACTION = 0.15
+
+
 class LeakWarning(UserWarning):
     """The split is by tile: near-duplicate tiles from one rover stop may fall on both sides."""
 
 
-def split_indices(n_tiles, groups=None, val_fraction=0.15, seed=0):
+def split_indices(n_tiles, groups=None, val_fraction=VAL_FRACTION, seed=0):
     """Return sorted ``(train_idx, val_idx)``; deterministic for a seed.
 
     With ``groups`` whole groups go to validation (in a seeded random order) until
