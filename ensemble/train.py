@@ -369,6 +369,7 @@ def train_networks(names, *, run, data=None, options=None, log=print):
     if options.stacked and ((options.jobs or 1) > 1 or options.backend != "loky"):
         raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")
     options = options.replace(device=resolve_device(options.device))  # refused before anything is written
+    RunFolder(run).check_writable("train")  # a shipped run is refused before the data is looked for
     data = load_data(data)
     plan = plan_training(names, data=data, run=run, options=options)
     if not options.quiet:

@@ -105,7 +105,7 @@ def test_device_cpu_runs_predict_and_evaluate(tmp_path, subset_path, tiny_run):
 
 def test_run_folder_file_names_live_in_one_module():
     """Every run-folder file name is spelled in ensemble/core/runfolder.py only."""
-    from ensemble.core.data import PROJECT_ROOT
+    from ensemble.core.locations import PROJECT_ROOT
     from ensemble.core.runfolder import BEST, CACHE_IDS, CACHE_LOGITS, CACHE_META, CONFIG, LATEST, MANIFEST, METRICS
 
     names = (BEST, LATEST, METRICS, CONFIG, MANIFEST, CACHE_LOGITS, CACHE_IDS, CACHE_META)
@@ -142,7 +142,7 @@ def test_main_job_reads_the_data_once(tmp_path, subset_path, monkeypatch):
     monkeypatch.setattr(data, "_read_data", lambda *args: reads.append(args[0]) or read(*args))
     data._LOADED.clear()
     api.run_all(preset="quick", data=str(subset_path), run=str(tmp_path / "run"), jobs=1, epochs=1, width=4,
-                samples_per_epoch=32, device="cpu", quiet=True)
+                samples_per_epoch=32, device="cpu", quiet=True, evaluate_options={"cross_fit": 2})
     assert reads == [subset_path]
 
 

@@ -151,7 +151,7 @@ def test_fuse_skips_or_refuses_strategies_whose_networks_are_missing(tiny_run, s
 
 
 def test_evaluate_scores_every_model_and_records_the_best(full_run, subset_path, tmp_path):
-    result = api.evaluate(run=str(full_run), data=str(subset_path), out=str(tmp_path / "ev"), cross_fit=3,
+    result = api.evaluate(run=str(full_run), data=str(subset_path), out=str(tmp_path / "ev"), cross_fit=2,
                           quiet=True, ablation=True)
     table = result["table"]
     for name in (*MULTI_SOURCE, BASELINE, "learned"):
@@ -284,12 +284,12 @@ def test_tta_gain_script_pairs_every_served_strategy(full_run, subset_path):
     import importlib.util
 
     from ensemble.core.data import load_data
-    from ensemble.core.data import PROJECT_ROOT
+    from ensemble.core.locations import PROJECT_ROOT
 
     spec = importlib.util.spec_from_file_location("tta_gain", PROJECT_ROOT / "scripts" / "tta_gain.py")
     tta_gain = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tta_gain)
-    result = tta_gain.measure(str(copy_run(full_run, full_run.parent / "tta")), load_data(subset_path), cross_fit=3,
+    result = tta_gain.measure(str(copy_run(full_run, full_run.parent / "tta")), load_data(subset_path), cross_fit=2,
                               n_boot=50, timing_tiles=8)
     names = [row["model"] for row in result["rows"]]
     assert {"baseline", "learned", "hybrid", "stacked", "baseline_pair_bias"} <= set(names)

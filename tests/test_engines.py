@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from conftest import assert_one_line_error, copy_run
 from ensemble.inference import engines
 from ensemble.cli import main
-from ensemble.core.data import PROJECT_ROOT, load_data
+from ensemble.core.data import load_data
+from ensemble.core.locations import PROJECT_ROOT
 from ensemble.core.errors import EnsembleError, RunError
 from ensemble.core.runfolder import RunFolder
 from ensemble.inference import Predictor, cached_val_logits
@@ -36,12 +37,12 @@ def reference_copy(tmp_path_factory):
 
 @pytest.mark.parametrize("strategy", ["learned", "baseline"])
 def test_onnxruntime_equals_torch_on_the_reference_validation_tiles(reference_copy, mars, strategy):
-    """Issue 13: probabilities within 1e-4 and the same masks on every validation tile of the reference run.
+    """Probabilities within 1e-4 and the same masks on every fourth validation tile of the reference run
+    (a quarter of them, spread over every rover stop's tiles in file order: the whole set costs the suite minutes).
 
-    Masks may differ only at exact ties: pixels whose top two probabilities are within float32
-    rounding (measured: 1 of 12.8 M pixels for the baseline, gap 6e-8; none for learned).
+    Masks may differ only at exact ties: pixels whose top two probabilities are within float32 rounding.
     """
-    val_idx = np.asarray(RunFolder(reference_copy).manifest()["split"]["val_indices"])
+    val_idx = np.asarray(RunFolder(reference_copy).manifest()["split"]["val_indices"])[::4]
     images = mars.images[val_idx]
     results = {}
     for engine in ("torch", "onnxruntime"):

@@ -217,7 +217,7 @@ def curve_run(tmp_path_factory, subset_path):
     api.baseline(**{**options, "width": None})
     api.control(size=2, jobs=1, **{**options, "width": None})
     api.fuse(run=str(run), strategy="all", data=str(subset_path), quiet=True, engine="torch")
-    result = api.evaluate(run=str(run), data=str(subset_path), curve=True, quiet=True, engine="torch")
+    result = api.evaluate(run=str(run), data=str(subset_path), curve=True, quiet=True, engine="torch", cross_fit=2)
     return run, result
 
 

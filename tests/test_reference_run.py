@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from ensemble.api import default_run
 from ensemble.cli import main
-from ensemble.core.data import PROJECT_ROOT
+from ensemble.core.locations import PROJECT_ROOT
 from ensemble.evaluation.evaluate import evaluate_run
 from ensemble.core.metrics import CONVENTIONS
 from ensemble.core.runfolder import RunFolder

@@ -16,7 +16,7 @@ import numpy as np
 from .classes import NUM_CLASSES
 from .errors import DataError
 from .fileio import sha256_file
-from .locations import DATA_ENV, DEFAULT_DATA_NAME, PROJECT_ROOT, data_candidates  # noqa: F401 (re-exported)
+from .locations import DATA_ENV, DEFAULT_DATA_NAME, data_candidates
 
 
 @dataclass

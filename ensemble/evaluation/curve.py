@@ -24,7 +24,7 @@ from ..core.metrics import confusion_matrix, iou_per_class, mean_iou
 from ..core.objectives import HEADLINE_CONVENTION
 from ..core.split import tiles_per_epoch
 from ..inference import MEMBERS, InferenceOptions, Predictor
-from ..inference.loading import network_metrics
+from ..inference.loading import checkpoint_at, network_metrics
 from .crossfit import fitted_logits
 
 
@@ -57,6 +57,21 @@ def recorded_cores(folder, names):
     return max(cores) if cores else None
 
 
+def check_snapshots(folder):
+    """The budget curve's epochs, after verifying every checkpoint of the members and the baseline it will load
+    (:func:`~ensemble.inference.loading.checkpoint_at`), so that a missing or changed snapshot is refused before
+    anything is scored. ``RunError`` when the run kept no snapshots."""
+    names = [*CLASS_NAMES, BASELINE]
+    epochs = curve_epochs(folder, names)
+    if not epochs:
+        raise RunError(f"{folder.path}: no snapshots for a budget curve; train with "
+                       "--set 'snapshot_fractions=[0.125,0.25,0.5,1]' (the full preset keeps them)")
+    for epoch in epochs:
+        for name in names:
+            checkpoint_at(folder, name, epoch)
+    return epochs
+
+
 def budget_curve(folder, data, *, val_idx, strategies, folds, ids, cores, options=None, log=None):
     """Score every model at every snapshot epoch; return the curve dict (see the module docstring).
 
@@ -70,10 +85,7 @@ def budget_curve(folder, data, *, val_idx, strategies, folds, ids, cores, option
     headline = HEADLINE_CONVENTION[objective]
     controls = folder.control_names()
     groups = {"members": list(CLASS_NAMES), BASELINE: [BASELINE], CONTROL: controls}
-    epochs = curve_epochs(folder, [*CLASS_NAMES, BASELINE])
-    if not epochs:
-        raise RunError(f"{folder.path}: no snapshots for a budget curve; train with "
-                       "--set 'snapshot_fractions=[0.125,0.25,0.5,1]' (the full preset keeps them)")
+    epochs = check_snapshots(folder)
     truth = data.masks[val_idx]
     images = data.images[val_idx]
     config = folder.config()["networks"]

@@ -36,7 +36,7 @@ from ..reporting.figures import confusion_png, most_different_tiles, overlay_she
 from ..reporting.report import write_report
 from .bootstrap import paired_bootstrap
 from .crossfit import cross_fitted_logits, fitted_logits, fold_assignment
-from .curve import budget_curve, read_curve, recorded_cores, training_minutes
+from .curve import budget_curve, check_snapshots, read_curve, recorded_cores, training_minutes
 from .table import build_table
 
 
@@ -485,6 +485,8 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
     if ablation and ABLATED not in fusers:
         raise RunError(f"--ablation: {folder.path} has no {ABLATED} fuser; fit it with: ensemble fuse --run "
                        f"{folder.path} --strategy {ABLATED}")
+    if curve and curve_from is None:
+        check_snapshots(folder)  # a missing or changed snapshot is refused before anything is scored
     scores = score_models(folder, data, fusers, options=options, cross_fit=cross_fit, seed=seed, log=log,
                           ablation=ablation, frames=frames)
     table = build_table(scores.tile_cms, scores.eces, scores.member_ious, baseline_name=BASELINE, n_boot=n_boot,
