@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ensemble.core.augment import AugmentConfig, build_augmentation
-from ensemble.core.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES
+from ensemble.core.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES, pixel_counts
 from ensemble.core.devices import machine_cores
 from ensemble.core.fileio import write_bytes_atomic, write_json_atomic
 from ensemble.core.metrics import binary_iou, confusion_matrix, mean_iou
@@ -147,7 +147,7 @@ def build_loss(config, train_masks):
     Pixel shares are taken over the pixels the network learns from: labeled ones when
     :attr:`TrainConfig.ignores_unlabeled`, else all.
     """
-    counts = np.bincount(train_masks.ravel(), minlength=NUM_CLASSES).astype(np.float64)
+    counts = pixel_counts(train_masks).astype(np.float64)
     if config.ignores_unlabeled:
         counts[0] = 0
     shares = counts / max(counts.sum(), 1)

@@ -132,6 +132,7 @@ def test_one_predict_parses_the_manifest_once(tmp_path, subset_path, monkeypatch
     assert len(parsed) == 1
 
 
+@pytest.mark.slow  # trains, fuses and evaluates a whole run
 def test_main_job_reads_the_data_once(tmp_path, subset_path, monkeypatch):
     """`ensemble run` reads and hashes its npz once in this process (workers get the path and the hash)."""
     from ensemble import api

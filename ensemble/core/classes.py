@@ -1,4 +1,5 @@
 """The five classes of the Kaggle Mars terrain task."""
+import numpy as np
 
 CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big_rock")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -62,3 +63,13 @@ def class_index(name):
     if key not in CLASS_NAMES:
         raise ValueError(f"unknown class {name!r}; valid: {', '.join(CLASS_NAMES)}")
     return CLASS_NAMES.index(key)
+
+
+def pixel_counts(masks):
+    """Pixels of each class in ``masks`` (class ids 0-4), int64 (NUM_CLASSES,).
+
+    One comparison per class over the masks as they are (uint8): ``np.bincount`` would first copy
+    every pixel to int64, eight times the masks' size.
+    """
+    masks = np.asarray(masks)
+    return np.array([np.count_nonzero(masks == c) for c in range(NUM_CLASSES)], dtype=np.int64)

@@ -1,7 +1,7 @@
 """Summaries of a data file: counts, class shares, groups and outliers."""
 import numpy as np
 
-from .classes import CLASS_NAMES, NUM_CLASSES
+from .classes import CLASS_NAMES, NUM_CLASSES, pixel_counts
 from .outliers import MIN_REPEATS, UNIFORM_SHARE, find_outliers
 
 
@@ -9,7 +9,7 @@ def summarize(data, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
     """Return a JSON-ready dict describing ``data`` (a :class:`~ensemble.core.data.MarsData`)."""
     masks = data.masks
     n = len(data)
-    pixel_counts = np.bincount(masks.ravel(), minlength=NUM_CLASSES)
+    counts = pixel_counts(masks)
     present = np.stack([(masks == c).any(axis=(1, 2)) for c in range(NUM_CLASSES)], axis=1)
     outliers = find_outliers(data.images, masks, min_repeats=min_repeats, uniform_share=uniform_share)
     return {
@@ -24,7 +24,7 @@ def summarize(data, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
             {
                 "id": c,
                 "name": CLASS_NAMES[c],
-                "pixel_share": float(pixel_counts[c] / pixel_counts.sum()),
+                "pixel_share": float(counts[c] / counts.sum()),
                 "tile_presence": float(present[:, c].mean()),
             }
             for c in range(NUM_CLASSES)

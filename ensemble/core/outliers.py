@@ -6,6 +6,7 @@
 * ``all_background``: masks with no labeled pixel.
 * ``constant_image``: images with a single grey level.
 """
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,30 @@ class OutlierReport:
         return keep
 
 
+def repeated_rows(rows, min_count):
+    """Index arrays (ascending) of the rows of the 2-D array ``rows`` that occur identically at least ``min_count``
+    times, one per distinct row, in the lexicographic order of the rows' bytes (``np.unique(rows, axis=0)``'s).
+
+    Rows are grouped by a digest of their bytes, which reads each row once instead of sorting them
+    all; a group is then checked byte for byte, so a digest collision cannot merge different rows.
+    """
+    groups = {}
+    for i, row in enumerate(np.ascontiguousarray(rows)):
+        groups.setdefault(hashlib.blake2b(row, digest_size=16).digest(), []).append(i)
+    found = []
+    for members in groups.values():
+        if len(members) < min_count:
+            continue
+        members = np.asarray(members, dtype=np.int64)
+        same = (rows[members] == rows[members[0]]).all(axis=1)
+        if same.all():
+            found.append(members)
+        else:  # a digest collision: split the group by the rows themselves
+            _, inverse = np.unique(rows[members], axis=0, return_inverse=True)
+            found.extend(m for m in (members[inverse.ravel() == u] for u in np.unique(inverse)) if len(m) >= min_count)
+    return sorted(found, key=lambda members: rows[members[0]].tobytes())
+
+
 def find_outliers(images, masks, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
     """Detect outlier tiles; see the module docstring for the rules.
 
@@ -48,17 +73,15 @@ def find_outliers(images, masks, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_
     n = len(masks)
     flat = masks.reshape(n, -1)
     report = OutlierReport(n_tiles=n)
-    unique, inverse, counts = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
     repeated = []
-    for u in np.flatnonzero(counts >= min_repeats):
-        labeled = unique[u][unique[u] > 0]
+    for tiles in repeated_rows(flat, min_repeats):
+        mask = flat[tiles[0]]
+        labeled = mask[mask > 0]
         if labeled.size == 0:
             continue  # all-background masks are reported on their own
         top_share = np.bincount(labeled).max() / labeled.size
         if top_share >= uniform_share:
             continue
-        tiles = np.flatnonzero(inverse == u)
         repeated.append(tiles)
         report.repeated_masks.append({"tiles": int(len(tiles)), "first_tile": int(tiles[0])})
     if repeated:
