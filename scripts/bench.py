@@ -53,6 +53,7 @@ from members.parallel import TrainTask, train_parallel  # noqa: E402
 from members.stacked import StackedUNet  # noqa: E402
 from members.stacked_training import train_stacked  # noqa: E402
 from ensemble.core.augment import AugmentConfig, build_augmentation  # noqa: E402
+from ensemble.core.defaults import BATCH_SIZE  # noqa: E402
 from members.training import (  # noqa: E402
     SplitArrays, TrainConfig, build_loss, make_batch, targets_and_valid, train_network,
 )
@@ -323,7 +324,7 @@ def flops_table(width, tiles, repeats, workdir):
 
     peak = measured_peak(repeats)
     members, stacked, _, fuser_module, baseline = build(width)
-    batch = 16
+    batch = BATCH_SIZE  # the batch ensemble predict runs
     x = torch.rand(batch, 1, 64, 128)
     folded = stacked.for_inference()
     one_by_one = MembersOneByOne([m.to(memory_format=torch.channels_last) for m in members]).eval()

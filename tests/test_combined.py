@@ -289,7 +289,7 @@ def test_tta_gain_script_pairs_every_served_strategy(full_run, subset_path):
     spec = importlib.util.spec_from_file_location("tta_gain", PROJECT_ROOT / "scripts" / "tta_gain.py")
     tta_gain = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tta_gain)
-    result = tta_gain.measure(str(copy_run(full_run, full_run.parent / "tta")), load_data(subset_path), cross_fit=2,
+    result = tta_gain.measure(str(copy_run(full_run, full_run.parent / "tta")), load_data(subset_path), cross_fit=0,
                               n_boot=50, timing_tiles=8)
     names = [row["model"] for row in result["rows"]]
     assert {"baseline", "learned", "hybrid", "stacked", "baseline_pair_bias"} <= set(names)
