@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ensemble import TRAIN_CONFIG_V1_DEFAULTS
-from members.parallel import TrainTask, start_workers, train_parallel, train_stacked_tasks
+from members.parallel import TrainTask, train_parallel, train_stacked_tasks
 from members.overrides import apply_overrides, parse_override
 from members.presets import SAMPLER_WEIGHTS, get_preset
 from members.training import TrainConfig, finished_metrics
@@ -301,11 +301,6 @@ def _parts(plan):
     return members, [t for t in plan.tasks if is_multiclass(t.name)]
 
 
-def _dispatched_names(names, options):
-    """The networks of ``names`` that go to the dispatcher: all, or the multiclass ones when the members are stacked."""
-    return [name for name in names if is_multiclass(name)] if options.stacked else list(names)
-
-
 def _jobs(folder, names, options):
     """``--jobs``, else :func:`default_jobs` over the networks of ``names`` not finished yet in ``folder`` (finished
     ones are skipped at once, so only the others count for the layout)."""
@@ -316,17 +311,6 @@ def _jobs(folder, names, options):
 def dispatch_jobs(plan):
     """The workers of the dispatched tasks (:func:`_jobs`)."""
     return _jobs(plan.folder, [t.name for t in _parts(plan)[1]], plan.options)
-
-
-def _start_workers(run, names, options):
-    """Start the local worker processes of a dispatch now (:func:`members.parallel.start_workers`), so that they
-    import torch and the training code while this process loads the data and plans; ``None`` when the networks
-    will train in this process or on a cluster."""
-    dispatched = _dispatched_names(names, options)
-    folder = RunFolder(run)
-    if options.backend != "loky" or not any(finished_metrics(folder.network_dir(n)) is None for n in dispatched):
-        return None
-    return start_workers(_jobs(folder, dispatched, options))
 
 
 def describe(plan):
@@ -386,13 +370,10 @@ def train_networks(names, *, run, data=None, options=None, log=print):
         raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")
     options = options.replace(device=resolve_device(options.device))  # refused before anything is written
     RunFolder(run).check_writable("train")  # a shipped run is refused before the data is looked for
-    workers = _start_workers(run, names, options)
     data = load_data(data)
     plan = plan_training(names, data=data, run=run, options=options)
     if not options.quiet:
         log(f"training {', '.join(names)} on {len(plan.train_idx)} tiles, validating on {plan.scored_tiles} of "
             f"{len(plan.val_idx)} validation tiles each epoch "
             f"({options.preset} preset, objective {plan.objective}, {describe(plan)}, device {options.device})")
-    if workers is not None:
-        workers.join()  # the dispatch reuses them
     return dispatch(plan, data=data)

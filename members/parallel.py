@@ -9,11 +9,9 @@ reported without stopping the others.
 import contextlib
 import dataclasses
 import functools
-import importlib
 import os
 import shutil
 import tempfile
-import threading
 import traceback
 from pathlib import Path
 
@@ -151,33 +149,6 @@ def shared_split(tasks, data):
         yield [t.with_split(folder) for t in tasks]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def warm_up():
-    """What a training task imports before its first step, imported in a worker ahead of it: torch, the training
-    code (loaded with this module) and ``torch._dynamo``, which a torch optimiser imports at its first step."""
-    importlib.import_module("torch._dynamo")
-    return os.getpid()
-
-
-def start_workers(jobs):
-    """Start ``jobs`` local (loky) workers in a background thread and run :func:`warm_up` in each; return the thread.
-
-    joblib keeps its loky workers between calls with the same number of jobs, so a later
-    :func:`train_parallel` with ``jobs`` workers finds them ready: their start-up runs while the
-    caller loads the data and plans (join the thread first). ``None`` for a single job, which trains
-    in the calling process. A failure here is left to that later call to report.
-    """
-    if jobs < 2:
-        return None
-
-    def run():
-        with contextlib.suppress(Exception):
-            Parallel(n_jobs=jobs, backend="loky")(delayed(warm_up)() for _ in range(jobs))
-
-    thread = threading.Thread(target=run, name="start-workers", daemon=True)
-    thread.start()
-    return thread
 
 
 def _failure(name, exc):
