@@ -63,6 +63,15 @@ def _training(options):
     return options, log, None if options.quiet else log
 
 
+def _baseline_names(replicas):
+    """The baseline and its ``replicas - 1`` further nets; ``--replicas`` below 1 is refused."""
+    from .core.classes import baseline_replica_names
+
+    if replicas < 1:
+        raise EnsembleError(f"--replicas: must be at least 1, got {replicas}")
+    return [BASELINE, *baseline_replica_names(replicas)]
+
+
 def _refuse_stacked(options):
     if options.stacked:
         raise EnsembleError("--stacked trains one-vs-rest members only; the baseline trains with: ensemble baseline")
@@ -90,15 +99,12 @@ def baseline(data=None, run=None, replicas=1, **options):
     (``baseline_1``, ...); then a list of every net's metrics is returned. With 2, ``ensemble evaluate``
     scores the pair's softmax average as ``baseline_pair``: the multiclass way to spend twice the budget.
     """
-    from .core.classes import baseline_replica_names
     from .train import train_networks
 
-    if replicas < 1:
-        raise EnsembleError(f"--replicas: must be at least 1, got {replicas}")
+    names = _baseline_names(replicas)
     options, log, say = _training(options)
     _refuse_stacked(options)
-    results = train_networks([BASELINE, *baseline_replica_names(replicas)], data=data, run=resolve_run(run, log=say),
-                             options=options, log=log)
+    results = train_networks(names, data=data, run=resolve_run(run, log=say), options=options, log=log)
     return results[0] if replicas == 1 else results
 
 
@@ -266,20 +272,17 @@ def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="a
     budget curve (the recipe's ``snapshot_fractions`` say where its points are). A quick run's result has a
     ``note``: what the shipped full run measured.
     """
-    from .core.classes import CLASS_NAMES, CONTROL_SIZE, baseline_replica_names, control_names, is_baseline_like, \
-        is_control
+    from .core.classes import CLASS_NAMES, CONTROL_SIZE, control_names, is_baseline_like, is_control
     from .reporting.text import format_fusion_results
     from .train import TrainOptions, train_networks
 
-    if replicas < 1:
-        raise EnsembleError(f"--replicas: must be at least 1, got {replicas}")
+    baselines = _baseline_names(replicas)
     options = TrainOptions(preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
                            **train_options, **(members_options or {}))
     run = resolve_run(run, log=None if quiet else log)
     data = load_data(data)  # read and hashed once; every step below gets the loaded data
     say = (lambda line: None) if quiet else log
-    names = [*CLASS_NAMES, BASELINE, *baseline_replica_names(replicas),
-             *(control_names(CONTROL_SIZE) if with_control else ())]
+    names = [*CLASS_NAMES, *baselines, *(control_names(CONTROL_SIZE) if with_control else ())]
     say(f"== 1-2/4 members, multiclass baseline{' and ensembling control' if with_control else ''}, "
         f"trained together ({run})")
     results = train_networks(names, data=data, run=run, options=options, log=log)

@@ -301,16 +301,12 @@ def _parts(plan):
     return members, [t for t in plan.tasks if is_multiclass(t.name)]
 
 
-def _jobs(folder, names, options):
-    """``--jobs``, else :func:`default_jobs` over the networks of ``names`` not finished yet in ``folder`` (finished
-    ones are skipped at once, so only the others count for the layout)."""
-    unfinished = [name for name in names if finished_metrics(folder.network_dir(name)) is None]
-    return options.jobs or default_jobs(unfinished or names)
-
-
 def dispatch_jobs(plan):
-    """The workers of the dispatched tasks (:func:`_jobs`)."""
-    return _jobs(plan.folder, [t.name for t in _parts(plan)[1]], plan.options)
+    """The workers of the dispatched tasks: ``--jobs``, else :func:`default_jobs` over the networks not finished yet
+    (finished ones are skipped at once, so only the others count for the layout)."""
+    names = [t.name for t in _parts(plan)[1]]
+    unfinished = [name for name in names if finished_metrics(plan.folder.network_dir(name)) is None]
+    return plan.options.jobs or default_jobs(unfinished or names)
 
 
 def describe(plan):

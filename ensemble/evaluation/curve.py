@@ -72,9 +72,11 @@ def check_snapshots(folder):
     return epochs
 
 
-def budget_curve(folder, data, *, val_idx, strategies, folds, ids, cores, options=None, log=None):
+def budget_curve(folder, data, *, val_idx, strategies, folds, ids, cores, epochs=None, options=None, log=None):
     """Score every model at every snapshot epoch; return the curve dict (see the module docstring).
 
+    ``epochs`` are those :func:`check_snapshots` returned when the caller checked the snapshots
+    already (``None``: they are checked here).
     ``strategies`` are fuser names, refitted per point cross-fitted on ``folds`` (``None``: in-sample);
     ``cores`` the machine's cores when the training did not record them; ``options``
     (:class:`~ensemble.inference.options.InferenceOptions`) say how the snapshots' networks run.
@@ -85,7 +87,7 @@ def budget_curve(folder, data, *, val_idx, strategies, folds, ids, cores, option
     headline = HEADLINE_CONVENTION[objective]
     controls = folder.control_names()
     groups = {"members": list(CLASS_NAMES), BASELINE: [BASELINE], CONTROL: controls}
-    epochs = check_snapshots(folder)
+    epochs = epochs or check_snapshots(folder)
     truth = data.masks[val_idx]
     images = data.images[val_idx]
     config = folder.config()["networks"]

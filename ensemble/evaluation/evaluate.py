@@ -485,8 +485,8 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
     if ablation and ABLATED not in fusers:
         raise RunError(f"--ablation: {folder.path} has no {ABLATED} fuser; fit it with: ensemble fuse --run "
                        f"{folder.path} --strategy {ABLATED}")
-    if curve and curve_from is None:
-        check_snapshots(folder)  # a missing or changed snapshot is refused before anything is scored
+    # a missing or changed snapshot is refused before anything is scored
+    snapshot_epochs = check_snapshots(folder) if curve and curve_from is None else None
     scores = score_models(folder, data, fusers, options=options, cross_fit=cross_fit, seed=seed, log=log,
                           ablation=ablation, frames=frames)
     table = build_table(scores.tile_cms, scores.eces, scores.member_ious, baseline_name=BASELINE, n_boot=n_boot,
@@ -514,8 +514,8 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
         folds = _folds(data, scores.val_idx, cross_fit, seed) if cross_fit else None
         member_level = [name for name in strategies if FUSERS[name].sources == (MEMBERS,)]
         table["budget_curve"] = budget_curve(folder, data, val_idx=scores.val_idx, strategies=member_level,
-                                             folds=folds, ids=scores.ids, cores=machine_cores(), options=options,
-                                             log=log)
+                                             folds=folds, ids=scores.ids, cores=machine_cores(),
+                                             epochs=snapshot_epochs, options=options, log=log)
         write_curve(out_dir, table["budget_curve"])
     shown, idx = write_figures(out_dir, table, scores, data.images[scores.val_idx], strategies)
     meta = _meta(folder, data, scores, fusers, tta=options.tta, engine=resolve_engine(options.engine, options.device),
