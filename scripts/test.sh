@@ -3,7 +3,7 @@
 # Usage: bash scripts/test.sh [--fast] [extra pytest arguments]
 #   --fast: only the tests that need no trained run and no long training (pytest -m "not slow")
 # The tests run single-threaded, one pytest-xdist worker per core (TEST_WORKERS=N to change, 0 for none),
-# each test file on one worker so its fixtures are built once.
+# each test file on one worker so its fixtures are built once, the longest files first (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -14,4 +14,4 @@ if [[ "${1:-}" == "--fast" ]]; then
 fi
 source scripts/venv.sh
 "$VENV/bin/python" -m pip install -q -e ".[test,distributed]"
-exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-auto}" --dist loadfile "${tier[@]}" "$@"
+exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-auto}" --dist loadfile --no-loadscope-reorder "${tier[@]}" "$@"

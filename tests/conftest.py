@@ -99,15 +99,25 @@ def tiny_run(tmp_path_factory, subset_path):
 #: Fixtures that train a run (directly or through another fixture): a test using one is in the full tier only.
 SLOW_FIXTURES = {"tiny_run", "curve_run", "reference_copy"}
 #: Test files whose every test trains or scores whole runs.
-SLOW_FILES = {"test_reference_run.py", "test_dask.py", "test_combined.py", "test_new_user.py"}
+SLOW_FILES = {"test_reference_run.py", "test_fullmask_run.py", "test_dask.py", "test_combined.py",
+              "test_new_user.py"}
+#: The longest test files, longest first (docs/design.md, Tests: how to measure them). ``scripts/test.sh``
+#: gives pytest-xdist whole files in collection order (``--dist loadfile --no-loadscope-reorder``), so these
+#: start first and the short files fill in around them, instead of a long file starting last and running alone.
+LONGEST_FILES = ("test_reference_run.py", "test_recipe.py", "test_combined.py", "test_fullmask_run.py",
+                 "test_new_user.py", "test_cli.py", "test_engines.py", "test_fuse.py", "test_evaluate_predict.py")
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Mark ``slow`` (``bash scripts/test.sh --fast`` leaves them out) every test that needs a trained run or
-    long training: those using a :data:`SLOW_FIXTURES` fixture, those of :data:`SLOW_FILES`, and those marked."""
+    long training: those using a :data:`SLOW_FIXTURES` fixture, those of :data:`SLOW_FILES`, and those marked;
+    then put the files of :data:`LONGEST_FILES` first, in its order (the others keep theirs)."""
     for item in items:
         if SLOW_FIXTURES & set(item.fixturenames) or item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def copy_run(run, tmp_path):

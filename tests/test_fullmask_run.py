@@ -1,0 +1,10 @@
+"""models/fullmask (the reference recipe trained for full 5-class masks): its evaluation reproduces.
+
+A file of its own, beside tests/test_reference_run.py, so that pytest-xdist (``--dist loadfile``)
+can rerun both shipped evaluations at once on two workers.
+"""
+from test_reference_run import FULLMASK, assert_evaluation_reproduces
+
+
+def test_shipped_evaluation_reproduces(tmp_path, data_path):
+    assert_evaluation_reproduces(FULLMASK, tmp_path, data_path)
