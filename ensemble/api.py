@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.classes import BASELINE
+from .core.classes import BASELINE, parse_members
 from .core.data import load_data, open_npz, resolve_data_path
-from .core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
+from .core.defaults import DEFAULT_BACKEND, BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
 from .core.locations import resolve_run
 from .core.errors import DataError, EnsembleError, in_argument_words
 from .core.fileio import atomic_path
@@ -53,9 +53,21 @@ def clean_data(out, data=None, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SH
     }
 
 
-def _training(options):
+def _start_workers(n_networks, options):
+    """Start the training workers' server (:mod:`members.workers`) before this process imports torch, when
+    ``n_networks`` trained with ``options`` (``TrainOptions`` fields) go to local worker processes: its
+    imports then overlap this process's imports and data loading."""
+    from members.workers import start_server, will_use_workers
+
+    if will_use_workers(n_networks, jobs=options.get("jobs"), backend=options.get("backend", DEFAULT_BACKEND),
+                        stacked=options.get("stacked", False)):
+        start_server()
+
+
+def _training(options, n_networks):
     """The keyword options of a training verb as ``(TrainOptions, log, say)``: ``say`` is where the verb says its
     run folder (nothing when ``quiet``). An unknown keyword is a ``TypeError`` naming it."""
+    _start_workers(n_networks, options)
     from .train import TrainOptions
 
     log = options.pop("log", print)
@@ -86,10 +98,11 @@ def train(data=None, run=None, members="all", **options):
     ``samples_per_epoch``, ``overrides`` (``--set`` strings), ``quiet``; and ``log``. Finished members
     are skipped; unfinished ones continue from ``latest.pt``. Returns a list of metrics dicts.
     """
-    from .train import parse_members, train_networks
+    names = parse_members(members)
+    options, log, say = _training(options, len(names))
+    from .train import train_networks
 
-    options, log, say = _training(options)
-    return train_networks(parse_members(members), data=data, run=resolve_run(run, log=say), options=options, log=log)
+    return train_networks(names, data=data, run=resolve_run(run, log=say), options=options, log=log)
 
 
 def baseline(data=None, run=None, replicas=1, **options):
@@ -99,11 +112,11 @@ def baseline(data=None, run=None, replicas=1, **options):
     (``baseline_1``, ...); then a list of every net's metrics is returned. With 2, ``ensemble evaluate``
     scores the pair's softmax average as ``baseline_pair``: the multiclass way to spend twice the budget.
     """
+    names = _baseline_names(replicas)
+    options, log, say = _training(options, len(names))
+    _refuse_stacked(options)
     from .train import train_networks
 
-    names = _baseline_names(replicas)
-    options, log, say = _training(options)
-    _refuse_stacked(options)
     results = train_networks(names, data=data, run=resolve_run(run, log=say), options=options, log=log)
     return results[0] if replicas == 1 else results
 
@@ -115,12 +128,13 @@ def control(data=None, run=None, size=None, **options):
     scores their softmax average as the ``control`` row. Same options as :func:`train`. Returns their metrics.
     """
     from .core.classes import CONTROL_SIZE, control_names
+
+    names = control_names(size or CONTROL_SIZE)
+    options, log, say = _training(options, len(names))
+    _refuse_stacked(options)
     from .train import train_networks
 
-    options, log, say = _training(options)
-    _refuse_stacked(options)
-    return train_networks(control_names(size or CONTROL_SIZE), data=data, run=resolve_run(run, log=say),
-                          options=options, log=log)
+    return train_networks(names, data=data, run=resolve_run(run, log=say), options=options, log=log)
 
 
 def _options(device="auto", **settings):
@@ -274,15 +288,17 @@ def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="a
     """
     from .core.classes import CLASS_NAMES, CONTROL_SIZE, control_names, is_baseline_like, is_control
     from .reporting.text import format_fusion_results
-    from .train import TrainOptions, train_networks
 
     baselines = _baseline_names(replicas)
+    names = [*CLASS_NAMES, *baselines, *(control_names(CONTROL_SIZE) if with_control else ())]
+    _start_workers(len(names), {"jobs": jobs, **train_options, **(members_options or {})})
+    from .train import TrainOptions, train_networks
+
     options = TrainOptions(preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
                            **train_options, **(members_options or {}))
     run = resolve_run(run, log=None if quiet else log)
     data = load_data(data)  # read and hashed once; every step below gets the loaded data
     say = (lambda line: None) if quiet else log
-    names = [*CLASS_NAMES, *baselines, *(control_names(CONTROL_SIZE) if with_control else ())]
     say(f"== 1-2/4 members, multiclass baseline{' and ensembling control' if with_control else ''}, "
         f"trained together ({run})")
     results = train_networks(names, data=data, run=run, options=options, log=log)

@@ -11,7 +11,7 @@ import warnings
 import click
 
 from . import __version__, api
-from .core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
+from .core.defaults import BACKENDS, DEFAULT_BACKEND, BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
 from .core.errors import EnsembleError
 from .core.locations import DEFAULT_RUN
 from .core.objectives import OBJECTIVES
@@ -202,8 +202,9 @@ val_fraction_option = click.option(
     "--val-fraction", type=click.FloatRange(0.01, 0.9), default=VAL_FRACTION, show_default=True,
     help="Share of tiles (whole rover stops) held out for validation.")
 backend_option = click.option(
-    "--backend", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
-    help="joblib backend for --jobs > 1; dask sends the networks to the cluster at --scheduler.")
+    "--backend", type=click.Choice(BACKENDS), default=DEFAULT_BACKEND, show_default=True,
+    help="How --jobs > 1 networks train at once: processes (workers forked from a process that has imported "
+         "torch), loky or threading (joblib's), or dask (the cluster at --scheduler).")
 scheduler_option = click.option(
     "--scheduler", default=None, metavar="ADDRESS",
     help="Dask scheduler address for --backend dask (workers must see --data and --run).")

@@ -22,9 +22,11 @@ from members.overrides import apply_overrides, parse_override
 from members.presets import SAMPLER_WEIGHTS, get_preset
 from members.training import TrainConfig, finished_metrics
 from members.unet import UNet, UNetConfig, count_parameters
+from members.workers import start_server, will_use_workers
 
-from .core.classes import BASELINE, CLASS_NAMES, NUM_CLASSES, class_index, is_baseline_like, is_control, is_multiclass
+from .core.classes import BASELINE, NUM_CLASSES, class_index, is_baseline_like, is_control, is_multiclass
 from .core.data import load_data
+from .core.defaults import DEFAULT_BACKEND
 from .core.devices import machine_cores, resolve_device
 from .core.errors import EnsembleError
 from .core.objectives import DEFAULT_OBJECTIVE, check_objective
@@ -45,8 +47,8 @@ class TrainOptions:
     without members (``ensemble baseline``, ``ensemble control``) it is the named networks' own, and
     without it the baseline is matched to the members' parameters and the control gets their width.
     ``objective`` ``None`` keeps an existing run's (a new run gets ``competition``). ``jobs`` networks
-    train at once (``None``: :func:`default_jobs`); ``backend`` is joblib's (``loky``, ``threading``) or
-    ``dask`` (the cluster at ``scheduler``); ``stacked`` trains the members as one grouped network in
+    train at once (``None``: :func:`default_jobs`); ``backend`` is ``processes`` (forked local workers,
+    :mod:`members.workers`), joblib's ``loky`` or ``threading``, or ``dask`` (the cluster at ``scheduler``); ``stacked`` trains the members as one grouped network in
     this process (:mod:`members.stacked_training`).
     """
 
@@ -61,7 +63,7 @@ class TrainOptions:
     val_fraction: float = VAL_FRACTION
     device: str = "auto"
     jobs: int = None
-    backend: str = "loky"
+    backend: str = DEFAULT_BACKEND
     scheduler: str = None
     stacked: bool = False
     quiet: bool = False
@@ -72,19 +74,6 @@ class TrainOptions:
     def replace(self, **changes):
         """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
-
-
-def parse_members(spec):
-    """``"all"`` or a comma list of class names -> list of class names in class order."""
-    if spec in (None, "", "all"):
-        return list(CLASS_NAMES)
-    try:
-        ids = sorted({class_index(part) for part in spec.split(",") if part.strip()})
-    except ValueError as exc:
-        raise EnsembleError(f"--members: {exc}") from None
-    if not ids:
-        raise EnsembleError(f"--members: no class named in {spec!r}; valid: all, {', '.join(CLASS_NAMES)}")
-    return [CLASS_NAMES[i] for i in ids]
 
 
 def model_config(width, depth, out_channels):
@@ -362,10 +351,12 @@ def train_networks(names, *, run, data=None, options=None, log=print):
     continue from ``latest.pt``.
     """
     options = options or TrainOptions()
-    if options.stacked and ((options.jobs or 1) > 1 or options.backend != "loky"):
+    if options.stacked and ((options.jobs or 1) > 1 or options.backend != DEFAULT_BACKEND):
         raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")
     options = options.replace(device=resolve_device(options.device))  # refused before anything is written
     RunFolder(run).check_writable("train")  # a shipped run is refused before the data is looked for
+    if will_use_workers(len(names), jobs=options.jobs, backend=options.backend, stacked=options.stacked):
+        start_server()  # the workers' imports overlap the data load
     data = load_data(data)
     plan = plan_training(names, data=data, run=run, options=options)
     if not options.quiet:

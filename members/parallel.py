@@ -1,4 +1,5 @@
-"""Train several networks in parallel with joblib; each worker gets ``cores // jobs`` torch threads.
+"""Train several networks in parallel (worker processes, joblib or Dask); each worker gets ``cores // jobs`` torch
+threads.
 
 A :class:`TrainTask` carries one network's config, where to write it and where its tiles are:
 workers on this machine memory-map one shared copy of the split's arrays (:func:`shared_split`),
@@ -20,11 +21,13 @@ import torch
 from joblib import Parallel, delayed, parallel_config
 
 from ensemble.core.data import load_data
+from ensemble.core.defaults import DEFAULT_BACKEND
 from ensemble.core.devices import machine_cores
 from ensemble.core.errors import DataError, EnsembleError
 
 from .stacked_training import train_stacked
 from .training import SplitArrays, TrainConfig, finished_metrics, train_network
+from .workers import run_in_workers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,14 +211,15 @@ def dask_client(scheduler):
         raise EnsembleError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
 
 
-def train_parallel(tasks, *, jobs=1, backend="loky", scheduler=None, data=None):
+def train_parallel(tasks, *, jobs=1, backend=DEFAULT_BACKEND, scheduler=None, data=None):
     """Run :func:`train_task` for each :class:`TrainTask` with ``jobs`` workers; return their results in order.
 
-    ``backend="dask"`` sends the tasks to the Dask cluster at ``scheduler`` through joblib's
-    dask backend: every worker must be able to read the data path and write the run folder.
-    Local workers (``loky``) memory-map one copy of the split saved from ``data`` (the loaded
-    :class:`~ensemble.core.data.MarsData`) when it is given; one job, or ``threading``, trains in this
-    process on the tiles already in memory.
+    ``backend``: ``processes`` (worker processes forked from a server that has imported torch,
+    :mod:`members.workers`), ``loky`` (joblib's, each worker a fresh Python), ``threading``, or ``dask``:
+    the tasks go to the Dask cluster at ``scheduler`` through joblib's dask backend, and every worker
+    must be able to read the data path and write the run folder. Local worker processes memory-map
+    one copy of the split saved from ``data`` (the loaded :class:`~ensemble.core.data.MarsData`) when
+    it is given; one job, or ``threading``, trains in this process on the tiles already in memory.
     """
     if backend == "dask":
         client = dask_client(scheduler)
@@ -235,9 +239,9 @@ def train_parallel(tasks, *, jobs=1, backend="loky", scheduler=None, data=None):
                                                           for task, n in zip(tasks, threads))
         finally:
             _split_of.cache_clear()
-    if data is None:
-        return Parallel(n_jobs=jobs, backend=backend)(delayed(train_task)(task, threads=n)
-                                                      for task, n in zip(tasks, threads))
-    with shared_split(tasks, data) as shared:
+    with shared_split(tasks, data) if data is not None else contextlib.nullcontext(tasks) as shared:
+        if backend == "processes":
+            return run_in_workers(train_task, [((task,), {"threads": n}) for task, n in zip(shared, threads)],
+                                  jobs=jobs)
         return Parallel(n_jobs=jobs, backend=backend)(delayed(train_task)(task, threads=n)
                                                       for task, n in zip(shared, threads))

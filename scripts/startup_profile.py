@@ -7,8 +7,9 @@ joblib workers) and prints, for each command:
 
 * the command's own steps: Python up, ``ensemble.train`` imported (torch, joblib, members), data
   loaded, run planned (manifest, split, configs), the dispatch, the exit;
-* each network's start-up: from its worker's Python start (or, for a later network of one worker, the
-  previous network's end) to its first optimiser step, and from its last epoch to its end;
+* each network's start-up: from its worker's start (its fork from the workers' server, or its Python
+  start; for a later network of one worker, the previous network's end) to its first optimiser step,
+  and from its last epoch to its end;
 * the fixed cost: the command's wall time minus the time during which at least one network was inside
   an epoch (from drawing its first batch to the end of its validation and checkpoints).
 
@@ -33,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = textwrap.dedent('''
-    import atexit, importlib.abc, importlib.machinery, json, os, sys, time
+    import atexit, functools, importlib.abc, importlib.machinery, json, os, sys, time
 
     _PATH = os.environ.get("MARS_STARTUP_EVENTS")
 
@@ -46,6 +47,7 @@ PROBE = textwrap.dedent('''
         if real is None:  # not in this version of the code
             return
 
+        @functools.wraps(real)  # pickled by its module and name, as the real function is
         def wrapper(*args, **kwargs):
             who = name(*args, **kwargs) if name else None
             _event(label + " start", name=who)
@@ -115,6 +117,8 @@ PROBE = textwrap.dedent('''
 
     if _PATH:
         _event("python up", argv=sys.argv[:3])
+        # a worker forked from the workers' server (members.workers) starts at its fork
+        os.register_at_fork(after_in_child=lambda: _event("python up", argv=["(forked)"]))
         sys.meta_path.insert(0, _Finder())
         atexit.register(lambda: _event("exit"))
 ''')
@@ -193,7 +197,7 @@ def analyse(started, ended, events):
         elif pid == parent:
             since, origin = at("dispatch start"), "in the command, from the dispatch"
         else:
-            since, origin = at("python up", pid=pid), "from its worker's Python start"
+            since, origin = at("python up", pid=pid), "from its worker's start (its fork, or its Python start)"
         step = first.get((pid, "first step", name))
         last_epoch = max((t for w, t in epochs.get(name, []) if w == "epoch end"), default=None)
         task_end = first.get((pid, "task end", name))

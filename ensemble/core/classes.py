@@ -1,6 +1,8 @@
 """The five classes of the Kaggle Mars terrain task."""
 import numpy as np
 
+from .errors import EnsembleError
+
 CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big_rock")
 NUM_CLASSES = len(CLASS_NAMES)
 #: Terrain classes averaged by the competition metric (background excluded).
@@ -73,3 +75,16 @@ def pixel_counts(masks):
     """
     masks = np.asarray(masks)
     return np.array([np.count_nonzero(masks == c) for c in range(NUM_CLASSES)], dtype=np.int64)
+
+
+def parse_members(spec):
+    """``"all"`` or a comma list of class names -> list of class names in class order."""
+    if spec in (None, "", "all"):
+        return list(CLASS_NAMES)
+    try:
+        ids = sorted({class_index(part) for part in spec.split(",") if part.strip()})
+    except ValueError as exc:
+        raise EnsembleError(f"--members: {exc}") from None
+    if not ids:
+        raise EnsembleError(f"--members: no class named in {spec!r}; valid: all, {', '.join(CLASS_NAMES)}")
+    return [CLASS_NAMES[i] for i in ids]

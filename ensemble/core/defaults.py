@@ -1,4 +1,4 @@
-"""The inference and evaluation defaults the CLI, the API and the packages share, defined once here.
+"""The inference, evaluation and training defaults the CLI, the API and the packages share, defined once here.
 
 Torch-free, so the CLI can show them without loading torch (``ensemble --help`` stays fast).
 """
@@ -14,3 +14,9 @@ MAX_PIXELS = 4096 * 4096
 
 #: Cross-fitting folds of ``evaluate`` (validation rover stops dealt into folds).
 CROSS_FIT_FOLDS = 5
+
+#: How a command trains several networks at once on this machine (``--backend``): ``processes`` forks
+#: workers from a server process that has imported torch (members.workers); ``loky`` and ``threading``
+#: are joblib's; ``dask`` sends them to a cluster.
+BACKENDS = ("processes", "loky", "threading", "dask")
+DEFAULT_BACKEND = "processes"

@@ -1,0 +1,58 @@
+"""Local training workers (members/workers.py): forked from a server that has imported torch, results in order,
+a dead worker a one-line error, and the server started before a training command imports torch."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ensemble.core.errors import EnsembleError
+from members import workers
+
+
+def _square(x, *, plus=0):
+    return x * x + plus
+
+
+def _preloaded():
+    """What a forked worker holds before it runs anything of its own (this module imports no torch)."""
+    return {name: name in sys.modules for name in workers.PRELOAD}, os.getpid()
+
+
+def _die(code):
+    os._exit(code)
+
+
+def test_results_come_back_in_order_from_several_workers():
+    calls = [((x,), {"plus": 1}) for x in range(6)]
+    assert workers.run_in_workers(_square, calls, jobs=2) == [x * x + 1 for x in range(6)]
+
+
+def test_workers_start_with_torch_and_the_training_code_imported():
+    workers.start_server()
+    results = workers.run_in_workers(_preloaded, [((), {}), ((), {})], jobs=2)
+    for loaded, pid in results:
+        assert loaded == {name: True for name in workers.PRELOAD}
+        assert pid != os.getpid()
+
+
+def test_a_worker_that_dies_is_a_one_line_error():
+    with pytest.raises(EnsembleError, match="a training worker process stopped without its result") as info:
+        workers.run_in_workers(_die, [((3,), {}), ((0,), {})], jobs=2)
+    assert "\n" not in str(info.value) and "rerun the same command" in str(info.value)
+
+
+@pytest.mark.parametrize("jobs, backend, stacked, expected", [
+    (None, "processes", False, True), (1, "processes", False, False), (None, "loky", False, False),
+    (None, "processes", True, False)])
+def test_workers_are_forked_only_for_several_local_processes(jobs, backend, stacked, expected):
+    assert workers.will_use_workers(5, jobs=jobs, backend=backend, stacked=stacked) is expected
+    assert workers.will_use_workers(1) is False  # one network trains in the command's process
+
+
+def test_a_training_command_starts_the_server_before_it_imports_torch():
+    """The server's imports run beside the command's own: it is started while this process has no torch."""
+    code = ("import sys; from multiprocessing import forkserver; from ensemble import api; "
+            "api._start_workers(5, {}); print('torch' in sys.modules, forkserver._forkserver._forkserver_pid is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]
