@@ -11,6 +11,79 @@ from .modules import ChannelAffine
 from .sampling import sample_windows
 
 
+class _Score:
+    """The headline mean IoU of pixel codes ``truth * C + prediction`` (``-inf`` when undefined)."""
+
+    def __init__(self, convention):
+        self.convention = convention
+
+    def counts(self, counts):
+        value = mean_iou(counts.reshape(NUM_CLASSES, NUM_CLASSES), self.convention)
+        return value if np.isfinite(value) else -np.inf
+
+    def __call__(self, codes):
+        return self.counts(np.bincount(codes, minlength=NUM_CLASSES**2))
+
+
+def _wins(class_logits, alt_logits, k_first, offset):
+    """Pixels where class ``k``'s logit shifted by ``offset`` (float32) beats the best other class (ties: the lower
+    index, ``k_first`` where ``k`` is lower). Monotone in ``offset``: float32 addition rounds monotonically."""
+    shifted = class_logits + offset
+    return (shifted > alt_logits) | ((shifted == alt_logits) & k_first)
+
+
+def _walk(pixel_logits, label_codes, biases, *, k, deltas, best, score):
+    """One greedy walk of ``b_k`` over ``biases[k] + deltas`` (ascending) from the score ``best``; return
+    ``(biases, best)``. ``score`` is a :class:`_Score`.
+
+    Every trial's confusion matrix counts the pixels whose argmax it can change apart from the
+    others: the trials until the next accepted move lie between the first and the last of them, so
+    a pixel that class ``k`` wins at the lowest offset wins at every one, and one it loses at the
+    highest loses at every one. Only the pixels in between are compared per trial; the counts, and
+    so every score and every accepted move, are those of comparing every pixel.
+    """
+    others = pixel_logits + biases
+    others[:, k] = -np.inf
+    alt = others.argmax(axis=1)
+    alt_logits = np.take_along_axis(others, alt[:, None], axis=1)[:, 0]
+    alt_codes, k_codes = label_codes + alt, label_codes + k
+    class_logits, k_first = pixel_logits[:, k], k < alt
+    start = 0
+    while start < len(deltas):
+        low, high = biases[k] + deltas[start], biases[k] + deltas[-1]
+        sure = _wins(class_logits, alt_logits, k_first, low)
+        unsure = _wins(class_logits, alt_logits, k_first, high) & ~sure
+        settled = np.bincount(np.where(sure, k_codes, alt_codes)[~unsure], minlength=NUM_CLASSES**2)
+        logits_u, alt_logits_u, k_first_u = class_logits[unsure], alt_logits[unsure], k_first[unsure]
+        k_codes_u, alt_codes_u = k_codes[unsure], alt_codes[unsure]
+        moved = None
+        for j in range(start, len(deltas)):
+            offset = biases[k] + deltas[j]
+            wins = _wins(logits_u, alt_logits_u, k_first_u, offset)
+            moving = np.bincount(np.where(wins, k_codes_u, alt_codes_u), minlength=NUM_CLASSES**2)
+            value = score.counts(settled + moving)
+            if value > best + 1e-9:  # taken at once: the next moves start from here
+                moved = j
+                best, biases = value, biases.copy()
+                biases[k] = offset
+                break
+        start = len(deltas) if moved is None else moved + 1
+    return biases, best
+
+
+def search_offsets(pixel_logits, label_codes, *, convention, span, steps, rounds):
+    """The greedy coordinate search of :class:`BiasFuser` over pixels: ``pixel_logits`` (P, 5) float32, ``label_codes``
+    (P,) int64 ``truth * 5``. Returns ``(offsets (5,) float32, score before, score after)``."""
+    score = _Score(convention)
+    biases = np.zeros(NUM_CLASSES, dtype=np.float32)
+    first = best = score(label_codes + pixel_logits.argmax(axis=1))
+    for step in range(rounds):
+        deltas = np.linspace(-span, span, steps, dtype=np.float32) * np.float32(0.5**step)
+        for k in TERRAIN_CLASSES:
+            biases, best = _walk(pixel_logits, label_codes, biases, k=k, deltas=deltas, best=best, score=score)
+    return biases, first, best
+
+
 class BiasFuser(Fuser):
     """``fused_logits[:, k] = logits[:, k] + b_k``: the argmax with one offset per class.
 
@@ -53,34 +126,10 @@ class BiasFuser(Fuser):
                                          self.max_pixels, rng, labeled_only=self.labeled_only)
         pixel_logits = np.full((len(labels), NUM_CLASSES), -np.inf, dtype=np.float32)
         pixel_logits[:, first_class:] = windows.reshape(len(labels), -1).numpy()
-        # every trial's confusion matrix is one bincount of truth * C + prediction: the truth part is made once
+        # a trial's confusion matrix is a bincount of truth * C + prediction: the truth part is made once
         label_codes = labels.numpy().astype(np.int64) * NUM_CLASSES
-        convention = HEADLINE_CONVENTION[self.objective]
-
-        def score(codes):
-            cm = np.bincount(codes, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
-            value = mean_iou(cm, convention)
-            return value if np.isfinite(value) else -np.inf
-
-        biases = np.zeros(NUM_CLASSES, dtype=np.float32)
-        first = best = score(label_codes + pixel_logits.argmax(axis=1))
-        for step in range(self.rounds):
-            for k in TERRAIN_CLASSES:
-                # only b_k moves in this walk, so the best other class of each pixel is found once;
-                # the argmax of the shifted logits is k where it beats that (ties: the lower index)
-                others = pixel_logits + biases
-                others[:, k] = -np.inf
-                alt = others.argmax(axis=1)
-                alt_logits = np.take_along_axis(others, alt[:, None], axis=1)[:, 0]
-                alt_codes, k_codes = label_codes + alt, label_codes + k
-                for delta in np.linspace(-self.span, self.span, self.steps, dtype=np.float32) * np.float32(0.5**step):
-                    trial = biases.copy()
-                    trial[k] += delta
-                    shifted = pixel_logits[:, k] + trial[k]
-                    wins = (shifted > alt_logits) | ((shifted == alt_logits) & (k < alt))
-                    value = score(np.where(wins, k_codes, alt_codes))
-                    if value > best + 1e-9:  # taken at once: the next moves start from here
-                        best, biases = value, trial
+        biases, first, best = search_offsets(pixel_logits, label_codes, convention=HEADLINE_CONVENTION[self.objective],
+                                             span=self.span, steps=self.steps, rounds=self.rounds)
         self.biases_ = torch.from_numpy(biases)
         return {"fit_pixels": int(len(labels)), "miou_before": float(first), "miou_after": float(best)}
 

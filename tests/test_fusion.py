@@ -152,6 +152,55 @@ def test_bias_undoes_a_shifted_class_logit_and_lifts_the_mean_iou():
     assert float(fusion.BiasFuser(max_pixels=20_000).fit(clean, masks).biases_.abs().max()) < 0.75
 
 
+def _every_pixel_offset_search(pixel_logits, label_codes, convention, span, steps, rounds):
+    """The bias fuser's greedy search written plainly: every trial compares every pixel."""
+    from ensemble.core.metrics import mean_iou
+
+    def score(codes):
+        value = mean_iou(np.bincount(codes, minlength=25).reshape(5, 5), convention)
+        return value if np.isfinite(value) else -np.inf
+
+    biases = np.zeros(5, dtype=np.float32)
+    first = best = score(label_codes + pixel_logits.argmax(axis=1))
+    for step in range(rounds):
+        for k in (1, 2, 3, 4):
+            others = pixel_logits + biases
+            others[:, k] = -np.inf
+            alt = others.argmax(axis=1)
+            alt_logits = np.take_along_axis(others, alt[:, None], axis=1)[:, 0]
+            for delta in np.linspace(-span, span, steps, dtype=np.float32) * np.float32(0.5**step):
+                trial = biases.copy()
+                trial[k] += delta
+                shifted = pixel_logits[:, k] + trial[k]
+                wins = (shifted > alt_logits) | ((shifted == alt_logits) & (k < alt))
+                value = score(np.where(wins, label_codes + k, label_codes + alt))
+                if value > best + 1e-9:
+                    best, biases = value, trial
+    return biases, first, best
+
+
+@pytest.mark.parametrize("seed, convention, quantum", [(0, "competition", 0.0), (1, "competition", 0.25),
+                                                       (2, "allpixels", 0.5), (3, "competition", 1.0)])
+def test_offset_search_equals_comparing_every_pixel_in_every_trial(seed, convention, quantum):
+    """Offsets and scores bit for bit those of the plain search, ties included (logits on a grid of ``quantum``)."""
+    from fusion.bias import search_offsets
+
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(5, size=30_000, p=[0.3, 0.3, 0.2, 0.15, 0.05])
+    pixel_logits = (rng.normal(size=(30_000, 5)) * 2 + 3 * np.eye(5)[labels]).astype(np.float32)
+    pixel_logits[:, 3] -= 1.5  # a misplaced boundary, so that moves are taken
+    if quantum:
+        pixel_logits = (np.round(pixel_logits / quantum) * quantum).astype(np.float32)
+    if convention == "competition":
+        pixel_logits[:, 0] = -np.inf
+    codes = labels.astype(np.int64) * 5
+    for span, steps, rounds in ((2.0, 21, 3), (0.5, 5, 2)):
+        expected = _every_pixel_offset_search(pixel_logits, codes, convention, span, steps, rounds)
+        found = search_offsets(pixel_logits, codes, convention=convention, span=span, steps=steps, rounds=rounds)
+        assert found[0].tobytes() == expected[0].tobytes() and found[1:] == expected[1:]
+    assert np.abs(expected[0]).max() > 0  # the search moved
+
+
 def test_learned_is_deterministic_for_a_seed(data):
     logits, masks, _ = data
     first = fusion.get_fuser("learned3x3", **FAST["learned3x3"]).fit(logits, masks)
