@@ -3,11 +3,14 @@ a dead worker a one-line error, and the server started before a training command
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from ensemble.core.errors import EnsembleError
 from members import workers
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _square(x, *, plus=0):
@@ -56,3 +59,45 @@ def test_a_training_command_starts_the_server_before_it_imports_torch():
             "api._start_workers(5, {}); print('torch' in sys.modules, forkserver._forkserver._forkserver_pid is not None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_an_interrupt_stops_every_worker_at_once(tmp_path):
+    """Ctrl-C (SIGINT to the command's process group) ends the command and its workers within seconds, long tasks
+    and queued ones included, and leaves no worker process behind."""
+    import signal
+    import time
+
+    pids = tmp_path / "pids"
+    code = (f"import os, time, sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from members import workers; "
+            f"import test_workers as t; workers.run_in_workers(t._sleep_and_record, [(({str(pids)!r},), {{}})] * 4, "
+            "jobs=2)")
+    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not pids.exists() or len(pids.read_text().split()) < 2):
+        time.sleep(0.1)
+    assert pids.exists() and len(pids.read_text().split()) == 2, "the two workers did not start"
+    started = time.time()
+    os.killpg(child.pid, signal.SIGINT)
+    child.wait(timeout=30)
+    assert time.time() - started < 10 and child.returncode != 0
+    assert "KeyboardInterrupt" in child.stderr.read()
+    time.sleep(0.5)
+    alive = [pid for pid in map(int, pids.read_text().split()) if _running(pid)]
+    assert alive == [] and len(pids.read_text().split()) == 2  # the queued tasks never started
+
+
+def _sleep_and_record(path):
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    import time
+
+    time.sleep(120)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie waiting for its parent counts as ended
+        return fh.read().split(")")[-1].split()[0] != "Z"
