@@ -108,16 +108,27 @@ LONGEST_FILES = ("test_reference_run.py", "test_recipe.py", "test_combined.py", 
                  "test_new_user.py", "test_cli.py", "test_engines.py", "test_fuse.py", "test_evaluate_predict.py")
 
 
-@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Mark ``slow`` (``bash scripts/test.sh --fast`` leaves them out) every test that needs a trained run or
-    long training: those using a :data:`SLOW_FIXTURES` fixture, those of :data:`SLOW_FILES`, and those marked;
-    then put the files of :data:`LONGEST_FILES` first, in its order (the others keep theirs)."""
+    long training: those using a :data:`SLOW_FIXTURES` fixture, those of :data:`SLOW_FILES`, and those marked.
+    (Before ``-m`` selects: conftest hooks run ahead of pytest's own.)"""
     for item in items:
         if SLOW_FIXTURES & set(item.fixturenames) or item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+class _LongestFilesFirst:
+    """Put the files of :data:`LONGEST_FILES` first, in its order (the others keep theirs), after every other
+    reordering and selection of the items."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items):
+        rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_LongestFilesFirst(), "longest-files-first")
 
 
 def copy_run(run, tmp_path):
