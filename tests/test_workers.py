@@ -68,10 +68,14 @@ def test_an_interrupt_stops_every_worker_at_once(tmp_path):
     import time
 
     pids = tmp_path / "pids"
-    code = (f"import os, time, sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from members import workers; "
+    # Ctrl-C's handler, as in a terminal: a pytest-xdist worker ignores SIGINT, and its children inherit that
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"import os, time, sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from members import workers; "
             f"import test_workers as t; workers.run_in_workers(t._sleep_and_record, [(({str(pids)!r},), {{}})] * 4, "
             "jobs=2)")
-    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stderr=subprocess.PIPE, text=True)
+    err = tmp_path / "stderr"  # a file, not a pipe: the workers and the server hold it too, and a full pipe blocks
+    with open(err, "w") as stderr:
+        child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stderr=stderr)
     deadline = time.time() + 60
     while time.time() < deadline and (not pids.exists() or len(pids.read_text().split()) < 2):
         time.sleep(0.1)
@@ -80,7 +84,7 @@ def test_an_interrupt_stops_every_worker_at_once(tmp_path):
     os.killpg(child.pid, signal.SIGINT)
     child.wait(timeout=30)
     assert time.time() - started < 10 and child.returncode != 0
-    assert "KeyboardInterrupt" in child.stderr.read()
+    assert "KeyboardInterrupt" in err.read_text()
     time.sleep(0.5)
     alive = [pid for pid in map(int, pids.read_text().split()) if _running(pid)]
     assert alive == [] and len(pids.read_text().split()) == 2  # the queued tasks never started
