@@ -209,14 +209,16 @@ def test_patience_zero_never_stops_early(subset_path, tmp_path):
 
 @pytest.fixture(scope="module")
 def curve_run(tmp_path_factory, subset_path):
-    """A tiny run with snapshots at epochs 1, 2 and 4, a two-net control, fusers, and an evaluation with --curve."""
+    """A tiny run with snapshots at epochs 1, 2 and 4, a two-net control, the fusers the curve's tests read (every
+    point refits and scores each fitted fuser), and an evaluation with --curve."""
     run = tmp_path_factory.mktemp("curve") / "run"
     options = dict(data=str(subset_path), run=str(run), **{**TINY, "epochs": 4},
                    overrides=["snapshot_fractions=[0.25, 0.5, 1]", "schedule=cosine", "patience=0"])
     api.train(members="all", jobs=1, **options)
     api.baseline(**{**options, "width": None})
     api.control(size=2, jobs=1, **{**options, "width": None})
-    api.fuse(run=str(run), strategy="all", data=str(subset_path), quiet=True, engine="torch")
+    for strategy in ("argmax", "calibrated", "learned"):
+        api.fuse(run=str(run), strategy=strategy, data=str(subset_path), quiet=True, engine="torch")
     result = api.evaluate(run=str(run), data=str(subset_path), curve=True, quiet=True, engine="torch", cross_fit=2)
     return run, result
 
