@@ -14,6 +14,7 @@ processes must guard its entry point with ``if __name__ == "__main__":``.
 """
 import concurrent.futures
 import multiprocessing
+import signal
 
 from ensemble.core.defaults import DEFAULT_BACKEND
 from ensemble.core.errors import EnsembleError
@@ -44,14 +45,22 @@ def will_use_workers(n_networks, *, jobs=None, backend=DEFAULT_BACKEND, stacked=
     return backend == DEFAULT_BACKEND and not stacked and (jobs or n_networks) > 1
 
 
+def _ignore_interrupts():
+    """A worker's start: Ctrl-C is the command's to handle (it stops every worker), so that a worker interrupted
+    mid-task does not go on to the next queued task."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_in_workers(function, calls, *, jobs):
     """``function(*args, **kwargs)`` for each ``(args, kwargs)`` of ``calls`` in ``jobs`` worker processes, in
     order; return the results in that order.
 
     If a worker process dies (killed, out of memory), the other workers are stopped and a one-line
-    :class:`~ensemble.core.errors.EnsembleError` says so; so are they on an interrupt.
+    :class:`~ensemble.core.errors.EnsembleError` says so. Workers ignore Ctrl-C: on an interrupt this process
+    stops them all, and no queued task starts.
     """
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=_context())
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=_context(),
+                                                initializer=_ignore_interrupts)
     try:
         futures = [pool.submit(function, *args, **kwargs) for args, kwargs in calls]
         return [future.result() for future in futures]
