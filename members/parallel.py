@@ -240,7 +240,7 @@ def train_parallel(tasks, *, jobs=1, backend=DEFAULT_BACKEND, scheduler=None, da
         finally:
             _split_of.cache_clear()
     with shared_split(tasks, data) if data is not None else contextlib.nullcontext(tasks) as shared:
-        if backend == "processes":
+        if backend == DEFAULT_BACKEND:  # forked local workers (members.workers)
             return run_in_workers(train_task, [((task,), {"threads": n}) for task, n in zip(shared, threads)],
                                   jobs=jobs)
         return Parallel(n_jobs=jobs, backend=backend)(delayed(train_task)(task, threads=n)
