@@ -48,8 +48,8 @@ class TrainOptions:
     without it the baseline is matched to the members' parameters and the control gets their width.
     ``objective`` ``None`` keeps an existing run's (a new run gets ``competition``). ``jobs`` networks
     train at once (``None``: :func:`default_jobs`); ``backend`` is ``processes`` (forked local workers,
-    :mod:`members.workers`), joblib's ``loky`` or ``threading``, or ``dask`` (the cluster at ``scheduler``); ``stacked`` trains the members as one grouped network in
-    this process (:mod:`members.stacked_training`).
+    :mod:`members.workers`), joblib's ``loky`` or ``threading``, or ``dask`` (the cluster at ``scheduler``);
+    ``stacked`` trains the members as one grouped network in this process (:mod:`members.stacked_training`).
     """
 
     preset: str = "quick"

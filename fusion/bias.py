@@ -11,18 +11,11 @@ from .modules import ChannelAffine
 from .sampling import sample_windows
 
 
-class _Score:
-    """The headline mean IoU of pixel codes ``truth * C + prediction`` (``-inf`` when undefined)."""
-
-    def __init__(self, convention):
-        self.convention = convention
-
-    def counts(self, counts):
-        value = mean_iou(counts.reshape(NUM_CLASSES, NUM_CLASSES), self.convention)
-        return value if np.isfinite(value) else -np.inf
-
-    def __call__(self, codes):
-        return self.counts(np.bincount(codes, minlength=NUM_CLASSES**2))
+def _score(counts, convention):
+    """The mean IoU in ``convention`` of the counts (25,) of pixel codes ``truth * C + prediction`` (``-inf`` when
+    undefined)."""
+    value = mean_iou(counts.reshape(NUM_CLASSES, NUM_CLASSES), convention)
+    return value if np.isfinite(value) else -np.inf
 
 
 def _wins(class_logits, alt_logits, k_first, offset):
@@ -32,9 +25,9 @@ def _wins(class_logits, alt_logits, k_first, offset):
     return (shifted > alt_logits) | ((shifted == alt_logits) & k_first)
 
 
-def _walk(pixel_logits, label_codes, biases, *, k, deltas, best, score):
+def _walk(pixel_logits, label_codes, biases, *, k, deltas, best, convention):
     """One greedy walk of ``b_k`` over ``biases[k] + deltas`` (ascending) from the score ``best``; return
-    ``(biases, best)``. ``score`` is a :class:`_Score`.
+    ``(biases, best)``; scores in ``convention``.
 
     Every trial's confusion matrix counts the pixels whose argmax it can change apart from the
     others: the trials until the next accepted move lie between the first and the last of them, so
@@ -61,7 +54,7 @@ def _walk(pixel_logits, label_codes, biases, *, k, deltas, best, score):
             offset = biases[k] + deltas[j]
             wins = _wins(logits_u, alt_logits_u, k_first_u, offset)
             moving = np.bincount(np.where(wins, k_codes_u, alt_codes_u), minlength=NUM_CLASSES**2)
-            value = score.counts(settled + moving)
+            value = _score(settled + moving, convention)
             if value > best + 1e-9:  # taken at once: the next moves start from here
                 moved = j
                 best, biases = value, biases.copy()
@@ -74,13 +67,13 @@ def _walk(pixel_logits, label_codes, biases, *, k, deltas, best, score):
 def search_offsets(pixel_logits, label_codes, *, convention, span, steps, rounds):
     """The greedy coordinate search of :class:`BiasFuser` over pixels: ``pixel_logits`` (P, 5) float32, ``label_codes``
     (P,) int64 ``truth * 5``. Returns ``(offsets (5,) float32, score before, score after)``."""
-    score = _Score(convention)
     biases = np.zeros(NUM_CLASSES, dtype=np.float32)
-    first = best = score(label_codes + pixel_logits.argmax(axis=1))
+    first = best = _score(np.bincount(label_codes + pixel_logits.argmax(axis=1), minlength=NUM_CLASSES**2), convention)
     for step in range(rounds):
         deltas = np.linspace(-span, span, steps, dtype=np.float32) * np.float32(0.5**step)
         for k in TERRAIN_CLASSES:
-            biases, best = _walk(pixel_logits, label_codes, biases, k=k, deltas=deltas, best=best, score=score)
+            biases, best = _walk(pixel_logits, label_codes, biases, k=k, deltas=deltas, best=best,
+                                 convention=convention)
     return biases, first, best
 
 

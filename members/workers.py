@@ -65,8 +65,8 @@ def run_in_workers(function, calls, *, jobs):
         futures = [pool.submit(function, *args, **kwargs) for args, kwargs in calls]
         return [future.result() for future in futures]
     except concurrent.futures.process.BrokenProcessPool:
-        raise EnsembleError("a training worker process stopped without its result (killed, or out of memory); "
-                            "the networks finished so far are saved: rerun the same command to train the rest") from None
+        raise EnsembleError("a training worker process stopped without its result (killed, or out of memory); the "
+                            "networks finished so far are saved: rerun the same command to train the rest") from None
     except BaseException:
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()
