@@ -169,7 +169,7 @@ def default_run(run=None, log=None):
 
 def evaluate(run=None, *, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS,
              device="auto", engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False,
-             log=print, frames=False, step=DEFAULT_STEP):
+             log=print, frames=False, step=DEFAULT_STEP, robustness=False, corruptions=None):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
@@ -177,7 +177,9 @@ def evaluate(run=None, *, data=None, tta="none", out=None, seed=0, stack=None, c
     ``onnxruntime``). ``curve=True`` adds the budget curve (:mod:`ensemble.evaluation.curve`) from the networks'
     snapshots; ``tta_gain=True`` measures flip TTA for every served model and records where it is served by
     default. ``frames=True`` also scores the validation images as whole frames rebuilt from their two tiles,
-    stitched by sliding windows ``step`` tiles apart, beside tile-by-tile prediction.
+    stitched by sliding windows ``step`` tiles apart, beside tile-by-tile prediction. ``robustness=True`` adds the
+    robustness benchmark: the baseline, the bias-tuned baseline and the served default under 13 corruptions at 3
+    severities (:mod:`ensemble.evaluation.robustness`); ``corruptions`` (names) limits it.
     """
     from .evaluation.evaluate import evaluate_run
 
@@ -185,7 +187,21 @@ def evaluate(run=None, *, data=None, tta="none", out=None, seed=0, stack=None, c
     options = _options(device, tta=tta, stack=stack, engine=engine, step=step)
     return evaluate_run(default_run(run, log), data=data, options=options, out=out, seed=seed, cross_fit=cross_fit,
                         curve=curve, log=log, ablation=ablation, curve_from=curve_from, tta_gain=tta_gain,
-                        frames=frames)
+                        frames=frames, robustness=robustness, corruptions=_corruption_names(corruptions))
+
+
+def _corruption_names(corruptions):
+    """``corruptions`` (names, or one comma-separated string) checked against the benchmark's; ``None`` for all."""
+    if not corruptions:
+        return None
+    from .core.corruptions import CORRUPTIONS
+
+    names = [n.strip() for n in corruptions.split(",")] if isinstance(corruptions, str) else list(corruptions)
+    valid = [c.name for c in CORRUPTIONS]
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise EnsembleError(f"--corruptions: unknown {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    return names
 
 
 def _to_stderr(line):

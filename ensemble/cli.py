@@ -409,6 +409,13 @@ def served_tta_option(func):
                    "predicted by sliding windows, beside tile by tile (paired intervals).")
 @click.option("--step", type=float, default=DEFAULT_STEP, show_default=True,
               help="With --frames: the sliding-window step as a fraction of the tile, in (0, 1].")
+@click.option("--robustness", is_flag=True,
+              help="Also run the robustness benchmark: the baseline, the bias-tuned baseline and the served default "
+                   "on the validation tiles under 13 corruptions (noise, JPEG, blur, exposure, resampling) at 3 "
+                   "severities; robustness.png and report sections.")
+@click.option("--corruptions", default=None,
+              help="With --robustness: only these corruptions, comma-separated (e.g. jpeg,gaussian_noise) "
+                   "[default: all].")
 def evaluate(**options):
     """Per-class IoU of every fused strategy, each member alone and the baseline, on the same tiles.
 

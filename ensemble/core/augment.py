@@ -1,7 +1,8 @@
 """Paired image/mask augmentation of a whole batch at once.
 
 Every tile gets its own random parameters — zoom (a random resized crop), rotation,
-horizontal flip, optional brightness/contrast — and the geometric ones are applied to the
+horizontal flip, optional brightness/contrast, optional degradations of the image (noise, blur,
+exposure, resampling, JPEG: :func:`ensemble.core.corruptions.degrade`) — and the geometric ones are applied to the
 batch as one affine warp: one ``affine_grid`` and one ``grid_sample`` per batch for the
 images (bilinear) and one for the masks (nearest neighbour, on the same grid, so image and
 mask stay aligned), the flip included. Areas the warp brings in from outside the tile are
@@ -17,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .corruptions import DegradeConfig, degrade
 
 #: Draws per tile for the zoom crop: a draw whose crop does not fit in the tile is redrawn,
 #: up to this many times, then the whole tile is kept (torchvision's ``RandomResizedCrop`` rule).
@@ -36,6 +39,8 @@ class AugmentConfig:
     zoom_min_scale: float = 1.0  # random resized crop keeps at least this share of the area (1: no zoom)
     brightness: float = 0.0
     contrast: float = 0.0
+    degrade: float = 0.0  # share of tiles given random noise, blur, exposure, resampling and JPEG (masks untouched)
+    degrade_strength: float = 1.0  # the degradations' ranges scaled (1: DegradeConfig's defaults)
 
     def to_dict(self):
         """Plain dict for JSON configs."""
@@ -155,6 +160,8 @@ class BatchAugmentation:
             images = torch.where(flip.view(n, 1, 1, 1), images.flip(-1), images)
             masks = torch.where(flip.view(n, 1, 1), masks.flip(-1), masks)
         images = adjust_colour(images, config, generator)
+        if config.degrade:
+            images = degrade(images, DegradeConfig.of(config.degrade, config.degrade_strength), generator)
         return images.clamp(0.0, 1.0), masks
 
 

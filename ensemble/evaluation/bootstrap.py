@@ -66,6 +66,19 @@ def paired_bootstrap(cm_a, cm_b, metric_fn, n_boot=1000, seed=0, alpha=0.05):
     return _interval(cm_a, cm_b, metric_fn, reps_a, reps_b, alpha)
 
 
+def paired_bootstraps(cm_a, others, metric_fn, n_boot=1000, seed=0, alpha=0.05):
+    """:func:`paired_bootstrap` of ``cm_a`` against each of ``others`` (a list of (N, C, C) arrays on the same
+    tiles), sharing one set of resampled tiles and ``cm_a``'s replicates: a list of ``{"diff", "low", "high"}``."""
+    cm_a, _ = _check_paired(cm_a, cm_a)
+    counts = _resample_counts(len(cm_a), n_boot, seed)
+    reps_a = _replicate_metrics(cm_a, counts, metric_fn)
+    out = []
+    for cm_b in others:
+        cm_a, cm_b = _check_paired(cm_a, cm_b)
+        out.append(_interval(cm_a, cm_b, metric_fn, reps_a, _replicate_metrics(cm_b, counts, metric_fn), alpha))
+    return out
+
+
 def compare_metrics(cm, convention="competition"):
     """The :data:`COMPARE_COLUMNS` of one (C, C) confusion matrix, as an array; class IoUs in ``convention``."""
     terrain = list(TERRAIN_CLASSES)

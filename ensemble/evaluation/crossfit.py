@@ -27,32 +27,47 @@ def fold_assignment(groups, folds, seed=0):
     return fold_of_group[np.searchsorted(unique, groups)]
 
 
+def fold_fusers(fuser, inputs, masks, fold_of_tile, tile_ids=None):
+    """``{fold: a fresh copy of fuser fitted on every tile outside that fold}``.
+
+    ``fuser`` supplies the strategy and settings (``get_params``); it is not refitted itself. ``inputs`` is
+    the fuser's input (N, 5 per source, H, W).
+    """
+    ids = np.asarray(tile_ids) if tile_ids is not None else None
+    fitted = {}
+    for fold in np.unique(fold_of_tile):
+        held_out = fold_of_tile == fold
+        clone = type(fuser)(**fuser.get_params())
+        clone.fit(np.asarray(inputs[~held_out]), masks[~held_out], tile_ids=None if ids is None else ids[~held_out])
+        fitted[int(fold)] = clone
+    return fitted
+
+
+def apply_fold_fusers(fitted, inputs, fold_of_tile):
+    """Fused class logits (N, 5, h, w) float32 of ``inputs`` (N, 5 per source, h, w): each tile (or frame) by the
+    copy of :func:`fold_fusers` that never saw its fold."""
+    out = np.empty((len(inputs), NUM_CLASSES, *inputs.shape[2:]), dtype=np.float32)
+    for fold, clone in fitted.items():
+        chosen = fold_of_tile == fold
+        if chosen.any():
+            out[chosen] = clone.predict_logits(torch.from_numpy(np.asarray(inputs[chosen]))).numpy()
+    return out
+
+
 def cross_fitted_logits(fuser, member_logits, masks, fold_of_tile, tile_ids=None, extra=None):
     """Fused class logits (N, 5, H, W) float32 where each tile comes from a fuser fitted without its fold.
 
-    ``member_logits`` is the fuser's input (N, 5 per source, H, W).
-
-    ``fuser`` supplies the strategy and settings (``get_params``); it is not refitted itself.
-    ``extra`` (``(inputs (M, 5 per source, h, w), fold of each)``, e.g. whole frames made of these tiles)
-    is fused by the same fold's copy too; then ``(fused_logits, extra fused logits)`` is returned.
+    ``member_logits`` is the fuser's input (N, 5 per source, H, W); ``fuser`` supplies the strategy and
+    settings (:func:`fold_fusers`). ``extra`` (``(inputs (M, 5 per source, h, w), fold of each)``, e.g. whole
+    frames made of these tiles) is fused by the same fold's copy too; then ``(fused_logits, extra fused
+    logits)`` is returned.
     """
-    n, _, height, width = member_logits.shape
-    fused_logits = np.empty((n, NUM_CLASSES, height, width), dtype=np.float32)
-    extra_logits = None
-    if extra is not None:
-        extra_inputs, extra_folds = extra
-        extra_logits = np.empty((len(extra_inputs), NUM_CLASSES, *extra_inputs.shape[2:]), dtype=np.float32)
-    ids = np.asarray(tile_ids) if tile_ids is not None else None
-    for fold in np.unique(fold_of_tile):
-        held_out = fold_of_tile == fold
-        fit_ids = None if ids is None else ids[~held_out]
-        clone = type(fuser)(**fuser.get_params())
-        clone.fit(np.asarray(member_logits[~held_out]), masks[~held_out], tile_ids=fit_ids)
-        fused_logits[held_out] = clone.predict_logits(torch.from_numpy(np.asarray(member_logits[held_out]))).numpy()
-        if extra is not None and (extra_folds == fold).any():
-            chosen = extra_folds == fold
-            extra_logits[chosen] = clone.predict_logits(torch.from_numpy(np.asarray(extra_inputs[chosen]))).numpy()
-    return fused_logits if extra is None else (fused_logits, extra_logits)
+    fitted = fold_fusers(fuser, member_logits, masks, fold_of_tile, tile_ids)
+    fused_logits = apply_fold_fusers(fitted, member_logits, fold_of_tile)
+    if extra is None:
+        return fused_logits
+    extra_inputs, extra_folds = extra
+    return fused_logits, apply_fold_fusers(fitted, extra_inputs, extra_folds)
 
 
 def fitted_logits(fuser, logits, masks, folds, tile_ids):

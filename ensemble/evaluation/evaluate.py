@@ -32,11 +32,12 @@ from ..core.runfolder import METRICS, RunFolder
 from ..inference import (MEMBERS, InferenceOptions, Predictor, check_run_data, fitted_strategies, fuser_inputs,
                          load_run_fuser, source_logits, source_networks)
 from ..inference.engines import resolve_engine
-from ..reporting.figures import confusion_png, most_different_tiles, overlay_sheet, write_curve
+from ..reporting.figures import ROBUSTNESS_PNG, confusion_png, most_different_tiles, overlay_sheet, robustness_png, write_curve
 from ..reporting.report import write_report
 from .bootstrap import paired_bootstrap
 from .crossfit import cross_fitted_logits, fitted_logits, fold_assignment
 from .curve import budget_curve, check_snapshots, read_curve, recorded_cores, training_minutes
+from .robustness import robust_models, robustness_scores, robustness_table
 from .table import build_table
 
 
@@ -429,8 +430,22 @@ def _meta(folder, data, scores, fusers, *, tta, engine, cross_fit, shown, idx):
     }
 
 
+def robustness_benchmark(folder, data, scores, fusers, table, *, options, cross_fit, seed, n_boot, corruptions=None, log=None):
+    """The robustness benchmark (:mod:`ensemble.evaluation.robustness`) of the baseline, the bias-tuned baseline
+    and the served default, with the fusers cross-fitted like the clean evaluation's."""
+    models = robust_models(table["best_strategy"])
+    sources = list(dict.fromkeys(s for m in models for s in ((BASELINE,) if m == BASELINE else fusers[m].sources)))
+    images = data.images[scores.val_idx]
+    clean_logits = validation_logits(folder, data, sources, images, options=options, log=log)
+    folds = _folds(data, scores.val_idx, cross_fit, seed) if cross_fit else None
+    result = robustness_scores(folder, images, clean_logits, scores, fusers, models=models, options=options,
+                               folds=folds, seed=seed, corruptions=corruptions, log=log)
+    return robustness_table(result, table["headline"], n_boot=n_boot, seed=seed)
+
+
 def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0, cross_fit=CROSS_FIT_FOLDS,
-                 curve=False, log=None, ablation=False, curve_from=None, tta_gain=False, frames=False, **settings):
+                 curve=False, log=None, ablation=False, curve_from=None, tta_gain=False, frames=False,
+                 robustness=False, corruptions=None, **settings):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
     ``data`` (a path or loaded :class:`~ensemble.core.data.MarsData`) must be the file the run was
@@ -463,7 +478,9 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
     earlier evaluation) reuses that curve instead, for a run whose snapshots are not at hand (the shipped
     run's are not shipped). ``frames=True`` also scores every model on the validation images rebuilt as whole
     frames from their ``:top``/``:bottom`` tiles, stitched by sliding windows ``options.step`` tiles apart, beside the
-    same frames predicted tile by tile (``table["frames"]``, :func:`frames_table`).
+    same frames predicted tile by tile (``table["frames"]``, :func:`frames_table`). ``robustness=True`` adds the
+    robustness benchmark (:func:`robustness_benchmark`, ``table["robustness"]``, ``robustness.png``); ``corruptions`` limits
+    it to those corruption names.
 
     Raises :class:`RunError` when the run has no fitted fuser or no baseline, and
     :class:`EnsembleError` for an unknown ``tta`` or too few groups for ``cross_fit``.
@@ -503,6 +520,9 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
         table["ablation"] = ablation_table(scores, table, n_boot, seed)
     if scores.frames is not None:
         table["frames"] = frames_table(scores.frames, table["headline"], n_boot, seed)
+    if robustness:
+        table["robustness"] = robustness_benchmark(folder, data, scores, fusers, table, options=options, cross_fit=cross_fit,
+                                         seed=seed, n_boot=n_boot, corruptions=corruptions, log=log)
     out_dir = Path(out) if out else folder.report_dir
     if log and out is None and folder.read_only:
         log(f"{folder.path} is a shipped run (read-only): writing the report to {out_dir}")
@@ -517,6 +537,10 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
                                              folds=folds, ids=scores.ids, cores=machine_cores(),
                                              epochs=snapshot_epochs, options=options, log=log)
         write_curve(out_dir, table["budget_curve"])
+    if robustness:
+        robustness_png(out_dir / ROBUSTNESS_PNG, table["robustness"])
+    elif (out_dir / ROBUSTNESS_PNG).exists():  # an earlier evaluation's figure, not this report's
+        (out_dir / ROBUSTNESS_PNG).unlink()
     shown, idx = write_figures(out_dir, table, scores, data.images[scores.val_idx], strategies)
     meta = _meta(folder, data, scores, fusers, tta=options.tta, engine=resolve_engine(options.engine, options.device),
                  cross_fit=cross_fit, shown=shown, idx=idx)

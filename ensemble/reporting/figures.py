@@ -251,3 +251,49 @@ def write_curve(out_dir, curve):
     with atomic_path(out_dir / CURVE_PNG) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+ROBUSTNESS_PNG = "robustness.png"
+
+
+def robustness_png(path, robustness):
+    """mIoU against severity (0: clean) per corruption family, one panel per family: the served default's lines
+    (held-out corruptions dashed) and the baseline's family mean in grey (matplotlib, headless Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    models = list(robustness["models"])
+    shown = models[-1]  # the served default is listed last
+    families = robustness["families"]
+    fig, axes = plt.subplots(1, len(families), figsize=(3.2 * len(families), 3.4), sharey=True, squeeze=False)
+    for ax, family in zip(axes[0], families):
+        for model in dict.fromkeys([shown, BASELINE]):
+            if model not in robustness["models"]:
+                continue
+            entry = robustness["models"][model]
+            rows = [r for r in entry["rows"] if r["family"] == family]
+            names = list(dict.fromkeys(r["corruption"] for r in rows))
+            if model == shown:
+                for name in names:
+                    mine = sorted((r for r in rows if r["corruption"] == name), key=lambda r: r["severity"])
+                    ax.plot([0] + [r["severity"] for r in mine], [entry["clean"]] + [r["miou"] for r in mine],
+                            marker="o", linestyle="-" if mine[0]["trained"] else "--",
+                            label=name + ("" if mine[0]["trained"] else " (held out)"))
+            else:
+                severities = sorted({r["severity"] for r in rows})
+                means = [np.mean([r["miou"] for r in rows if r["severity"] == s]) for s in severities]
+                ax.plot([0] + severities, [entry["clean"]] + means, color="grey", linestyle=":", marker="s",
+                        label=f"{model} (mean)")
+        ax.set_title(family)
+        ax.set_xticks([0, 1, 2, 3], ["clean", "1", "2", "3"])
+        ax.set_xlabel("severity")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0][0].set_ylabel(f"validation mIoU ({robustness['headline']})")
+    fig.suptitle(f"Robustness of {shown}: mIoU under each corruption ({robustness['n_tiles']} validation tiles)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -23,6 +23,11 @@ The ``table`` built by :func:`build_table` is plain data (JSON-ready apart from 
       "ablation": [{"variant": "without soil" | "weight fitted", "miou", "vs_full", "vs_tuned_baseline"}],
       "tta_gain": {"rows": [{"model", "miou_none", "miou_flip", "diff", "low", "high", "default"}],
                    "defaults": {name: "none" | "flip"}},  # evaluate --tta-gain: each model's served TTA
+      "robustness": {"headline", "n_tiles", "seed", "middle_severity", "families", "corruptions": [...],
+                     "models": {name: {"clean", "clean_iou", "rows": [{"corruption", "family", "severity",
+                                "parameter", "trained", "miou", "iou", "drop": {"diff", "low", "high"}}],
+                                "all" | "trained" | "held_out" | "middle" | ...: {"mpc", "rpc", "n", "worst"}}}},
+                                                    # evaluate --robustness: ensemble.evaluation.robustness
     }
 
 
@@ -36,7 +41,8 @@ import numpy as np
 
 from ..core.fileio import write_json_atomic, write_text_atomic
 from .text import (COLUMNS, ablation_rows, budget_difference_rows, budget_rows, curve_rows, difference_headers,
-                   difference_rows, fmt, frame_rows, markdown_table, metric_rows, tta_gain_rows)
+                   difference_rows, fmt, frame_rows, markdown_table, metric_rows, robustness_row_headers,
+                   robustness_rows, robustness_summary_rows, ROBUSTNESS_SUMMARY_HEADERS, tta_gain_rows)
 
 
 _META_KEYS = (("run", "run"), ("objective", "objective"), ("data_sha", "data sha256"), ("split", "split"),
@@ -139,6 +145,8 @@ def _markdown(out_dir, table, meta):
             f"predicted tile by tile; {table['headline']} mIoU, difference stitched - tiles with its "
             f"{level} % paired interval over frames.",
             ["model", "tile by tile", "stitched", "difference"], frame_rows(table))
+    if table.get("robustness"):
+        parts += _robustness_sections(table["robustness"], level)
     parts += _section("Ensemble members", "Binary IoU of each one-vs-rest member on its own class.",
                       ["member", "binary IoU"], [[n, fmt(v)] for n, v in table["members"].items()])
     if table.get("budget_curve"):
@@ -153,6 +161,29 @@ def _markdown(out_dir, table, meta):
     if figures:
         parts += ["## Figures", ""] + [f"- [{p.stem}]({p.name})" for p in figures] + [""]
     return "\n".join(parts)
+
+
+def _robustness_sections(robustness, level):
+    """The robustness benchmark's sections: headline, the corruptions and their levels, every model's rows."""
+    parts = _section(
+        "Robustness",
+        f"The {robustness['n_tiles']} validation tiles under each corruption at three severities (seeded, seed "
+        f"{robustness['seed']}; `ensemble.core.corruptions`), predicted and fused exactly like the clean tiles "
+        "(fusers cross-fitted; a resampled tile predicted with the matching `--scale`). mPC: the mean "
+        f"{robustness['headline']} mIoU over every corruption and severity; rPC = mPC / clean; `trained`: the "
+        "corruptions the training recipe draws, `held out`: those it never draws; worst: the lowest mIoU and "
+        f"its drop from clean.",
+        ROBUSTNESS_SUMMARY_HEADERS, robustness_summary_rows(robustness))
+    parts += _section(
+        "Corruptions", "Each corruption's parameter at severities 1, 2 and 3.",
+        ["corruption", "family", "parameter", "severity 1", "severity 2", "severity 3", "in training"],
+        [[c["name"], c["family"], c["parameter"], *(f"{v:g}" for v in c["levels"]), "yes" if c["trained"] else
+          "held out"] for c in robustness["corruptions"]])
+    for model in robustness["models"]:
+        parts += _section(f"Robustness of {model}",
+                          f"mIoU {robustness['headline']}, the paired drop from clean ({level} % interval over "
+                          "tiles) and the class IoUs.", robustness_row_headers(), robustness_rows(robustness, model))
+    return parts
 
 
 def write_report(out_dir, table, meta):

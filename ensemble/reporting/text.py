@@ -91,6 +91,54 @@ def format_table(table):
                  f"step {frames['step']:g}): mIoU {headline} tile by tile -> stitched, difference [95 % interval]\n")
         text += "\n".join(f"  {r['model']}: {fmt(r['tiles'])} -> {fmt(r['stitched'])}, {fmt_diff(r)}"
                           for r in frames["rows"])
+    if table.get("robustness"):
+        text += "\n\n" + format_robustness(table["robustness"]).rstrip("\n")
+    return text + "\n"
+
+
+def _worst(summary):
+    worst = summary["worst"]
+    return f"{worst['corruption']} {worst['severity']} ({fmt(worst['miou'])}, {fmt(worst['drop'], True)})"
+
+
+def robustness_summary_rows(robustness):
+    """Rows (model, clean, mPC, rPC, trained mPC, held-out mPC, middle-severity mPC, worst middle, worst) of the
+    robustness benchmark's headline."""
+    rows = []
+    for model, entry in robustness["models"].items():
+        parts = [entry["all"], entry["trained"], entry["held_out"], entry["middle"]]
+        rows.append([model, fmt(entry["clean"]), *(fmt(p["mpc"]) if p else "n/a" for p in parts[:1]),
+                     fmt(entry["all"]["rpc"]), *(fmt(p["mpc"]) if p else "n/a" for p in parts[1:]),
+                     _worst(entry["middle"]) if entry["middle"] else "n/a", _worst(entry["all"])])
+    return rows
+
+
+ROBUSTNESS_SUMMARY_HEADERS = ["model", "clean", "mPC", "rPC", "mPC trained", "mPC held out", "mPC severity 2",
+                              "worst at severity 2 (mIoU, drop)", "worst (mIoU, drop)"]
+
+
+def robustness_rows(robustness, model):
+    """Rows (corruption, severity, parameter, mIoU, drop [interval], class IoUs) of one model's benchmark."""
+    entry = robustness["models"][model]
+    return [[r["corruption"] + ("" if r["trained"] else " (held out)"), str(r["severity"]), f"{r['parameter']:g}",
+             fmt(r["miou"]), fmt_diff(r["drop"]), *(fmt(r["iou"][name]) for name in TERRAIN_NAMES)]
+            for r in entry["rows"]]
+
+
+def robustness_row_headers():
+    return ["corruption", "severity", "parameter", "mIoU", "drop from clean", *(n.replace("_", " ") for n in TERRAIN_NAMES)]
+
+
+def format_robustness(robustness):
+    """Plain text of the robustness benchmark's headline, and the served default's middle-severity drops."""
+    text = (f"robustness ({robustness['n_tiles']} validation tiles, {len(robustness['corruptions'])} corruptions x 3 "
+            f"severities, mIoU {robustness['headline']}):\n")
+    text += text_table(ROBUSTNESS_SUMMARY_HEADERS, robustness_summary_rows(robustness))
+    shown = list(robustness["models"])[-1]
+    middle = [r for r in robustness["models"][shown]["rows"] if r["severity"] == robustness["middle_severity"]]
+    text += f"\n{shown} at severity {robustness['middle_severity']}, drop from clean [95 % interval]:\n"
+    text += "\n".join(f"  {r['corruption']}{'' if r['trained'] else ' (held out)'} {r['parameter']:g}: "
+                       f"{fmt(r['miou'])}, {fmt_diff(r['drop'])}" for r in middle)
     return text + "\n"
 
 

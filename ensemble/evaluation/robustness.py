@@ -1,0 +1,160 @@
+"""The robustness benchmark: served models scored on the validation tiles under every corruption and severity.
+
+Each of :data:`~ensemble.core.corruptions.CORRUPTIONS` is applied at each severity to the run's validation
+tiles (seeded, so every model sees the same corrupted tiles; :func:`~ensemble.core.corruptions.corrupt`), and
+the corrupted tiles go through the same networks and fusers as the clean ones. A resampled tile (another
+size) is brought back to the training scale exactly as ``predict --scale`` brings an image
+(:func:`~ensemble.inference.windows.to_training_scale`): one window then covers it, so the batched logits
+equal the sliding-window ones. Fusers are cross-fitted as in the clean evaluation: every fold's copy is
+fitted once on the clean logits of the other folds and fuses the corrupted tiles of its fold, so a model is
+deployed exactly as it would be on a user's corrupted image.
+
+Per model it leaves per-tile confusion matrices, from which :func:`robustness_table` reports per corruption
+and severity the mIoU, per-class IoU and the drop from clean with its paired-bootstrap interval, and as a
+headline the clean mIoU, the mean over every corruption and severity (mPC), their ratio (rPC), the worst
+corruption, and the same split into the corruptions the training recipe draws and the held-out ones.
+"""
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fusion.base import channel_argmax
+
+from ..core.classes import BASELINE, TERRAIN_CLASSES, TERRAIN_NAMES, TUNED_BASELINE
+from ..core.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt, get_corruption
+from ..core.metrics import iou_per_class, mean_iou, per_tile_confusion
+from ..inference import MEMBERS, Predictor, fuser_inputs
+from ..inference.windows import as_image_tensor, to_training_scale
+from .bootstrap import paired_bootstraps
+from .crossfit import apply_fold_fusers, fold_fusers
+
+#: The severity whose drops the targets are set at.
+MIDDLE_SEVERITY = 2
+
+
+def robust_models(best):
+    """The models the benchmark scores: the baseline, the bias-tuned baseline and the served default."""
+    return list(dict.fromkeys([BASELINE, TUNED_BASELINE, best]))
+
+
+def corrupted_tiles(images, name, severity, seed):
+    """The validation tiles ``images`` (N, H, W) float 0-1 under one corruption, at the training scale.
+
+    A resampled tile is brought back by the predictor's own resampler at the corruption's ``--scale``.
+    """
+    corruption = get_corruption(name)
+    out = corrupt(images, name, severity, seed=seed)
+    scale = corruption.scale(severity)
+    if out.shape[1:] != images.shape[1:]:
+        out = np.stack([to_training_scale(as_image_tensor(tile), scale).numpy() for tile in out])
+    return out
+
+
+@dataclass
+class RobustnessScores:
+    """Per model the clean per-tile confusion matrices and those under each (corruption, severity)."""
+
+    models: list
+    seed: int
+    clean: dict = field(default_factory=dict)
+    corrupted: dict = field(default_factory=dict)  # {(model, corruption, severity): (N, 5, 5)}
+
+
+def _class_logits(model, logits, fitted, folds):
+    if model == BASELINE:
+        return logits[BASELINE]
+    fuser = fitted[model]
+    inputs = fuser_inputs(logits, fuser["sources"])
+    if folds is None:
+        return fuser["fuser"].predict_logits(torch.from_numpy(np.asarray(inputs))).numpy()
+    return apply_fold_fusers(fuser["folds"], inputs, folds)
+
+
+def robustness_scores(folder, images, clean_logits, scores, fusers, *, models, options, folds, seed=0,
+                      corruptions=None, log=None):
+    """Score ``models`` on the validation tiles under every corruption and severity (:class:`RobustnessScores`).
+
+    ``images`` are the validation tiles (N, H, W) float 0-1, ``clean_logits`` the sources' clean validation logits (what the fusers' fold copies are fitted on),
+    ``scores`` the clean evaluation's :class:`~ensemble.evaluation.evaluate.Scores` (its clean confusion
+    matrices are the reference), ``fusers`` the run's fusers by name, ``folds`` each validation tile's fold
+    (``None``: the fitted fusers, in-sample). ``corruptions`` limits the names (default: all).
+    """
+    log = log or (lambda line: None)
+    names = list(corruptions) if corruptions else [c.name for c in CORRUPTIONS]
+    sources = list(dict.fromkeys(s for m in models for s in ((BASELINE,) if m == BASELINE else fusers[m].sources)))
+    fitted = {}
+    for model in models:
+        if model == BASELINE:
+            continue
+        fuser = fusers[model]
+        inputs = fuser_inputs(clean_logits, fuser.sources)
+        fitted[model] = {"sources": fuser.sources, "fuser": fuser,
+                         "folds": None if folds is None else fold_fusers(fuser, inputs, scores.truth, folds, scores.ids)}
+        del inputs
+    predictors = {s: Predictor(folder.path, None if s == MEMBERS else s, options=options, log=log) for s in sources}
+    result = RobustnessScores(models=list(models), seed=seed,
+                              clean={m: scores.tile_cms[m] for m in models})
+    total = len(names) * len(SEVERITIES)
+    for i, name in enumerate(names):
+        for severity in SEVERITIES:
+            step = i * len(SEVERITIES) + severity
+            log(f"robustness {step}/{total}: {name} severity {severity}")
+            tiles = corrupted_tiles(images, name, severity, seed)
+            logits = {s: predictors[s].predict_source_logits(tiles) for s in sources}
+            for model in models:
+                class_logits = _class_logits(model, logits, fitted, folds)
+                pred = channel_argmax(torch.from_numpy(class_logits)).to(torch.uint8).numpy()
+                result.corrupted[(model, name, severity)] = per_tile_confusion(scores.truth, pred)
+            del logits, tiles
+    return result
+
+
+def _terrain_ious(cm, convention):
+    return dict(zip(TERRAIN_NAMES, map(float, iou_per_class(cm, convention)[list(TERRAIN_CLASSES)])))
+
+
+def robustness_table(result, headline, n_boot=1000, seed=0, alpha=0.05):
+    """The benchmark's report: per model its rows and headline (see the module docstring), JSON-ready."""
+    metric = functools.partial(mean_iou, convention=headline)
+    corruptions = list(dict.fromkeys(name for _, name, _ in result.corrupted))
+    keys = [(name, severity) for name in corruptions for severity in SEVERITIES]
+    models = {}
+    for model in result.models:
+        clean_cms = result.clean[model]
+        corrupted = [result.corrupted[(model, name, severity)] for name, severity in keys]
+        drops = paired_bootstraps(clean_cms, corrupted, metric, n_boot=n_boot, seed=seed, alpha=alpha)
+        rows = []
+        for (name, severity), cms, drop in zip(keys, corrupted, drops):
+            corruption, total = get_corruption(name), cms.sum(axis=0)
+            rows.append({"corruption": name, "family": corruption.family, "severity": severity,
+                         "parameter": corruption.level(severity), "trained": corruption.trained,
+                         "miou": float(metric(total)), "iou": _terrain_ious(total, headline), "drop": drop})
+        clean = float(metric(clean_cms.sum(axis=0)))
+        models[model] = {"clean": clean, "clean_iou": _terrain_ious(clean_cms.sum(axis=0), headline), "rows": rows,
+                         **headline_numbers(clean, rows)}
+    return {"headline": headline, "n_tiles": int(len(next(iter(result.clean.values())))), "seed": result.seed,
+            "middle_severity": MIDDLE_SEVERITY, "models": models,
+            "corruptions": [{"name": c.name, "family": c.family, "levels": list(c.levels), "parameter": c.parameter,
+                             "trained": c.trained} for c in CORRUPTIONS if c.name in corruptions],
+            "families": [f for f in FAMILIES if any(get_corruption(c).family == f for c in corruptions)]}
+
+
+def headline_numbers(clean, rows):
+    """mPC (mean mIoU over rows), rPC (mPC / clean), the worst row, and the same for trained and held-out rows
+    and for the middle severity alone."""
+    def summary(chosen):
+        if not chosen:
+            return None
+        mpc = float(np.mean([r["miou"] for r in chosen]))
+        worst = min(chosen, key=lambda r: r["miou"])
+        return {"mpc": mpc, "rpc": mpc / clean if clean else float("nan"), "n": len(chosen),
+                "worst": {"corruption": worst["corruption"], "severity": worst["severity"], "miou": worst["miou"],
+                          "drop": worst["drop"]["diff"]}}
+
+    middle = [r for r in rows if r["severity"] == MIDDLE_SEVERITY]
+    return {"all": summary(rows), "trained": summary([r for r in rows if r["trained"]]),
+            "held_out": summary([r for r in rows if not r["trained"]]), "middle": summary(middle),
+            "middle_trained": summary([r for r in middle if r["trained"]]),
+            "middle_held_out": summary([r for r in middle if not r["trained"]])}
