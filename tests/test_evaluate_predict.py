@@ -385,3 +385,65 @@ def test_predictor_serves_arrays_like_the_csv(fused_run, subset_path, tmp_path):
     assert baseline.predict(raw).shape == (12, H, W) and baseline.fuser is None
     assert predictor.predict(raw[:, :32]).shape == (12, 32, W)  # other sizes: sliding windows
     assert np.array_equal(predictor.predict(raw[0]), masks[0])  # one image: one mask
+
+
+def test_robustness_benchmark_scores_corrupted_tiles_as_predict_would(fused_run, subset_path, tmp_path):
+    """The benchmark's rows are the run's own predictions of the corrupted tiles: the baseline's confusion matrices
+    equal those of the Predictor on the tiles corrupted by hand, and a resampled tile's batched logits equal the
+    sliding-window logits of ``predict --scale`` on the resized image."""
+    from ensemble.core.corruptions import corrupt, get_corruption
+    from ensemble.core.metrics import per_tile_confusion
+    from ensemble.evaluation.robustness import corrupted_tiles
+
+    out = tmp_path / "evaluation"
+    names = ["jpeg", "upsample_bicubic"]
+    result = evaluate_run(fused_run, data=subset_path, out=out, n_boot=50, robustness=True, corruptions=names)
+    robustness = result["table"]["robustness"]
+    best = result["table"]["best_strategy"]
+    assert list(robustness["models"]) == list(dict.fromkeys(["baseline", "baseline_bias", best]))
+    for model, entry in robustness["models"].items():
+        assert entry["clean"] == pytest.approx(result["table"]["models"][model]["miou"]["competition"])
+        assert [(r["corruption"], r["severity"]) for r in entry["rows"]] == [(n, s) for n in names for s in (1, 2, 3)]
+        assert entry["all"]["n"] == 6 and entry["held_out"] is None
+        assert entry["all"]["mpc"] == pytest.approx(np.mean([r["miou"] for r in entry["rows"]]))
+        for row in entry["rows"]:
+            assert row["drop"]["low"] <= row["drop"]["diff"] <= row["drop"]["high"]
+            assert row["drop"]["diff"] == pytest.approx(row["miou"] - entry["clean"])
+    assert (out / "robustness.png").stat().st_size > 0
+    markdown = (out / "report.md").read_text()
+    assert "## Robustness" in markdown and "## Robustness of baseline" in markdown
+
+    data = load_data(subset_path)
+    val_idx = np.asarray(RunFolder(fused_run).manifest()["split"]["val_indices"])
+    images, truth = data.images[val_idx], data.masks[val_idx]
+    predictor = Predictor(fused_run, "baseline", engine="torch")
+    by_hand = per_tile_confusion(truth, predictor.predict(corrupt(images, "jpeg", 2, seed=0)))
+    row = next(r for r in robustness["models"]["baseline"]["rows"] if r["corruption"] == "jpeg" and r["severity"] == 2)
+    assert row["miou"] == pytest.approx(mean_iou(by_hand.sum(axis=0), "competition"))
+
+    scale = get_corruption("upsample_bicubic").scale(2)
+    resized = corrupt(images[:3], "upsample_bicubic", 2, seed=0)
+    windows = Predictor(fused_run, "baseline", engine="torch", scale=scale)
+    stitched = np.concatenate([windows.stitched_source_logits(image).numpy() for image in resized])
+    batched = predictor.predict_source_logits(corrupted_tiles(images[:3], "upsample_bicubic", 2, seed=0))
+    np.testing.assert_allclose(batched, stitched, rtol=1e-5, atol=1e-5)
+
+
+def test_evaluate_without_robustness_removes_an_earlier_benchmark_figure(fused_run, subset_path, tmp_path):
+    out = tmp_path / "evaluation"
+    out.mkdir()
+    (out / "robustness.png").write_bytes(b"stale")
+    evaluate_run(fused_run, data=subset_path, out=out, n_boot=20)
+    assert not (out / "robustness.png").exists()
+    assert "robustness" not in (out / "report.md").read_text().lower()
+
+
+def test_unknown_corruption_is_a_one_line_error(fused_run, subset_path):
+    from click.testing import CliRunner
+
+    from ensemble.cli import main
+    from conftest import assert_one_line_error
+
+    result = CliRunner().invoke(main, ["evaluate", "--run", str(fused_run), "--data", str(subset_path),
+                                       "--robustness", "--corruptions", "jpeg,fog"])
+    assert_one_line_error(result, "--corruptions", "'fog'", "gaussian_noise")
