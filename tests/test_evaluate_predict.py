@@ -447,3 +447,17 @@ def test_unknown_corruption_is_a_one_line_error(fused_run, subset_path):
     result = CliRunner().invoke(main, ["evaluate", "--run", str(fused_run), "--data", str(subset_path),
                                        "--robustness", "--corruptions", "jpeg,fog"])
     assert_one_line_error(result, "--corruptions", "'fog'", "gaussian_noise")
+
+
+def test_robustness_on_whole_frames(fused_run, subset_path, tmp_path):
+    """With --frames the benchmark also scores the validation frames; their clean row is the stitched frames'."""
+    result = evaluate_run(fused_run, data=subset_path, out=tmp_path / "e", n_boot=20, robustness=True, frames=True,
+                          corruptions=["gaussian_noise", "downsample_box"], cross_fit=0)
+    table = result["table"]
+    frames = table["robustness"]["frames"]
+    assert frames["n_tiles"] == table["frames"]["n_frames"]
+    stitched = {r["model"]: r["stitched"] for r in table["frames"]["rows"]}
+    for model, entry in frames["models"].items():
+        assert entry["clean"] == pytest.approx(stitched[model])
+        assert len(entry["rows"]) == 6 and all(0 <= r["miou"] <= 1 for r in entry["rows"])
+    assert "## Robustness on whole frames" in (tmp_path / "e" / "report.md").read_text()

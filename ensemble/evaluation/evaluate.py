@@ -37,7 +37,7 @@ from ..reporting.report import write_report
 from .bootstrap import paired_bootstrap
 from .crossfit import cross_fitted_logits, fitted_logits, fold_assignment
 from .curve import budget_curve, check_snapshots, read_curve, recorded_cores, training_minutes
-from .robustness import robust_models, robustness_scores, robustness_table
+from .robustness import FrameSet, robust_models, robustness_scores, robustness_table
 from .table import build_table
 
 
@@ -432,14 +432,21 @@ def _meta(folder, data, scores, fusers, *, tta, engine, cross_fit, shown, idx):
 
 def robustness_benchmark(folder, data, scores, fusers, table, *, options, cross_fit, seed, n_boot, corruptions=None, log=None):
     """The robustness benchmark (:mod:`ensemble.evaluation.robustness`) of the baseline, the bias-tuned baseline
-    and the served default, with the fusers cross-fitted like the clean evaluation's."""
+    and the served default, with the fusers cross-fitted like the clean evaluation's; on whole frames too when
+    the evaluation scored them (``--frames``)."""
     models = robust_models(table["best_strategy"])
     sources = list(dict.fromkeys(s for m in models for s in ((BASELINE,) if m == BASELINE else fusers[m].sources)))
     images = data.images[scores.val_idx]
     clean_logits = validation_logits(folder, data, sources, images, options=options, log=log)
     folds = _folds(data, scores.val_idx, cross_fit, seed) if cross_fit else None
+    frames = None
+    if scores.frames is not None:
+        pairs = scores.frames.pairs
+        frames = FrameSet(images=np.concatenate([images[pairs[:, 0]], images[pairs[:, 1]]], axis=1),
+                          truth=scores.frames.truth, folds=scores.frames.folds,
+                          clean={m: scores.frames.cms[m][1] for m in models})
     result = robustness_scores(folder, images, clean_logits, scores, fusers, models=models, options=options,
-                               folds=folds, seed=seed, corruptions=corruptions, log=log)
+                               folds=folds, seed=seed, corruptions=corruptions, frames=frames, log=log)
     return robustness_table(result, table["headline"], n_boot=n_boot, seed=seed)
 
 

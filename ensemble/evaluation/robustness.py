@@ -54,12 +54,25 @@ def corrupted_tiles(images, name, severity, seed):
 
 @dataclass
 class RobustnessScores:
-    """Per model the clean per-tile confusion matrices and those under each (corruption, severity)."""
+    """Per model the clean confusion matrices (one per tile or frame) and those under each (corruption, severity);
+    ``frames`` holds the same for whole frames when they were scored."""
 
     models: list
     seed: int
     clean: dict = field(default_factory=dict)
     corrupted: dict = field(default_factory=dict)  # {(model, corruption, severity): (N, 5, 5)}
+    frames: "RobustnessScores" = None
+
+
+@dataclass
+class FrameSet:
+    """Whole validation frames to score under the corruptions too: images (F, H, W) float 0-1, their true masks,
+    each frame's cross-fitting fold (``None`` in-sample), and per model the clean stitched confusion matrices."""
+
+    images: np.ndarray
+    truth: np.ndarray
+    folds: np.ndarray
+    clean: dict
 
 
 def _class_logits(model, logits, fitted, folds):
@@ -72,42 +85,71 @@ def _class_logits(model, logits, fitted, folds):
     return apply_fold_fusers(fuser["folds"], inputs, folds)
 
 
-def robustness_scores(folder, images, clean_logits, scores, fusers, *, models, options, folds, seed=0,
-                      corruptions=None, log=None):
-    """Score ``models`` on the validation tiles under every corruption and severity (:class:`RobustnessScores`).
+def _confusions(models, logits, fitted, folds, truth):
+    """``{model: per-image confusion matrices}`` of the sources' ``logits`` fused by each model."""
+    out = {}
+    for model in models:
+        class_logits = _class_logits(model, logits, fitted, folds)
+        out[model] = per_tile_confusion(truth, channel_argmax(torch.from_numpy(class_logits)).to(torch.uint8).numpy())
+    return out
 
-    ``images`` are the validation tiles (N, H, W) float 0-1, ``clean_logits`` the sources' clean validation logits (what the fusers' fold copies are fitted on),
-    ``scores`` the clean evaluation's :class:`~ensemble.evaluation.evaluate.Scores` (its clean confusion
-    matrices are the reference), ``fusers`` the run's fusers by name, ``folds`` each validation tile's fold
-    (``None``: the fitted fusers, in-sample). ``corruptions`` limits the names (default: all).
-    """
-    log = log or (lambda line: None)
-    names = list(corruptions) if corruptions else [c.name for c in CORRUPTIONS]
-    sources = list(dict.fromkeys(s for m in models for s in ((BASELINE,) if m == BASELINE else fusers[m].sources)))
+
+def _fold_fitted(models, fusers, clean_logits, scores, folds):
+    """Per fused model its sources, its fitted fuser and, cross-fitting, its copies fitted per fold."""
     fitted = {}
     for model in models:
         if model == BASELINE:
             continue
         fuser = fusers[model]
         inputs = fuser_inputs(clean_logits, fuser.sources)
+        if folds is None and not fuser.is_fitted():  # a tuned baseline a run never fitted: fitted here, in-sample
+            fuser.fit(np.asarray(inputs), scores.truth, tile_ids=[str(i) for i in scores.ids])
         fitted[model] = {"sources": fuser.sources, "fuser": fuser,
                          "folds": None if folds is None else fold_fusers(fuser, inputs, scores.truth, folds, scores.ids)}
         del inputs
+    return fitted
+
+
+def _stitched(predictors, frames):
+    """``{source: logits (F, 5, H, W)}`` of frames already at the training scale, by sliding windows."""
+    return {source: np.concatenate([p.stitched_source_logits(frame).numpy() for frame in frames])
+            for source, p in predictors.items()}
+
+
+def robustness_scores(folder, images, clean_logits, scores, fusers, *, models, options, folds, seed=0,
+                      corruptions=None, frames=None, log=None):
+    """Score ``models`` on the validation tiles under every corruption and severity (:class:`RobustnessScores`).
+
+    ``images`` are the validation tiles (N, H, W) float 0-1, ``clean_logits`` the sources' clean validation
+    logits (what the fusers' fold copies are fitted on), ``scores`` the clean evaluation's
+    :class:`~ensemble.evaluation.evaluate.Scores` (its clean confusion matrices are the reference), ``fusers``
+    the run's fusers by name, ``folds`` each validation tile's fold (``None``: the fitted fusers, in-sample).
+    ``corruptions`` limits the names (default: all). ``frames`` (:class:`FrameSet`) also scores whole frames
+    under each corruption, by sliding windows, fused by the same fold's copy as their tiles.
+    """
+    log = log or (lambda line: None)
+    names = list(corruptions) if corruptions else [c.name for c in CORRUPTIONS]
+    sources = list(dict.fromkeys(s for m in models for s in ((BASELINE,) if m == BASELINE else fusers[m].sources)))
+    fitted = _fold_fitted(models, fusers, clean_logits, scores, folds)
     predictors = {s: Predictor(folder.path, None if s == MEMBERS else s, options=options, log=log) for s in sources}
-    result = RobustnessScores(models=list(models), seed=seed,
-                              clean={m: scores.tile_cms[m] for m in models})
+    result = RobustnessScores(models=list(models), seed=seed, clean={m: scores.tile_cms[m] for m in models})
+    if frames is not None:
+        result.frames = RobustnessScores(models=list(models), seed=seed, clean=dict(frames.clean))
     total = len(names) * len(SEVERITIES)
     for i, name in enumerate(names):
         for severity in SEVERITIES:
-            step = i * len(SEVERITIES) + severity
-            log(f"robustness {step}/{total}: {name} severity {severity}")
+            log(f"robustness {i * len(SEVERITIES) + severity}/{total}: {name} severity {severity}")
             tiles = corrupted_tiles(images, name, severity, seed)
             logits = {s: predictors[s].predict_source_logits(tiles) for s in sources}
-            for model in models:
-                class_logits = _class_logits(model, logits, fitted, folds)
-                pred = channel_argmax(torch.from_numpy(class_logits)).to(torch.uint8).numpy()
-                result.corrupted[(model, name, severity)] = per_tile_confusion(scores.truth, pred)
+            for model, cms in _confusions(models, logits, fitted, folds, scores.truth).items():
+                result.corrupted[(model, name, severity)] = cms
             del logits, tiles
+            if frames is None:
+                continue
+            logits = _stitched(predictors, corrupted_tiles(frames.images, name, severity, seed))
+            for model, cms in _confusions(models, logits, fitted, frames.folds, frames.truth).items():
+                result.frames.corrupted[(model, name, severity)] = cms
+            del logits
     return result
 
 
@@ -116,7 +158,8 @@ def _terrain_ious(cm, convention):
 
 
 def robustness_table(result, headline, n_boot=1000, seed=0, alpha=0.05):
-    """The benchmark's report: per model its rows and headline (see the module docstring), JSON-ready."""
+    """The benchmark's report: per model its rows and headline (see the module docstring), JSON-ready; with
+    ``"frames"`` the same for whole frames when they were scored."""
     metric = functools.partial(mean_iou, convention=headline)
     corruptions = list(dict.fromkeys(name for _, name, _ in result.corrupted))
     keys = [(name, severity) for name in corruptions for severity in SEVERITIES]
@@ -134,11 +177,14 @@ def robustness_table(result, headline, n_boot=1000, seed=0, alpha=0.05):
         clean = float(metric(clean_cms.sum(axis=0)))
         models[model] = {"clean": clean, "clean_iou": _terrain_ious(clean_cms.sum(axis=0), headline), "rows": rows,
                          **headline_numbers(clean, rows)}
-    return {"headline": headline, "n_tiles": int(len(next(iter(result.clean.values())))), "seed": result.seed,
-            "middle_severity": MIDDLE_SEVERITY, "models": models,
-            "corruptions": [{"name": c.name, "family": c.family, "levels": list(c.levels), "parameter": c.parameter,
-                             "trained": c.trained} for c in CORRUPTIONS if c.name in corruptions],
-            "families": [f for f in FAMILIES if any(get_corruption(c).family == f for c in corruptions)]}
+    table = {"headline": headline, "n_tiles": int(len(next(iter(result.clean.values())))), "seed": result.seed,
+             "middle_severity": MIDDLE_SEVERITY, "models": models,
+             "corruptions": [{"name": c.name, "family": c.family, "levels": list(c.levels), "parameter": c.parameter,
+                              "trained": c.trained} for c in CORRUPTIONS if c.name in corruptions],
+             "families": [f for f in FAMILIES if any(get_corruption(c).family == f for c in corruptions)]}
+    if result.frames is not None:
+        table["frames"] = robustness_table(result.frames, headline, n_boot=n_boot, seed=seed, alpha=alpha)
+    return table
 
 
 def headline_numbers(clean, rows):

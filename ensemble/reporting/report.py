@@ -179,6 +179,13 @@ def _robustness_sections(robustness, level):
         ["corruption", "family", "parameter", "severity 1", "severity 2", "severity 3", "in training"],
         [[c["name"], c["family"], c["parameter"], *(f"{v:g}" for v in c["levels"]), "yes" if c["trained"] else
           "held out"] for c in robustness["corruptions"]])
+    if robustness.get("frames"):
+        frames = robustness["frames"]
+        parts += _section(
+            "Robustness on whole frames",
+            f"The {frames['n_tiles']} validation frames (each image's two tiles joined) under the same corruptions, "
+            "predicted by sliding windows and fused by the same fold's fuser as their tiles; same columns.",
+            ROBUSTNESS_SUMMARY_HEADERS, robustness_summary_rows(frames))
     for model in robustness["models"]:
         parts += _section(f"Robustness of {model}",
                           f"mIoU {robustness['headline']}, the paired drop from clean ({level} % interval over "

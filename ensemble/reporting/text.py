@@ -136,6 +136,9 @@ def format_robustness(robustness):
     text += text_table(ROBUSTNESS_SUMMARY_HEADERS, robustness_summary_rows(robustness))
     shown = list(robustness["models"])[-1]
     middle = [r for r in robustness["models"][shown]["rows"] if r["severity"] == robustness["middle_severity"]]
+    if robustness.get("frames"):
+        text += f"\nwhole frames ({robustness['frames']['n_tiles']}):\n"
+        text += text_table(ROBUSTNESS_SUMMARY_HEADERS, robustness_summary_rows(robustness["frames"]))
     text += f"\n{shown} at severity {robustness['middle_severity']}, drop from clean [95 % interval]:\n"
     text += "\n".join(f"  {r['corruption']}{'' if r['trained'] else ' (held out)'} {r['parameter']:g}: "
                        f"{fmt(r['miou'])}, {fmt_diff(r['drop'])}" for r in middle)
