@@ -1,7 +1,8 @@
 """The README's table of the shipped reference run, generated from its committed evaluation report.
 
 Prints the markdown table (competition mIoU of the served strategies, the baseline and the tuned
-baseline, with each model's networks and training minutes) from
+baseline, with each model's networks and training minutes, and, when the report holds the robustness
+benchmark, the mean mIoU over its corruptions (mPC) of the models it scored) from
 ``models/reference/evaluation/report.json``; ``--write`` replaces the block between the
 ``<!-- reference-table:start -->`` and ``<!-- reference-table:end -->`` lines of README.md with it.
 tests/test_docs.py checks that the README holds exactly this table.
@@ -41,13 +42,16 @@ def reference_table(report_path=REPORT):
     headline = table["headline"]
     minutes = minutes_by_model(table)
     best = table.get("best_strategy")
-    lines = [f"| model | what it is | training minutes | mIoU ({headline}) |", "|---|---|---:|---:|"]
+    robust = (table.get("robustness") or {}).get("models", {})
+    lines = [f"| model | what it is | training minutes | mIoU ({headline}) |" + (" mPC (corrupted) |" if robust else ""),
+             "|---|---|---:|---:|" + ("---:|" if robust else "")]
     for name, what in ROWS:
         if name not in table["models"]:
             continue
         label = f"`{name}`" + (" (served by default)" if name == best else "")
         spent = f"{minutes[name]:.0f}" if name in minutes else ""
-        lines.append(f"| {label} | {what} | {spent} | {table['models'][name]['miou'][headline]:.3f} |")
+        mpc = f" {robust[name]['all']['mpc']:.3f} |" if name in robust else " |" if robust else ""
+        lines.append(f"| {label} | {what} | {spent} | {table['models'][name]['miou'][headline]:.3f} |" + mpc)
     return lines
 
 
