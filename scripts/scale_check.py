@@ -95,7 +95,8 @@ def score_condition(predictor, frames, truth, make):
 
 
 def measure(run, data, strategy=None, seed=0, limit=None, log=None):
-    """``{"rows": [{condition, input, scale, miou, miou_at_input, reference, diff, low, high, met}], ...}``."""
+    """``{"rows": [{condition, input, scale, miou, miou_at_input, reference, diff, low, high, met}],
+    "frame_cms": {condition: per-frame matrices at the training scale (F, 5, 5)}, ...}``."""
     frames, truth = validation_frames(run, data, limit)
     said = io.StringIO()
     predictors = {}
@@ -117,7 +118,8 @@ def measure(run, data, strategy=None, seed=0, limit=None, log=None):
             log(f"{name}: mIoU {row['miou']:.4f} ({len(frames)} frames, {time.perf_counter() - started:.0f} s)")
     predictor = predictors[1.0]
     return {"run": str(run), "strategy": predictor.strategy, "tta": predictor.tta, "frames": int(len(frames)),
-            "seed": seed, "convention": CONVENTION, "target": TARGET, "rows": rows, "said": said.getvalue().strip()}
+            "seed": seed, "convention": CONVENTION, "target": TARGET, "rows": rows, "said": said.getvalue().strip(),
+            "frame_cms": cms}
 
 
 def format_rows(result):
@@ -140,7 +142,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="of the paired bootstrap")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N frames (a quick check)")
     parser.add_argument("--quiet", action="store_true", help="print only the table")
-    parser.add_argument("--out", default=None, help="also write the result as JSON")
+    parser.add_argument("--out", default=None, help="also write the result as JSON, with the per-frame matrices")
     args = parser.parse_args(argv)
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     result = measure(args.run, load_data(args.data), args.strategy, args.seed, args.limit, log)
@@ -150,7 +152,8 @@ def main(argv=None):
           f"{CONVENTION} mIoU, target |difference| <= {TARGET}")
     print(format_rows(result))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2, default=float) + "\n")
+        result["frame_cms"] = {name: cms.tolist() for name, cms in result["frame_cms"].items()}
+        Path(args.out).write_text(json.dumps(result, default=float) + "\n")
 
 
 if __name__ == "__main__":
