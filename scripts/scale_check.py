@@ -19,8 +19,12 @@ Beside it, the mIoU of the mask at the input's size (logits resized bilinearly, 
 against the truth upsampled by nearest neighbour. Targets: ``bicubic 192`` within 0.01 of ``frame 128``,
 each 192 copy within 0.01 of ``copy 256``.
 
+``--compare BEFORE.json AFTER.json`` reads two ``--out`` files (two commits, say) instead and prints each
+condition's paired-bootstrap difference after - before over the same frames.
+
 Usage: python scripts/scale_check.py [--run models/reference] [--data D] [--strategy S] [--seed 0] [--limit N]
        [--quiet] [--out F.json]
+       python scripts/scale_check.py --compare BEFORE.json AFTER.json [--seed 0]
 """
 import argparse
 import contextlib
@@ -134,16 +138,46 @@ def format_rows(result):
     return "\n".join(lines)
 
 
+def compare(before, after, seed=0):
+    """A markdown table: per condition the mIoU of two ``--out`` files (two commits, say) on the same frames and
+    the paired-bootstrap difference ``after - before`` with its 95 % interval."""
+    runs = [json.loads(Path(path).read_text()) for path in (before, after)]
+    if runs[0]["frames"] != runs[1]["frames"]:
+        raise SystemExit(f"--compare: {before} holds {runs[0]['frames']} frames, {after} {runs[1]['frames']}")
+    lines = [f"| condition | {before} | {after} | difference [95 %] |", "|---|---:|---:|---|"]
+    for name in runs[1]["frame_cms"]:
+        a, b = (np.asarray(r["frame_cms"][name]) for r in runs)
+        diff = paired_bootstrap(a, b, lambda cm: mean_iou(cm, CONVENTION), seed=seed)
+        lines.append(f"| {name} | {mean_iou(a.sum(0), CONVENTION):.3f} | {mean_iou(b.sum(0), CONVENTION):.3f} "
+                     f"| {diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] |")
+    return "\n".join(lines)
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="models/reference")
     parser.add_argument("--data", default=None)
     parser.add_argument("--strategy", default=None, help="default: the run's served strategy")
     parser.add_argument("--seed", type=int, default=0, help="of the paired bootstrap")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N frames (a quick check)")
+    parser.add_argument("--limit", type=_positive, default=None, help="score only the first N frames (a quick check)")
     parser.add_argument("--quiet", action="store_true", help="print only the table")
     parser.add_argument("--out", default=None, help="also write the result as JSON, with the per-frame matrices")
+    parser.add_argument("--compare", nargs=2, metavar=("BEFORE.json", "AFTER.json"), default=None,
+                        help="only compare two --out files frame by frame (after - before)")
     args = parser.parse_args(argv)
+    if args.compare:
+        print(compare(*args.compare, seed=args.seed))
+        return
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     result = measure(args.run, load_data(args.data), args.strategy, args.seed, args.limit, log)
     if log and result["said"]:
