@@ -13,12 +13,13 @@ non-overlapping tiles (step 1.0 where the tiles fit), reproduces the tile-by-til
 
 Scale: ``scale`` is the input's pixels per training pixel. Images are brought to the training scale
 (:func:`to_training_scale`) by exact area averaging, a box filter: what made the 64x128 tiles from
-AI4Mars' 256x256 copies (2x2 means). Each output pixel is the mean of the input area it covers, input
-pixels cut by its border counted with the fraction inside (PIL's ``Image.BOX``, OpenCV's ``INTER_AREA``),
-so an integer factor k gives the plain k x k block means and a non-integer one (1.5: 192 -> 128 pixels)
-the same filter, not integer windows of varying size. It runs separably, one weight matrix per axis
-(``rows @ image @ columns.T``). An axis that grows (``scale`` < 1) is interpolated bilinearly instead.
-Class logits are brought back to the input's size bilinearly, before the argmax.
+AI4Mars' 256x256 copies (2x2 means). Each output pixel is the mean of the input area it covers, the
+input pixels cut by its border counted with the share inside (OpenCV's ``INTER_AREA``; PIL's
+``Image.BOX`` weighs whole pixels by their centres instead), so an integer factor k gives the plain
+k x k block means and a non-integer one (1.5: 192 -> 128 pixels) the same filter, not integer windows
+of varying size. It runs separably, one weight matrix per axis (``rows @ image @ columns.T``). An axis
+that grows (``scale`` < 1) is interpolated bilinearly instead. Class logits are brought back to the
+input's size bilinearly, before the argmax.
 """
 import functools
 import math
