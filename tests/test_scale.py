@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ensemble.inference.windows import area_weights, to_training_scale, training_size
+from ensemble.core.resample import area_weights
+from ensemble.inference.windows import to_training_scale, training_size
 
 
 def _image(shape, seed=0):

@@ -21,7 +21,7 @@ generalises to corruptions it never saw, not only the invariances it was fitted 
 ``share``; a degraded tile draws each of blur, noise, exposure, resampling and JPEG with probability
 ``op_probability``, at a strength uniform over a range wider than the benchmark's middle severity. The
 masks are untouched: these are photometric and degradation changes of the image only (the resampling goes
-down or up and back to the tile's size, as ``predict --scale`` does).
+down or up and back to the tile's size with the resampler of ``predict --scale``, :mod:`ensemble.core.resample`).
 
 The operations are batched torch code (noise, exposure, grouped convolutions for per-tile blur kernels) and
 Pillow for JPEG and resampling: what most users save and resize their images with (libjpeg; antialiased box,
@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from .resample import resample
 
 #: Grey levels of an 8-bit image.
 LEVELS = 255.0
@@ -175,9 +177,9 @@ def resize_tile(image, size, resampler):
 
 
 def round_trip(images, factor, resampler):
-    """Each tile (N, 1, H, W) resized by its ``factor`` with its ``resampler`` name, then back to (H, W) by an
-    area average when it had grown and bilinearly when it had shrunk: what ``predict --scale`` does with a
-    user's resized image."""
+    """Each tile (N, 1, H, W) resized by its ``factor`` with its ``resampler`` name (8-bit, as a saved image),
+    then back to (H, W) by :func:`~ensemble.core.resample.resample`: what ``predict --scale factor`` does with
+    a user's resized image."""
     n, _, height, width = images.shape
     factor = _per_tile(factor, n).tolist()
     out = images.clone()
@@ -185,8 +187,7 @@ def round_trip(images, factor, resampler):
         size = resized_size((height, width), f)
         if size == (height, width):
             continue
-        resized = resize_tile(images[i, 0], size, name)
-        out[i, 0] = resize_tile(resized, (height, width), "box" if f > 1 else "bilinear")
+        out[i, 0] = resample(resize_tile(images[i, 0], size, name), (height, width)).to(images.dtype)
     return out
 
 

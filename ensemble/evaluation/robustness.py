@@ -26,7 +26,7 @@ from ..core.classes import BASELINE, TERRAIN_CLASSES, TERRAIN_NAMES, TUNED_BASEL
 from ..core.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt, get_corruption
 from ..core.metrics import iou_per_class, mean_iou, per_tile_confusion
 from ..inference import MEMBERS, Predictor, fuser_inputs
-from ..inference.windows import as_image_tensor, to_training_scale
+from ..inference.windows import to_training_scale
 from .bootstrap import paired_bootstraps
 from .crossfit import apply_fold_fusers, fold_fusers
 
@@ -48,7 +48,7 @@ def corrupted_tiles(images, name, severity, seed):
     out = corrupt(images, name, severity, seed=seed)
     scale = corruption.scale(severity)
     if out.shape[1:] != images.shape[1:]:
-        out = np.stack([to_training_scale(as_image_tensor(tile), scale).numpy() for tile in out])
+        out = to_training_scale(torch.from_numpy(out), scale).numpy()
     return out
 
 

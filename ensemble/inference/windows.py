@@ -21,7 +21,6 @@ of varying size. It runs separably, one weight matrix per axis (``rows @ image @
 that grows (``scale`` < 1) is interpolated bilinearly instead. Class logits are brought back to the
 input's size bilinearly, before the argmax.
 """
-import functools
 import math
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 
 from ..core.defaults import BATCH_SIZE, DEFAULT_STEP
 from ..core.errors import EnsembleError
+from ..core.resample import bilinear_rows, resample
 
 
 #: Sigma of the Gaussian importance map as a fraction of the tile (nnU-Net, MONAI ``sigma_scale``).
@@ -132,58 +132,16 @@ def to_training_scale(image, scale):
     """``image`` (H, W), (N, H, W) or (N, 1, H, W) float tensor resampled to :func:`training_size` of (H, W).
 
     Each axis that shrinks is box-averaged: every output pixel is the mean of the input area it covers,
-    with fractional weights for the input pixels its border cuts (:func:`area_weights`), so the mean
+    with fractional weights for the input pixels its border cuts (:func:`~ensemble.core.resample.area_weights`), so the mean
     intensity is kept and an integer factor k gives the k x k block means. Each output pixel covers
     ``size_in / size_out`` input pixels of the actual sizes, so the rounding of :func:`training_size`
     never drops edge pixels. An axis that grows (``scale`` < 1) is interpolated bilinearly
-    (``align_corners=False``, :func:`bilinear_weights`): there the box filter would be nearest-neighbour
+    (``align_corners=False``, :func:`~ensemble.core.resample.bilinear_weights`): there the box filter would be nearest-neighbour
     up to the cells cut by a pixel border, blocky steps the networks would read as texture, while
     bilinear adds none and is how the logits are brought back. The weights are float64, applied in the
     image's float type. An image whose size does not change (``scale`` 1) is returned as it is.
     """
-    size = training_size(image.shape[-2:], scale)
-    if size == tuple(image.shape[-2:]):
-        return image
-    if not image.is_floating_point():
-        image = image.float()
-    rows = _axis_weights(image.shape[-2], size[0]).to(image.dtype)
-    columns = _axis_weights(image.shape[-1], size[1]).to(image.dtype)
-    return rows @ image @ columns.T
-
-
-def _axis_weights(size_in, size_out):
-    """The (size_out, size_in) float64 weights of one axis: box averaging down, bilinear up, identity kept."""
-    if size_out == size_in:
-        return torch.eye(size_in, dtype=torch.float64)
-    return area_weights(size_in, size_out) if size_out < size_in else bilinear_weights(size_in, size_out)
-
-
-@functools.lru_cache(maxsize=64)
-def area_weights(size_in, size_out):
-    """(size_out, size_in) float64 box-filter weights: row i holds the share of output pixel i's cell
-    ``[i, i + 1) * size_in / size_out`` that each input pixel ``[j, j + 1)`` covers; every row sums to 1.
-
-    Cached per sizes (treat it as read-only).
-    """
-    ratio = size_in / size_out
-    edges = torch.arange(size_out + 1, dtype=torch.float64) * ratio
-    edges[-1] = size_in  # the last cell ends exactly at the border, whatever the rounding of the product
-    pixel = torch.arange(size_in, dtype=torch.float64)
-    overlap = (torch.minimum(edges[1:, None], pixel[None, :] + 1) - torch.maximum(edges[:-1, None], pixel[None, :]))
-    overlap = overlap.clamp(min=0)
-    return overlap / overlap.sum(dim=1, keepdim=True)
-
-
-@functools.lru_cache(maxsize=64)
-def bilinear_weights(size_in, size_out):
-    """(size_out, size_in) float64 weights of bilinear interpolation with ``align_corners=False``, as
-    ``F.interpolate(mode="bilinear")`` samples one axis. Cached per sizes (treat it as read-only)."""
-    low, high, weight = _row_weights(size_in, size_out, 0, size_out, dtype=torch.float64)
-    out = torch.zeros((size_out, size_in), dtype=torch.float64)
-    index = torch.arange(size_out)
-    out.index_put_((index, low), 1 - weight, accumulate=True)
-    out.index_put_((index, high), weight, accumulate=True)
-    return out
+    return resample(image, training_size(image.shape[-2:], scale))
 
 
 def resize_logits(logits, size):
@@ -210,15 +168,6 @@ def _dead_channels(logits):
 BAND_ROWS = 64
 
 
-def _row_weights(size_in, size_out, start, stop, dtype=torch.float32):
-    """Source rows and weights of output rows ``start:stop`` of a bilinear resize (``align_corners=False``)."""
-    dst = torch.arange(start, stop, dtype=torch.float64)
-    src = ((dst + 0.5) * (size_in / size_out) - 0.5).clamp(min=0)
-    low = src.floor().long().clamp(max=size_in - 1)
-    high = (low + 1).clamp(max=size_in - 1)
-    return low, high, (src - low).to(dtype)
-
-
 def resized_bands(logits, size, band_rows=BAND_ROWS):
     """Yield ``(top, bottom, band)``: :func:`resize_logits` of ``logits`` (N, C, h, w) to ``size``, band by band.
 
@@ -234,7 +183,7 @@ def resized_bands(logits, size, band_rows=BAND_ROWS):
     dead, finite = _dead_channels(logits)
     for top in range(0, height, band_rows):
         bottom = min(top + band_rows, height)
-        low, high, weight = _row_weights(logits.shape[-2], height, top, bottom)
+        low, high, weight = bilinear_rows(logits.shape[-2], height, top, bottom)
         rows = torch.lerp(finite[..., low, :], finite[..., high, :], weight[:, None])
         band = F.interpolate(rows, size=(bottom - top, width), mode="bilinear", align_corners=False)
         yield top, bottom, band.masked_fill(dead, -math.inf)
