@@ -35,7 +35,7 @@ def parse_recipe(text):
     return name, [s for s in settings.split(",") if s]
 
 
-def score_recipe(run, data, *, seed, corruptions, log):
+def score_recipe(run, data, *, seed, corruptions, severities, log):
     """Clean and corrupted scores of the run's baseline on its validation tiles: the robustness table."""
     folder = RunFolder(run)
     val_idx = np.asarray(folder.manifest()["split"]["val_indices"], dtype=np.int64)
@@ -45,7 +45,7 @@ def score_recipe(run, data, *, seed, corruptions, log):
     scores = SimpleNamespace(truth=truth, ids=tile_ids(data)[val_idx],
                              tile_cms={BASELINE: per_tile_confusion(truth, clean)})
     result = robustness_scores(folder, images, None, scores, {}, models=[BASELINE], options=options, folds=None,
-                               seed=seed, corruptions=corruptions, log=log)
+                               seed=seed, corruptions=corruptions, severities=severities, log=log)
     return robustness_table(result, HEADLINE_CONVENTION[folder.objective()], seed=seed)
 
 
@@ -56,6 +56,7 @@ def main():
     parser.add_argument("--data", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--corruptions", default=None, help="comma-separated names [default: all]")
+    parser.add_argument("--severities", default="1,2,3", help="comma-separated severities [default: all three]")
     parser.add_argument("--root", default="runs/recipes")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -68,7 +69,8 @@ def main():
         run = Path(args.root) / f"{name}-e{args.epochs}"
         metrics = api.baseline(data=str(data.path), run=str(run), preset="full", epochs=args.epochs, seed=args.seed,
                                overrides=settings, quiet=args.quiet)
-        table = score_recipe(run, data, seed=args.seed, corruptions=corruptions, log=log)
+        table = score_recipe(run, data, seed=args.seed, corruptions=corruptions,
+                             severities=[int(s) for s in args.severities.split(",")], log=log)
         table["recipe"] = {"name": name, "settings": settings, "epochs": args.epochs}
         epochs = metrics.get("history", [])
         table["epoch_seconds"] = float(np.mean([h["seconds"] for h in epochs])) if epochs else None
@@ -76,9 +78,9 @@ def main():
         entry = table["models"][BASELINE]
         lines.append(f"{name:14s} clean {entry['clean']:.3f}  mPC {entry['all']['mpc']:.3f}  "
                      f"trained {entry['trained']['mpc']:.3f}  held-out "
-                     f"{entry['held_out']['mpc'] if entry['held_out'] else float('nan'):.3f}  "
-                     f"severity-2 {entry['middle']['mpc']:.3f}  worst-2 {entry['middle']['worst']['corruption']} "
-                     f"{entry['middle']['worst']['miou']:.3f}  epoch {table['epoch_seconds'] or 0:.0f}s  "
+                     f"{entry['held_out']['mpc'] if entry['held_out'] else float('nan'):.3f}  worst "
+                     f"{entry['all']['worst']['corruption']} {entry['all']['worst']['severity']} "
+                     f"{entry['all']['worst']['miou']:.3f}  epoch {table['epoch_seconds'] or 0:.0f}s  "
                      f"({','.join(settings) or 'default'})")
         if log:
             print(format_robustness(table))

@@ -117,14 +117,14 @@ def _stitched(predictors, frames):
 
 
 def robustness_scores(folder, images, clean_logits, scores, fusers, *, models, options, folds, seed=0,
-                      corruptions=None, frames=None, log=None):
+                      corruptions=None, severities=SEVERITIES, frames=None, log=None):
     """Score ``models`` on the validation tiles under every corruption and severity (:class:`RobustnessScores`).
 
     ``images`` are the validation tiles (N, H, W) float 0-1, ``clean_logits`` the sources' clean validation
     logits (what the fusers' fold copies are fitted on), ``scores`` the clean evaluation's
     :class:`~ensemble.evaluation.evaluate.Scores` (its clean confusion matrices are the reference), ``fusers``
     the run's fusers by name, ``folds`` each validation tile's fold (``None``: the fitted fusers, in-sample).
-    ``corruptions`` limits the names (default: all). ``frames`` (:class:`FrameSet`) also scores whole frames
+    ``corruptions`` limits the names (default: all), ``severities`` the severities. ``frames`` (:class:`FrameSet`) also scores whole frames
     under each corruption, by sliding windows, fused by the same fold's copy as their tiles.
     """
     log = log or (lambda line: None)
@@ -135,10 +135,11 @@ def robustness_scores(folder, images, clean_logits, scores, fusers, *, models, o
     result = RobustnessScores(models=list(models), seed=seed, clean={m: scores.tile_cms[m] for m in models})
     if frames is not None:
         result.frames = RobustnessScores(models=list(models), seed=seed, clean=dict(frames.clean))
-    total = len(names) * len(SEVERITIES)
-    for i, name in enumerate(names):
-        for severity in SEVERITIES:
-            log(f"robustness {i * len(SEVERITIES) + severity}/{total}: {name} severity {severity}")
+    total, done = len(names) * len(severities), 0
+    for name in names:
+        for severity in severities:
+            done += 1
+            log(f"robustness {done}/{total}: {name} severity {severity}")
             tiles = corrupted_tiles(images, name, severity, seed)
             logits = {s: predictors[s].predict_source_logits(tiles) for s in sources}
             for model, cms in _confusions(models, logits, fitted, folds, scores.truth).items():
@@ -162,7 +163,8 @@ def robustness_table(result, headline, n_boot=1000, seed=0, alpha=0.05):
     ``"frames"`` the same for whole frames when they were scored."""
     metric = functools.partial(mean_iou, convention=headline)
     corruptions = list(dict.fromkeys(name for _, name, _ in result.corrupted))
-    keys = [(name, severity) for name in corruptions for severity in SEVERITIES]
+    severities = sorted({severity for _, _, severity in result.corrupted})
+    keys = [(name, severity) for name in corruptions for severity in severities]
     models = {}
     for model in result.models:
         clean_cms = result.clean[model]
@@ -178,7 +180,7 @@ def robustness_table(result, headline, n_boot=1000, seed=0, alpha=0.05):
         models[model] = {"clean": clean, "clean_iou": _terrain_ious(clean_cms.sum(axis=0), headline), "rows": rows,
                          **headline_numbers(clean, rows)}
     table = {"headline": headline, "n_tiles": int(len(next(iter(result.clean.values())))), "seed": result.seed,
-             "middle_severity": MIDDLE_SEVERITY, "models": models,
+             "middle_severity": MIDDLE_SEVERITY, "severities": severities, "models": models,
              "corruptions": [{"name": c.name, "family": c.family, "levels": list(c.levels), "parameter": c.parameter,
                               "trained": c.trained} for c in CORRUPTIONS if c.name in corruptions],
              "families": [f for f in FAMILIES if any(get_corruption(c).family == f for c in corruptions)]}

@@ -131,7 +131,8 @@ def robustness_row_headers():
 
 def format_robustness(robustness):
     """Plain text of the robustness benchmark's headline, and the served default's middle-severity drops."""
-    text = (f"robustness ({robustness['n_tiles']} validation tiles, {len(robustness['corruptions'])} corruptions x 3 "
+    text = (f"robustness ({robustness['n_tiles']} validation tiles, {len(robustness['corruptions'])} corruptions x "
+            f"{len(robustness.get('severities', (1, 2, 3)))} "
             f"severities, mIoU {robustness['headline']}):\n")
     text += text_table(ROBUSTNESS_SUMMARY_HEADERS, robustness_summary_rows(robustness))
     shown = list(robustness["models"])[-1]
