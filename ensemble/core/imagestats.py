@@ -29,8 +29,10 @@ with them. The rules were calibrated on the robustness benchmark's corrupted val
 Cost: about 0.2 ms per 64x128 tile in numpy, one pass of a few vectorised operations over a batch.
 """
 import math
+import sys
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -304,8 +306,9 @@ def _bound(value, default):
     return default if value is None else float(value)
 
 
-def warn_inputs(checks, stacklevel=3):
-    """One :class:`InputWarning` summing up the images of ``checks`` out of range (nothing when none is)."""
+def warn_inputs(checks):
+    """One :class:`InputWarning` summing up the images of ``checks`` out of range (nothing when none is), issued
+    at the first caller outside this package, so that Python shows the user's line."""
     flagged = [c for c in checks if not c.ok]
     if not flagged:
         return
@@ -313,4 +316,13 @@ def warn_inputs(checks, stacklevel=3):
     more = f"; and {len(flagged) - 3} more" if len(flagged) > 3 else ""
     warnings.warn(InputWarning(f"{len(flagged)} of {len(checks)} images are unlike the run's training tiles, so "
                                f"their masks may be wrong (they are predicted anyway): {first}{more}"),
-                  stacklevel=stacklevel)
+                  stacklevel=_outside_level())
+
+
+def _outside_level():
+    """The ``stacklevel`` of :func:`warn_inputs`'s first caller outside the ``ensemble`` package."""
+    package = str(Path(__file__).resolve().parents[1])
+    frame, level = sys._getframe(1), 1  # warn_inputs itself
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

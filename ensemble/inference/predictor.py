@@ -142,7 +142,7 @@ class Predictor:
         if not self.check_inputs or self.input_range is None:
             return
         self.input_checks_ = self.check(images)
-        warn_inputs(self.input_checks_, stacklevel=4)
+        warn_inputs(self.input_checks_)
 
     def _make_source(self, source):
         """A fresh PyTorch module of ``source`` (the members from the loaded ones)."""
