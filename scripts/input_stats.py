@@ -46,7 +46,8 @@ def main():
     print(f"wrote {RunFolder(args.run).input_stats_path} ({content['tiles']} training tiles)")
     for name in STATISTICS:
         entry = content["statistics"][name]
-        print(f"  {name:<10} median {entry['values'][3]:8.3f}  range {entry['low']} .. {entry['high']}")
+        low, high = ("-" if v is None else f"{v:.3g}" for v in (entry["low"], entry["high"]))
+        print(f"  {name:<10} median {entry['values'][3]:8.3f}  range {low} .. {high}")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from ensemble import api
 from ensemble.cli import main
 from ensemble.core.corruptions import corrupt
 from ensemble.core.errors import EnsembleError
-from ensemble.core.imagestats import (STATISTICS, InputRange, InputWarning, image_statistics,
-                                      training_statistics)
+from ensemble.core.imagestats import (QUANTILES, RULES, STATISTICS, InputRange, InputWarning, image_statistics,
+                                      thresholds, training_statistics)
 from ensemble.core.locations import PROJECT_ROOT
 from ensemble.core.runfolder import RunFolder
 from ensemble.inference.windows import as_image_tensor, to_training_scale
@@ -60,8 +60,8 @@ def test_statistics_move_the_right_way(tiles):
     blurred = corrupt(tiles, "gaussian_blur", 3)
     assert _median(blurred, "detail") < _median(tiles, "detail") - 1.5
     assert _median(blurred, "sharpness") < _median(tiles, "sharpness") - 0.8
-    jpeg = corrupt(tiles, "jpeg", 3)
-    assert _median(jpeg, "blockiness") > _median(tiles, "blockiness") + 0.4
+    for severity in (1, 3):  # quality 90 and 50: high-frequency DCT coefficients quantized to 0 on JPEG's grid
+        assert _median(corrupt(tiles, "jpeg", severity), "jpeg") > _median(tiles, "jpeg") + 0.1
     enlarged = np.stack([_enlarged(t) for t in tiles[:8]])  # an image 2x too large for --scale 1
     assert _median(enlarged, "detail") < _median(tiles[:8], "detail") - 2
     small = to_training_scale(as_image_tensor(tiles[0]), 2.0).numpy()  # a tile given with --scale 2
@@ -86,7 +86,7 @@ def test_batch_equals_single_images_and_uint8_equals_float(tiles):
 
 def test_tiny_images_give_nan_and_no_finding(reference_range):
     stats = image_statistics(np.full((2, 5), 0.2, dtype=np.float32), TILE)
-    assert np.isnan(stats["noise"][0]) and np.isnan(stats["detail"][0]) and np.isnan(stats["blockiness"][0])
+    assert np.isnan(stats["noise"][0]) and np.isnan(stats["detail"][0]) and np.isnan(stats["jpeg"][0])
     (check,) = reference_range.check(stats)
     assert [f.statistic for f in check.findings] == ["extent"]  # NaN is never out of range; the size is
 
@@ -106,7 +106,10 @@ def test_training_statistics_file_round_trips(tiles):
         assert entry["values"] == sorted(entry["values"]), name
         low = -np.inf if entry["low"] is None else entry["low"]
         high = np.inf if entry["high"] is None else entry["high"]
-        assert low <= entry["values"][1] and entry["values"][5] <= high, name  # wider than the 1st-99th
+        assert (low, high) == thresholds(name, dict(zip(QUANTILES, entry["values"]))), name
+        rule, spread = RULES[name], entry["values"][5] - entry["values"][1]  # q99 - q01
+        if rule.fixed is None and rule.low is not None:
+            assert low == pytest.approx(entry["values"][1] - rule.low * spread), name
     checks = InputRange(content).check(image_statistics(tiles, TILE))
     assert len(checks) == len(tiles) and all(c.index == i for i, c in enumerate(checks))
     with pytest.raises(ValueError, match="stats.json: not a readable input-statistics file.*newer"):

@@ -57,7 +57,7 @@ class Predictor:
 
     **Input check.** :meth:`check` compares each image, brought to the training scale, with the range of
     simple statistics the run's training tiles span (``RUN/input_stats.json``,
-    :mod:`ensemble.core.imagestats`: noise, sharpness, finest-octave detail, JPEG blockiness, grey-level
+    :mod:`ensemble.core.imagestats`: noise, sharpness, finest-octave detail, JPEG's quantized DCT, grey-level
     percentiles, size), and returns one :class:`~ensemble.core.imagestats.InputCheck` per image. With
     ``check_inputs=True`` (what ``api.predictor()`` builds) ``predict``, ``predict_proba`` and ``predict_logits``
     run it on their images too, keep the records of the last call in ``input_checks_`` and, when an image is
