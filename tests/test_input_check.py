@@ -151,6 +151,7 @@ def test_predict_warns_per_image_and_keeps_the_masks(raw_arrays, tmp_path):
     assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines), lines
     noisy = next(line for line in lines if "noisy.png" in line)
     assert "noise " in noisy and "grey levels, training tiles up to " in noisy and "a noisy image?" in noisy
+    assert noisy.index("noise ") < noisy.index("(also out of range: detail ")  # the farthest out first
     big = next(line for line in lines if "big.png" in line)
     assert "detail " in big and "try --scale 2" in big
     warned = _summary(tmp_path / "checked" / "summary.csv")

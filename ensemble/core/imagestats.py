@@ -252,6 +252,7 @@ class Finding:
     low: float
     high: float
     cause: str
+    excess: float = math.inf  # how far beyond the bound, in units of the training tiles' q99 - q01
 
     @property
     def side(self):
@@ -266,6 +267,12 @@ class Finding:
         bound = f"up to {self.high:.{digits}f}" if self.side == "high" else f"down to {self.low:.{digits}f}"
         return f"{self.statistic} {self.value:.{digits}f}{unit}, training tiles {bound}: {self.cause}"
 
+    def brief(self):
+        """``detail 1.82 > 1.09``: the value against the bound it passes."""
+        digits = RULES[self.statistic].digits
+        bound = f"> {self.high:.{digits}f}" if self.side == "high" else f"< {self.low:.{digits}f}"
+        return f"{self.statistic} {self.value:.{digits}f} {bound}"
+
 
 @dataclass(frozen=True)
 class InputCheck:
@@ -273,7 +280,7 @@ class InputCheck:
 
     index: int
     statistics: dict
-    findings: tuple = field(default_factory=tuple)
+    findings: tuple = field(default_factory=tuple)  # the farthest out of range first
 
     @property
     def ok(self):
@@ -281,8 +288,12 @@ class InputCheck:
         return not self.findings
 
     def message(self):
-        """One line naming every out-of-range statistic; empty for an image in range."""
-        return "; ".join(f.message() for f in self.findings)
+        """One line: the statistic farthest out of range with its cause, then any other one briefly; empty for
+        an image in range."""
+        if not self.findings:
+            return ""
+        first, rest = self.findings[0], self.findings[1:]
+        return first.message() + (f" (also out of range: {', '.join(f.brief() for f in rest)})" if rest else "")
 
 
 def _scale_text(value):
@@ -303,7 +314,15 @@ class InputRange:
             entries = content["statistics"]
             self.bounds = {name: (_bound(entries[name]["low"], -math.inf), _bound(entries[name]["high"], math.inf))
                            for name in STATISTICS}
-        except (KeyError, TypeError, ValueError) as exc:
+            # q99 - q01 of each statistic (values follow QUANTILES); 0 (a fixed bound such as extent's): the
+            # finding is named first
+            quantiles = [float(q) for q in content.get("quantiles", QUANTILES)]
+            self.spreads = {}
+            for name in STATISTICS:
+                values = entries[name].get("values") or [math.nan] * len(quantiles)
+                spread = float(values[quantiles.index(0.99)]) - float(values[quantiles.index(0.01)])
+                self.spreads[name] = spread if spread > 0 else 0.0
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{self.where}: not a readable input-statistics file ({exc})") from None
         self.content = content
 
@@ -318,8 +337,11 @@ class InputRange:
             for name in STATISTICS:
                 value, (low, high) = values[name], self.bounds[name]
                 if math.isfinite(value) and not low <= value <= high:
-                    findings.append(Finding(name, value, low, high, self._cause(name, value < low, values, scale)))
-            out.append(InputCheck(i, values, tuple(findings)))
+                    beyond = low - value if value < low else value - high
+                    excess = beyond / self.spreads[name] if self.spreads[name] else math.inf
+                    findings.append(Finding(name, value, low, high, self._cause(name, value < low, values, scale),
+                                            excess))
+            out.append(InputCheck(i, values, tuple(sorted(findings, key=lambda f: -f.excess))))
         return out
 
     def _cause(self, name, low, values, scale):
