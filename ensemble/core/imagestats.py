@@ -36,7 +36,7 @@ calling thread (no BLAS: its threads would contend with the networks' for the co
 import math
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,7 @@ class Rule:
     """
 
     unit: str
+    _: KW_ONLY
     low: float = None
     high: float = None
     low_cause: str = ""
@@ -252,6 +253,7 @@ class Finding:
     low: float
     high: float
     cause: str
+    _: KW_ONLY
     excess: float = math.inf  # how far beyond the bound, in units of the training tiles' q99 - q01
 
     @property
@@ -340,7 +342,7 @@ class InputRange:
                     beyond = low - value if value < low else value - high
                     excess = beyond / self.spreads[name] if self.spreads[name] else math.inf
                     findings.append(Finding(name, value, low, high, self._cause(name, value < low, values, scale),
-                                            excess))
+                                            excess=excess))
             out.append(InputCheck(i, values, tuple(sorted(findings, key=lambda f: -f.excess))))
         return out
 
