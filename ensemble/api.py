@@ -229,7 +229,8 @@ def _served_strategy(run, strategy, say=_to_stderr):
 
 def predict(run=None, *, strategy=None, data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
             tta=None, batch_size=BATCH_SIZE, stack=None, device="auto", engine="auto", quiet=False, log=print,
-            masks_dir=None, overlay_dir=None, summary=None, scale=1.0, step=DEFAULT_STEP, max_pixels=MAX_PIXELS):
+            masks_dir=None, overlay_dir=None, summary=None, scale=1.0, step=DEFAULT_STEP, max_pixels=MAX_PIXELS,
+            check_inputs=True):
     """Predict masks for ``test_set`` of ``data`` (or ``images``: an image file, a folder of images, an .npz, or an
     array (N, H, W)); write a Kaggle submission CSV and/or per-image outputs (see
     :func:`~ensemble.predict.predict_run`). For masks and probabilities in memory, use :func:`predictor`.
@@ -240,6 +241,11 @@ def predict(run=None, *, strategy=None, data=None, images=None, out=None, png_di
     Images of any size go through sliding windows ``step`` tiles apart at ``scale`` input pixels per training
     pixel; ``max_pixels`` (default a 4096x4096 image) refuses larger ones. Progress goes to stderr unless
     ``quiet``.
+
+    With ``check_inputs`` every image is checked against the image statistics of the run's training tiles
+    (``RUN/input_stats.json``): one ``warning: ...`` line on stderr per image out of range, also when ``quiet``
+    (a diagnostic, not progress), and the ``summary``'s ``warnings`` column. A run without the file says so on
+    stderr once, unless ``quiet``. The masks are the same either way.
     """
     from .predict import predict_run
 
@@ -253,7 +259,7 @@ def predict(run=None, *, strategy=None, data=None, images=None, out=None, png_di
     return predict_run(run, strategy, data=data, images=images, out=out, png_dir=png_dir,
                        uncertainty_dir=uncertainty_dir, masks_dir=masks_dir, overlay_dir=overlay_dir, summary=summary,
                        options=options, max_pixels=max_pixels, log=log, note=note,
-                       progress=None if quiet else _to_stderr)
+                       progress=None if quiet else _to_stderr, warn=_to_stderr, check_inputs=check_inputs)
 
 
 def score(pred, masks):
@@ -268,7 +274,7 @@ def score(pred, masks):
 
 
 def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BATCH_SIZE, stack=None,
-              engine="auto", scale=1.0, step=DEFAULT_STEP):
+              engine="auto", scale=1.0, step=DEFAULT_STEP, check_inputs=True):
     """A :class:`~ensemble.inference.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
     ``predict_proba(images)`` and ``predict_logits(images)``; no files.
 
@@ -277,13 +283,24 @@ def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BA
     sliding windows ``step`` tiles apart at ``scale`` input pixels per training pixel.
     ``run`` defaults to the shipped reference run; ``strategy`` to the run's best recorded by its
     evaluation, ``tta`` to the one recorded for that strategy (both said on stderr).
+
+    With ``check_inputs`` (the default) ``predict``, ``predict_proba`` and ``predict_logits`` check their images
+    against the image statistics of the run's training tiles: the records of the last call are in
+    ``input_checks_`` (one :class:`~ensemble.core.imagestats.InputCheck` per image), and images out of range
+    give one :class:`~ensemble.core.imagestats.InputWarning`; ``check(images)`` checks without predicting. A
+    run without ``input_stats.json`` is not checked, and stderr says so once.
     """
     from .inference import Predictor
 
     options = _options(device, batch_size=batch_size, stack=stack, engine=engine, scale=scale, step=step)
     run = default_run(run, _to_stderr)
     strategy = _served_strategy(run, strategy)
-    return Predictor(run, strategy, options=options.replace(tta=_served_tta(run, strategy, tta)))
+    made = Predictor(run, strategy, options=options.replace(tta=_served_tta(run, strategy, tta)),
+                     check_inputs=check_inputs)
+    if check_inputs and made.input_range is None:
+        _to_stderr(f"{made.folder.input_stats_path.name}: not in {made.folder.path}, so the inputs are not checked "
+                   "against the training tiles (python scripts/input_stats.py writes it)")
+    return made
 
 
 def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,

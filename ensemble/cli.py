@@ -458,7 +458,8 @@ def evaluate(**options):
 @click.option("--uncertainty", "uncertainty_dir", type=click.Path(), default=None,
               help="Also write per-pixel entropy and member-disagreement PNGs here.")
 @click.option("--summary", type=click.Path(), default=None,
-              help="Write every image's class shares of its pixels to this .csv or .json file.")
+              help="Write every image's class shares of its pixels to this .csv or .json file, with a warnings "
+                   "column (the input check's findings; empty when none).")
 @click.option("--scale", type=float, default=1.0, show_default=True,
               help="Input pixels per training pixel: 2 for AI4Mars' 256x256 copies, 8 for full 1024x1024 NavCam "
                    "frames (images are area-downsampled before the networks, logits upsampled back).")
@@ -478,6 +479,10 @@ def predict(**options):
 
     Images of any size are covered by Gaussian-weighted sliding windows of the run's tile
     size; every output is at the image's own resolution and named by its file stem.
+
+    Each image, at the training scale, is checked against the run's training tiles (noise,
+    blur, JPEG blocks, exposure, size for --scale): one "warning:" line on stderr per image
+    out of range, also with --quiet. The masks are predicted all the same.
 
     \b
     Examples:

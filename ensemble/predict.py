@@ -301,13 +301,15 @@ def class_shares(mask):
 
 
 def write_summary(path, rows):
-    """Write the per-image class shares as CSV (id, height, width, one column per class) or JSON, atomically."""
+    """Write the per-image class shares as CSV (id, height, width, one column per class, warnings) or JSON,
+    atomically. ``warnings`` holds the input check's findings (:mod:`ensemble.core.imagestats`), empty when none."""
     path = Path(path)
     if path.suffix.lower() == ".json":
         write_text_atomic(path, json.dumps(rows, indent=2) + "\n")
         return
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["id", "height", "width", *CLASS_NAMES], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=["id", "height", "width", *CLASS_NAMES, "warnings"],
+                            lineterminator="\n", restval="")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -345,11 +347,11 @@ class _Outputs:
     def __init__(self, writer, folders, summary):
         self.writer, self.folders, self.summary, self.rows = writer, folders, summary, []
 
-    def write(self, ids, images, class_logits, member_logits, size=None):
+    def write(self, ids, images, class_logits, member_logits, size=None, *, notes=None):
         """Write a batch (B, ...) of masks of ``ids``: CSV rows and the per-image outputs asked for.
 
         Logits at another size than ``size`` (the images' (H, W), default the logits' own) are brought to it
-        band by band (:func:`output_maps`).
+        band by band (:func:`output_maps`). ``notes`` are the images' input-check findings for the summary.
         """
         folders = self.folders
         size = tuple(class_logits.shape[-2:]) if size is None else tuple(size)
@@ -370,7 +372,7 @@ class _Outputs:
                     write_gray_png(disagreement[i], folders["uncertainty"] / f"{image_id}_disagreement.png")
             if self.summary is not None:
                 self.rows.append({"id": image_id, "height": int(masks[i].shape[0]), "width": int(masks[i].shape[1]),
-                                  **class_shares(masks[i])})
+                                  **class_shares(masks[i]), "warnings": notes[i] if notes else ""})
 
 
 def _tile_runs(inputs, predictor):
@@ -405,9 +407,21 @@ def _predictions(inputs, predictor, members=True):
             yield ids, image[None], class_logits, member_logits
 
 
+def _input_notes(predictor, inputs, first, images, warn):
+    """The input check's finding of each image of a batch (``""`` when in range), each said on one line to ``warn``.
+
+    ``first`` is the batch's first image in ``inputs`` (what the line names)."""
+    notes = []
+    for check in predictor.check(images):
+        notes.append(check.message())
+        if notes[-1] and warn is not None:
+            warn(f"warning: {inputs.where(first + check.index)}: {notes[-1]}")
+    return notes
+
+
 def predict_run(run, strategy="learned", *, data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
                 masks_dir=None, overlay_dir=None, summary=None, options=None, max_pixels=MAX_PIXELS, log=None,
-                note=None, progress=None, **settings):
+                note=None, progress=None, warn=None, check_inputs=True, **settings):
     """Predict masks with ``strategy`` of ``run``: a Kaggle submission CSV ``out`` and/or per-image outputs.
 
     ``strategy``: any fuser fitted in ``RUN/fusion`` or ``"baseline"``; another name raises
@@ -436,6 +450,13 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
     ``note`` (a callable) is called once the inputs are checked, before any image is predicted;
     ``progress`` (a callable taking a line) hears images done, tiles per second and the ETA.
 
+    Input check (``check_inputs``): every image, at the training scale, is compared with the range of image
+    statistics of the run's training tiles (:meth:`~ensemble.inference.Predictor.check`); ``warn`` (a callable
+    taking a line) hears one line per image out of range, naming the image, the statistic, its value against
+    the range and the likely cause, and the summary's ``warnings`` column holds the same (empty when none).
+    The masks are never changed by it. A run without ``input_stats.json`` is not checked, and ``progress``
+    hears so once.
+
     Returns ``{"rows": n CSV rows, "images": n, "out": CSV path or None, "strategy", "seconds"}``.
     """
     started = time.perf_counter()
@@ -448,7 +469,8 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
     _check_outputs(folders, summary, out)
     if int(max_pixels) < 1:
         raise EnsembleError(f"--max-pixels: must be at least 1, got {max_pixels}")
-    predictor = Predictor(run, strategy, options=InferenceOptions.of(options, **settings), log=log)
+    predictor = Predictor(run, strategy, options=InferenceOptions.of(options, **settings), log=log,
+                          check_inputs=check_inputs)
     if isinstance(images, np.ndarray):
         inputs = _array_inputs(images, "images", "an array")
     else:
@@ -457,6 +479,10 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
     _check_sizes(inputs, predictor.tile_shape, int(max_pixels), out is not None)  # before any file is opened
     if note:  # what the caller has to say once the inputs are known to be good (the default strategy)
         note()
+    checking = check_inputs and predictor.input_range is not None
+    if check_inputs and not checking and progress is not None:
+        progress(f"{predictor.folder.input_stats_path.name}: not in {predictor.folder.path}, so the inputs are not checked "
+            "against the training tiles (python scripts/input_stats.py writes it)")
     sizes = sorted({f"{h}x{w}" for h, w in inputs.shapes})
     log(f"predicting {len(inputs)} images ({', '.join(sizes[:3])}{', ...' if len(sizes) > 3 else ''}) from "
         f"{inputs.source} with {strategy}, tta {predictor.tta}, scale {predictor.scale:g}, engine {predictor.engine}")
@@ -467,7 +493,8 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
         outputs.writer = writer
         members = folders["uncertainty"] is not None  # only the disagreement map reads the member logits
         for ids, batch_images, class_logits, member_logits in _predictions(inputs, predictor, members):
-            outputs.write(ids, batch_images, class_logits, member_logits, batch_images.shape[1:])
+            notes = _input_notes(predictor, inputs, done, batch_images, warn) if checking else None
+            outputs.write(ids, batch_images, class_logits, member_logits, batch_images.shape[1:], notes=notes)
             done += len(ids)
             meter.update(done, predictor.windows_run)
             del class_logits, member_logits  # drop this batch before the next one is computed

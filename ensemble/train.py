@@ -29,6 +29,7 @@ from .core.data import load_data
 from .core.defaults import DEFAULT_BACKEND
 from .core.devices import machine_cores, resolve_device
 from .core.errors import EnsembleError
+from .core.imagestats import training_statistics
 from .core.objectives import DEFAULT_OBJECTIVE, check_objective
 from .core.runfolder import RunFolder, prepare_run, record_network_config
 from .core.split import VAL_FRACTION
@@ -255,6 +256,7 @@ def plan_training(names, *, data, run, options):
     configs = [network_config(name, settings=settings, width=widths[name], options=options) for name in names]
     check_distinct_seeds(folder, configs)
     _, train_idx, val_idx = prepare_run(run, data, settings)
+    record_input_statistics(folder, data, train_idx)
     tasks = []
     for name, config in zip(names, configs):
         record_network_config(run, settings, name, config.to_dict(), defaults=recorded_defaults())
@@ -263,6 +265,13 @@ def plan_training(names, *, data, run, options):
                                val_idx=val_idx, device=options.device, quiet=options.quiet))
     scored = min(configs[0].val_tiles or len(val_idx), len(val_idx)) if configs else len(val_idx)
     return TrainingPlan(folder, list(names), tasks, train_idx, val_idx, objective, options, scored)
+
+
+def record_input_statistics(folder, data, train_idx):
+    """Write the training tiles' image statistics (``RUN/input_stats.json``) that ``predict`` checks its inputs
+    against, unless the run has them: the split is fixed for the run's life, and so are they."""
+    if not folder.input_stats_path.exists():
+        folder.write_input_stats(training_statistics(data.images, data.tile_shape, train_idx))
 
 
 def default_jobs(names, *, stacked=False):

@@ -24,6 +24,7 @@ import pytest
 from conftest import copy_run
 from ensemble import api
 from ensemble.core.data import load_data, tile_ids
+from ensemble.core.imagestats import training_statistics
 from ensemble.inference import cached_val_logits
 from ensemble.core.metrics import per_tile_confusion
 from ensemble.predict import write_summary
@@ -184,6 +185,16 @@ def test_image_summary(tmp_path, disk_full_after, suffix):
     rows = [{"id": f"img{i}", "height": 10, "width": 20, "background": 0.0, "soil": 0.5, "bedrock": 0.25,
              "sand": 0.25, "big_rock": 0.0} for i in range(20)]
     _check_survives(lambda version: write_summary(path, rows[: 10 + version]), path, disk_full_after)
+
+
+def test_input_stats(tmp_path, disk_full_after):
+    """The training tiles' image statistics (``RUN/input_stats.json``, written when a run is planned)."""
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    folder.manifest_path.write_text(json.dumps({"format_version": 1, "checksums": {}}))
+    tiles = np.random.default_rng(0).random((40, 16, 32)).astype(np.float32)
+    _check_survives(lambda version: folder.write_input_stats(training_statistics(tiles[: 20 + version], (16, 32))),
+                    folder.input_stats_path, disk_full_after)
 
 
 def test_submission_csv(tmp_path, disk_full_after):

@@ -26,6 +26,8 @@ FUSERS = {f"fusion/{s}.pt" for s in ("argmax", "calibrated", "learned", "learned
 #: What the reference run gained beside them: the baseline's replica, the control and the fusers over several networks.
 EXTRA_NETWORKS = {"baseline_1/best.pt"} | {f"control/control_{i}/best.pt" for i in range(5)}
 EXTRA_FUSERS = {f"fusion/{s}.pt" for s in ("baseline_bias", "hybrid", "stacked", "baseline_pair", "baseline_pair_bias")}
+#: The training tiles' image statistics that predict checks its inputs against (scripts/input_stats.py wrote them).
+INPUT_STATS = "input_stats.json"
 
 
 def _shipped_rows(run):
@@ -37,7 +39,7 @@ def test_shipped_run_is_complete_verified_and_small(run, objective):
     folder = RunFolder(run)
     assert folder.objective() == objective
     checksums = folder.manifest()["checksums"]
-    assert NETWORKS | FUSERS <= set(checksums)
+    assert NETWORKS | FUSERS | {INPUT_STATS} <= set(checksums)
     if run == REFERENCE:
         assert EXTRA_NETWORKS | EXTRA_FUSERS <= set(checksums)
     assert not [key for key in checksums if key.startswith("cache/")]  # cached graphs keep theirs in cache/
@@ -48,6 +50,26 @@ def test_shipped_run_is_complete_verified_and_small(run, objective):
     shipped = [p for p in run.rglob("*") if p.is_file() and not {"cache", "snapshots"} & set(p.parts)
                and p.name != "latest.pt" and not p.name.startswith(".")]  # what .gitignore lets into the repository
     assert sum(p.stat().st_size for p in shipped) < 20 * 2**20  # the reference run: 12 networks, about 17 MiB
+
+
+@pytest.mark.parametrize("run", [REFERENCE, FULLMASK])
+def test_shipped_input_statistics_are_the_training_tiles(run, data_path):
+    """The shipped ``input_stats.json`` is what ``scripts/input_stats.py`` computes from the run's training split
+    with today's rules (verified by its recorded sha256 in the test above)."""
+    from ensemble.core.data import load_data
+    from ensemble.core.imagestats import training_statistics
+
+    folder = RunFolder(run)
+    data = load_data(data_path)
+    expected = training_statistics(data.images, data.tile_shape, folder.manifest()["split"]["train_indices"])
+    recorded = json.loads(folder.input_stats_path.read_text())
+    assert {k: v for k, v in recorded.items() if k != "statistics"} == \
+        {k: v for k, v in json.loads(json.dumps(expected)).items() if k != "statistics"}
+    for name, entry in expected["statistics"].items():
+        shipped = recorded["statistics"][name]
+        assert shipped["values"] == pytest.approx(entry["values"], rel=1e-9), name
+        for side in ("low", "high"):
+            assert (shipped[side] is None and entry[side] is None) or shipped[side] == pytest.approx(entry[side]), name
 
 
 def test_reference_run_is_the_default(tmp_path, subset_path, monkeypatch):

@@ -11,6 +11,8 @@ Layout::
     RUN/cache/                        cached validation logits of the members (and the other sources) for fusion; cache/onnx/: ONNX graphs for onnxruntime;
                                       cache/checksums.json: the sha256 of every cached graph
     RUN/fusion/<strategy>.pt          fitted fusers
+    RUN/input_stats.json              the training tiles' image statistics and the thresholds of predict's input
+                                      check (:mod:`ensemble.core.imagestats`)
 """
 import contextlib
 import copy
@@ -26,6 +28,7 @@ from ensemble import FORMAT_VERSION, __version__
 from .classes import BASELINE, CLASS_NAMES, CONTROL, is_baseline_replica, is_control
 from .errors import RunError
 from .fileio import sha256_file, write_json_atomic
+from .imagestats import InputRange
 from .locations import DEFAULT_RUN, SHIPPED_REPORTS, is_shipped, shipped_cache_dir
 from .objectives import OBJECTIVES
 from .outliers import find_outliers
@@ -62,6 +65,8 @@ ONNX_META_SUFFIX = ".json"
 #: (a run under version control, like ``models/reference``, stays unmodified when a command caches a graph).
 CACHE_CHECKSUMS = "checksums.json"
 EVALUATION_DIR = "evaluation"
+#: The training tiles' image statistics (quantiles and thresholds) that ``predict`` checks its inputs against.
+INPUT_STATS = "input_stats.json"
 LOCK = ".manifest.lock"
 
 #: Parsed manifests by path, reused while the file's (mtime, size) is unchanged: one parse per command.
@@ -187,6 +192,29 @@ class RunFolder:
         if not self.fusion_dir.is_dir():
             return []
         return [p.stem for p in self.fusion_dir.glob(f"*{FUSER_SUFFIX}") if p.is_file()]
+
+    @property
+    def input_stats_path(self):
+        """``RUN/input_stats.json``: the training tiles' image statistics, written when the run is planned."""
+        return self.path / INPUT_STATS
+
+    def write_input_stats(self, content):
+        """Write ``input_stats.json`` (:func:`~ensemble.core.imagestats.training_statistics`) atomically and record
+        its sha256 in the manifest."""
+        write_json_atomic(self.input_stats_path, content)
+        self.record_checksums([self.input_stats_path])
+
+    def input_range(self):
+        """The run's :class:`~ensemble.core.imagestats.InputRange` (``input_stats.json``, verified against the
+        manifest's sha256 when one is recorded), or ``None`` for a run without the file."""
+        path = self.input_stats_path
+        if not path.is_file():
+            return None
+        self.verify(path)
+        try:
+            return InputRange(self.read_json(path), path)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
 
     @property
     def evaluation_dir(self):

@@ -18,6 +18,7 @@ from members.stacked import StackedUNet
 from ..core.classes import BASELINE, CONTROL, NUM_CLASSES, is_baseline_replica
 from ..core.errors import EnsembleError
 from ..core.fileio import sha256_file
+from ..core.imagestats import image_statistics, warn_inputs
 from ..core.runfolder import RunFolder
 from .batching import Tiles, all_logits, as_tiles, image_list, logits_batches, tta_logits
 from .engines import OnnxForward, cached_graph, export_onnx, resolve_engine
@@ -54,14 +55,27 @@ class Predictor:
     ``epoch`` loads every network as it stood after that epoch of its training (its snapshot; ``best.pt``
     for one that stopped earlier): what the budget curve scores.
 
+    **Input check.** :meth:`check` compares each image, brought to the training scale, with the range of
+    simple statistics the run's training tiles span (``RUN/input_stats.json``,
+    :mod:`ensemble.core.imagestats`: noise, sharpness, finest-octave detail, JPEG's quantized DCT, grey-level
+    percentiles, size), and returns one :class:`~ensemble.core.imagestats.InputCheck` per image. With
+    ``check_inputs=True`` (what ``api.predictor()`` builds) ``predict``, ``predict_proba`` and ``predict_logits``
+    run it on their images too, keep the records of the last call in ``input_checks_`` and, when an image is
+    out of range, issue one :class:`~ensemble.core.imagestats.InputWarning`. The check never changes a
+    prediction. ``input_range`` is ``None`` for a run without the file: then nothing is checked.
+
     ``predict`` / ``predict_proba`` / ``predict_logits`` / ``predict_member_logits`` /
     ``predict_source_logits`` serve ``ensemble predict``, ``evaluate``, the fusers' logits cache
     and the notebook API; ``export`` writes the program of ``ensemble export``.
     """
 
-    def __init__(self, run, strategy="learned", *, options=None, epoch=None, log=None, **settings):
+    def __init__(self, run, strategy="learned", *, options=None, epoch=None, log=None, check_inputs=False,
+                 **settings):
         self.options = InferenceOptions.of(options, **settings)
         self.epoch = epoch
+        self.check_inputs = bool(check_inputs)
+        self.input_checks_ = None  # the InputCheck records of the last predict* call (with check_inputs)
+        self._input_range = False
         self.windows_run = 0  # windows (tiles) through the networks so far: the progress counter
         self.folder = RunFolder(run)
         manifest = self.folder.manifest()
@@ -86,6 +100,49 @@ class Predictor:
             self.members = load_members(self.folder.path, device, epoch)
         forwards = [self._source_forward(source, log) for source in self.sources]
         self._forward = concatenated(forwards)
+        if check_inputs:  # a broken or changed file is refused when the predictor is built, not mid-way
+            self._input_range = self.folder.input_range()
+
+    @property
+    def input_range(self):
+        """The run's :class:`~ensemble.core.imagestats.InputRange` (``input_stats.json``, verified), or ``None`` for a
+        run without it; read once, when the predictor is built with ``check_inputs`` or at the first check."""
+        if self._input_range is False:
+            self._input_range = self.folder.input_range()
+        return self._input_range
+
+    def check(self, images):
+        """One :class:`~ensemble.core.imagestats.InputCheck` per image: its statistics at the training scale and
+        what lies outside the run's training tiles' range (``findings``; empty when none). ``images`` as for
+        :meth:`predict`: a batch of the run's tiles at scale 1 is checked as it is, any other image after
+        :func:`~ensemble.inference.windows.to_training_scale` at ``scale``. A run without ``input_stats.json``
+        has nothing to check against: :class:`EnsembleError`.
+        """
+        if self.input_range is None:
+            raise EnsembleError(f"{self.folder.input_stats_path}: not found, so the inputs cannot be checked; "
+                                "training writes it (python scripts/input_stats.py --run RUN writes it for a trained run)")
+        if self._batched(images):
+            tiles = images if isinstance(images, Tiles) else as_tiles(images)
+            stats = image_statistics(tiles.raw, self.tile_shape)  # uint8 0-255 or float 0-1
+        else:
+            _, sequence = image_list(images)
+            parts = [image_statistics(self._training_scale(image), self.tile_shape) for image in sequence]
+            stats = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else \
+                image_statistics(np.zeros((0, 1, 1)))
+        return self.input_range.check(stats, self.scale)
+
+    def _training_scale(self, image):
+        """A float 0-1 image (H, W) as the networks see it: at the training scale (numpy)."""
+        with torch.inference_mode():
+            return to_training_scale(as_image_tensor(image), self.scale).numpy()
+
+    def _checked(self, images):
+        """With ``check_inputs`` and a run that has the statistics: check ``images``, keep the records in
+        ``input_checks_`` and warn when one is out of range."""
+        if not self.check_inputs or self.input_range is None:
+            return
+        self.input_checks_ = self.check(images)
+        warn_inputs(self.input_checks_)
 
     def _make_source(self, source):
         """A fresh PyTorch module of ``source`` (the members from the loaded ones)."""
@@ -203,6 +260,8 @@ class Predictor:
 
     def _collect(self, images, which):
         self._require(which)
+        if which == "class":
+            self._checked(images)
         if not self._batched(images):
             return self._per_image(images, which, lambda logits: logits.numpy())
         slot = 2 if which == "member" else 1
@@ -233,12 +292,14 @@ class Predictor:
         self._require("class")
         with torch.inference_mode():
             if not self._batched(images):
+                self._checked(images)
                 return self._per_image(images, "class", lambda logits: torch.softmax(logits, dim=1).numpy())
             return torch.softmax(torch.from_numpy(self.predict_logits(images)), dim=1).numpy()
 
     def predict(self, images):
         """Masks (N, H, W) uint8 of class ids: the argmax of the class logits (one (H, W) mask for one image)."""
         self._require("class")
+        self._checked(images)
         if not self._batched(images):
             return self._per_image(images, "class", lambda logits: channel_argmax(logits).to(torch.uint8).numpy())
         masks = np.empty((len(images), *np.shape(images)[1:]), dtype=np.uint8)
