@@ -93,10 +93,10 @@ RULES = {
     "jpeg": Rule("(share of quantized DCT coefficients)", high=0.3,
                  high_cause="a JPEG-compressed (or resampled) image?"),
     "p1": Rule("grey levels", low=0.02, high=0.2, low_cause="clipped shadows: over-contrasted or underexposed?",
-               high_cause="no dark pixels: overexposed or low in contrast?", digits=0),
+               high_cause="no dark pixels: overexposed or low in contrast?", digits=1),
     "p50": Rule("grey levels", low=0.1, high=0.1, low_cause="a dark image: underexposed?",
-                high_cause="a bright image: overexposed?", digits=0),
-    "p99": Rule("grey levels", low=0.2, low_cause="no bright pixels: underexposed or low in contrast?", digits=0),
+                high_cause="a bright image: overexposed?", digits=1),
+    "p99": Rule("grey levels", low=0.2, low_cause="no bright pixels: underexposed or low in contrast?", digits=1),
     "extent": Rule("tiles", fixed=(0.75, math.inf),
                    low_cause="looks {factor}x too small for --scale {scale}: try --scale {fit}"),
 }
