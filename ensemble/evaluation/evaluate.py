@@ -37,7 +37,7 @@ from ..reporting.report import write_report
 from .bootstrap import paired_bootstrap
 from .crossfit import cross_fitted_logits, fitted_logits, fold_assignment
 from .curve import budget_curve, check_snapshots, read_curve, recorded_cores, training_minutes
-from .robustness import FrameSet, robust_models, robustness_scores, robustness_table
+from .robustness import FrameSet, model_sources, robust_models, robustness_scores, robustness_table
 from .table import build_table
 
 
@@ -435,7 +435,7 @@ def robustness_benchmark(folder, data, scores, fusers, table, *, options, cross_
     and the served default, with the fusers cross-fitted like the clean evaluation's; on whole frames too when
     the evaluation scored them (``--frames``)."""
     models = robust_models(table["best_strategy"])
-    sources = list(dict.fromkeys(s for m in models for s in ((BASELINE,) if m == BASELINE else fusers[m].sources)))
+    sources = model_sources(models, fusers)
     images = data.images[scores.val_idx]
     clean_logits = validation_logits(folder, data, sources, images, options=options, log=log)
     folds = _folds(data, scores.val_idx, cross_fit, seed) if cross_fit else None

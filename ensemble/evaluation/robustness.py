@@ -34,6 +34,11 @@ from .crossfit import apply_fold_fusers, fold_fusers
 MIDDLE_SEVERITY = 2
 
 
+def model_sources(models, fusers):
+    """The sources (networks) the ``models`` read, each once: the baseline's, or their fusers'."""
+    return list(dict.fromkeys(s for m in models for s in ((BASELINE,) if m == BASELINE else fusers[m].sources)))
+
+
 def robust_models(best):
     """The models the benchmark scores: the baseline, the bias-tuned baseline and the served default."""
     return list(dict.fromkeys([BASELINE, TUNED_BASELINE, best]))
@@ -129,7 +134,7 @@ def robustness_scores(folder, images, clean_logits, scores, fusers, *, models, o
     """
     log = log or (lambda line: None)
     names = list(corruptions) if corruptions else [c.name for c in CORRUPTIONS]
-    sources = list(dict.fromkeys(s for m in models for s in ((BASELINE,) if m == BASELINE else fusers[m].sources)))
+    sources = model_sources(models, fusers)
     fitted = _fold_fitted(models, fusers, clean_logits, scores, folds)
     predictors = {s: Predictor(folder.path, None if s == MEMBERS else s, options=options, log=log) for s in sources}
     result = RobustnessScores(models=list(models), seed=seed, clean={m: scores.tile_cms[m] for m in models})
