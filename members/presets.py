@@ -2,8 +2,10 @@
 
 Both train the recipe that :class:`~members.training.TrainConfig` defaults to, from the search in
 the README (Recipe search, ``scripts/recipe_search.py``): a warm-up then a cosine to zero stepped
-every batch, no early stopping, and horizontal flips as the only augmentation (rotation and zoom
-resample the tiles, and the batch-norm statistics learnt on the resampled tiles misfit sharp ones).
+every batch, no early stopping, horizontal flips, and random degradations of the image (noise, blur,
+exposure, resampling, JPEG) on 60 % of the tiles so the masks hold on images that are not lossless
+tiles (:data:`ensemble.core.augment.RECIPE`; rotation and zoom stay off: they resample every tile, and
+the batch-norm statistics learnt on resampled tiles misfit sharp ones).
 A preset holds only the :class:`~members.training.TrainConfig` fields it sets otherwise; members and
 the baseline share them, and ``--epochs``, ``--samples-per-epoch`` and ``--set`` override them.
 """

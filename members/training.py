@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ensemble.core.augment import RECIPE as AUGMENT_RECIPE
 from ensemble.core.augment import AugmentConfig, build_augmentation
 from ensemble.core.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES, pixel_counts
 from ensemble.core.devices import machine_cores
@@ -49,7 +50,8 @@ class TrainConfig:
     """How to train one network. ``target`` is the member's class id, or ``None`` for the baseline.
 
     The defaults are the searched recipe both presets train (:mod:`members.presets`): AdamW, a warm-up
-    then a cosine to zero stepped every batch, no early stopping, flips only. A run's ``config.json``
+    then a cosine to zero stepped every batch, no early stopping, flips and degradations
+    (:data:`ensemble.core.augment.RECIPE`). A run's ``config.json``
     records every field; a key an older file lacks is read from the table kept beside the format
     version (``ensemble.TRAIN_CONFIG_V1_DEFAULTS``), never from these defaults.
     """
@@ -70,7 +72,7 @@ class TrainConfig:
     dice_weight: float = 1.0
     focal_gamma: float = 2.0
     objective: str = DEFAULT_OBJECTIVE  # competition: unlabeled pixels ignored, class 0 never predicted
-    augment: dict = field(default_factory=lambda: AugmentConfig().to_dict())
+    augment: dict = field(default_factory=lambda: AUGMENT_RECIPE.to_dict())
     schedule: str = "cosine"  # see SCHEDULES
     warmup_epochs: float = 0.25  # "cosine": linear warm-up over this many epochs (fractions allowed)
     min_lr_ratio: float = 0.0  # the schedule ends at lr * min_lr_ratio

@@ -39,7 +39,7 @@ from ensemble.train import TrainOptions, plan_training, recorded_config  # noqa:
 FIRST_RECIPE = [
     "schedule=cosine_epoch", "warmup_epochs=0", "min_lr_ratio=0.05", "patience=4", "ema_decay=0",
     "weight_decay=0.0001", "model.dropout=0", "augment.hflip=true", "augment.rotate_degrees=10",
-    "augment.zoom_min_scale=0.8", "batch_size=32", "lr=0.002", "members:sampler_weight=1",
+    "augment.zoom_min_scale=0.8", "augment.degrade=0", "batch_size=32", "lr=0.002", "members:sampler_weight=1",
     "big_rock:sampler_weight=4", "baseline:sampler_weight=1", "snapshot_fractions=[]",
 ]
 #: Warm-up then cosine to zero, stepped every batch, no early stopping.

@@ -1,19 +1,17 @@
 #!/usr/bin/env bash
 # The commands that make the reference run shipped in models/reference/, from scratch: the searched
-# `full` preset (16 passes over the training tiles, warm-up + cosine to zero, flips only, budget-curve
-# snapshots), seed 0, objective competition, on 2 CPU cores:
+# `full` preset (16 passes over the training tiles, warm-up + cosine to zero, flips and random degradations
+# of the image on 60 % of the tiles as ensemble/core/augment.py: RECIPE, budget-curve snapshots), seed 0,
+# objective competition, on 2 CPU cores:
 #   1. the five members, two at a time, then the baseline, every member-level fuser and the evaluation
 #      with the budget curve (`ensemble run`, about 2 hours);
 #   2. the baseline's replica (another seed: the baseline_pair rows, about 50 minutes) and the ensembling
 #      control (five width-8 multiclass nets, about 65 minutes);
-#   3. every fuser (the ones over several networks included) and the evaluation with the budget curve
-#      and the member ablation.
+#   3. every fuser (the ones over several networks included) and the evaluation with the budget curve,
+#      the member ablation, the flip-TTA gain and the robustness benchmark.
 # Rerun the same command to continue a cut run (every network resumes from its latest.pt).
 # models/reference/ is RUN=runs/reference copied without the files .gitignore keeps out (latest.pt,
-# snapshots/, cache/). Steps 2 and 3 were added to the shipped run later without retraining step 1 (its
-# networks, fusers and budget curve are byte for byte those of step 1): the new networks were trained into
-# a copy, the new fusers fitted one by one with `ensemble fuse --strategy NAME`, and the evaluation run with
-# `--curve-from` the shipped budget_curve.json, since the snapshots are not shipped.
+# snapshots/, cache/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -25,4 +23,4 @@ E="$VENV/bin/ensemble"
 "$E" baseline --preset full --run "$RUN" --replicas 2 --seed 0 --objective competition
 "$E" control --preset full --run "$RUN" --seed 0 --objective competition
 "$E" fuse --run "$RUN" --strategy all --seed 0
-"$E" evaluate --run "$RUN" --curve --ablation --tta-gain --seed 0
+"$E" evaluate --run "$RUN" --curve --ablation --tta-gain --robustness --seed 0

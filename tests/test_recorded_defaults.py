@@ -97,7 +97,7 @@ def test_the_defaults_are_the_recipe_and_presets_hold_only_what_differs():
     assert (defaults["schedule"], defaults["warmup_epochs"], defaults["min_lr_ratio"], defaults["patience"]) == \
         ("cosine", 0.25, 0.0, 0)
     assert defaults["augment"] == {"hflip": True, "rotate_degrees": 0.0, "zoom_min_scale": 1.0, "brightness": 0.0,
-                                   "contrast": 0.0, "degrade": 0.0, "degrade_strength": 1.0}
+                                   "contrast": 0.0, "degrade": 0.6, "degrade_strength": 0.7}
     for preset, fields in PRESETS.items():
         assert set(fields) <= set(defaults), preset
         assert all(fields[k] != defaults[k] for k in fields), preset  # a value equal to the default is noise
