@@ -37,4 +37,5 @@ TRAIN_CONFIG_V1_DEFAULTS = {
     "replica": 0,
     "seed": 0,
     "seed_from_name": False,
+    "distill": {},
 }

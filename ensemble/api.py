@@ -137,6 +137,30 @@ def control(data=None, run=None, size=None, **options):
     return train_networks(names, data=data, run=resolve_run(run, log=say), options=options, log=log)
 
 
+def distill(data=None, run=None, *, teacher=None, alpha=0.5, temperature=2.0, **options):
+    """Train the student into ``run``: one multiclass U-Net (by default the baseline's architecture and width) that
+    learns ``alpha`` x the labels' loss + (1 - alpha) x ``temperature``^2 x KL(teacher || student) on every pixel.
+
+    ``teacher`` is a served strategy of the run (default: the run's served default, said); its logits of the
+    clean training tiles are computed once and cached outside the run (:mod:`ensemble.distill`), while the
+    student sees them augmented like any network of the run. Same options as :func:`baseline` (``width``,
+    ``epochs``, ``preset``, ``seed``, ``overrides``, ...). Returns the student's metrics.
+    """
+    from .core.classes import STUDENT
+    from .distill import check_teacher
+    from .inference.strategies import default_strategy
+
+    options, log, say = _training(options, 1)
+    _refuse_stacked(options)
+    from .train import train_networks
+
+    folder = resolve_run(run, log=say)
+    teacher = teacher or default_strategy(folder, log=say)
+    check_teacher(folder, teacher)  # before anything is written to the run
+    options = options.replace(distill={"teacher": teacher, "alpha": alpha, "temperature": temperature})
+    return train_networks([STUDENT], data=data, run=folder, options=options, log=log)[0]
+
+
 def _options(device="auto", **settings):
     """The :class:`~ensemble.inference.options.InferenceOptions` of a verb: ``device`` resolved (an unavailable
     one refused first), the other fields as given."""

@@ -338,6 +338,30 @@ def control(*, size, **options):
 
 
 @main.command()
+@training_options
+@click.option("--teacher", default=None,
+              help="Served strategy of the run the student learns from [default: the run's served default].")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Weight of the labels' loss; the teacher's term gets 1 - alpha.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="Softmax temperature of the teacher's and the student's distributions.")
+def distill(**options):
+    """Distil the run's served model into one multiclass U-Net (the student).
+
+    The student has the baseline's architecture and width unless --width says otherwise and learns from
+    the labels and, on every pixel (labeled or not), from the teacher's logits of the clean tile, while it
+    sees the tile augmented like any network of the run. The teacher's logits are computed once and cached
+    in the user's cache folder, never in the run.
+
+    \b
+    Example:
+      ensemble distill --run runs/full --preset full
+      ensemble distill --teacher hybrid --alpha 0.3 --temperature 1
+    """
+    _report_training([api.distill(**options)], options["run"])
+
+
+@main.command()
 @run_option
 @click.option("--strategy", type=click.Choice(["all", *STRATEGY_NAMES]),
               default="learned", show_default=True, help="Fusion strategy to fit, or all of them.")

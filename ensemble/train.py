@@ -20,11 +20,11 @@ from ensemble import TRAIN_CONFIG_V1_DEFAULTS
 from members.parallel import TrainTask, train_parallel, train_stacked_tasks
 from members.overrides import apply_overrides, parse_override
 from members.presets import SAMPLER_WEIGHTS, get_preset
-from members.training import TrainConfig, finished_metrics
+from members.training import DISTILL_DEFAULTS, TrainConfig, finished_metrics
 from members.unet import UNet, UNetConfig, count_parameters
 from members.workers import start_server, will_use_workers
 
-from .core.classes import BASELINE, NUM_CLASSES, class_index, is_baseline_like, is_control, is_multiclass
+from .core.classes import BASELINE, NUM_CLASSES, STUDENT, class_index, is_baseline_like, is_control, is_multiclass
 from .core.data import load_data
 from .core.defaults import DEFAULT_BACKEND
 from .core.devices import machine_cores, resolve_device
@@ -67,10 +67,13 @@ class TrainOptions:
     backend: str = DEFAULT_BACKEND
     scheduler: str = None
     stacked: bool = False
+    distill: tuple = ()  # the student's (key, value) distill settings (members.training.DISTILL_KEYS)
     quiet: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "overrides", tuple(self.overrides or ()))
+        distill = self.distill.items() if isinstance(self.distill, dict) else (self.distill or ())
+        object.__setattr__(self, "distill", tuple(distill))
 
     def replace(self, **changes):
         """A copy with ``changes``."""
@@ -163,6 +166,8 @@ def network_config(name, *, settings, width, options):
         seed=settings["seed"],
         seed_from_name=is_multiclass(name) and name != BASELINE,
     ).to_dict()
+    if name == STUDENT:
+        values["distill"] = {**DISTILL_DEFAULTS, **dict(options.distill)}
     values.update(get_preset(options.preset))
     if options.epochs:
         values["epochs"] = options.epochs
@@ -230,7 +235,7 @@ def network_widths(names, folder, options):
     own = None if with_members else options.width
     widths = {}
     for name in names:
-        if is_baseline_like(name):
+        if is_baseline_like(name) or name == STUDENT:  # the student: the baseline's architecture and width
             widths[name] = own or matched_baseline_width(member_width, DEPTH)
         elif is_control(name):  # the control spends the members' parameters on multiclass nets of their width
             widths[name] = own or member_width
@@ -265,6 +270,20 @@ def plan_training(names, *, data, run, options):
                                val_idx=val_idx, device=options.device, quiet=options.quiet))
     scored = min(configs[0].val_tiles or len(val_idx), len(val_idx)) if configs else len(val_idx)
     return TrainingPlan(folder, list(names), tasks, train_idx, val_idx, objective, options, scored)
+
+
+def attach_teachers(plan, data, *, log=None):
+    """Give every unfinished distilled task of ``plan`` its teacher's logits of the training tiles (cached once,
+    :func:`ensemble.distill.teacher_logits_file`), in place."""
+    from .distill import teacher_logits_file
+
+    for i, task in enumerate(plan.tasks):
+        teacher = TrainConfig(**task.config).distill_settings()[0]
+        if teacher is None or finished_metrics(task.out_dir) is not None:
+            continue
+        path = teacher_logits_file(plan.folder, teacher, data.images[plan.train_idx], data.sha256, plan.train_idx,
+                                   log=log)
+        plan.tasks[i] = dataclasses.replace(task, teacher_path=str(path))
 
 
 def record_input_statistics(folder, data, train_idx):
@@ -368,6 +387,7 @@ def train_networks(names, *, run, data=None, options=None, log=print):
         start_server()  # the workers' imports overlap the data load
     data = load_data(data)
     plan = plan_training(names, data=data, run=run, options=options)
+    attach_teachers(plan, data, log=None if options.quiet else log)
     if not options.quiet:
         log(f"training {', '.join(names)} on {len(plan.train_idx)} tiles, validating on {plan.scored_tiles} of "
             f"{len(plan.val_idx)} validation tiles each epoch "

@@ -1,9 +1,11 @@
-"""Losses: one-vs-rest member losses (BCE or focal, plus soft Dice) and the multiclass baseline loss.
+"""Losses: one-vs-rest member losses (BCE or focal, plus soft Dice), the multiclass baseline loss, and the
+distillation loss of a multiclass student learning from a teacher's logits as well as the labels.
 
 Every loss takes logits, never probabilities, and an optional ``valid`` pixel mask
 (False = ignored, e.g. unlabeled pixels under the ``competition`` objective).
 """
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -85,3 +87,50 @@ class MulticlassLoss(nn.Module):
         weights = weight[target] if weight is not None else torch.ones_like(pixel)
         weights = weights * valid
         return (pixel * valid).sum() / weights.sum().clamp_min(1e-6)
+
+
+class DistillTarget(NamedTuple):
+    """What a distilled network learns from, for a batch: the labels (N, H, W) int64, the teacher's class logits
+    (N, 5, H, W) of the clean tiles (moved with the augmentation's flips and warps), and ``coverage`` (N, H, W):
+    1 where the teacher's map covers the augmented pixel, less where a warp reached past the tile."""
+
+    labels: torch.Tensor
+    teacher_logits: torch.Tensor
+    coverage: torch.Tensor
+
+
+class DistillLoss(nn.Module):
+    """``alpha * labels_loss + (1 - alpha) * T^2 * KL(teacher || student)`` at temperature ``T``.
+
+    The label term is ``labels_loss`` (a :class:`MulticlassLoss`) on the pixels the objective scores. The
+    teacher term is the pixel-wise Kullback-Leibler divergence between the softened class distributions,
+    averaged over every pixel the teacher's map covers, labeled or not: there the labels say nothing and the
+    teacher does. ``T^2`` keeps the gradient's scale across temperatures (Hinton et al., 2015).
+    ``terrain_only`` (the ``competition`` objective) compares the distributions over classes 1-4, the choice
+    the student is scored on (the teacher's class-0 logit is ``-inf`` there).
+    """
+
+    def __init__(self, labels_loss, alpha=0.5, temperature=1.0, terrain_only=False):
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha: must be in [0, 1], got {alpha}")
+        if temperature <= 0:
+            raise ValueError(f"temperature: must be positive, got {temperature}")
+        self.labels_loss, self.alpha, self.temperature, self.terrain_only = labels_loss, alpha, temperature, terrain_only
+
+    def teacher_term(self, class_logits, teacher_logits, coverage):
+        """The mean over covered pixels of ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``."""
+        if self.terrain_only:
+            class_logits, teacher_logits = class_logits[:, 1:], teacher_logits[:, 1:]
+        t = self.temperature
+        student_log_probs = F.log_softmax(class_logits.float() / t, dim=1)
+        teacher_log_probs = F.log_softmax(teacher_logits.float() / t, dim=1)
+        pixel = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(1)
+        return t * t * (pixel * coverage).sum() / coverage.sum().clamp_min(1e-6)
+
+    def forward(self, class_logits, target, valid=None):
+        """``class_logits`` (N, 5, H, W); ``target`` a :class:`DistillTarget`; ``valid`` the labels' valid pixels."""
+        loss = (1 - self.alpha) * self.teacher_term(class_logits, target.teacher_logits, target.coverage)
+        if self.alpha:
+            loss = loss + self.alpha * self.labels_loss(class_logits, target.labels, valid)
+        return loss

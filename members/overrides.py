@@ -12,11 +12,11 @@ Overrides apply after the preset's fields (:mod:`members.presets`).
 """
 import json
 
-from ensemble.core.classes import BASELINE, CLASS_NAMES, CONTROL, is_baseline_like, is_control, is_multiclass
+from ensemble.core.classes import BASELINE, CLASS_NAMES, CONTROL, STUDENT, is_baseline_like, is_control, is_multiclass
 
 #: Fields an override may not change: identity, the run's settings, the data's shape.
 FIXED = ("name", "target", "replica", "seed", "seed_from_name", "objective", "model.in_channels", "model.out_channels")
-SCOPES = ("members", "multiclass", BASELINE, CONTROL, *CLASS_NAMES)
+SCOPES = ("members", "multiclass", BASELINE, CONTROL, STUDENT, *CLASS_NAMES)
 
 
 def parse_override(text):

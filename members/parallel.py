@@ -36,7 +36,8 @@ class TrainTask:
 
     ``split_dir`` is a folder of the split's arrays (:meth:`SplitArrays.save`) that workers on this
     machine memory-map; without it the worker loads ``data_path``, checks ``data_sha256`` and indexes
-    it by ``train_idx`` / ``val_idx``.
+    it by ``train_idx`` / ``val_idx``. ``teacher_path`` is a distilled network's teacher logits of the training
+    tiles (an ``.npy`` file, memory-mapped read-only by the worker).
     """
 
     config: dict
@@ -48,6 +49,7 @@ class TrainTask:
     device: str = "cpu"
     quiet: bool = False
     split_dir: str = None
+    teacher_path: str = None
 
     @property
     def name(self):
@@ -93,11 +95,20 @@ def _split_of(path, sha256, train_idx, val_idx):
 
 def task_split(task):
     """The tiles of ``task``: the shared arrays in its ``split_dir``, else its data file indexed by the split
-    (once per worker process for the last split asked)."""
+    (once per worker process for the last split asked); with the teacher's logits when it has a ``teacher_path``."""
     if task.split_dir:
-        return SplitArrays.open(task.split_dir)
-    return _split_of(str(task.data_path), task.data_sha256, np.asarray(task.train_idx, dtype=np.int64).tobytes(),
-                     np.asarray(task.val_idx, dtype=np.int64).tobytes())
+        split = SplitArrays.open(task.split_dir)
+    else:
+        split = _split_of(str(task.data_path), task.data_sha256, np.asarray(task.train_idx, dtype=np.int64).tobytes(),
+                          np.asarray(task.val_idx, dtype=np.int64).tobytes())
+    return with_teacher(split, task.teacher_path)
+
+
+def with_teacher(split, teacher_path):
+    """``split`` with the teacher logits in ``teacher_path`` memory-mapped read-only (``split`` itself without one)."""
+    if not teacher_path:
+        return split
+    return dataclasses.replace(split, train_teacher_logits=np.load(teacher_path, mmap_mode="r"))
 
 
 def _pending(tasks):
@@ -168,7 +179,8 @@ def train_task(task, *, threads, split=None):
         if done:
             return done
         log = None if task.quiet else functools.partial(print, flush=True)
-        return train_network(TrainConfig(**task.config), task_split(task) if split is None else split, task.out_dir,
+        split = task_split(task) if split is None else with_teacher(split, task.teacher_path)
+        return train_network(TrainConfig(**task.config), split, task.out_dir,
                              device=task.device, log=log, data_sha256=task.data_sha256)
     except Exception as exc:  # reported per network; the others go on
         return _failure(task.name, exc)

@@ -32,7 +32,7 @@ from ensemble.core.split import tiles_per_epoch
 from ensemble.core.weights import class_weights
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .losses import MemberLoss, MulticlassLoss, auto_pos_weight
+from .losses import DistillLoss, DistillTarget, MemberLoss, MulticlassLoss, auto_pos_weight
 from .unet import UNet, UNetConfig, count_parameters
 
 #: Memory layout of the networks and batches during training (``torch.contiguous_format`` for NCHW).
@@ -43,6 +43,12 @@ MEMORY_FORMAT = torch.channels_last
 #: ``warmup_epochs`` then a cosine down to ``lr * min_lr_ratio`` at the last step. ``cosine_epoch``:
 #: cosine annealing stepped once per epoch, from ``lr`` to ``lr * min_lr_ratio`` at the last epoch.
 SCHEDULES = ("cosine_epoch", "cosine")
+
+
+#: A distilled network's ``distill`` settings, with their defaults: the teacher (a served strategy of the run,
+#: required), the weight of the label loss (the teacher's KL term gets ``1 - alpha``) and the softmax temperature.
+DISTILL_DEFAULTS = {"teacher": None, "alpha": 0.5, "temperature": 2.0}
+DISTILL_KEYS = tuple(DISTILL_DEFAULTS)
 
 
 @dataclass
@@ -73,6 +79,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     objective: str = DEFAULT_OBJECTIVE  # competition: unlabeled pixels ignored, class 0 never predicted
     augment: dict = field(default_factory=lambda: AUGMENT_RECIPE.to_dict())
+    distill: dict = field(default_factory=dict)  # a multiclass student's teacher: see DISTILL_KEYS; {}: labels only
     schedule: str = "cosine"  # see SCHEDULES
     warmup_epochs: float = 0.25  # "cosine": linear warm-up over this many epochs (fractions allowed)
     min_lr_ratio: float = 0.0  # the schedule ends at lr * min_lr_ratio
@@ -111,6 +118,7 @@ class TrainConfig:
                 raise ValueError(f"{key}: {values[key]} is outside [{low}, {high})")
         if any(not 0 < f <= 1 for f in self.snapshot_fractions):
             raise ValueError(f"snapshot_fractions: each must be in (0, 1], got {self.snapshot_fractions}")
+        self._check_distill()
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: must be at least 1, got {getattr(self, key)}")
@@ -119,6 +127,30 @@ class TrainConfig:
             if getattr(self, key) < 0:
                 raise ValueError(f"{key}: must not be negative, got {getattr(self, key)}")
         return self
+
+    def _check_distill(self):
+        if not self.distill:
+            return
+        unknown = sorted(set(self.distill) - set(DISTILL_KEYS))
+        if unknown:
+            raise ValueError(f"distill.{unknown[0]}: unknown; valid: {', '.join(DISTILL_KEYS)}")
+        if self.is_member:
+            raise ValueError("distill: only a multiclass network learns from a teacher, not a one-vs-rest member")
+        if not self.distill.get("teacher"):
+            raise ValueError("distill.teacher: the strategy whose logits the student learns from is required")
+        alpha, temperature = self.distill_settings()[1:]
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"distill.alpha: must be in [0, 1], got {alpha}")
+        if not temperature > 0:
+            raise ValueError(f"distill.temperature: must be positive, got {temperature}")
+
+    def distill_settings(self):
+        """``(teacher, alpha, temperature)`` of a distilled network (:data:`DISTILL_KEYS`' defaults filled in),
+        ``(None, 1.0, 1.0)`` for one trained on labels alone."""
+        if not self.distill:
+            return None, 1.0, 1.0
+        values = {**DISTILL_DEFAULTS, **self.distill}
+        return values["teacher"], float(values["alpha"]), float(values["temperature"])
 
     def steps_per_epoch(self, train_tiles):
         """Optimiser steps in one epoch when ``train_tiles`` tiles are available for training."""
@@ -157,8 +189,12 @@ def build_loss(config, train_masks):
         pos_weight = config.pos_weight if config.pos_weight is not None else auto_pos_weight(shares[config.target])
         return MemberLoss(config.loss, pos_weight, config.dice_weight, config.focal_gamma)
     ignore = (0,) if config.ignores_unlabeled else ()
-    return MulticlassLoss(config.loss, class_weights(counts, ignore), config.focal_gamma,
-                          terrain_only=config.ignores_unlabeled)
+    labels_loss = MulticlassLoss(config.loss, class_weights(counts, ignore), config.focal_gamma,
+                                 terrain_only=config.ignores_unlabeled)
+    teacher, alpha, temperature = config.distill_settings()
+    if teacher is None:
+        return labels_loss
+    return DistillLoss(labels_loss, alpha, temperature, terrain_only=not predicts_background(config.objective))
 
 
 def targets_and_valid(config, masks):
@@ -189,11 +225,29 @@ def make_batch(images, masks, positions, augment, generator=None, device="cpu"):
     ``augment`` (a :class:`~ensemble.core.augment.BatchAugmentation`, or ``None``) draws every
     tile's parameters from ``generator`` and runs on ``device``, where the batch is returned.
     """
+    x, y = _tiles(images, masks, positions, device)
+    if augment is not None:
+        x, y = augment(x, y, generator)
+    return x, y
+
+
+def make_distill_batch(images, masks, teacher_logits, positions, augment, generator=None, device="cpu"):
+    """:func:`make_batch` with the teacher's class logits of the same tiles (``teacher_logits`` (N, 5, H, W), any
+    float dtype, indexed like ``images``): ``(images, masks, teacher_logits, coverage)``. The teacher's maps get the
+    tiles' flips and warps but not their photometric changes or degradations: the student learns the teacher's
+    answer for the clean tile from the augmented one. The random draws are :func:`make_batch`'s."""
+    x, y = _tiles(images, masks, positions, device)
+    maps = torch.from_numpy(np.asarray(teacher_logits[np.asarray(positions)], dtype=np.float32)).to(device)
+    if augment is None:
+        return x, y, maps, torch.ones_like(maps[:, 0])
+    x, y, (maps, coverage) = augment.with_maps(x, y, maps, generator)
+    return x, y, maps, coverage
+
+
+def _tiles(images, masks, positions, device):
     positions = np.asarray(positions)
     x = torch.from_numpy(images[positions])[:, None].to(device)
     y = torch.from_numpy(masks[positions].astype(np.int64)).to(device)
-    if augment is not None:
-        x, y = augment(x, y, generator)
     return x, y
 
 
@@ -242,6 +296,7 @@ class SplitArrays:
     train_masks: np.ndarray
     val_images: np.ndarray
     val_masks: np.ndarray
+    train_teacher_logits: np.ndarray = None  # a distilled network's teacher logits of the training tiles
 
     @classmethod
     def select(cls, images, masks, train_idx, val_idx):
@@ -364,6 +419,10 @@ class NetworkTrainer:
         self.device = torch.device(device)
         self.log = log or (lambda line: None)
         self.data_sha256 = data_sha256
+        if config.distill and (split.train_teacher_logits is None
+                               or len(split.train_teacher_logits) != len(split.train_images)):
+            raise ValueError(f"{config.name}: distilled from {config.distill_settings()[0]!r} but given no teacher "
+                             f"logits for its {len(split.train_images)} training tiles")
         self.val_positions = split.validation_subset(config)
         every = len(self.val_positions) == len(split.val_images)  # no copy when all tiles are scored
         self.val_images = split.val_images if every else split.val_images[self.val_positions]
@@ -426,10 +485,18 @@ class NetworkTrainer:
         torch.manual_seed(seed)  # dropout draws from the global stream
         generator = torch.Generator().manual_seed(seed)  # augmentation: this network's own stream
         order = epoch_order(self.config, self.split.train_masks, epoch)
+        teacher = self.split.train_teacher_logits if self.config.distill else None
         for start in range(0, len(order), self.config.batch_size):
-            x, y = make_batch(self.split.train_images, self.split.train_masks,
-                              order[start : start + self.config.batch_size], self.augment, generator, self.device)
-            target, valid = targets_and_valid(self.config, y)
+            positions = order[start : start + self.config.batch_size]
+            if teacher is None:
+                x, y = make_batch(self.split.train_images, self.split.train_masks, positions, self.augment,
+                                  generator, self.device)
+                target, valid = targets_and_valid(self.config, y)
+            else:
+                x, y, maps, coverage = make_distill_batch(self.split.train_images, self.split.train_masks, teacher,
+                                                          positions, self.augment, generator, self.device)
+                labels, valid = targets_and_valid(self.config, y)
+                target = DistillTarget(labels, maps, coverage)
             yield x.contiguous(memory_format=self.memory_format), target, valid
 
     def step(self):

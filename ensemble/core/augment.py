@@ -144,7 +144,7 @@ class BatchAugmentation:
     device; a single tile, image (C, H, W) and mask (H, W), works too. Every tile draws
     its own parameters from ``generator`` (a CPU ``torch.Generator``; ``None``: the global
     stream), a fixed number of draws per batch, so a stream seeded the same way gives the
-    same batches.
+    same batches. :meth:`with_maps` also moves per-pixel float maps (a teacher's logits) with the tiles.
     """
 
     def __init__(self, config=None):
@@ -154,7 +154,16 @@ class BatchAugmentation:
         if images.ndim == 3:
             out_images, out_masks = self(images[None], masks[None], generator)
             return out_images[0], out_masks[0]
+        images, masks, _ = self.with_maps(images, masks, None, generator)
+        return images, masks
+
+    def with_maps(self, images, masks, maps, generator=None):
+        """``(images, masks, (maps, coverage))`` of a batch: ``maps`` (B, K, H, W) float, or ``None``, get the
+        tiles' flips and warps (bilinear), never the photometric changes or degradations, so they stay the clean
+        tile's; ``coverage`` (B, H, W) is the share of each output pixel inside the source tile (1 unless a warp
+        reaches past it). The random draws are the same with or without ``maps``."""
         config, n, size = self.config, len(images), tuple(images.shape[-2:])
+        coverage = None if maps is None else torch.ones((n, *size), dtype=maps.dtype, device=maps.device)
         if config.warps:
             theta = warp_matrices(n, size, config, generator)
             if config.hflip:  # a mirrored tile reads column -x for output column x
@@ -164,14 +173,21 @@ class BatchAugmentation:
             warped = F.grid_sample(masks[:, None].to(grid.dtype), grid, mode="nearest", padding_mode="zeros",
                                    align_corners=False)
             masks = warped[:, 0].to(masks.dtype)
+            if maps is not None:
+                grid = grid.to(maps.dtype)
+                warped = F.grid_sample(torch.cat([maps, coverage[:, None]], 1), grid, mode="bilinear",
+                                       padding_mode="zeros", align_corners=False)
+                maps, coverage = warped[:, :-1], warped[:, -1]
         elif config.hflip:  # flips alone: an exact mirror, no resampling
             flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
             images = torch.where(flip.view(n, 1, 1, 1), images.flip(-1), images)
             masks = torch.where(flip.view(n, 1, 1), masks.flip(-1), masks)
+            if maps is not None:
+                maps = torch.where(flip.view(n, 1, 1, 1).to(maps.device), maps.flip(-1), maps)
         images = adjust_colour(images, config, generator)
         if config.degrade:
             images = degrade(images, DegradeConfig.of(config.degrade, config.degrade_strength), generator)
-        return images.clamp(0.0, 1.0), masks
+        return images.clamp(0.0, 1.0), masks, (None if maps is None else (maps, coverage))
 
 
 def build_augmentation(config=None):

@@ -23,6 +23,10 @@ TUNED_BASELINE = "baseline_bias"
 #: The ensembling control: multiclass U-Nets of the members' width, seeds apart, averaged by softmax
 #: (``control_0``, ``control_1``, ...); it separates the one-vs-rest decomposition from averaging.
 CONTROL = "control"
+#: The multiclass network distilled from a served strategy of its run (``ensemble distill``), and it with tuned
+#: class offsets.
+STUDENT = "student"
+TUNED_STUDENT = "student_bias"
 #: Multiclass nets in the control by default, one per member.
 CONTROL_SIZE = 5
 
@@ -55,8 +59,8 @@ def is_baseline_like(name):
 
 
 def is_multiclass(name):
-    """True for the baseline, its replicas and the control's networks (5 outputs), False for members."""
-    return is_baseline_like(name) or is_control(name)
+    """True for the baseline, its replicas, the control's networks and the student (5 outputs), False for members."""
+    return is_baseline_like(name) or is_control(name) or name == STUDENT
 
 
 def class_index(name):

@@ -11,7 +11,7 @@ from fusion import load_fuser
 from members.checkpoint import load_checkpoint, model_from_checkpoint
 from members.stacked import StackedUNet
 
-from ..core.classes import BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES, is_baseline_like, is_control
+from ..core.classes import BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES, STUDENT, is_baseline_like, is_control
 from ..core.errors import RunError
 from ..core.fileio import sha256_file
 from ..core.objectives import for_objective
@@ -41,6 +41,8 @@ def _network_checkpoint(folder, name):
                 (f"the baseline's replica {name!r}", f"baseline --replicas {int(name.rpartition('_')[2]) + 1}")
         elif is_control(name):
             what, verb = f"control network {name!r}", "control"
+        elif name == STUDENT:
+            what, verb = "the distilled student", "distill"
         else:
             what, verb = f"member {name!r}", "train"
         raise RunError(f"{path}: missing; {what} has not been trained in {folder.path} (run ensemble "

@@ -1,0 +1,171 @@
+"""Distillation: the student's loss, the teacher's maps moved with the augmentation, training from a teacher."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ensemble.core.augment import AugmentConfig, build_augmentation
+from members.losses import DistillLoss, DistillTarget, MulticlassLoss
+from members.training import (SplitArrays, TrainConfig, build_loss, make_batch, make_distill_batch, train_network)
+
+
+def _logits(seed, n=2, h=8, w=16):
+    return torch.randn(n, 5, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def _loss(alpha=0.5, temperature=2.0, terrain_only=True):
+    return DistillLoss(MulticlassLoss("ce", terrain_only=terrain_only), alpha, temperature, terrain_only=terrain_only)
+
+
+def test_alpha_one_is_the_label_loss_and_a_student_equal_to_its_teacher_pays_nothing_for_it():
+    student, teacher = _logits(0), _logits(1)
+    labels = torch.randint(1, 5, (2, 8, 16), generator=torch.Generator().manual_seed(2))
+    coverage = torch.ones(2, 8, 16)
+    labels_only = MulticlassLoss("ce", terrain_only=True)(student, labels)
+    assert torch.allclose(_loss(alpha=1.0)(student, DistillTarget(labels, teacher, coverage)), labels_only)
+    assert float(_loss(alpha=0.0)(teacher, DistillTarget(labels, teacher, coverage))) == pytest.approx(0.0, abs=1e-6)
+    assert float(_loss(alpha=0.0)(student, DistillTarget(labels, teacher, coverage))) > 0.01
+
+
+def test_the_teacher_term_is_temperature_squared_kl_over_covered_pixels_only():
+    student, teacher = _logits(3), _logits(4)
+    loss = _loss(alpha=0.0, temperature=3.0, terrain_only=False)
+    coverage = torch.zeros(2, 8, 16)
+    coverage[:, :, :5] = 1
+    s, t = torch.log_softmax(student / 3, 1), torch.log_softmax(teacher / 3, 1)
+    expected = 9 * (t.exp() * (t - s)).sum(1)[:, :, :5].mean()
+    got = loss(student, DistillTarget(torch.zeros(2, 8, 16, dtype=torch.long), teacher, coverage))
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    # a student that differs from the teacher only where nothing is covered pays nothing
+    changed = teacher.clone()
+    changed[:, :, :, 5:] = student[:, :, :, 5:]
+    assert float(loss(changed, DistillTarget(torch.zeros(2, 8, 16, dtype=torch.long), teacher, coverage))) < 1e-6
+
+
+def test_terrain_only_ignores_the_teachers_class_zero():
+    student, teacher = _logits(5), _logits(6)
+    labels = torch.ones(2, 8, 16, dtype=torch.long)
+    masked = teacher.clone()
+    masked[:, 0] = -1e4  # the cache's stand-in for the competition objective's -inf
+    coverage = torch.ones(2, 8, 16)
+    loss = _loss(alpha=0.0)
+    assert torch.allclose(loss(student, DistillTarget(labels, teacher, coverage)),
+                          loss(student, DistillTarget(labels, masked, coverage)))
+
+
+def _tiles(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, 64, 128), dtype=np.float32)
+    masks = rng.integers(0, 5, (n, 64, 128)).astype(np.uint8)
+    return images, masks
+
+
+@pytest.mark.parametrize("config", [AugmentConfig(), AugmentConfig(degrade=1.0, brightness=0.2),
+                                    AugmentConfig(rotate_degrees=20, zoom_min_scale=0.7)])
+def test_teacher_maps_move_with_the_tiles_and_the_draws_do_not_change(config):
+    images, masks = _tiles()
+    teacher = np.repeat(images[:, None], 5, axis=1).astype(np.float16)  # maps equal to the clean tiles
+    augment = build_augmentation(config)
+    positions = [3, 0, 5, 1]
+    x, y = make_batch(images, masks, positions, augment, torch.Generator().manual_seed(7))
+    x2, y2, maps, coverage = make_distill_batch(images, masks, teacher, positions, augment,
+                                                torch.Generator().manual_seed(7))
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    clean, _ = make_batch(images, masks, positions, build_augmentation(
+        AugmentConfig(hflip=config.hflip, rotate_degrees=config.rotate_degrees,
+                      zoom_min_scale=config.zoom_min_scale)), torch.Generator().manual_seed(7))
+    inside = coverage > 0.999
+    assert inside.float().mean() > (0.5 if config.warps else 0.999)
+    if config.warps:
+        assert (coverage < 0.999).any()
+    # the maps hold the clean tile, moved exactly as the tile was (float16 storage aside)
+    diff = (maps[:, 2] - clean[:, 0]).abs()[inside]
+    assert float(diff.max()) < 2e-3
+    if config.degrade or config.brightness:
+        assert not torch.allclose(x2, clean)
+
+
+def _split(n_train=24, n_val=8, seed=0):
+    images, masks = _tiles(n_train + n_val, seed)
+    return SplitArrays(images[:n_train], masks[:n_train], images[n_train:], masks[n_train:])
+
+
+def _config(**distill):
+    return TrainConfig(name="student", target=None, loss="ce", epochs=1, batch_size=8,
+                       model={"width": 4, "out_channels": 5}, distill=distill).check()
+
+
+def test_a_distilled_network_trains_from_its_teacher_logits_and_needs_them(tmp_path):
+    config = _config(teacher="stacked", alpha=0.0)
+    split = _split()
+    with pytest.raises(ValueError, match="no teacher logits for its 24 training tiles"):
+        train_network(config, split, tmp_path / "none", log=None)
+    teacher = np.zeros((24, 5, 64, 128), dtype=np.float16)
+    teacher[:, 3] = 8.0  # the teacher says sand everywhere
+    split.train_teacher_logits = teacher
+    assert isinstance(build_loss(config, split.train_masks), DistillLoss)
+    metrics = train_network(config, split, tmp_path / "student", log=None)
+    assert metrics["finished"] and np.isfinite(metrics["history"][0]["loss"])
+
+
+@pytest.mark.parametrize("distill, message", [
+    ({"alpha": 0.5}, "distill.teacher: .* required"),
+    ({"teacher": "stacked", "alpha": 1.5}, "distill.alpha: must be in"),
+    ({"teacher": "stacked", "temperature": 0}, "distill.temperature: must be positive"),
+    ({"teacher": "stacked", "temp": 2}, "distill.temp: unknown; valid: teacher, alpha, temperature"),
+])
+def test_distill_settings_are_checked(distill, message):
+    with pytest.raises(ValueError, match=message):
+        _config(**distill)
+    with pytest.raises(ValueError, match="not a one-vs-rest member"):
+        TrainConfig(name="sand", target=3, distill={"teacher": "stacked"}).check()
+
+
+def test_a_network_without_a_teacher_keeps_the_label_loss():
+    config = TrainConfig(name="baseline", target=None, loss="ce")
+    assert config.distill_settings() == (None, 1.0, 1.0)
+    assert isinstance(build_loss(config, _tiles()[1]), MulticlassLoss)
+
+
+def test_ensemble_distill_trains_the_student_from_the_runs_teacher_and_caches_its_logits(tiny_run, subset_path,
+                                                                                           tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import copy_run
+    from ensemble.cli import main
+    from ensemble.core.locations import user_cache_dir
+    from ensemble.core.runfolder import RunFolder
+
+    run = copy_run(tiny_run, tmp_path)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    args = ["distill", "--run", str(run), "--data", str(subset_path), "--preset", "quick", "--epochs", "1",
+            "--samples-per-epoch", "48", "--teacher", "baseline", "--alpha", "0.3", "--temperature", "1.5",
+            "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    folder = RunFolder(run)
+    config = folder.config()["networks"]["student"]
+    assert config["distill"] == {"teacher": "baseline", "alpha": 0.3, "temperature": 1.5}
+    assert config["model"]["width"] == folder.config()["networks"]["baseline"]["model"]["width"]
+    assert (folder.network_dir("student") / "best.pt").exists()
+    changed = [p for p, content in before.items() if p.read_bytes() != content and p.name not in
+               ("manifest.json", "config.json")]
+    assert not changed  # the other networks' files stay byte for byte
+    cached = list((user_cache_dir() / "teacher").glob(f"{run.name}-baseline-*.npy"))
+    assert len(cached) == 1
+    logits = np.load(cached[0], mmap_mode="r")
+    assert logits.dtype == np.float16 and logits.shape[1:] == (5, 64, 128) and np.isfinite(logits).all()
+
+
+def test_an_unknown_teacher_is_a_one_line_error(tiny_run, subset_path, tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import assert_one_line_error, copy_run
+    from ensemble.cli import main
+
+    run = copy_run(tiny_run, tmp_path)
+    result = CliRunner().invoke(main, ["distill", "--run", str(run), "--data", str(subset_path), "--preset", "quick",
+                                       "--epochs", "1", "--samples-per-epoch", "48", "--teacher", "nosuch", "--quiet"])
+    assert_one_line_error(result, "--teacher nosuch")
+    assert "student" not in json.loads((run / "config.json").read_text())["networks"]  # refused before any write
