@@ -7,7 +7,7 @@ import torch
 from fusion import FUSERS, STRATEGIES, new_fuser
 from fusion.base import _as_tensor
 
-from .core.classes import BASELINE, CLASS_NAMES, TERRAIN_CLASSES, is_baseline_replica
+from .core.classes import BASELINE, CLASS_NAMES, STUDENT, TERRAIN_CLASSES, is_baseline_replica
 from .core.data import load_data
 from .core.errors import EnsembleError
 from .inference import MEMBERS, available_sources, check_run_data, fuser_inputs, source_logits
@@ -60,6 +60,8 @@ def how_to_train(folder, source):
         return f"ensemble baseline --run {folder.path}"
     if is_baseline_replica(source):
         return f"ensemble baseline --run {folder.path} --replicas {int(source.rpartition('_')[2]) + 1}"
+    if source == STUDENT:
+        return f"ensemble distill --run {folder.path}"
     return f"ensemble control --run {folder.path}"
 
 

@@ -15,7 +15,8 @@ Over several networks (:mod:`fusion.combined`):
 * ``hybrid``: the members' learned fusion and the baseline soft-voted, then the offsets;
 * ``stacked``: a 1x1 convolution over member and baseline logits (10 inputs), then the offsets;
 * ``baseline_pair`` / ``baseline_pair_bias``: the baseline and its replica ``baseline_1`` soft-voted,
-  without / with the offsets.
+  without / with the offsets;
+* ``student_bias``: the distilled student (``ensemble distill``) plus the ``bias`` offsets.
 """
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from .combined import (
     BaselinePairFuser,
     HybridFuser,
     StackedFuser,
+    StudentBiasFuser,
 )
 from .learned import Learned3x3Fuser, LearnedFuser
 
@@ -48,6 +50,7 @@ FUSERS = {
     "stacked": StackedFuser,
     "baseline_pair": BaselinePairFuser,
     "baseline_pair_bias": BaselinePairBiasFuser,
+    "student_bias": StudentBiasFuser,
 }
 STRATEGIES = tuple(FUSERS)
 _KEYS = ("format", "format_version", "strategy", "params", "init", "fitted_tile_ids", "fit_info")
@@ -55,7 +58,7 @@ _KEYS = ("format", "format_version", "strategy", "params", "init", "fitted_tile_
 __all__ = [
     "FUSERS", "STRATEGIES", "Fuser", "NotFittedError", "ArgmaxFuser", "BiasFuser", "CalibratedFuser", "LearnedFuser",
     "Learned3x3Fuser", "BaselineBiasFuser", "HybridFuser", "StackedFuser", "BaselinePairFuser",
-    "BaselinePairBiasFuser", "get_fuser", "load_fuser", "new_fuser",
+    "BaselinePairBiasFuser", "StudentBiasFuser", "get_fuser", "load_fuser", "new_fuser",
 ]
 
 

@@ -43,6 +43,13 @@ class BaselineBiasFuser(BiasFuser):
     sources = ("baseline",)
 
 
+class StudentBiasFuser(BiasFuser):
+    """:class:`~fusion.bias.BiasFuser` on the distilled student's class logits (``ensemble distill``)."""
+
+    name = "student_bias"
+    sources = ("student",)
+
+
 class SoftVoteFuser(Fuser):
     """Two sources soft-voted: ``log(w * softmax(first) + (1 - w) * softmax(second))`` plus tuned offsets.
 

@@ -156,6 +156,16 @@ def test_ensemble_distill_trains_the_student_from_the_runs_teacher_and_caches_it
     assert len(cached) == 1
     logits = np.load(cached[0], mmap_mode="r")
     assert logits.dtype == np.float16 and logits.shape[1:] == (5, 64, 128) and np.isfinite(logits).all()
+    # served like any network of the run: plain, and with tuned class offsets
+    result = CliRunner().invoke(main, ["fuse", "--run", str(run), "--data", str(subset_path), "--strategy",
+                                       "student_bias", "--quiet"])
+    assert result.exit_code == 0, result.output
+    from ensemble import api
+
+    images = np.load(subset_path)["test_set"][:4]
+    for strategy in ("student", "student_bias"):
+        masks = api.predictor(str(run), strategy=strategy).predict(images)
+        assert masks.shape == (4, 64, 128) and masks.dtype == np.uint8
 
 
 def test_an_unknown_teacher_is_a_one_line_error(tiny_run, subset_path, tmp_path):

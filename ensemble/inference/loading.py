@@ -171,10 +171,12 @@ def source_networks(folder, source):
 
 
 def available_sources(folder):
-    """The sources ``folder`` has trained: members, baseline, its replicas, control (each when present)."""
+    """The sources ``folder`` has trained: members, baseline, its replicas, the student, control (each when
+    present)."""
     found = [MEMBERS] if all(folder.best_path(n).exists() for n in CLASS_NAMES) else []
     found += [BASELINE] if folder.best_path(BASELINE).exists() else []
     found += folder.baseline_replica_names()
+    found += [STUDENT] if folder.best_path(STUDENT).exists() else []
     return found + ([CONTROL] if folder.control_names() else [])
 
 

@@ -15,7 +15,7 @@ import torch
 from fusion.base import channel_argmax
 from members.stacked import StackedUNet
 
-from ..core.classes import BASELINE, CONTROL, NUM_CLASSES, is_baseline_replica
+from ..core.classes import BASELINE, CONTROL, NUM_CLASSES, STUDENT, is_baseline_replica
 from ..core.errors import EnsembleError
 from ..core.fileio import sha256_file
 from ..core.imagestats import image_statistics, warn_inputs
@@ -89,7 +89,7 @@ class Predictor:
         self.objective = self.folder.objective()
         self.tile_shape = tuple(manifest["data"]["tile_shape"])
         self.fuser, self.members = None, None
-        if strategy in (BASELINE, CONTROL) or (strategy is not None and is_baseline_replica(strategy)):
+        if strategy in (BASELINE, CONTROL, STUDENT) or (strategy is not None and is_baseline_replica(strategy)):
             self.sources = (strategy,)
         elif strategy is None:
             self.sources = (MEMBERS,)

@@ -4,7 +4,7 @@ import json
 
 from fusion import STRATEGIES
 
-from ..core.classes import BASELINE, CONTROL
+from ..core.classes import BASELINE, CONTROL, STUDENT
 from ..core.errors import EnsembleError
 from ..core.runfolder import RunFolder
 
@@ -20,7 +20,7 @@ def check_strategy(folder, strategy):
     """Refuse a strategy the run cannot serve: the run's servable models, and how to fit a missing fuser (into a
     run of the user's own when this one is shipped) or, for an unknown name, every valid one."""
     available = fitted_strategies(folder.path)
-    replicas = folder.baseline_replica_names()
+    replicas = folder.baseline_replica_names() + ([STUDENT] if folder.best_path(STUDENT).exists() else [])
     if strategy == BASELINE or strategy in available or strategy in replicas:
         return
     controls = [CONTROL] if folder.control_names() else []
