@@ -21,7 +21,8 @@ import torch
 from fusion import FUSERS, new_fuser
 from fusion.base import _as_tensor, channel_argmax
 
-from ..core.classes import BASELINE, BASELINE_PAIR, BASELINE_PAIR_BIAS, CLASS_NAMES, CONTROL, TUNED_BASELINE
+from ..core.classes import (BASELINE, BASELINE_PAIR, BASELINE_PAIR_BIAS, CLASS_NAMES, CONTROL, STUDENT, TUNED_BASELINE,
+                            TUNED_STUDENT)
 from ..core.data import MarsData, load_data, tile_ids
 from ..core.defaults import CROSS_FIT_FOLDS
 from ..core.devices import machine_cores
@@ -202,15 +203,16 @@ def score_models(folder, data, fusers, *, options=None, cross_fit=CROSS_FIT_FOLD
     log(f"evaluating baseline and {', '.join(fusers)} ({how}) on {len(val_idx)} validation tiles (tta {options.tta}, "
         f"objective {objective})")
     controls = [CONTROL] if folder.control_names() else []
-    sources = list(dict.fromkeys([BASELINE, *controls, MEMBERS, *(s for f in fusers.values() for s in f.sources)]))
+    plain = [*controls, *students(folder)]  # scored like the baseline: the control, the distilled student
+    sources = list(dict.fromkeys([BASELINE, *plain, MEMBERS, *(s for f in fusers.values() for s in f.sources)]))
     logits = validation_logits(folder, data, sources, data.images[val_idx], options=options, log=log)
     scores.add(BASELINE, logits[BASELINE], valid)
-    for name in controls:  # the ensembling control, scored like the baseline
+    for name in plain:
         scores.add(name, logits[name], valid)
     if frames:
         scores.frames = _validation_frames(folder, data, scores, sources=sources, folds=folds, options=options,
                                            log=log)
-        for name in (BASELINE, *controls):
+        for name in (BASELINE, *plain):
             scores.frames.add(name, scores.tile_cms[name], scores.frames.logits[name])
     frames = scores.frames
     member_logits = logits[MEMBERS]
@@ -286,11 +288,19 @@ def ablation_table(scores, table, n_boot=1000, seed=0):
     return rows
 
 
+def students(folder):
+    """``[STUDENT]`` when the run has a distilled student, else ``[]``."""
+    return [STUDENT] if folder.best_path(STUDENT).exists() else []
+
+
 def scored_fusers(folder, strategies, seed):
     """The fusers an evaluation scores: the run's fitted ones, with ``baseline_bias`` first (a fresh one when
-    the run has none fitted, so every run is compared with its tuned baseline)."""
+    the run has none fitted, so every run is compared with its tuned baseline), and likewise ``student_bias``
+    when the run has a student."""
     fusers = {name: load_run_fuser(folder.path, name) for name in strategies}
     tuned = fusers.pop(TUNED_BASELINE, None) or new_fuser(TUNED_BASELINE, folder.objective(), seed)
+    if students(folder) and TUNED_STUDENT not in fusers:
+        fusers[TUNED_STUDENT] = new_fuser(TUNED_STUDENT, folder.objective(), seed)
     return {TUNED_BASELINE: tuned, **fusers}
 
 
@@ -306,11 +316,17 @@ BUDGETS = (
 
 
 def model_networks(folder, name):
-    """The networks a model runs: the baseline, the control's nets, or those of a fuser's sources."""
+    """The networks a model's training cost: the baseline, the control's nets, those of a fuser's sources; for the
+    student (plain or tuned), its teacher's networks and then itself, since it cannot exist without them."""
     if name == CONTROL:
         return folder.control_names()
     sources = FUSERS[name].sources if name in FUSERS else (name,)
-    return [net for source in sources for net in source_networks(folder, source)]
+    networks = [net for source in sources for net in source_networks(folder, source)]
+    if STUDENT in networks:
+        teacher = folder.config()["networks"][STUDENT].get("distill", {}).get("teacher")
+        if teacher:
+            networks = [*dict.fromkeys([*model_networks(folder, teacher), *networks])]
+    return networks
 
 
 def budget_comparisons(folder, table, tile_cms, n_boot=1000, seed=0):
@@ -362,8 +378,8 @@ def tta_gains(scores, flip_scores, served, headline, n_boot=1000, seed=0):
 
 
 def served_models(scores, fusers):
-    """The models ``predict`` can serve among those scored: the fusers, the baseline and the control."""
-    return [name for name in scores.tile_cms if name in fusers or name in (BASELINE, CONTROL)]
+    """The models ``predict`` can serve among those scored: the fusers, the baseline, the control, the student."""
+    return [name for name in scores.tile_cms if name in fusers or name in (BASELINE, CONTROL, STUDENT)]
 
 
 def best_strategy(table, candidates):
@@ -515,7 +531,8 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
                           ablation=ablation, frames=frames)
     table = build_table(scores.tile_cms, scores.eces, scores.member_ious, baseline_name=BASELINE, n_boot=n_boot,
                         seed=seed, objective=folder.objective(), tuned_name=TUNED_BASELINE)
-    served = [name for name in served_models(scores, fusers) if name in strategies or name in (BASELINE, CONTROL)]
+    served = [name for name in served_models(scores, fusers)
+              if name in strategies or name in (BASELINE, CONTROL, STUDENT)]
     table["best_strategy"] = best_strategy(table, served)
     if tta_gain:
         flip_scores = score_models(folder, data, fusers, options=options.replace(tta="flip"), cross_fit=cross_fit,

@@ -55,7 +55,8 @@ def default_strategy(run, log=None):
     report = folder.evaluation_dir / "report.json"
     best = _recorded_table(folder).get("best_strategy")
     fitted = fitted_strategies(folder.path)
-    servable = [*fitted, BASELINE, *([CONTROL] if folder.control_names() else [])]
+    servable = [*fitted, BASELINE, *([CONTROL] if folder.control_names() else []),
+                *([STUDENT] if folder.best_path(STUDENT).exists() else [])]
     if best in servable:
         chosen, why = best, f"the run's best by cross-fitted validation mIoU ({report})"
     else:
