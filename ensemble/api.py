@@ -329,7 +329,7 @@ def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BA
 
 def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,
             log=print, with_control=False, curve=False, replicas=1, members_options=None, evaluate_options=None,
-            **train_options):
+            distill_options=None, **train_options):
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation.
 
     Every network of the run (the members, the baseline and its ``replicas``, the control's nets with
@@ -340,8 +340,10 @@ def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="a
     ``backend``, ``scheduler``) say how: ``stacked`` trains the members stacked in this process, then the
     multiclass nets through the dispatcher; ``backend`` and ``scheduler`` dispatch every network.
     ``evaluate_options`` go to :func:`evaluate` (``cross_fit``, ``ablation``, ``tta_gain``). ``curve`` adds the
-    budget curve (the recipe's ``snapshot_fractions`` say where its points are). A quick run's result has a
-    ``note``: what the shipped full run measured.
+    budget curve (the recipe's ``snapshot_fractions`` say where its points are). ``distill_options`` (a dict,
+    possibly empty: ``teacher``, ``alpha``, ``temperature``) add the student: after the evaluation has named the
+    served default, it is distilled from it (:func:`distill`), ``student_bias`` is fitted, and the run is
+    evaluated again. A quick run's result has a ``note``: what the shipped full run measured.
     """
     from .core.classes import CLASS_NAMES, CONTROL_SIZE, control_names, is_baseline_like, is_control
     from .reporting.text import format_fusion_results
@@ -375,6 +377,17 @@ def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="a
     say("== 4/4 evaluation")
     result = evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log, curve=curve,
                       **(evaluate_options or {}))
+    if distill_options is not None:
+        from .core.classes import TUNED_STUDENT
+
+        say("== 5/6 student distilled from the served model")
+        student = distill(data=data, run=run, preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
+                          log=log, **{k: v for k, v in train_options.items() if k != "width"}, **distill_options)
+        say(format_training_summary([student]))
+        fuse(run=run, strategy=TUNED_STUDENT, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log)
+        say("== 6/6 evaluation with the student")
+        result = evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log,
+                          curve=curve, **(evaluate_options or {}))
     if preset == "quick":
         result["note"] = _smoke_run_note()
     return result

@@ -575,6 +575,9 @@ def score_command(*, pred, masks, as_json):
 @replicas_option
 @click.option("--control", "with_control", is_flag=True,
               help="Also train the ensembling control (5 multiclass nets of the members' width) and score it.")
+@click.option("--distill", "with_student", is_flag=True,
+              help="Also distil the served model into one multiclass net (the student; ensemble distill), fit "
+                   "student_bias, and evaluate again.")
 @cross_fit_option
 @curve_option
 @ablation_option
@@ -584,8 +587,8 @@ def score_command(*, pred, masks, as_json):
 @seed_option
 @quiet_option
 def run_command(*, preset, data, run, jobs, epochs, width, samples_per_epoch, val_fraction, objective, overrides,
-                stacked, backend, scheduler, replicas, with_control, cross_fit, curve, ablation, tta_gain, device,
-                engine, seed, quiet):
+                stacked, backend, scheduler, replicas, with_control, with_student, cross_fit, curve, ablation, tta_gain,
+                device, engine, seed, quiet):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
 
     The options are those of the steps (train, baseline, control, fuse, evaluate) it runs. Every
@@ -602,7 +605,8 @@ def run_command(*, preset, data, run, jobs, epochs, width, samples_per_epoch, va
                          objective=objective, device=device, engine=engine, overrides=overrides,
                          with_control=with_control, curve=curve, replicas=replicas,
                          members_options=dict(stacked=stacked, backend=backend, scheduler=scheduler),
-                         evaluate_options=dict(cross_fit=cross_fit, ablation=ablation, tta_gain=tta_gain))
+                         evaluate_options=dict(cross_fit=cross_fit, ablation=ablation, tta_gain=tta_gain),
+                         distill_options={} if with_student else None)
     from .reporting.text import format_table
 
     click.echo(format_table(result["table"]))
