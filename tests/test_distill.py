@@ -179,3 +179,40 @@ def test_an_unknown_teacher_is_a_one_line_error(tiny_run, subset_path, tmp_path)
                                        "--epochs", "1", "--samples-per-epoch", "48", "--teacher", "nosuch", "--quiet"])
     assert_one_line_error(result, "--teacher nosuch")
     assert "student" not in json.loads((run / "config.json").read_text())["networks"]  # refused before any write
+
+
+def test_evaluate_scores_the_student_and_its_tuned_offsets_and_counts_the_teachers_minutes(tiny_run, subset_path,
+                                                                                             tmp_path):
+    from conftest import TINY, copy_run
+    from ensemble import api
+    from ensemble.core.runfolder import RunFolder
+    from ensemble.evaluation.evaluate import model_networks
+
+    run = copy_run(tiny_run, tmp_path)
+    api.fuse(run=str(run), strategy="learned", data=str(subset_path), quiet=True)
+    api.distill(data=str(subset_path), run=str(run), teacher="learned", **{**TINY, "width": None})
+    result = api.evaluate(run=str(run), data=str(subset_path), cross_fit=2, quiet=True, log=None)
+    models = result["table"]["models"]
+    assert "student" in models and "student_bias" in models
+    folder = RunFolder(run)
+    assert model_networks(folder, "student") == ["background", "soil", "bedrock", "sand", "big_rock", "student"]
+    assert model_networks(folder, "student_bias") == model_networks(folder, "student")
+
+
+def test_ensemble_run_distill_adds_the_student_from_the_served_default(subset_path, tmp_path):
+    from click.testing import CliRunner
+
+    from ensemble.cli import main
+    from ensemble.core.runfolder import RunFolder
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--run", str(run), "--data", str(subset_path), "--preset", "quick",
+                                       "--epochs", "1", "--samples-per-epoch", "48", "--width", "4", "--distill",
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    folder = RunFolder(run)
+    student = folder.config()["networks"]["student"]
+    assert student["distill"]["teacher"] in folder.fuser_names() or student["distill"]["teacher"] == "baseline"
+    assert (folder.fusion_dir / "student_bias.pt").exists()
+    report = json.loads((folder.evaluation_dir / "report.json").read_text())
+    assert "student" in report["table"]["models"]
