@@ -137,14 +137,17 @@ def control(data=None, run=None, size=None, **options):
     return train_networks(names, data=data, run=resolve_run(run, log=say), options=options, log=log)
 
 
-def distill(data=None, run=None, *, teacher=None, alpha=0.5, temperature=2.0, **options):
+def distill(data=None, run=None, *, teacher=None, alpha=0.5, temperature=2.0, unlabeled=None, unlabeled_scale=1.0,
+            **options):
     """Train the student into ``run``: one multiclass U-Net (by default the baseline's architecture and width) that
     learns ``alpha`` x the labels' loss + (1 - alpha) x ``temperature``^2 x KL(teacher || student) on every pixel.
 
     ``teacher`` is a served strategy of the run (default: the run's served default, said); its logits of the
     clean training tiles are computed once and cached outside the run (:mod:`ensemble.distill`), while the
-    student sees them augmented like any network of the run. Same options as :func:`baseline` (``width``,
-    ``epochs``, ``preset``, ``seed``, ``overrides``, ...). Returns the student's metrics.
+    student sees them augmented like any network of the run. ``unlabeled`` names images the student also learns
+    from, through the teacher alone (``PATH.npz:KEY``, an image, a folder or a ``.txt`` list of images; at
+    ``unlabeled_scale`` like ``--scale``; cut into tiles at the training scale). Same options as :func:`baseline`
+    (``width``, ``epochs``, ``preset``, ``seed``, ``overrides``, ...). Returns the student's metrics.
     """
     from .core.classes import STUDENT
     from .distill import check_teacher
@@ -157,7 +160,13 @@ def distill(data=None, run=None, *, teacher=None, alpha=0.5, temperature=2.0, **
     folder = resolve_run(run, log=say)
     teacher = teacher or default_strategy(folder, log=say)
     check_teacher(folder, teacher)  # before anything is written to the run
-    options = options.replace(distill={"teacher": teacher, "alpha": alpha, "temperature": temperature})
+    settings = {"teacher": teacher, "alpha": alpha, "temperature": temperature}
+    if unlabeled:
+        from .distill import unlabeled_tiles
+
+        data = load_data(data)
+        settings["unlabeled"] = unlabeled_tiles(unlabeled, data.tile_shape, unlabeled_scale, log=say)
+    options = options.replace(distill=settings)
     return train_networks([STUDENT], data=data, run=folder, options=options, log=log)[0]
 
 

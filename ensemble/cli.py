@@ -345,6 +345,12 @@ def control(*, size, **options):
               help="Weight of the labels' loss; the teacher's term gets 1 - alpha.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
               help="Softmax temperature of the teacher's and the student's distributions.")
+@click.option("--unlabeled", default=None, metavar="PATH",
+              help="Images the student also learns from, through the teacher alone: PATH.npz:KEY, an image, a "
+                   "folder of images or a .txt list of image paths; cut into tiles at the training scale. The "
+                   "data file's test_set is used only when named (transductive).")
+@click.option("--unlabeled-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="The --scale of the --unlabeled images (1: already at the training tiles' scale).")
 def distill(**options):
     """Distil the run's served model into one multiclass U-Net (the student).
 

@@ -273,17 +273,23 @@ def plan_training(names, *, data, run, options):
 
 
 def attach_teachers(plan, data, *, log=None):
-    """Give every unfinished distilled task of ``plan`` its teacher's logits of the training tiles (cached once,
-    :func:`ensemble.distill.teacher_logits_file`), in place."""
-    from .distill import teacher_logits_file
+    """Give every unfinished distilled task of ``plan`` its teacher's logits of the training tiles, and of its
+    unlabeled tiles after them (cached once, :mod:`ensemble.distill`), in place."""
+    from .distill import teacher_logits_file, unlabeled_tiles_path
 
     for i, task in enumerate(plan.tasks):
-        teacher = TrainConfig(**task.config).distill_settings()[0]
+        config = TrainConfig(**task.config)
+        teacher = config.distill_settings()[0]
         if teacher is None or finished_metrics(task.out_dir) is not None:
             continue
-        path = teacher_logits_file(plan.folder, teacher, data.images[plan.train_idx], data.sha256, plan.train_idx,
-                                   log=log)
-        plan.tasks[i] = dataclasses.replace(task, teacher_path=str(path))
+        images, unlabeled = data.images[plan.train_idx], config.distill.get("unlabeled")
+        extra = {}
+        if unlabeled:
+            extra["unlabeled_path"] = str(unlabeled_tiles_path(unlabeled))
+            images = np.concatenate([images, np.load(extra["unlabeled_path"])])
+        path = teacher_logits_file(plan.folder, teacher, images, data.sha256, plan.train_idx,
+                                   extra_key=unlabeled["sha256"] if unlabeled else "", log=log)
+        plan.tasks[i] = dataclasses.replace(task, teacher_path=str(path), **extra)
 
 
 def record_input_statistics(folder, data, train_idx):

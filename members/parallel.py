@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from joblib import Parallel, delayed, parallel_config
 
+from ensemble.core.classes import NO_LABEL
 from ensemble.core.data import load_data
 from ensemble.core.defaults import DEFAULT_BACKEND
 from ensemble.core.devices import machine_cores
@@ -37,7 +38,8 @@ class TrainTask:
     ``split_dir`` is a folder of the split's arrays (:meth:`SplitArrays.save`) that workers on this
     machine memory-map; without it the worker loads ``data_path``, checks ``data_sha256`` and indexes
     it by ``train_idx`` / ``val_idx``. ``teacher_path`` is a distilled network's teacher logits of the training
-    tiles (an ``.npy`` file, memory-mapped read-only by the worker).
+    tiles (an ``.npy`` file, memory-mapped read-only by the worker); ``unlabeled_path`` its tiles without labels
+    (an ``.npy``), appended to the training tiles, with the teacher's logits of them after the others'.
     """
 
     config: dict
@@ -50,6 +52,7 @@ class TrainTask:
     quiet: bool = False
     split_dir: str = None
     teacher_path: str = None
+    unlabeled_path: str = None
 
     @property
     def name(self):
@@ -101,14 +104,20 @@ def task_split(task):
     else:
         split = _split_of(str(task.data_path), task.data_sha256, np.asarray(task.train_idx, dtype=np.int64).tobytes(),
                           np.asarray(task.val_idx, dtype=np.int64).tobytes())
-    return with_teacher(split, task.teacher_path)
+    return with_teacher(split, task.teacher_path, task.unlabeled_path)
 
 
-def with_teacher(split, teacher_path):
-    """``split`` with the teacher logits in ``teacher_path`` memory-mapped read-only (``split`` itself without one)."""
+def with_teacher(split, teacher_path, unlabeled_path=None):
+    """``split`` with the teacher logits in ``teacher_path`` memory-mapped read-only, and the tiles in
+    ``unlabeled_path`` appended to the training tiles with masks of :data:`NO_LABEL` (``split`` itself without)."""
     if not teacher_path:
         return split
-    return dataclasses.replace(split, train_teacher_logits=np.load(teacher_path, mmap_mode="r"))
+    changes = {"train_teacher_logits": np.load(teacher_path, mmap_mode="r")}
+    if unlabeled_path:
+        tiles = np.load(unlabeled_path)
+        changes["train_images"] = np.concatenate([split.train_images, tiles])
+        changes["train_masks"] = np.concatenate([split.train_masks, np.full(tiles.shape, NO_LABEL, np.uint8)])
+    return dataclasses.replace(split, **changes)
 
 
 def _pending(tasks):
@@ -179,7 +188,7 @@ def train_task(task, *, threads, split=None):
         if done:
             return done
         log = None if task.quiet else functools.partial(print, flush=True)
-        split = task_split(task) if split is None else with_teacher(split, task.teacher_path)
+        split = task_split(task) if split is None else with_teacher(split, task.teacher_path, task.unlabeled_path)
         return train_network(TrainConfig(**task.config), split, task.out_dir,
                              device=task.device, log=log, data_sha256=task.data_sha256)
     except Exception as exc:  # reported per network; the others go on

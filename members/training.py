@@ -22,7 +22,7 @@ import torch
 
 from ensemble.core.augment import RECIPE as AUGMENT_RECIPE
 from ensemble.core.augment import AugmentConfig, build_augmentation
-from ensemble.core.classes import CLASS_NAMES, NUM_CLASSES, TERRAIN_CLASSES, pixel_counts
+from ensemble.core.classes import CLASS_NAMES, NO_LABEL, NUM_CLASSES, TERRAIN_CLASSES, pixel_counts
 from ensemble.core.devices import machine_cores
 from ensemble.core.fileio import write_bytes_atomic, write_json_atomic
 from ensemble.core.metrics import binary_iou, confusion_matrix, mean_iou
@@ -46,8 +46,9 @@ SCHEDULES = ("cosine_epoch", "cosine")
 
 
 #: A distilled network's ``distill`` settings, with their defaults: the teacher (a served strategy of the run,
-#: required), the weight of the label loss (the teacher's KL term gets ``1 - alpha``) and the softmax temperature.
-DISTILL_DEFAULTS = {"teacher": None, "alpha": 0.5, "temperature": 2.0}
+#: required), the weight of the label loss (the teacher's KL term gets ``1 - alpha``), the softmax temperature,
+#: and the images it learns from through the teacher alone (``{"source", "scale", "sha256", "tiles"}``, or None).
+DISTILL_DEFAULTS = {"teacher": None, "alpha": 0.5, "temperature": 2.0, "unlabeled": None}
 DISTILL_KEYS = tuple(DISTILL_DEFAULTS)
 
 
@@ -198,8 +199,15 @@ def build_loss(config, train_masks):
 
 
 def targets_and_valid(config, masks):
-    """Training target and valid-pixel mask (None: all) for a batch of masks (N, H, W) int64."""
+    """Training target and valid-pixel mask (None: all) for a batch of masks (N, H, W) int64.
+
+    Pixels marked :data:`~ensemble.core.classes.NO_LABEL` (a student's tiles without labels) are never valid.
+    """
     valid = masks > 0 if config.ignores_unlabeled else None
+    missing = masks == NO_LABEL
+    if missing.any():
+        valid = ~missing if valid is None else valid & ~missing
+        masks = masks.masked_fill(missing, 0)
     if config.is_member:
         return (masks == config.target).long(), valid
     return masks, valid

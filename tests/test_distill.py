@@ -113,7 +113,7 @@ def test_a_distilled_network_trains_from_its_teacher_logits_and_needs_them(tmp_p
     ({"alpha": 0.5}, "distill.teacher: .* required"),
     ({"teacher": "stacked", "alpha": 1.5}, "distill.alpha: must be in"),
     ({"teacher": "stacked", "temperature": 0}, "distill.temperature: must be positive"),
-    ({"teacher": "stacked", "temp": 2}, "distill.temp: unknown; valid: teacher, alpha, temperature"),
+    ({"teacher": "stacked", "temp": 2}, "distill.temp: unknown; valid: teacher, alpha, temperature, unlabeled"),
 ])
 def test_distill_settings_are_checked(distill, message):
     with pytest.raises(ValueError, match=message):
@@ -146,7 +146,7 @@ def test_ensemble_distill_trains_the_student_from_the_runs_teacher_and_caches_it
     assert result.exit_code == 0, result.output
     folder = RunFolder(run)
     config = folder.config()["networks"]["student"]
-    assert config["distill"] == {"teacher": "baseline", "alpha": 0.3, "temperature": 1.5}
+    assert config["distill"] == {"teacher": "baseline", "alpha": 0.3, "temperature": 1.5, "unlabeled": None}
     assert config["model"]["width"] == folder.config()["networks"]["baseline"]["model"]["width"]
     assert (folder.network_dir("student") / "best.pt").exists()
     changed = [p for p, content in before.items() if p.read_bytes() != content and p.name not in
@@ -216,3 +216,51 @@ def test_ensemble_run_distill_adds_the_student_from_the_served_default(subset_pa
     assert (folder.fusion_dir / "student_bias.pt").exists()
     report = json.loads((folder.evaluation_dir / "report.json").read_text())
     assert "student" in report["table"]["models"]
+
+
+def test_unlabeled_images_are_cut_into_tiles_at_the_training_scale():
+    from ensemble.distill import cut_tiles
+
+    image = np.arange(200 * 300, dtype=np.float32).reshape(200, 300) / (200 * 300)
+    tiles = cut_tiles(image, (64, 128), scale=1.0)
+    assert tiles.shape == (3 * 2, 64, 128)  # 200 // 64 rows, 300 // 128 columns; the edges left out
+    assert np.array_equal(tiles[1], image[:64, 128:256])
+    halved = cut_tiles(image, (64, 128), scale=2.0)  # 100 x 150 at the training scale
+    assert halved.shape == (1, 64, 128)
+    assert np.allclose(halved[0], image[:128, :256].reshape(64, 2, 128, 2).mean(axis=(1, 3)), atol=1e-5)
+    from ensemble.core.errors import DataError
+
+    with pytest.raises(DataError, match="smaller than one 64x128 tile"):
+        cut_tiles(image[:50], (64, 128))
+
+
+def test_unlabeled_sources_need_the_npz_key_named(subset_path, tmp_path):
+    from ensemble.core.errors import DataError
+    from ensemble.distill import unlabeled_sources
+
+    with pytest.raises(DataError, match="name the array, PATH.npz:KEY"):
+        unlabeled_sources(str(subset_path))
+    with pytest.raises(DataError, match="has no key 'nosuch'"):
+        unlabeled_sources(f"{subset_path}:nosuch")
+    named = unlabeled_sources(f"{subset_path}:test_set")
+    assert len(named) == len(np.load(subset_path)["test_set"]) and named[0][1].shape == (64, 128)
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(0).random((128, 256)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "list.txt").write_text("a.png\n")
+    listed = unlabeled_sources(str(tmp_path / "list.txt"))
+    assert len(listed) == 1 and listed[0][1].shape == (128, 256) and listed[0][1].max() <= 1.0
+
+
+def test_a_student_learns_from_unlabeled_tiles_through_the_teacher(tiny_run, subset_path, tmp_path):
+    from conftest import TINY, copy_run
+    from ensemble import api
+    from ensemble.core.runfolder import RunFolder
+
+    run = copy_run(tiny_run, tmp_path)
+    metrics = api.distill(data=str(subset_path), run=str(run), teacher="baseline", unlabeled=f"{subset_path}:test_set",
+                          **{**TINY, "width": None, "samples_per_epoch": 0, "epochs": 1})
+    assert metrics["finished"]
+    recorded = RunFolder(run).config()["networks"]["student"]["distill"]["unlabeled"]
+    n_test = len(np.load(subset_path)["test_set"])
+    assert recorded["source"].endswith(":test_set") and recorded["tiles"] == n_test and len(recorded["sha256"]) == 64

@@ -23,6 +23,9 @@ TUNED_BASELINE = "baseline_bias"
 #: The ensembling control: multiclass U-Nets of the members' width, seeds apart, averaged by softmax
 #: (``control_0``, ``control_1``, ...); it separates the one-vs-rest decomposition from averaging.
 CONTROL = "control"
+#: Mask value of a pixel with no label at all, not even "unlabeled" (class 0): the tiles of a student's
+#: ``--unlabeled`` images, which it learns from through its teacher alone.
+NO_LABEL = 255
 #: The multiclass network distilled from a served strategy of its run (``ensemble distill``), and it with tuned
 #: class offsets.
 STUDENT = "student"
