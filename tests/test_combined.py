@@ -136,7 +136,8 @@ def full_run(tiny_run, tmp_path_factory, subset_path):
 
 
 def test_fuse_all_fits_every_strategy_when_the_run_has_every_source(full_run):
-    assert sorted(RunFolder(full_run).fuser_names()) == sorted(FUSERS)
+    # every source but the distilled student (tests/test_distill.py fits student_bias over one)
+    assert sorted(RunFolder(full_run).fuser_names()) == sorted(set(FUSERS) - {"student_bias"})
 
 
 def test_fuse_skips_or_refuses_strategies_whose_networks_are_missing(tiny_run, subset_path, tmp_path):
