@@ -91,8 +91,12 @@ class TrainConfig:
     seed_from_name: bool = False  # True: the network seed is drawn from (seed, name); see network_seed
 
     def to_dict(self):
-        """Plain dict for JSON and checkpoints."""
-        return asdict(self)
+        """Plain dict for JSON and checkpoints. ``distill`` is left out when empty: it is recorded only for a
+        distilled network, so every other network's config reads as it did before distillation existed."""
+        values = asdict(self)
+        if not values["distill"]:
+            del values["distill"]
+        return values
 
     @property
     def is_member(self):
@@ -239,7 +243,7 @@ def make_batch(images, masks, positions, augment, generator=None, device="cpu"):
     return x, y
 
 
-def make_distill_batch(images, masks, teacher_logits, positions, augment, generator=None, device="cpu"):
+def make_distill_batch(images, masks, teacher_logits, positions, augment, *, generator=None, device="cpu"):
     """:func:`make_batch` with the teacher's class logits of the same tiles (``teacher_logits`` (N, 5, H, W), any
     float dtype, indexed like ``images``): ``(images, masks, teacher_logits, coverage)``. The teacher's maps get the
     tiles' flips and warps but not their photometric changes or degradations: the student learns the teacher's
@@ -502,7 +506,8 @@ class NetworkTrainer:
                 target, valid = targets_and_valid(self.config, y)
             else:
                 x, y, maps, coverage = make_distill_batch(self.split.train_images, self.split.train_masks, teacher,
-                                                          positions, self.augment, generator, self.device)
+                                                          positions, self.augment, generator=generator,
+                                                          device=self.device)
                 labels, valid = targets_and_valid(self.config, y)
                 target = DistillTarget(labels, maps, coverage)
             yield x.contiguous(memory_format=self.memory_format), target, valid

@@ -70,7 +70,7 @@ def test_teacher_maps_move_with_the_tiles_and_the_draws_do_not_change(config):
     positions = [3, 0, 5, 1]
     x, y = make_batch(images, masks, positions, augment, torch.Generator().manual_seed(7))
     x2, y2, maps, coverage = make_distill_batch(images, masks, teacher, positions, augment,
-                                                torch.Generator().manual_seed(7))
+                                                generator=torch.Generator().manual_seed(7))
     assert torch.equal(x, x2) and torch.equal(y, y2)
     clean, _ = make_batch(images, masks, positions, build_augmentation(
         AugmentConfig(hflip=config.hflip, rotate_degrees=config.rotate_degrees,

@@ -463,16 +463,17 @@ def prepare_run(run, data, settings):
 def record_network_config(run, settings, name, config_dict, defaults=None):
     """Store a network's training config in ``config.json``; refuse a different one for a started network.
 
-    ``defaults`` fill the keys a config recorded by an older version lacks before the comparison.
+    ``defaults`` fill the keys either config leaves out (one recorded by an older version, a key recorded only
+    when set) before the comparison.
     """
     folder = RunFolder(run)
     config = folder.config() if folder.config_path.exists() else {"settings": settings, "networks": {}}
-    old = config["networks"].get(name)
+    old, new = config["networks"].get(name), config_dict
     if old is not None and defaults:
-        old = {**defaults, **old}
+        old, new = {**defaults, **old}, {**defaults, **config_dict}
     started = (folder.network_dir(name) / LATEST).exists()
-    if old is not None and old != config_dict and started:
-        keys = sorted(k for k in set(old) | set(config_dict) if old.get(k) != config_dict.get(k))
+    if old is not None and old != new and started:
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise RunError(
             f"{folder.config_path}: {name} was started with other settings ({', '.join(keys)}); "
             "rerun with the same options to continue, or use a new --run"
