@@ -22,7 +22,7 @@ from .reporting.text import format_summary, format_training_summary
 #: The fusion strategies (``fusion.STRATEGIES``, spelled out so the CLI starts without importing torch;
 #: tests/test_cli.py checks they agree).
 STRATEGY_NAMES = ("argmax", "bias", "calibrated", "learned", "learned3x3", "baseline_bias", "hybrid", "stacked",
-                  "baseline_pair", "baseline_pair_bias", "student_bias")
+                  "baseline_pair", "baseline_pair_bias", "student_bias", "vote")
 
 
 class EnsembleGroup(click.Group):

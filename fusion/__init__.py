@@ -16,7 +16,8 @@ Over several networks (:mod:`fusion.combined`):
 * ``stacked``: a 1x1 convolution over member and baseline logits (10 inputs), then the offsets;
 * ``baseline_pair`` / ``baseline_pair_bias``: the baseline and its replica ``baseline_1`` soft-voted,
   without / with the offsets;
-* ``student_bias``: the distilled student (``ensemble distill``) plus the ``bias`` offsets.
+* ``student_bias``: the distilled student (``ensemble distill``) plus the ``bias`` offsets;
+* ``vote``: the members' softmax and the baseline's averaged, nothing fitted (an honest teacher).
 """
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from .combined import (
     HybridFuser,
     StackedFuser,
     StudentBiasFuser,
+    VoteFuser,
 )
 from .learned import Learned3x3Fuser, LearnedFuser
 
@@ -51,6 +53,7 @@ FUSERS = {
     "baseline_pair": BaselinePairFuser,
     "baseline_pair_bias": BaselinePairBiasFuser,
     "student_bias": StudentBiasFuser,
+    "vote": VoteFuser,
 }
 STRATEGIES = tuple(FUSERS)
 _KEYS = ("format", "format_version", "strategy", "params", "init", "fitted_tile_ids", "fit_info")
@@ -58,7 +61,7 @@ _KEYS = ("format", "format_version", "strategy", "params", "init", "fitted_tile_
 __all__ = [
     "FUSERS", "STRATEGIES", "Fuser", "NotFittedError", "ArgmaxFuser", "BiasFuser", "CalibratedFuser", "LearnedFuser",
     "Learned3x3Fuser", "BaselineBiasFuser", "HybridFuser", "StackedFuser", "BaselinePairFuser",
-    "BaselinePairBiasFuser", "StudentBiasFuser", "get_fuser", "load_fuser", "new_fuser",
+    "BaselinePairBiasFuser", "StudentBiasFuser", "VoteFuser", "get_fuser", "load_fuser", "new_fuser",
 ]
 
 

@@ -158,6 +158,14 @@ class BaselinePairBiasFuser(SoftVoteFuser):
     tunes_offsets = True
 
 
+class VoteFuser(SoftVoteFuser):
+    """The members' logits, read as class logits, and the baseline soft-voted with equal weights; nothing is fitted,
+    so a model distilled from it has seen nothing of the validation tiles through a teacher's parameters."""
+
+    name = "vote"
+    sources = ("members", "baseline")
+
+
 class HybridFuser(SoftVoteFuser):
     """The members' learned fusion (:class:`~fusion.learned.LearnedFuser`, fitted here) soft-voted with the
     baseline, then the per-class offsets.
