@@ -264,3 +264,16 @@ def test_a_student_learns_from_unlabeled_tiles_through_the_teacher(tiny_run, sub
     recorded = RunFolder(run).config()["networks"]["student"]["distill"]["unlabeled"]
     n_test = len(np.load(subset_path)["test_set"])
     assert recorded["source"].endswith(":test_set") and recorded["tiles"] == n_test and len(recorded["sha256"]) == 64
+
+
+def test_the_vote_teacher_averages_members_and_baseline_and_fits_nothing():
+    from fusion import new_fuser
+
+    members, baseline = _logits(10, n=3, h=16, w=32), _logits(11, n=3, h=16, w=32)
+    masks = torch.randint(0, 5, (3, 16, 32), generator=torch.Generator().manual_seed(12))
+    inputs = torch.cat([members, baseline], 1)
+    fuser = new_fuser("vote", "fullmask", 0).fit(inputs, masks)
+    expected = torch.log(0.5 * torch.softmax(members, 1) + 0.5 * torch.softmax(baseline, 1))
+    assert torch.allclose(torch.as_tensor(fuser.predict_logits(inputs)), expected, atol=1e-5)
+    other = new_fuser("vote", "fullmask", 0).fit(inputs, torch.randint(0, 5, (3, 16, 32)))
+    assert torch.allclose(torch.as_tensor(other.predict_logits(inputs)), expected, atol=1e-5)  # the labels change nothing
