@@ -330,9 +330,8 @@ def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BA
     strategy = _served_strategy(run, strategy)
     made = Predictor(run, strategy, options=options.replace(tta=_served_tta(run, strategy, tta)),
                      check_inputs=check_inputs)
-    if check_inputs and made.input_range is None:
-        _to_stderr(f"{made.folder.input_stats_path.name}: not in {made.folder.path}, so the inputs are not checked "
-                   "against the training tiles (python scripts/input_stats.py writes it)")
+    if check_inputs and made.unchecked_note():
+        _to_stderr(made.unchecked_note())
     return made
 
 

@@ -481,8 +481,7 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
         note()
     checking = check_inputs and predictor.input_range is not None
     if check_inputs and not checking and progress is not None:
-        progress(f"{predictor.folder.input_stats_path.name}: not in {predictor.folder.path}, so the inputs are not checked "
-            "against the training tiles (python scripts/input_stats.py writes it)")
+        progress(predictor.unchecked_note())
     sizes = sorted({f"{h}x{w}" for h, w in inputs.shapes})
     log(f"predicting {len(inputs)} images ({', '.join(sizes[:3])}{', ...' if len(sizes) > 3 else ''}) from "
         f"{inputs.source} with {strategy}, tta {predictor.tta}, scale {predictor.scale:g}, engine {predictor.engine}")

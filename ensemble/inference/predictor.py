@@ -111,6 +111,13 @@ class Predictor:
             self._input_range = self.folder.input_range()
         return self._input_range
 
+    def unchecked_note(self):
+        """The line that says a run without ``input_stats.json`` leaves its inputs unchecked (``None`` with the file)."""
+        if self.input_range is not None:
+            return None
+        return (f"{self.folder.input_stats_path.name}: not in {self.folder.path}, so the inputs are not checked "
+                "against the training tiles (python scripts/input_stats.py writes it)")
+
     def check(self, images):
         """One :class:`~ensemble.core.imagestats.InputCheck` per image: its statistics at the training scale and
         what lies outside the run's training tiles' range (``findings``; empty when none). ``images`` as for
