@@ -6,8 +6,8 @@ from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 #: What of a shipped run is installed (what git tracks of it): no resume state, snapshots, cache or lock.
-SKIPPED = {"cache", "snapshots"}
-SKIPPED_FILES = {"latest.pt", ".manifest.lock", "differences.png"}
+SKIPPED = {"cache", "snapshots", "logs", "tensorboard"}
+SKIPPED_FILES = {"latest.pt", ".manifest.lock", ".training.lock", "differences.png"}
 
 
 def shipped_files():
@@ -46,12 +46,16 @@ setup(
         "matplotlib>=3.7",
         # reading PNG, JPEG and TIFF images for predict --images and writing every PNG; torchvision pulls it too
         "Pillow>=9.0",
+        # progress bars on a terminal (training batches, predict, evaluate steps); pure Python, no dependencies
+        "tqdm>=4.60",
     ],
     extras_require={
         # keras: the competition metric is cross-checked against keras.metrics.MeanIoU;
         # pytest-xdist: the tests run single-threaded, so scripts/test.sh runs one worker per core
         "test": ["pytest>=7", "keras>=3", "pytest-xdist>=3"],
         "distributed": ["dask[distributed]>=2023.1"],
+        # --tensorboard: torch.utils.tensorboard writes the event files; TensorBoard itself shows them
+        "tensorboard": ["tensorboard>=2.10"],
     },
     entry_points={"console_scripts": ["ensemble=ensemble.cli:main"]},
 )

@@ -17,10 +17,29 @@ from .core.defaults import DEFAULT_BACKEND, BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT
 from .core.locations import resolve_run
 from .core.errors import DataError, EnsembleError, in_argument_words
 from .core.fileio import atomic_path
+from .core.logs import console, logger, run_log
 from .core.outliers import MIN_REPEATS, UNIFORM_SHARE, find_outliers
 from .core.runfolder import RunFolder
 from .core.datasummary import summarize
 from .reporting.text import format_training_summary
+
+
+_LOG = logger("ensemble")
+
+
+def _say(line):
+    """Log one progress line of a verb, in the caller's words: CLI options from the CLI, arguments from Python."""
+    _LOG.info(line if _FROM_CLI.get() else in_argument_words(line))
+
+
+def _warn(line):
+    """Log one diagnostic line (shown also when ``quiet``), in the caller's words."""
+    _LOG.warning(line if _FROM_CLI.get() else in_argument_words(line))
+
+
+def _writable_run(path):
+    """``path`` when commands may write to it (its log file goes there), ``None`` for a shipped, read-only run."""
+    return None if RunFolder(path).read_only else path
 
 
 def inspect_data(data=None, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
@@ -70,7 +89,7 @@ def _training(options, n_networks):
     _start_workers(n_networks, options)
     from .train import TrainOptions
 
-    log = options.pop("log", print)
+    log = options.pop("log", _say)
     options = TrainOptions(**options)
     return options, log, None if options.quiet else log
 
@@ -102,7 +121,9 @@ def train(data=None, run=None, members="all", **options):
     options, log, say = _training(options, len(names))
     from .train import train_networks
 
-    return train_networks(names, data=data, run=resolve_run(run, log=say), options=options, log=log)
+    run = resolve_run(run, log=say)
+    with run_log(_writable_run(run), "train"):
+        return train_networks(names, data=data, run=run, options=options, log=log)
 
 
 def baseline(data=None, run=None, replicas=1, **options):
@@ -117,7 +138,9 @@ def baseline(data=None, run=None, replicas=1, **options):
     _refuse_stacked(options)
     from .train import train_networks
 
-    results = train_networks(names, data=data, run=resolve_run(run, log=say), options=options, log=log)
+    run = resolve_run(run, log=say)
+    with run_log(_writable_run(run), "baseline"):
+        results = train_networks(names, data=data, run=run, options=options, log=log)
     return results[0] if replicas == 1 else results
 
 
@@ -134,7 +157,9 @@ def control(data=None, run=None, size=None, **options):
     _refuse_stacked(options)
     from .train import train_networks
 
-    return train_networks(names, data=data, run=resolve_run(run, log=say), options=options, log=log)
+    run = resolve_run(run, log=say)
+    with run_log(_writable_run(run), "control"):
+        return train_networks(names, data=data, run=run, options=options, log=log)
 
 
 def distill(data=None, run=None, *, teacher=None, alpha=0.5, temperature=2.0, unlabeled=None, unlabeled_scale=1.0,
@@ -167,7 +192,8 @@ def distill(data=None, run=None, *, teacher=None, alpha=0.5, temperature=2.0, un
         data = load_data(data)
         settings["unlabeled"] = unlabeled_tiles(unlabeled, data.tile_shape, unlabeled_scale, log=say)
     options = options.replace(distill=settings)
-    return train_networks([STUDENT], data=data, run=folder, options=options, log=log)[0]
+    with run_log(_writable_run(folder), "distill"):
+        return train_networks([STUDENT], data=data, run=folder, options=options, log=log)[0]
 
 
 def _options(device="auto", **settings):
@@ -180,7 +206,7 @@ def _options(device="auto", **settings):
 
 
 def fuse(run=None, *, strategy="learned", data=None, seed=0, stack=None, device="auto", engine="auto",
-         quiet=False, log=print):
+         quiet=False, log=_say):
     """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results.
 
     ``device`` (``auto``, ``cpu`` or ``cuda``) and ``engine`` (``auto``, ``torch``, ``onnxruntime``:
@@ -190,8 +216,9 @@ def fuse(run=None, *, strategy="learned", data=None, seed=0, stack=None, device=
 
     log = None if quiet else log
     options = _options(device, stack=stack, engine=engine)
-    return fit_fusers(resolve_run(run, log=log), parse_strategies(strategy), data=data, seed=seed, options=options,
-                      log=log)
+    run = resolve_run(run, log=log)
+    with run_log(_writable_run(run), "fuse"):
+        return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, options=options, log=log)
 
 
 def default_run(run=None, log=None):
@@ -202,7 +229,7 @@ def default_run(run=None, log=None):
 
 def evaluate(run=None, *, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS,
              device="auto", engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False,
-             log=print, frames=False, step=DEFAULT_STEP, robustness=False, corruptions=None):
+             log=_say, frames=False, step=DEFAULT_STEP, robustness=False, corruptions=None):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
@@ -218,7 +245,9 @@ def evaluate(run=None, *, data=None, tta="none", out=None, seed=0, stack=None, c
 
     log = None if quiet else log
     options = _options(device, tta=tta, stack=stack, engine=engine, step=step)
-    return evaluate_run(default_run(run, log), data=data, options=options, out=out, seed=seed, cross_fit=cross_fit,
+    run = default_run(run, log)
+    with run_log(_writable_run(run), "evaluate"):
+        return evaluate_run(run, data=data, options=options, out=out, seed=seed, cross_fit=cross_fit,
                         curve=curve, log=log, ablation=ablation, curve_from=curve_from, tta_gain=tta_gain,
                         frames=frames, robustness=robustness, corruptions=_corruption_names(corruptions))
 
@@ -237,11 +266,7 @@ def _corruption_names(corruptions):
     return names
 
 
-def _to_stderr(line):
-    print(line, file=sys.stderr)
-
-
-def _served_tta(run, strategy, tta, say=_to_stderr):
+def _served_tta(run, strategy, tta, say=_say):
     """``tta``, or the one the run's evaluation recorded for ``strategy`` (:func:`~ensemble.inference.default_tta`)."""
     if tta is not None:
         return tta
@@ -251,7 +276,7 @@ def _served_tta(run, strategy, tta, say=_to_stderr):
     return default_tta(run, strategy, say)
 
 
-def _served_strategy(run, strategy, say=_to_stderr):
+def _served_strategy(run, strategy, say=_say):
     """``strategy``, or the run's default (:func:`~ensemble.inference.default_strategy`), said to ``say``."""
     if strategy is not None:
         return strategy
@@ -261,7 +286,7 @@ def _served_strategy(run, strategy, say=_to_stderr):
 
 
 def predict(run=None, *, strategy=None, data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
-            tta=None, batch_size=BATCH_SIZE, stack=None, device="auto", engine="auto", quiet=False, log=print,
+            tta=None, batch_size=BATCH_SIZE, stack=None, device="auto", engine="auto", quiet=False, log=_say,
             masks_dir=None, overlay_dir=None, summary=None, scale=1.0, step=DEFAULT_STEP, max_pixels=MAX_PIXELS,
             check_inputs=True):
     """Predict masks for ``test_set`` of ``data`` (or ``images``: an image file, a folder of images, an .npz, or an
@@ -288,11 +313,11 @@ def predict(run=None, *, strategy=None, data=None, images=None, out=None, png_di
     said = []  # the default strategy is said once the inputs are checked: an error stays one line
     strategy = _served_strategy(run, strategy, said.append)
     options = options.replace(tta=_served_tta(run, strategy, tta, said.append))
-    note = None if quiet else (lambda: [_to_stderr(line) for line in said])
+    note = None if quiet else (lambda: [_say(line) for line in said])
     return predict_run(run, strategy, data=data, images=images, out=out, png_dir=png_dir,
                        uncertainty_dir=uncertainty_dir, masks_dir=masks_dir, overlay_dir=overlay_dir, summary=summary,
                        options=options, max_pixels=max_pixels, log=log, note=note,
-                       progress=None if quiet else _to_stderr, warn=_to_stderr, check_inputs=check_inputs)
+                       progress=None if quiet else _say, warn=_warn, check_inputs=check_inputs)
 
 
 def score(pred, masks):
@@ -326,17 +351,17 @@ def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BA
     from .inference import Predictor
 
     options = _options(device, batch_size=batch_size, stack=stack, engine=engine, scale=scale, step=step)
-    run = default_run(run, _to_stderr)
+    run = default_run(run, _say)
     strategy = _served_strategy(run, strategy)
     made = Predictor(run, strategy, options=options.replace(tta=_served_tta(run, strategy, tta)),
                      check_inputs=check_inputs)
     if check_inputs and made.unchecked_note():
-        _to_stderr(made.unchecked_note())
+        _say(made.unchecked_note())
     return made
 
 
 def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,
-            log=print, with_control=False, curve=False, replicas=1, members_options=None, evaluate_options=None,
+            log=_say, with_control=False, curve=False, replicas=1, members_options=None, evaluate_options=None,
             distill_options=None, **train_options):
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation.
 
@@ -364,41 +389,61 @@ def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="a
     options = TrainOptions(preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
                            **train_options, **(members_options or {}))
     run = resolve_run(run, log=None if quiet else log)
-    data = load_data(data)  # read and hashed once; every step below gets the loaded data
-    say = (lambda line: None) if quiet else log
-    say(f"== 1-2/4 members, multiclass baseline{' and ensembling control' if with_control else ''}, "
-        f"trained together ({run})")
-    results = train_networks(names, data=data, run=run, options=options, log=log)
-    say("== 1/4 members")
-    say(format_training_summary([r for r in results if r["name"] in CLASS_NAMES]))
-    say("== 2/4 multiclass baseline")
-    say(format_training_summary([r for r in results if is_baseline_like(r["name"])]))
-    if with_control:
-        say("== 2b/4 ensembling control (multiclass nets of the members' width, averaged)")
-        say(format_training_summary([r for r in results if is_control(r["name"])]))
-    failed = [f"{r['name']} ({r['error']})" for r in results if r.get("failed") and r["name"] in CLASS_NAMES]
-    if failed:
-        raise EnsembleError(f"members failed: {'; '.join(failed)}; rerun to retrain only them")
-    say("== 3/4 fusion")
-    say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, device=device, engine=engine,
-                                   quiet=quiet, log=log)))
-    say("== 4/4 evaluation")
-    result = evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log, curve=curve,
-                      **(evaluate_options or {}))
-    if distill_options is not None:
-        from .core.classes import TUNED_STUDENT
-
-        say("== 5/6 student distilled from the served model")
-        student = distill(data=data, run=run, preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
-                          log=log, **{k: v for k, v in train_options.items() if k != "width"}, **distill_options)
-        say(format_training_summary([student]))
-        fuse(run=run, strategy=TUNED_STUDENT, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log)
-        say("== 6/6 evaluation with the student")
+    with run_log(_writable_run(run), "run"):
+        data = load_data(data)  # read and hashed once; every step below gets the loaded data
+        say = (lambda line: None) if quiet else log
+        say(f"== 1-2/4 members, multiclass baseline{' and ensembling control' if with_control else ''}, "
+            f"trained together ({run})")
+        results = train_networks(names, data=data, run=run, options=options, log=log)
+        say("== 1/4 members")
+        say(format_training_summary([r for r in results if r["name"] in CLASS_NAMES]))
+        say("== 2/4 multiclass baseline")
+        say(format_training_summary([r for r in results if is_baseline_like(r["name"])]))
+        if with_control:
+            say("== 2b/4 ensembling control (multiclass nets of the members' width, averaged)")
+            say(format_training_summary([r for r in results if is_control(r["name"])]))
+        failed = [f"{r['name']} ({r['error']})" for r in results if r.get("failed") and r["name"] in CLASS_NAMES]
+        if failed:
+            raise EnsembleError(f"members failed: {'; '.join(failed)}; rerun to retrain only them")
+        say("== 3/4 fusion")
+        say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, device=device, engine=engine,
+                                       quiet=quiet, log=log)))
+        say("== 4/4 evaluation")
         result = evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log,
                           curve=curve, **(evaluate_options or {}))
-    if preset == "quick":
-        result["note"] = _smoke_run_note()
-    return result
+        if distill_options is not None:
+            from .core.classes import TUNED_STUDENT
+
+            say("== 5/6 student distilled from the served model")
+            student = distill(data=data, run=run, preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
+                              log=log, **{k: v for k, v in train_options.items() if k != "width"}, **distill_options)
+            say(format_training_summary([student]))
+            fuse(run=run, strategy=TUNED_STUDENT, data=data, seed=seed, device=device, engine=engine, quiet=quiet,
+                 log=log)
+            say("== 6/6 evaluation with the student")
+            result = evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log,
+                              curve=curve, **(evaluate_options or {}))
+        if options.tensorboard:
+            from .reporting.progress import log_figures
+
+            log_figures(run, sorted(Path(result["report_md"]).parent.glob("*.png")))
+        if preset == "quick":
+            result["note"] = _smoke_run_note()
+        return result
+
+
+def status(run=None):
+    """Where ``run`` stands (default ``runs/default``): a list of
+    :class:`~ensemble.reporting.status.NetworkStatus`, one per network of its ``config.json`` (done, running,
+    stopped or queued; epoch, best score, seconds per epoch, ETA). Works while the run trains."""
+    from .core.runfolder import RunFolder
+    from .reporting.status import run_status
+
+    folder = RunFolder(resolve_run(run))
+    if not folder.config_path.exists():
+        raise EnsembleError(f"run {folder.path}: no {folder.config_path.name} there (not a run folder, or nothing "
+                            "planned in it yet)")
+    return run_status(folder.path)
 
 
 def _smoke_run_note():
@@ -430,7 +475,7 @@ def export(run=None, strategy=None, *, out="model.pt2", format=None, tta=None):
         raise EnsembleError(f"--format: unknown {format!r}; valid: pt2, onnx")
     if suffix != format:
         raise EnsembleError(f"--out {out}: the file name must end in .{format} for --format {format}")
-    run = default_run(run, _to_stderr)
+    run = default_run(run, _say)
     strategy = _served_strategy(run, strategy)
     tta = _served_tta(run, strategy, tta)
     predictor = Predictor(run, strategy, device="cpu", tta=tta, engine="torch")
@@ -464,9 +509,14 @@ def _in_argument_words(func):
                 raise
             raise type(exc)(in_argument_words(str(exc))) from None
 
-    return wrapper
+    @functools.wraps(func)
+    def shown(*args, **kwargs):  # the verb's messages on stderr unless the program configured logging
+        with console():
+            return wrapper(*args, **kwargs)
+
+    return shown
 
 
 for _name in ("inspect_data", "clean_data", "train", "baseline", "control", "fuse", "default_run", "evaluate",
-              "predict", "score", "predictor", "run_all", "export"):
+              "predict", "score", "predictor", "run_all", "export", "status"):
     globals()[_name] = _in_argument_words(globals()[_name])

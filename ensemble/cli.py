@@ -233,6 +233,13 @@ tta_gain_option = click.option(
          "predict, export and the API then serve that model with the flip by default.")
 
 
+tensorboard_option = click.option(
+    "--tensorboard", is_flag=True,
+    help="Also log every epoch (losses, scores, learning rate, the progress figure) to RUN/tensorboard/ for "
+         "TensorBoard (needs the extra: pip install 'mars-ensemble[tensorboard]'). RUN/progress.png and each "
+         "network's history.csv are written either way.")
+
+
 def training_options(func):
     """Options shared by ``train`` and ``baseline``."""
     options = [
@@ -250,7 +257,7 @@ def training_options(func):
         set_option,
         click.option("--loss", type=click.Choice(["bce_dice", "focal_dice", "ce", "focal"]), default=None,
                      help="Loss [members: bce_dice or focal_dice; baseline: ce or focal]."),
-        quiet_option, seed_option, run_option, data_option,
+        tensorboard_option, quiet_option, seed_option, run_option, data_option,
     ]
     for option in reversed(options):
         func = option(func)
@@ -527,6 +534,31 @@ def predict(**options):
         click.echo(f"predicted {result['images']} images ({result['strategy']})")
 
 
+@main.command("status")
+@click.option("--run", "run", type=click.Path(file_okay=False), default=None,
+              help="Run folder [default: runs/default].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per network.")
+def status_command(*, run, as_json):
+    """Say where a run stands, while it trains or after: each network done, running, stopped or queued, with its
+    epoch, best validation score (epoch), seconds per epoch and ETA.
+
+    Running means a process holds the network's training lock now; stopped means it started and nobody trains it
+    (the same training command resumes it). Each network's epochs are in its history.csv, all of them drawn in
+    RUN/progress.png.
+
+    \b
+    Example:
+      ensemble status --run runs/full
+    """
+    from .reporting.status import status_lines
+
+    statuses = api.status(run)
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
+    else:
+        click.echo("\n".join(status_lines(run or DEFAULT_RUN, statuses)))
+
+
 @main.command("score")
 @click.argument("pred", type=click.Path())
 @click.option("--masks", required=True, metavar="TRUTH",
@@ -590,11 +622,12 @@ def score_command(*, pred, masks, as_json):
 @tta_gain_option
 @device_option
 @engine_option
+@tensorboard_option
 @seed_option
 @quiet_option
 def run_command(*, preset, data, run, jobs, epochs, width, samples_per_epoch, val_fraction, objective, overrides,
                 stacked, backend, scheduler, replicas, with_control, with_student, cross_fit, curve, ablation, tta_gain,
-                device, engine, seed, quiet):
+                device, engine, tensorboard, seed, quiet):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
 
     The options are those of the steps (train, baseline, control, fuse, evaluate) it runs. Every
@@ -609,7 +642,7 @@ def run_command(*, preset, data, run, jobs, epochs, width, samples_per_epoch, va
     result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet, epochs=epochs,
                          width=width, samples_per_epoch=samples_per_epoch, val_fraction=val_fraction,
                          objective=objective, device=device, engine=engine, overrides=overrides,
-                         with_control=with_control, curve=curve, replicas=replicas,
+                         tensorboard=tensorboard, with_control=with_control, curve=curve, replicas=replicas,
                          members_options=dict(stacked=stacked, backend=backend, scheduler=scheduler),
                          evaluate_options=dict(cross_fit=cross_fit, ablation=ablation, tta_gain=tta_gain),
                          distill_options={} if with_student else None)

@@ -13,7 +13,10 @@ from .core.errors import EnsembleError
 from .inference import MEMBERS, available_sources, check_run_data, fuser_inputs, source_logits
 from .core.metrics import all_mean_ious, confusion_matrix, expected_calibration_error, iou_per_class, nll
 from .core.objectives import HEADLINE_CONVENTION, mask_background, predicts_background, scored_pixels
+from .core.logs import line_logger
 from .core.runfolder import RunFolder
+
+_log_line = line_logger(__name__)  # where progress lines go when the caller gives no log
 
 
 def parse_strategies(spec):
@@ -80,7 +83,7 @@ def plan_strategies(folder, strategies, explicit, log):
     return kept
 
 
-def fit_fusers(run, strategies, *, data=None, seed=0, options=None, log=print, explicit=None):
+def fit_fusers(run, strategies, *, data=None, seed=0, options=None, log=_log_line, explicit=None):
     """Fit each strategy on the run's cached validation logits, save ``RUN/fusion/<strategy>.pt``.
 
     Returns ``{strategy: {"before": scores, "after": scores, "params": [lines], "seconds": s, "path": p}}``;

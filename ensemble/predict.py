@@ -41,6 +41,7 @@ from .core.classes import CLASS_NAMES, NUM_CLASSES
 from .core.data import open_npz, resolve_data_path
 from .core.errors import DataError, EnsembleError
 from .core.fileio import write_text_atomic
+from .core.progress import Progress
 from .inference import InferenceOptions, Predictor, as_image, as_tiles
 from .core.defaults import MAX_PIXELS
 from .inference.windows import resized_bands
@@ -276,24 +277,6 @@ def _check_sizes(inputs, tile_shape, max_pixels, csv_wanted):
             _check_id(inputs.ids[i], inputs.where(i))
 
 
-class Progress:
-    """Says, at most every ``every`` seconds and at the end, images done, tiles (windows) per second and ETA."""
-
-    def __init__(self, total, log, every=2.0):
-        self.total, self.log, self.every = total, log, every
-        self.started = self.last = time.perf_counter()
-
-    def update(self, done, windows, final=False):
-        """Report ``done`` of the images after ``windows`` network tiles, unless reported less than ``every`` ago."""
-        now = time.perf_counter()
-        if self.log is None or (not final and now - self.last < self.every):
-            return
-        self.last, elapsed = now, max(now - self.started, 1e-9)
-        eta = elapsed / max(done, 1) * (self.total - done)
-        self.log(f"{done}/{self.total} images, {windows / elapsed:.1f} tiles/s, "
-                 f"{'done' if final else f'ETA {eta:.0f} s'} ({elapsed:.1f} s)")
-
-
 def class_shares(mask):
     """The share of every class among the pixels of ``mask`` (H, W): ``{class name: share}``."""
     counts = np.bincount(np.asarray(mask).ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
@@ -448,7 +431,8 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
     CSV and the summary appear only when complete.
 
     ``note`` (a callable) is called once the inputs are checked, before any image is predicted;
-    ``progress`` (a callable taking a line) hears images done, tiles per second and the ETA.
+    ``progress`` (a callable taking a line) hears images done, tiles per second and the ETA (a tqdm bar on a
+    terminal, a line every 2 s elsewhere) and the final count.
 
     Input check (``check_inputs``): every image, at the training scale, is compared with the range of image
     statistics of the run's training tiles (:meth:`~ensemble.inference.Predictor.check`); ``warn`` (a callable
@@ -485,7 +469,8 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
     sizes = sorted({f"{h}x{w}" for h, w in inputs.shapes})
     log(f"predicting {len(inputs)} images ({', '.join(sizes[:3])}{', ...' if len(sizes) > 3 else ''}) from "
         f"{inputs.source} with {strategy}, tta {predictor.tta}, scale {predictor.scale:g}, engine {predictor.engine}")
-    meter = Progress(len(inputs), progress)
+    meter = Progress(len(inputs), progress, unit="images", desc="predict")
+    rate = lambda: f"{predictor.windows_run / meter.elapsed:.1f} tiles/s"  # noqa: E731
     writer = SubmissionWriter(out, math.prod(predictor.tile_shape)) if out is not None else None
     outputs, done = _Outputs(None, folders, summary), 0
     with torch.inference_mode(), (writer if writer is not None else contextlib.nullcontext()):
@@ -495,11 +480,15 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
             notes = _input_notes(predictor, inputs, done, batch_images, warn) if checking else None
             outputs.write(ids, batch_images, class_logits, member_logits, batch_images.shape[1:], notes=notes)
             done += len(ids)
-            meter.update(done, predictor.windows_run)
+            meter.update(done, lambda: f"{done}/{len(inputs)} images, {rate()}, ETA "
+                                       f"{meter.elapsed / max(done, 1) * (len(inputs) - done):.0f} s "
+                                       f"({meter.elapsed:.1f} s)", **{"tiles/s": predictor.windows_run / meter.elapsed})
             del class_logits, member_logits  # drop this batch before the next one is computed
     if summary is not None:
         write_summary(summary, outputs.rows)
-    meter.update(done, predictor.windows_run, final=True)
+    meter.close()
+    if progress is not None:
+        progress(f"{done}/{len(inputs)} images, {rate()}, done ({meter.elapsed:.1f} s)")
     seconds = time.perf_counter() - started
     return {"rows": writer.rows if writer is not None else 0, "images": done,
             "out": str(out) if out is not None else None, "strategy": strategy, "seconds": round(seconds, 3)}

@@ -30,9 +30,11 @@ from .core.defaults import DEFAULT_BACKEND
 from .core.devices import machine_cores, resolve_device
 from .core.errors import EnsembleError
 from .core.imagestats import training_statistics
+from .core.logs import ACTIVE_LOG_FILE, line_logger
 from .core.objectives import DEFAULT_OBJECTIVE, check_objective
 from .core.runfolder import RunFolder, prepare_run, record_network_config
 from .core.split import VAL_FRACTION
+from .reporting.progress import TrainingWatch, check_tensorboard
 
 PARAMETER_TOLERANCE = 0.15
 #: The members' width and the U-Nets' depth when no option says otherwise: :class:`UNetConfig`'s.
@@ -51,6 +53,7 @@ class TrainOptions:
     train at once (``None``: :func:`default_jobs`); ``backend`` is ``processes`` (forked local workers,
     :mod:`members.workers`), joblib's ``loky`` or ``threading``, or ``dask`` (the cluster at ``scheduler``);
     ``stacked`` trains the members as one grouped network in this process (:mod:`members.stacked_training`).
+    Every epoch of every network redraws the run's ``progress.png``; ``tensorboard`` also logs it for TensorBoard.
     """
 
     preset: str = "quick"
@@ -68,6 +71,7 @@ class TrainOptions:
     scheduler: str = None
     stacked: bool = False
     distill: tuple = ()  # the student's (key, value) distill settings (members.training.DISTILL_KEYS)
+    tensorboard: bool = False  # also log every epoch to RUN/tensorboard/ (the optional extra)
     quiet: bool = False
 
     def __post_init__(self):
@@ -263,11 +267,13 @@ def plan_training(names, *, data, run, options):
     _, train_idx, val_idx = prepare_run(run, data, settings)
     record_input_statistics(folder, data, train_idx)
     tasks = []
+    watch = TrainingWatch(folder.path, tensorboard=options.tensorboard)
     for name, config in zip(names, configs):
         record_network_config(run, settings, name, config.to_dict(), defaults=recorded_defaults())
         tasks.append(TrainTask(config=config.to_dict(), out_dir=str(folder.network_dir(name)),
                                data_path=str(data.path), data_sha256=data.sha256, train_idx=train_idx,
-                               val_idx=val_idx, device=options.device, quiet=options.quiet))
+                               val_idx=val_idx, device=options.device, quiet=options.quiet, on_epoch=watch,
+                               log_file=ACTIVE_LOG_FILE.get()))
     scored = min(configs[0].val_tiles or len(val_idx), len(val_idx)) if configs else len(val_idx)
     return TrainingPlan(folder, list(names), tasks, train_idx, val_idx, objective, options, scored)
 
@@ -376,7 +382,7 @@ def dispatch(plan, *, data=None):
     return results
 
 
-def train_networks(names, *, run, data=None, options=None, log=print):
+def train_networks(names, *, run, data=None, options=None, log=None):
     """Train the named networks (members, ``"baseline"``, its replicas, control nets) into ``run``; return their
     metrics in the order of ``names``.
 
@@ -385,9 +391,12 @@ def train_networks(names, *, run, data=None, options=None, log=print):
     continue from ``latest.pt``.
     """
     options = options or TrainOptions()
+    log = log or line_logger(__name__)
     if options.stacked and ((options.jobs or 1) > 1 or options.backend != DEFAULT_BACKEND):
         raise EnsembleError("--stacked trains all members in one process on every core; leave out --jobs and --backend")
     options = options.replace(device=resolve_device(options.device))  # refused before anything is written
+    if options.tensorboard:
+        check_tensorboard()
     RunFolder(run).check_writable("train")  # a shipped run is refused before the data is looked for
     if will_use_workers(len(names), jobs=options.jobs, backend=options.backend, stacked=options.stacked):
         start_server()  # the workers' imports overlap the data load

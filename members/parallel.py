@@ -25,6 +25,7 @@ from ensemble.core.data import load_data
 from ensemble.core.defaults import DEFAULT_BACKEND
 from ensemble.core.devices import machine_cores
 from ensemble.core.errors import DataError, EnsembleError
+from ensemble.core.logs import line_logger, task_logging
 
 from .stacked_training import train_stacked
 from .training import SplitArrays, TrainConfig, finished_metrics, train_network
@@ -53,6 +54,8 @@ class TrainTask:
     split_dir: str = None
     teacher_path: str = None
     unlabeled_path: str = None
+    on_epoch: object = None  # a picklable callable (network folder, history row), run after every epoch
+    log_file: str = None  # the command's log file in the run folder, which a worker appends its lines to
 
     @property
     def name(self):
@@ -187,10 +190,11 @@ def train_task(task, *, threads, split=None):
         done = finished_metrics(task.out_dir)
         if done:
             return done
-        log = None if task.quiet else functools.partial(print, flush=True)
+        log = None if task.quiet else line_logger(__name__)
         split = task_split(task) if split is None else with_teacher(split, task.teacher_path, task.unlabeled_path)
-        return train_network(TrainConfig(**task.config), split, task.out_dir,
-                             device=task.device, log=log, data_sha256=task.data_sha256)
+        with task_logging(task.log_file, task.quiet):
+            return train_network(TrainConfig(**task.config), split, task.out_dir,
+                                 device=task.device, log=log, data_sha256=task.data_sha256, on_epoch=task.on_epoch)
     except Exception as exc:  # reported per network; the others go on
         return _failure(task.name, exc)
 
@@ -206,10 +210,10 @@ def train_stacked_tasks(tasks, *, data=None):
     first = tasks[0]
     try:
         split = _local_split(tasks, data)
-        log = None if first.quiet else functools.partial(print, flush=True)
+        log = None if first.quiet else line_logger(__name__)
         return train_stacked([TrainConfig(**t.config) for t in tasks], task_split(first) if split is None else split,
                              out_dirs=[t.out_dir for t in tasks], device=first.device, log=log,
-                             data_sha256=first.data_sha256)
+                             data_sha256=first.data_sha256, on_epoch=first.on_epoch)
     except Exception as exc:
         return [_failure(t.name, exc) for t in tasks]
     finally:

@@ -15,8 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ensemble.core.logs import line_logger
+
 from .stacked import StackedUNet, block_shapes, common_config, stack_member_states
 from .training import NetworkTrainer, finished_metrics, validation_logits
+
+_log_line = line_logger(__name__)  # where progress lines go when the caller gives no log
 
 
 class MemberStack(nn.Module):
@@ -98,7 +102,7 @@ def stacked_epoch(trainers):
         t.end_epoch(val_logits[:, k : k + 1], float(totals[k] / count), ended - started, ended - val_started)
 
 
-def train_stacked(configs, split, *, out_dirs, device="cpu", log=print, data_sha256=None):
+def train_stacked(configs, split, *, out_dirs, device="cpu", log=_log_line, data_sha256=None, on_epoch=None):
     """Train the member ``configs`` together as one stacked network; return their metrics in order.
 
     Same arguments as :func:`~members.training.train_network`, with one output folder per
@@ -112,7 +116,8 @@ def train_stacked(configs, split, *, out_dirs, device="cpu", log=print, data_sha
         if done:
             results[config.name] = done
             continue
-        trainers.append(NetworkTrainer(config, split, out_dir, device=device, log=log, data_sha256=data_sha256))
+        trainers.append(NetworkTrainer(config, split, out_dir, device=device, log=log, data_sha256=data_sha256,
+                                       on_epoch=on_epoch))
     if trainers:
         check_stackable(trainers)
     while active := [t for t in trainers if t.active()]:

@@ -24,8 +24,11 @@ from ensemble.core.augment import RECIPE as AUGMENT_RECIPE, AugmentConfig, build
 from ensemble.core.classes import CLASS_NAMES, NO_LABEL, NUM_CLASSES, TERRAIN_CLASSES, pixel_counts
 from ensemble.core.devices import machine_cores
 from ensemble.core.fileio import write_bytes_atomic, write_json_atomic
-from ensemble.core.metrics import binary_iou, confusion_matrix, mean_iou
+from ensemble.core.history import TrainingLock, write_history
+from ensemble.core.logs import line_logger
+from ensemble.core.metrics import binary_iou, confusion_matrix, iou_per_class, mean_iou
 from ensemble.core.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION, mask_background, predicts_background
+from ensemble.core.progress import Progress
 from ensemble.core.runfolder import BEST, LATEST, METRICS, snapshot_file
 from ensemble.core.split import tiles_per_epoch
 from ensemble.core.weights import class_weights
@@ -33,6 +36,8 @@ from ensemble.core.weights import class_weights
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import DistillLoss, DistillTarget, MemberLoss, MulticlassLoss, auto_pos_weight
 from .unet import UNet, UNetConfig, count_parameters
+
+_log_line = line_logger(__name__)  # where progress lines go when the caller gives no log
 
 #: Memory layout of the networks and batches during training (``torch.contiguous_format`` for NCHW).
 MEMORY_FORMAT = torch.channels_last
@@ -289,6 +294,32 @@ def validation_score(config, logits, masks):
     return mean_iou(confusion_matrix(truth, class_logits.argmax(1).numpy()), HEADLINE_CONVENTION[config.objective])
 
 
+def validation_ious(config, logits, masks):
+    """``{class name: IoU}`` of the classes a network is scored on, from validation ``logits``: a member's class
+    (its :func:`validation_score`), or every class of a multiclass network's masks in the objective's convention
+    (classes without a union left out)."""
+    truth = masks.astype(np.int64)
+    if config.is_member:
+        return {CLASS_NAMES[config.target]: validation_score(config, logits, masks)}
+    class_logits = logits if predicts_background(config.objective) else mask_background(logits)
+    ious = iou_per_class(confusion_matrix(truth, class_logits.argmax(1).numpy()), HEADLINE_CONVENTION[config.objective])
+    return {name: float(value) for name, value in zip(CLASS_NAMES, ious) if np.isfinite(value)}
+
+
+@torch.inference_mode()
+def validation_loss(config, loss_fn, logits, masks, *, device="cpu", batch_size=128):
+    """The network's loss on its validation tiles, batch by batch like training (a student's label term only: its
+    teacher has no maps of the validation tiles)."""
+    loss_fn = getattr(loss_fn, "labels_loss", loss_fn)
+    total = 0.0
+    for start in range(0, len(logits), batch_size):
+        masks_batch = torch.from_numpy(masks[start : start + batch_size].astype(np.int64)).to(device)
+        target, valid = targets_and_valid(config, masks_batch)
+        batch = logits[start : start + batch_size].to(device)
+        total += float(loss_fn(batch, target, valid)) * len(batch)
+    return total / max(len(logits), 1)
+
+
 def format_seconds(seconds):
     """``1h02m`` or ``3m07s``."""
     seconds = int(round(seconds))
@@ -423,10 +454,12 @@ class NetworkTrainer:
     sampler, learning rate and early stopping however it is executed.
     """
 
-    def __init__(self, config, split, out_dir, *, device="cpu", log=None, data_sha256=None):
+    def __init__(self, config, split, out_dir, *, device="cpu", log=None, data_sha256=None, on_epoch=None):
         self.config = config
-        self.split = split
+        self.on_epoch = on_epoch
         self.out_dir = Path(out_dir)
+        self.lock = TrainingLock(self.out_dir)  # held while this process trains the network
+        self.split = split
         self.device = torch.device(device)
         self.log = log or (lambda line: None)
         self.data_sha256 = data_sha256
@@ -459,6 +492,7 @@ class NetworkTrainer:
                 self.average.load_state_dict(ckpt["ema"])
             self.state = {k: ckpt[k] for k in self.state}
             self.log(f"[{config.name}] resuming from {latest} after epoch {self.state['epoch']}")
+        write_history(self.out_dir, self.state["history"])  # the header alone says the network has started
 
     @property
     def eval_model(self):
@@ -535,9 +569,15 @@ class NetworkTrainer:
         score = validation_score(config, val_logits, self.val_masks)
         epoch = self.epoch + 1
         self.state["epoch"] = epoch
-        self.state["history"].append({"epoch": epoch, "loss": mean_loss, "val_iou": score, "seconds": seconds,
-                                      "val_seconds": val_seconds, "threads": torch.get_num_threads(),
-                                      "cores": machine_cores()})
+        tiles = tiles_per_epoch(config.samples_per_epoch, len(self.split.train_images))
+        row = {"epoch": epoch, "step": epoch * config.steps_per_epoch(len(self.split.train_images)),
+               "lr": self.optimizer.param_groups[0]["lr"], "loss": mean_loss,
+               "val_loss": validation_loss(config, self.loss_fn, val_logits, self.val_masks, device=self.device),
+               "val_iou": score, "iou": validation_ious(config, val_logits, self.val_masks),
+               "seconds": seconds, "val_seconds": val_seconds,
+               "tiles_per_s": tiles / max(seconds - val_seconds, 1e-9),
+               "threads": torch.get_num_threads(), "cores": machine_cores()}
+        self.state["history"].append(row)
         improved = score > self.state["best_score"]
         common = dict(model_config=config.model, name=config.name, target=config.target,
                       train_config=config.to_dict(), data_sha256=self.data_sha256)
@@ -557,9 +597,12 @@ class NetworkTrainer:
             f"val IoU {score:.4f}{' *' if improved else '  '}  {seconds:.1f}s (validation {val_seconds / seconds:.0%})  "
             f"ETA {format_seconds(eta)}"
         )
+        write_history(self.out_dir, self.state["history"])
+        if self.on_epoch is not None:
+            self.on_epoch(self.out_dir, row)
 
     def finish(self, **extra):
-        """Write ``metrics.json`` (finished) and return the metrics dict."""
+        """Write ``metrics.json`` (finished), release the training lock and return the metrics dict."""
         state, config = self.state, self.config
         metrics = {
             "name": config.name,
@@ -578,30 +621,37 @@ class NetworkTrainer:
             **extra,
         }
         write_json_atomic(self.out_dir / METRICS, metrics)
+        self.lock.release()
         return metrics
 
 
-def train_network(config, split, out_dir, *, device="cpu", log=print, data_sha256=None):
+def train_network(config, split, out_dir, *, device="cpu", log=_log_line, data_sha256=None, on_epoch=None):
     """Train (or resume, or skip if finished) one network into ``out_dir``; return its metrics dict.
 
     ``split`` is a :class:`SplitArrays` (its training and validation tiles). ``log`` receives
     one line per epoch (pass ``None`` for silence). ``data_sha256`` is stored in the
-    checkpoints so networks from different data files are never mixed.
+    checkpoints so networks from different data files are never mixed. ``on_epoch(out_dir, row)`` is called after
+    every epoch, once its checkpoints and ``history.csv`` are written (the run's progress figure, TensorBoard).
     """
     done = finished_metrics(out_dir)
     if done:
         return done
-    trainer = NetworkTrainer(config, split, out_dir, device=device, log=log, data_sha256=data_sha256)
+    trainer = NetworkTrainer(config, split, out_dir, device=device, log=log, data_sha256=data_sha256,
+                             on_epoch=on_epoch)
     while trainer.active():
         started = time.perf_counter()
         trainer.model.train()
         total, count = 0.0, 0
-        for x, target, valid in trainer.epoch_batches():
+        bar = Progress(config.steps_per_epoch(len(split.train_images)), log, unit="batches", every=None,
+                       desc=f"[{config.name}] epoch {trainer.epoch + 1}/{config.epochs}")
+        for step, (x, target, valid) in enumerate(trainer.epoch_batches(), 1):
             loss = trainer.loss_fn(trainer.model(x), target, valid)
             loss.backward()
             trainer.step()
             total += float(loss.detach()) * len(x)
             count += len(x)
+            bar.update(step, loss=total / count, **{"tiles/s": count / (time.perf_counter() - started)})
+        bar.close()
         val_started = time.perf_counter()
         val_logits = validation_logits(trainer.eval_model, trainer.val_images, trainer.device)
         ended = time.perf_counter()

@@ -13,5 +13,5 @@ if [[ "${1:-}" == "--fast" ]]; then
     tier=(-m "not slow")
 fi
 source scripts/venv.sh
-"$VENV/bin/python" -m pip install -q -e ".[test,distributed]"
+"$VENV/bin/python" -m pip install -q -e ".[test,distributed,tensorboard]"
 exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-auto}" --dist loadfile --no-loadscope-reorder "${tier[@]}" "$@"

@@ -13,6 +13,10 @@ Layout::
     RUN/fusion/<strategy>.pt          fitted fusers
     RUN/input_stats.json              the training tiles' image statistics and the thresholds of predict's input
                                       check (:mod:`ensemble.core.imagestats`)
+RUN/<network>/history.csv         one row per finished epoch, rewritten after each (:mod:`ensemble.core.history`)
+RUN/progress.png                  every network's curves, redrawn after each epoch
+RUN/logs/<verb>-<time>.log        each verb's messages with UTC timestamps (:mod:`ensemble.core.logs`)
+RUN/tensorboard/                  TensorBoard logs, with --tensorboard
 """
 import contextlib
 import copy
@@ -68,6 +72,15 @@ EVALUATION_DIR = "evaluation"
 #: The training tiles' image statistics (quantiles and thresholds) that ``predict`` checks its inputs against.
 INPUT_STATS = "input_stats.json"
 LOCK = ".manifest.lock"
+#: In each network's folder: one row per finished epoch (:mod:`ensemble.core.history`), and the lock held while a
+#: process trains it.
+HISTORY_CSV = "history.csv"
+TRAINING_LOCK = ".training.lock"
+#: The run's training curves, redrawn after every epoch; its TensorBoard logs (``--tensorboard``); every verb's
+#: timestamped log file (``logs/<verb>-<time>.log``).
+PROGRESS_PNG = "progress.png"
+TENSORBOARD_DIR = "tensorboard"
+LOG_DIR = "logs"
 
 #: Parsed manifests by path, reused while the file's (mtime, size) is unchanged: one parse per command.
 _MANIFESTS = {}

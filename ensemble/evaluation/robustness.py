@@ -25,6 +25,7 @@ from fusion.base import channel_argmax
 from ..core.classes import BASELINE, TERRAIN_CLASSES, TERRAIN_NAMES, TUNED_BASELINE
 from ..core.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt, get_corruption
 from ..core.metrics import iou_per_class, mean_iou, per_tile_confusion
+from ..core.progress import Progress
 from ..inference import MEMBERS, Predictor, fuser_inputs
 from ..inference.windows import to_training_scale
 from .bootstrap import paired_bootstraps
@@ -132,7 +133,7 @@ def robustness_scores(folder, images, clean_logits, scores, fusers, *, models, o
     ``corruptions`` limits the names (default: all), ``severities`` the severities. ``frames`` (:class:`FrameSet`) also scores whole frames
     under each corruption, by sliding windows, fused by the same fold's copy as their tiles.
     """
-    log = log or (lambda line: None)
+    shown, log = log, log or (lambda line: None)
     names = list(corruptions) if corruptions else [c.name for c in CORRUPTIONS]
     sources = model_sources(models, fusers)
     fitted = _fold_fitted(models, fusers, clean_logits, scores, folds)
@@ -140,11 +141,10 @@ def robustness_scores(folder, images, clean_logits, scores, fusers, *, models, o
     result = RobustnessScores(models=list(models), seed=seed, clean={m: scores.tile_cms[m] for m in models})
     if frames is not None:
         result.frames = RobustnessScores(models=list(models), seed=seed, clean=dict(frames.clean))
-    total, done = len(names) * len(severities), 0
+    meter = Progress(len(names) * len(severities), shown, unit="steps", desc="robustness")
     for name in names:
         for severity in severities:
-            done += 1
-            log(f"robustness {done}/{total}: {name} severity {severity}")
+            meter.step(f"{name} severity {severity}")
             tiles = corrupted_tiles(images, name, severity, seed)
             logits = {s: predictors[s].predict_source_logits(tiles) for s in sources}
             for model, cms in _confusions(models, logits, fitted, folds, scores.truth).items():
@@ -156,6 +156,7 @@ def robustness_scores(folder, images, clean_logits, scores, fusers, *, models, o
             for model, cms in _confusions(models, logits, fitted, frames.folds, frames.truth).items():
                 result.frames.corrupted[(model, name, severity)] = cms
             del logits
+    meter.close()
     return result
 
 
