@@ -13,6 +13,7 @@ Layout::
     RUN/fusion/<strategy>.pt          fitted fusers
     RUN/input_stats.json              the training tiles' image statistics and the thresholds of predict's input
                                       check (:mod:`ensemble.core.imagestats`)
+    RUN/MODEL_CARD.md                 the model card (``scripts/model_card.py``), when one was written
 """
 import contextlib
 import copy
@@ -67,6 +68,8 @@ CACHE_CHECKSUMS = "checksums.json"
 EVALUATION_DIR = "evaluation"
 #: The training tiles' image statistics (quantiles and thresholds) that ``predict`` checks its inputs against.
 INPUT_STATS = "input_stats.json"
+#: The run's model card, generated from its files by ``scripts/model_card.py``; no verb reads it.
+MODEL_CARD = "MODEL_CARD.md"
 LOCK = ".manifest.lock"
 
 #: Parsed manifests by path, reused while the file's (mtime, size) is unchanged: one parse per command.
