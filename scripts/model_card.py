@@ -110,7 +110,9 @@ def _interval(entry):
 
 def _value(value):
     """A recorded setting as the card shows it: JSON's spelling, ``not recorded`` for ``None`` (missing)."""
-    return NOT_RECORDED if value is None else f"`{json.dumps(value)}`"
+    if value is None:
+        return NOT_RECORDED
+    return f"`{value}`" if isinstance(value, str) else f"`{json.dumps(value)}`"
 
 
 def _shared(configs, *keys):
@@ -407,8 +409,11 @@ def model_card(run=DEFAULT_RUN):
             "to the training scale by area averaging, covered by Gaussian-weighted sliding windows of the tile "
             "size (`--step`) and the mask returned at the image's own resolution (`docs/reference.md`, Images of "
             "any size).",
-            f"* Objective {_value(settings.get('objective'))}: under `competition` the masks never hold class 0; "
-            "every pixel gets a terrain class, also sky, rover hardware or unlabeled ground.", ""]
+            f"* Objective {_value(settings.get('objective'))}: " + (
+                "the masks never hold class 0; every pixel gets a terrain class, also sky, rover hardware or "
+                "unlabeled ground." if settings.get("objective") == "competition" else
+                "the masks hold all five classes, class 0 for what the labels leave unlabeled."
+                if settings.get("objective") else f"{NOT_RECORDED}."), ""]
 
     # ---- failure modes
     served_iou = _get(models, best, "iou") or {}
