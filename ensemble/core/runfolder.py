@@ -13,10 +13,11 @@ Layout::
     RUN/fusion/<strategy>.pt          fitted fusers
     RUN/input_stats.json              the training tiles' image statistics and the thresholds of predict's input
                                       check (:mod:`ensemble.core.imagestats`)
-RUN/<network>/history.csv         one row per finished epoch, rewritten after each (:mod:`ensemble.core.history`)
-RUN/progress.png                  every network's curves, redrawn after each epoch
-RUN/logs/<verb>-<time>.log        each verb's messages with UTC timestamps (:mod:`ensemble.core.logs`)
-RUN/tensorboard/                  TensorBoard logs, with --tensorboard
+    RUN/MODEL_CARD.md                 the model card (``scripts/model_card.py``), when one was written
+    RUN/<network>/history.csv         one row per finished epoch, rewritten after each (:mod:`ensemble.core.history`)
+    RUN/progress.png                  every network's curves, redrawn after each epoch
+    RUN/logs/<verb>-<time>.log        each verb's messages with UTC timestamps (:mod:`ensemble.core.logs`)
+    RUN/tensorboard/                  TensorBoard logs, with --tensorboard
 """
 import contextlib
 import copy
@@ -71,6 +72,8 @@ CACHE_CHECKSUMS = "checksums.json"
 EVALUATION_DIR = "evaluation"
 #: The training tiles' image statistics (quantiles and thresholds) that ``predict`` checks its inputs against.
 INPUT_STATS = "input_stats.json"
+#: The run's model card, generated from its files by ``scripts/model_card.py``; no verb reads it.
+MODEL_CARD = "MODEL_CARD.md"
 LOCK = ".manifest.lock"
 #: In each network's folder: one row per finished epoch (:mod:`ensemble.core.history`), and the lock held while a
 #: process trains it.
