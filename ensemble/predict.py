@@ -40,7 +40,7 @@ from fusion.base import channel_argmax
 from .core.classes import CLASS_NAMES, NUM_CLASSES
 from .core.data import open_npz, resolve_data_path
 from .core.errors import DataError, EnsembleError
-from .core.fileio import write_text_atomic
+from .core.fileio import check_output, write_text_atomic
 from .inference import InferenceOptions, Predictor, as_image, as_tiles
 from .core.defaults import MAX_PIXELS
 from .inference.windows import resized_bands
@@ -248,18 +248,17 @@ SUMMARY_SUFFIXES = (".csv", ".json")
 
 
 def _check_outputs(folders, summary, out):
-    """Refuse an output folder that is a file, a summary of another format, a CSV path that is a folder."""
+    """Refuse, before any work, an output that cannot be written: a folder that is a file or lies under one, a
+    summary of another format, a file path that is a folder (:func:`~ensemble.core.fileio.check_output`)."""
     for option, what in IMAGE_OUTPUTS:
-        folder = folders.get(option)
-        if folder is not None and folder.exists() and not folder.is_dir():
-            raise DataError(f"--{option} {folder}: is a file; expected a folder for the {what}")
+        if folders.get(option) is not None:
+            check_output(f"--{option}", folders[option], f"a folder for the {what}", folder=True)
     if summary is not None:
         if summary.suffix.lower() not in SUMMARY_SUFFIXES:
             raise DataError(f"--summary {summary}: expected a file name ending in .csv or .json")
-        if summary.is_dir():
-            raise DataError(f"--summary {summary}: is a folder; expected a .csv or .json file")
-    if out is not None and Path(out).is_dir():
-        raise DataError(f"--out {out}: is a folder; expected the submission CSV's file name")
+        check_output("--summary", summary, "a .csv or .json file")
+    if out is not None:
+        check_output("--out", out, "the submission CSV's file name")
 
 
 def _check_sizes(inputs, tile_shape, max_pixels, csv_wanted):

@@ -1,0 +1,97 @@
+"""What a newcomer meets first, checked on small inputs: output paths refused in one line before any work,
+messages in plain words, overlays that fit their image, keyed uncertainty maps, matplotlib confusion
+heatmaps and an install-only command in the README.
+
+Prediction uses the shipped reference run on two synthetic 256x256 frames at --scale 2.
+"""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import assert_one_line_error
+from ensemble.cli import main
+from ensemble.core.classes import CLASS_NAMES
+from ensemble.core.locations import shipped_run
+from ensemble.reporting import figures
+from ensemble.reporting.figures import CLASS_COLORS
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAME = 256
+
+
+def _frames(folder, n=2):
+    """``n`` synthetic 256x256 grey frames (smooth shading and noise) as PNGs in ``folder``."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(60, 180, FRAME)[None, :] + np.linspace(0, 40, FRAME)[:, None]
+    for i in range(n):
+        frame = np.clip(ramp + rng.normal(0, 12, (FRAME, FRAME)), 0, 255).astype(np.uint8)
+        Image.fromarray(frame).save(folder / f"frame{i}.png")
+    return folder
+
+
+def _listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+# --- output paths are checked before any work ------------------------------------------------------------
+
+#: An output of ``predict`` under an existing file: (option, value, what the message expects).
+_UNDER_A_FILE = [("--overlay", "notes.txt/out", "a folder for the overlays"),
+                 ("--masks", "notes.txt/out", "a folder for the class-id masks"),
+                 ("--png", "notes.txt/out", "a folder for the coloured masks"),
+                 ("--uncertainty", "notes.txt/out", "a folder for the uncertainty maps"),
+                 ("--summary", "notes.txt/shares.csv", "a .csv or .json file"),
+                 ("--out", "notes.txt/s.csv", "the submission CSV's file name")]
+
+
+@pytest.mark.parametrize("option, value, expected", _UNDER_A_FILE, ids=[o for o, _, _ in _UNDER_A_FILE])
+def test_predict_output_under_a_file_is_one_line_before_any_work(tmp_path, monkeypatch, option, value, expected):
+    _frames(tmp_path / "frames")
+    (tmp_path / "notes.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    before = _listing(tmp_path)
+    others = [] if option == "--masks" else ["--masks", "masks"]  # a good output beside it is not written either
+    result = CliRunner().invoke(main, ["predict", "--run", "reference", "--images", "frames", "--scale", "2",
+                                       *others, option, value])
+    assert_one_line_error(result, f"{option} {value}: notes.txt is a file", f"expected {expected}")
+    assert _listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["export", "--run", "reference", "--out", "notes.txt/m.pt2"], "--out notes.txt/m.pt2: notes.txt is a file"),
+    (["export", "--run", "reference", "--out", "adir"], "--out adir: is a folder; expected a file name ending in"),
+    (["evaluate", "--run", "reference", "--out", "notes.txt/ev"], "--out notes.txt/ev: notes.txt is a file"),
+    (["evaluate", "--run", "reference", "--out", "notes.txt"], "--out notes.txt: is a file; expected a folder"),
+    (["data", "clean", "--out", "notes.txt/c.npz"], "--out notes.txt/c.npz: notes.txt is a file"),
+    (["data", "clean", "--out", "adir"], "--out adir: is a folder"),
+    (["train", "--run", "notes.txt/run"],
+     "--run notes.txt/run: notes.txt is a file, so nothing can be created under it; expected a run folder"),
+    (["run", "--run", "notes.txt"], "--run notes.txt: is a file; expected a run folder"),
+    (["predict", "--run", "notes.txt/run", "--masks", "m"], "--run notes.txt/run: notes.txt is a file"),
+], ids=["export-under-file", "export-folder", "evaluate-under-file", "evaluate-file", "clean-under-file",
+        "clean-folder", "train", "run", "predict-run"])
+def test_other_verbs_refuse_an_unusable_output_in_one_line(tmp_path, monkeypatch, args, fragment):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "adir").mkdir()
+    monkeypatch.chdir(tmp_path)
+    before = _listing(tmp_path)
+    assert_one_line_error(CliRunner().invoke(main, args), fragment)
+    assert _listing(tmp_path) == before
+
+
+def test_unusable_output_reasons(tmp_path):
+    from ensemble.core.fileio import unusable_output
+
+    (tmp_path / "f").write_text("x")
+    assert unusable_output(tmp_path / "new" / "deeper" / "x.csv") is None
+    assert unusable_output(tmp_path / "f") is None  # an existing file is replaced
+    assert unusable_output(tmp_path / "f", folder=True) == "is a file"
+    assert unusable_output(tmp_path, folder=False) == "is a folder"
+    assert unusable_output(tmp_path / "f" / "a" / "b", folder=True) == f"{tmp_path / 'f'} is a file, so nothing " \
+                                                                       "can be created under it"
+
