@@ -302,7 +302,8 @@ def score(pred, masks):
     """Score predicted masks ``pred`` (submission CSV, .npy, .npz[:KEY]) against true ``masks`` in every convention.
 
     Returns ``{"competition" | "labeled" | "allpixels": {"soil", "bedrock", "sand", "big_rock", "mean"},
-    "tiles": n, "class0_on_labeled": share}``.
+    "tiles": n, "unit": "tiles" | "images", "class0_on_labeled": share}``: ``n`` counts the masks scored, tiles of
+    an array or CSV, or whole images of a folder of PNGs (``unit``).
     """
     from .evaluation.score import score_files
 

@@ -95,3 +95,22 @@ def test_unusable_output_reasons(tmp_path):
     assert unusable_output(tmp_path / "f" / "a" / "b", folder=True) == f"{tmp_path / 'f'} is a file, so nothing " \
                                                                        "can be created under it"
 
+
+# --- score says images or tiles ------------------------------------------------------------------------------
+
+def test_score_counts_whole_images_as_images_and_tiles_as_tiles(tmp_path):
+    rng = np.random.default_rng(1)
+    for folder in ("pred", "truth"):
+        (tmp_path / folder).mkdir()
+    for i in range(3):
+        mask = rng.integers(0, 5, (FRAME, FRAME)).astype(np.uint8)
+        for folder in ("pred", "truth"):
+            Image.fromarray(mask, mode="L").save(tmp_path / folder / f"f{i}.png")
+    frames = CliRunner().invoke(main, ["score", str(tmp_path / "pred"), "--masks", str(tmp_path / "truth")])
+    assert frames.exit_code == 0, frames.output
+    assert "3 images;" in frames.output and "tiles" not in frames.output
+    tiles = rng.integers(0, 5, (4, 64, 128))
+    np.save(tmp_path / "tiles.npy", tiles)
+    result = CliRunner().invoke(main, ["score", str(tmp_path / "tiles.npy"), "--masks", str(tmp_path / "tiles.npy")])
+    assert result.exit_code == 0 and "4 tiles;" in result.output, result.output
+
