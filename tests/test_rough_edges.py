@@ -114,3 +114,20 @@ def test_score_counts_whole_images_as_images_and_tiles_as_tiles(tmp_path):
     result = CliRunner().invoke(main, ["score", str(tmp_path / "tiles.npy"), "--masks", str(tmp_path / "tiles.npy")])
     assert result.exit_code == 0 and "4 tiles;" in result.output, result.output
 
+
+# --- a mistyped strategy ------------------------------------------------------------------------------------
+
+def test_a_mistyped_strategy_gets_one_list_with_every_servable_name_and_a_suggestion(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["predict", "--run", "reference", "--strategy", "stackd", "--out", "s.csv"])
+    assert_one_line_error(result, "'stackd' is not a strategy", "did you mean 'stacked'?", "baseline_1",
+                          "baseline_pair_bias", "control")
+    line = result.stderr.strip()
+    assert line.count("argmax") == 1 and line.count("learned3x3") == 1  # one list, not two
+    assert not (tmp_path / "s.csv").exists()
+    from ensemble.core.runfolder import RunFolder
+    from ensemble.inference.strategies import servable_names
+
+    listed = line.rsplit(": ", 1)[1].split(", ")
+    assert listed == servable_names(RunFolder(shipped_run()))
+
