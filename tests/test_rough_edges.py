@@ -131,3 +131,19 @@ def test_a_mistyped_strategy_gets_one_list_with_every_servable_name_and_a_sugges
     listed = line.rsplit(": ", 1)[1].split(", ")
     assert listed == servable_names(RunFolder(shipped_run()))
 
+
+# --- the TTA line in plain words ---------------------------------------------------------------------------
+
+def test_the_served_tta_is_said_in_plain_words():
+    from ensemble.inference.strategies import default_tta
+
+    said = []
+    assert default_tta(shipped_run(), "stacked", said.append) == "none"
+    assert default_tta(shipped_run(), "baseline_pair_bias", said.append) == "flip"
+    report = shipped_run() / "evaluation" / "report.json"
+    assert said[0] == ("flip TTA not served for stacked: on the validation tiles it changed mIoU by -0.0006 "
+                       f"[95 % CI -0.0056, +0.0045], an interval not above 0 ({report})")
+    assert said[1].startswith("flip TTA served for baseline_pair_bias: on the validation tiles it changed mIoU by "
+                              "+0.0045 [95 % CI +0.0015, +0.0077], an interval above 0")
+    assert not any("flip - none" in line or line.startswith("tta ") for line in said)
+

@@ -99,10 +99,11 @@ def default_tta(run, strategy, log=None):
     else:
         chosen = "flip" if row.get("default") == "flip" else "none"
         try:
-            gain = f"{row['diff']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
+            change = (f"it changed mIoU by {row['diff']:+.4f} [95 % CI {row['low']:+.4f}, {row['high']:+.4f}]"
+                      + (", an interval above 0" if chosen == "flip" else ", an interval not above 0"))
         except (KeyError, TypeError, ValueError):  # an undefined gain is stored as null
-            gain = "undefined"
-        why = f"flip - none on validation {gain} ({folder.evaluation_dir / 'report.json'})"
+            change = "its change of mIoU is undefined"
+        why = f"on the validation tiles {change} ({folder.evaluation_dir / 'report.json'})"
     if log:
-        log(f"tta {chosen} for {strategy}: {why}")
+        log(f"flip TTA {'served' if chosen == 'flip' else 'not served'} for {strategy}: {why}")
     return chosen
