@@ -147,3 +147,37 @@ def test_the_served_tta_is_said_in_plain_words():
                               "+0.0045 [95 % CI +0.0015, +0.0077], an interval above 0")
     assert not any("flip - none" in line or line.startswith("tta ") for line in said)
 
+
+# --- one prediction of two frames with every per-image output ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def predicted(tmp_path_factory):
+    """``ensemble predict`` of two 256x256 frames by the shipped run's default strategy: overlays and
+    uncertainty maps."""
+    root = tmp_path_factory.mktemp("frames")
+    _frames(root / "frames")
+    result = CliRunner().invoke(main, ["predict", "--run", "reference", "--images", str(root / "frames"),
+                                       "--scale", "2", "--overlay", str(root / "overlay"), "--uncertainty",
+                                       str(root / "unc"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_the_overlay_of_a_frame_is_as_wide_as_the_frame(predicted):
+    """The overlay is the frame's width; the frame's rows hold the blended frame only (no white block beside
+    it), and the legend below spans the width: every class swatch is drawn, in rows that each hold ink at the
+    left, with ink in the right third of the band, and no all-white band taller than one legend row's gap."""
+    with Image.open(predicted / "overlay" / "frame0.png") as image:
+        overlay = np.asarray(image.convert("RGB"))
+    height, width = overlay.shape[:2]
+    assert width == FRAME and FRAME < height <= FRAME + 80
+    white = (overlay == 255).all(axis=2)
+    assert not white[:FRAME].all(axis=0).any()  # no all-white column beside the frame
+    legend = overlay[FRAME:]
+    for color in CLASS_COLORS:
+        assert (legend == color).all(axis=2).sum() >= 25, color  # each swatch drawn
+    ink = ~white[FRAME:]
+    assert ink[:, 2 * FRAME // 3:].any()  # the legend uses the width instead of leaving it blank
+    blank_rows = [len(run) for run in "".join("w" if r else "i" for r in ~ink.any(axis=1)).split("i")]
+    assert max(blank_rows) <= 8
+

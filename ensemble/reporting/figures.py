@@ -83,23 +83,47 @@ def write_class_png(mask, path):
 OVERLAY_ALPHA = 0.45
 
 
+def _entry_width(draw, font, swatch, name):
+    """Width of one legend entry: its swatch, a gap and its name."""
+    return swatch + _PAD // 2 + _text_size(draw, name, font)[0]
+
+
 def _legend_width(draw, font, swatch):
-    return sum(swatch + _PAD // 2 + _text_size(draw, c, font)[0] + 2 * _PAD for c in CLASS_NAMES)
+    return sum(_entry_width(draw, font, swatch, c) + 2 * _PAD for c in CLASS_NAMES)
 
 
-def _draw_legend(draw, x, y, swatch, font):
-    """One row of class swatches and names starting at (x, y)."""
+def _legend_rows(draw, font, swatch, max_width=None):
+    """The class ids of each legend row: entries in class order, as many to a row as fit in ``max_width`` pixels
+    (one row when ``None``; an entry wider than ``max_width`` gets a row of its own)."""
+    rows, row, used = [], [], 0
     for cls, name in enumerate(CLASS_NAMES):
-        draw.rectangle([x, y, x + swatch, y + swatch], fill=tuple(int(c) for c in CLASS_COLORS[cls]), outline=_BLACK)
-        x += swatch + _PAD // 2
-        draw.text((x, y + swatch // 2), name, fill=_BLACK, font=font, anchor="lm")
-        x += _text_size(draw, name, font)[0] + 2 * _PAD
+        width = _entry_width(draw, font, swatch, name)
+        if row and max_width is not None and used + width > max_width:
+            rows.append(row)
+            row, used = [], 0
+        row.append(cls)
+        used += width + 2 * _PAD
+    return [*rows, row]
+
+
+def _draw_legend(draw, x, y, swatch, font, rows=None, line_h=None):
+    """Class swatches and names from (x, y): one row, or the ``rows`` of :func:`_legend_rows`, ``line_h`` apart."""
+    for r, row in enumerate(rows or [range(len(CLASS_NAMES))]):
+        left, top = x, y + r * (line_h or 0)
+        for cls in row:
+            name = CLASS_NAMES[cls]
+            draw.rectangle([left, top, left + swatch, top + swatch], fill=tuple(int(c) for c in CLASS_COLORS[cls]),
+                           outline=_BLACK)
+            left += swatch + _PAD // 2
+            draw.text((left, top + swatch // 2), name, fill=_BLACK, font=font, anchor="lm")
+            left += _text_size(draw, name, font)[0] + 2 * _PAD
 
 
 def write_overlay_png(image_0_1, mask, path, alpha=OVERLAY_ALPHA):
     """Write the grayscale image (H, W) in [0, 1] with its class colours blended in at ``alpha`` and a legend below.
 
-    The image keeps its own size (the canvas widens for the legend when the image is narrower).
+    The PNG has the image's width: the legend wraps onto as many rows as that width needs, so no white margin
+    is left beside the image. Only an image narrower than the widest legend entry gets a wider canvas.
     """
     gray = np.repeat(_gray(image_0_1)[..., None], 3, axis=2).astype(np.float32)
     blended = np.round((1 - alpha) * gray + alpha * colorize(mask)).astype(np.uint8)
@@ -108,11 +132,13 @@ def write_overlay_png(image_0_1, mask, path, alpha=OVERLAY_ALPHA):
     line_h = _text_size(probe, "Ag", font)[1] + _PAD
     swatch = line_h - _PAD // 2
     height, width = blended.shape[:2]
-    canvas = np.full((height + line_h + _PAD, max(width, _legend_width(probe, font, swatch) + _PAD), 3), 255,
-                     dtype=np.uint8)
+    widest = max(_entry_width(probe, font, swatch, name) for name in CLASS_NAMES)
+    canvas_width = max(width, widest + _PAD)
+    rows = _legend_rows(probe, font, swatch, canvas_width - _PAD)
+    canvas = np.full((height + len(rows) * line_h + _PAD // 2, canvas_width, 3), 255, dtype=np.uint8)
     canvas[:height, :width] = blended
     image = Image.fromarray(canvas)
-    _draw_legend(ImageDraw.Draw(image), _PAD // 2, height + _PAD // 2, swatch, font)
+    _draw_legend(ImageDraw.Draw(image), _PAD // 2, height + _PAD // 2, swatch, font, rows, line_h)
     _save_png(image, path)
 
 
