@@ -181,3 +181,18 @@ def test_the_overlay_of_a_frame_is_as_wide_as_the_frame(predicted):
     blank_rows = [len(run) for run in "".join("w" if r else "i" for r in ~ink.any(axis=1)).split("i")]
     assert max(blank_rows) <= 8
 
+
+def test_the_uncertainty_maps_say_what_their_grey_levels_mean(predicted):
+    from ensemble.predict import DISAGREEMENT_KEY, ENTROPY_KEY
+
+    key = (predicted / "unc" / "KEY.txt").read_text()
+    assert "255" in key and "five" in key and "entropy" in key and "disagreement" in key
+    assert sorted(p.name for p in (predicted / "unc").iterdir()) == [
+        "KEY.txt", "frame0_disagreement.png", "frame0_entropy.png", "frame1_disagreement.png", "frame1_entropy.png"]
+    for name, expected in (("frame0_entropy.png", ENTROPY_KEY), ("frame1_disagreement.png", DISAGREEMENT_KEY)):
+        with Image.open(predicted / "unc" / name) as image:
+            assert image.mode == "L" and image.size == (FRAME, FRAME)
+            assert image.text["Description"] == expected and expected in key
+    assert "255 (white) = all five" in DISAGREEMENT_KEY and "share of the five" in DISAGREEMENT_KEY
+    assert "255 (white) = the five classes equally likely" in ENTROPY_KEY
+

@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
 from ..core.classes import BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES, TUNED_BASELINE
 from ..core.fileio import atomic_path, write_bytes_atomic, write_json_atomic
@@ -40,11 +41,16 @@ def _text_size(draw, text, font):
     return right - left, bottom - top
 
 
-def _save_png(array_or_image, path):
-    """Encode an (H, W[, 3]) uint8 array or a PIL image as PNG and write it atomically."""
+def _save_png(array_or_image, path, description=None):
+    """Encode an (H, W[, 3]) uint8 array or a PIL image as PNG (with a ``Description`` text chunk when given) and
+    write it atomically."""
     image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    info = None
+    if description is not None:
+        info = PngInfo()
+        info.add_text("Description", description)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", pnginfo=info)
     write_bytes_atomic(path, buffer.getvalue())
 
 
@@ -66,9 +72,12 @@ def write_mask_png(mask, path):
     _save_png(colorize(mask), path)
 
 
-def write_gray_png(values_0_1, path):
-    """Write an (H, W) array of values in [0, 1] (e.g. a probability map) as an 8-bit grayscale PNG."""
-    _save_png(_gray(values_0_1), path)
+def write_gray_png(values_0_1, path, description=None):
+    """Write an (H, W) array of values in [0, 1] (e.g. a probability map) as an 8-bit grayscale PNG (255 = 1).
+
+    ``description``, when given, says what the grey levels mean, in the PNG's ``Description`` text chunk (image
+    viewers and ``PIL.Image.open(path).text`` show it)."""
+    _save_png(_gray(values_0_1), path, description)
 
 
 def write_class_png(mask, path):
