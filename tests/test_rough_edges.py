@@ -196,3 +196,32 @@ def test_the_uncertainty_maps_say_what_their_grey_levels_mean(predicted):
     assert "255 (white) = all five" in DISAGREEMENT_KEY and "share of the five" in DISAGREEMENT_KEY
     assert "255 (white) = the five classes equally likely" in ENTROPY_KEY
 
+
+# --- confusion heatmaps drawn with matplotlib -------------------------------------------------------------------
+
+def test_confusion_heatmap_is_a_matplotlib_figure_with_class_names_and_values(tmp_path, monkeypatch):
+    drawn = []
+    real = figures.save_figure
+
+    def spy(fig, path, dpi):
+        ax = fig.axes[0]
+        drawn.append({"x": [t.get_text() for t in ax.get_xticklabels()],
+                      "y": [t.get_text() for t in ax.get_yticklabels()],
+                      "cells": [t.get_text() for t in ax.texts], "title": ax.get_title()})
+        real(fig, path, dpi)
+
+    monkeypatch.setattr(figures, "save_figure", spy)
+    cm = np.diag([0, 10, 20, 30, 40]) + 1
+    cm[0] = 0  # no background pixels: that row is n/a
+    figures.confusion_png(cm, tmp_path / "confusion_stacked.png", "stacked")
+    assert drawn[0]["x"] == list(CLASS_NAMES) and drawn[0]["y"] == list(CLASS_NAMES)
+    assert drawn[0]["title"] == "stacked" and len(drawn[0]["cells"]) == 25
+    assert drawn[0]["cells"][:5] == ["n/a"] * 5 and drawn[0]["cells"][6] == f"{11 / 15:.2f}"
+    data = (tmp_path / "confusion_stacked.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(tmp_path / "confusion_stacked.png") as image:
+        width, height = figures.CONFUSION_FIGSIZE
+        assert image.size == (round(width * figures.CONFUSION_DPI), round(height * figures.CONFUSION_DPI))
+        pixels = np.asarray(image.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # a colour map, not a few flat colours
+

@@ -1,5 +1,6 @@
-"""PNG figures: masks, overlays and confusion heatmaps drawn with numpy and PIL; the budget curve's plot with
-matplotlib (headless Agg), beside its ``budget_curve.json``."""
+"""PNG figures: masks and overlays drawn with numpy and PIL; the plots (confusion heatmaps, the budget curve beside
+its ``budget_curve.json``, the robustness benchmark) with matplotlib's headless Agg backend, through
+:func:`pyplot` and :func:`save_figure`."""
 import io
 
 import numpy as np
@@ -7,7 +8,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from ..core.classes import BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES, TUNED_BASELINE
-from ..core.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from ..core.fileio import write_bytes_atomic, write_json_atomic
 from .text import single_models
 
 
@@ -52,6 +53,28 @@ def _save_png(array_or_image, path, description=None):
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the headless Agg backend (imported only when a plot is drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path, dpi):
+    """Render a matplotlib figure at ``dpi`` as an RGB PNG (its size: figsize x dpi), write it atomically, close it."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        pyplot().close(fig)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        _save_png(image.convert("RGB"), path)
 
 
 def colorize(mask):
@@ -151,48 +174,39 @@ def write_overlay_png(image_0_1, mask, path, alpha=OVERLAY_ALPHA):
     _save_png(image, path)
 
 
-def _heat_color(value):
-    """White-to-blue colour for a share in [0, 1]; light grey for an empty row (NaN)."""
-    if not np.isfinite(value):
-        return (220, 220, 220)
-    low, high = np.array([247, 251, 255]), np.array([8, 48, 107])
-    return tuple(int(round(c)) for c in low + (high - low) * value)
+#: Size of a confusion heatmap: inches at :data:`CONFUSION_DPI` dots per inch (a 550x480-pixel PNG).
+CONFUSION_FIGSIZE, CONFUSION_DPI = (5.5, 4.8), 100
 
 
-def confusion_png(cm, path, title, cell=60):
+def confusion_png(cm, path, title):
     """Write a heatmap PNG of the row-normalised confusion matrix ``cm`` (rows truth, columns prediction).
 
-    Every cell shows the share of the truth row predicted as the column class; rows with no
-    pixels show ``n/a``. Class names label both axes and ``title`` sits on top.
+    Every cell shows the share of the truth row predicted as the column class (white to dark blue, 0 to 1);
+    rows with no pixels show ``n/a`` in grey. Class names label both axes and ``title`` sits on top. Drawn
+    with matplotlib (:func:`pyplot`, :func:`save_figure`) at :data:`CONFUSION_FIGSIZE` x :data:`CONFUSION_DPI`.
     """
     cm = np.asarray(cm, dtype=np.float64)
     classes = cm.shape[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = cm / cm.sum(axis=1, keepdims=True)
-    font, small = _font(14), _font(12)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    names = CLASS_NAMES[:classes]
-    label_w = max(_text_size(probe, n, small)[0] for n in names) + 2 * _PAD
-    line_h = _text_size(probe, "Ag", font)[1] + _PAD
-    left, top = _text_size(probe, "truth", small)[0] + _PAD + label_w, 3 * line_h + _PAD  # title, caption, names
-    width = max(left + classes * cell + _PAD, _text_size(probe, title, font)[0] + 2 * _PAD)
-    image = Image.new("RGB", (width, top + classes * cell + _PAD), _WHITE)
-    draw = ImageDraw.Draw(image)
-    draw.text((_PAD, _PAD // 2), title, fill=_BLACK, font=font)
-    draw.text((left + classes * cell // 2, line_h + _PAD // 2), "predicted", fill=_BLACK, font=small, anchor="mt")
-    draw.text((_PAD // 2, top + classes * cell // 2), "truth", fill=_BLACK, font=small, anchor="lm")
-    for j, name in enumerate(names):
-        draw.text((left + j * cell + cell // 2, top - _PAD // 2), name, fill=_BLACK, font=small, anchor="mb")
-    for i, name in enumerate(names):
-        y = top + i * cell
-        draw.text((left - _PAD // 2, y + cell // 2), name, fill=_BLACK, font=small, anchor="rm")
+    names = list(CLASS_NAMES[:classes])
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=CONFUSION_FIGSIZE, layout="constrained")
+    cmap = plt.get_cmap("Blues").with_extremes(bad=(0.86, 0.86, 0.86))  # grey: an empty truth row
+    shown = ax.imshow(np.ma.masked_invalid(shares), cmap=cmap, vmin=0.0, vmax=1.0)
+    for i in range(classes):
         for j in range(classes):
-            x, value = left + j * cell, shares[i, j]
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=_heat_color(value), outline=(200, 200, 200))
+            value = shares[i, j]
             text = f"{value:.2f}" if np.isfinite(value) else "n/a"
-            ink = _WHITE if np.isfinite(value) and value > 0.5 else _BLACK
-            draw.text((x + cell // 2, y + cell // 2), text, fill=ink, font=font, anchor="mm")
-    _save_png(image, path)
+            ink = "white" if np.isfinite(value) and value > 0.5 else "black"
+            ax.text(j, i, text, ha="center", va="center", color=ink, fontsize=10)
+    ax.set_xticks(range(classes), names, rotation=30, ha="right")
+    ax.set_yticks(range(classes), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("truth")
+    ax.set_title(title, fontsize=11)
+    fig.colorbar(shown, ax=ax, label="share of the truth row")
+    save_figure(fig, path, CONFUSION_DPI)
 
 
 def _upscale(array, scale):
@@ -259,11 +273,7 @@ CURVE_PNG = "budget_curve.png"
 
 def write_curve(out_dir, curve):
     """Write ``budget_curve.json`` and ``budget_curve.png`` (matplotlib, headless Agg) into ``out_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     write_json_atomic(out_dir / CURVE_JSON, curve)
     points = curve["points"]
     models = [*single_models(points), *curve["strategies"]]
@@ -283,9 +293,7 @@ def write_curve(out_dir, curve):
     axes[1].legend(loc="lower right", fontsize=8)
     fig.suptitle("Budget curve: every model at the same points of its training")
     fig.tight_layout()
-    with atomic_path(out_dir / CURVE_PNG) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / CURVE_PNG, 110)
 
 
 ROBUSTNESS_PNG = "robustness.png"
@@ -294,11 +302,7 @@ ROBUSTNESS_PNG = "robustness.png"
 def robustness_png(path, robustness):
     """mIoU against severity (0: clean) per corruption family, one panel per family: the served default's lines
     (held-out corruptions dashed) and the baseline's family mean in grey (matplotlib, headless Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     models = list(robustness["models"])
     shown = models[-1]  # the served default is listed last
     families = robustness["families"]
@@ -329,6 +333,4 @@ def robustness_png(path, robustness):
     axes[0][0].set_ylabel(f"validation mIoU ({robustness['headline']})")
     fig.suptitle(f"Robustness of {shown}: mIoU under each corruption ({robustness['n_tiles']} validation tiles)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, 100)
