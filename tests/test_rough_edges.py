@@ -225,3 +225,14 @@ def test_confusion_heatmap_is_a_matplotlib_figure_with_class_names_and_values(tm
         pixels = np.asarray(image.convert("RGB"))
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # a colour map, not a few flat colours
 
+
+# --- README: install only to use the shipped model -------------------------------------------------------------
+
+def test_readme_install_section_has_an_install_only_command():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Install and quickstart", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(?:bash)?\n(.*?)```", section, flags=re.S)
+    code = "\n".join(blocks)
+    assert re.search(r"pip install (-e )?\.(\s|$)", code), code
+    assert re.search(r"ensemble predict .*--images", code), code
+    assert "pip install" in code.split("ensemble predict")[0]  # installed first, then used
