@@ -14,9 +14,9 @@ import numpy as np
 from .core.classes import BASELINE, parse_members
 from .core.data import load_data, open_npz, resolve_data_path
 from .core.defaults import DEFAULT_BACKEND, BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
-from .core.locations import resolve_run
+from .core.locations import check_run_path, resolve_run
 from .core.errors import DataError, EnsembleError, in_argument_words
-from .core.fileio import atomic_path
+from .core.fileio import atomic_path, check_output
 from .core.logs import console, logger, run_log
 from .core.outliers import MIN_REPEATS, UNIFORM_SHARE, find_outliers
 from .core.runfolder import RunFolder
@@ -52,6 +52,7 @@ def clean_data(out, data=None, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SH
 
     Returns ``{"kept": int, "removed": int, "reasons": {reason: count}, "out": str}``.
     """
+    check_output("--out", out, "a file name for the cleaned .npz")
     path = resolve_data_path(data)
     loaded = load_data(path)
     report = find_outliers(loaded.images, loaded.masks, min_repeats=min_repeats, uniform_share=uniform_share)
@@ -83,9 +84,11 @@ def _start_workers(n_networks, options):
         start_server()
 
 
-def _training(options, n_networks):
+def _training(options, n_networks, run):
     """The keyword options of a training verb as ``(TrainOptions, log, say)``: ``say`` is where the verb says its
-    run folder (nothing when ``quiet``). An unknown keyword is a ``TypeError`` naming it."""
+    run folder (nothing when ``quiet``). An unknown keyword is a ``TypeError`` naming it. A ``run`` that cannot
+    be a folder is refused first, before any worker starts."""
+    check_run_path(run)
     _start_workers(n_networks, options)
     from .train import TrainOptions
 
@@ -118,7 +121,7 @@ def train(data=None, run=None, members="all", **options):
     are skipped; unfinished ones continue from ``latest.pt``. Returns a list of metrics dicts.
     """
     names = parse_members(members)
-    options, log, say = _training(options, len(names))
+    options, log, say = _training(options, len(names), run)
     from .train import train_networks
 
     run = resolve_run(run, log=say)
@@ -134,7 +137,7 @@ def baseline(data=None, run=None, replicas=1, **options):
     scores the pair's softmax average as ``baseline_pair``: the multiclass way to spend twice the budget.
     """
     names = _baseline_names(replicas)
-    options, log, say = _training(options, len(names))
+    options, log, say = _training(options, len(names), run)
     _refuse_stacked(options)
     from .train import train_networks
 
@@ -153,7 +156,7 @@ def control(data=None, run=None, size=None, **options):
     from .core.classes import CONTROL_SIZE, control_names
 
     names = control_names(size or CONTROL_SIZE)
-    options, log, say = _training(options, len(names))
+    options, log, say = _training(options, len(names), run)
     _refuse_stacked(options)
     from .train import train_networks
 
@@ -178,7 +181,7 @@ def distill(data=None, run=None, *, teacher=None, alpha=0.5, temperature=2.0, un
     from .distill import check_teacher
     from .inference.strategies import default_strategy
 
-    options, log, say = _training(options, 1)
+    options, log, say = _training(options, 1, run)
     _refuse_stacked(options)
     from .train import train_networks
 
@@ -324,7 +327,8 @@ def score(pred, masks):
     """Score predicted masks ``pred`` (submission CSV, .npy, .npz[:KEY]) against true ``masks`` in every convention.
 
     Returns ``{"competition" | "labeled" | "allpixels": {"soil", "bedrock", "sand", "big_rock", "mean"},
-    "tiles": n, "class0_on_labeled": share}``.
+    "tiles": n, "unit": "tiles" | "images", "class0_on_labeled": share}``: ``n`` counts the masks scored, tiles of
+    an array or CSV, or whole images of a folder of PNGs (``unit``).
     """
     from .evaluation.score import score_files
 
@@ -383,6 +387,7 @@ def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="a
 
     baselines = _baseline_names(replicas)
     names = [*CLASS_NAMES, *baselines, *(control_names(CONTROL_SIZE) if with_control else ())]
+    check_run_path(run)
     _start_workers(len(names), {"jobs": jobs, **train_options, **(members_options or {})})
     from .train import TrainOptions, train_networks
 
@@ -470,6 +475,9 @@ def export(run=None, strategy=None, *, out="model.pt2", format=None, tta=None):
     from .inference import Predictor
 
     suffix = Path(str(out)).suffix.lstrip(".")
+    check_output("--out", out, f"a file name ending in .{format}" if format else "a file name ending in .pt2 or .onnx")
+    if not format and suffix not in ("pt2", "onnx"):
+        raise EnsembleError(f"--out {out}: expected a file name ending in .pt2 or .onnx (or --format pt2|onnx)")
     format = format or suffix
     if format not in ("pt2", "onnx"):
         raise EnsembleError(f"--format: unknown {format!r}; valid: pt2, onnx")

@@ -161,7 +161,7 @@ def data_inspect(data, min_repeats, uniform_share, as_json):
 
 @data.command("clean")
 @data_option
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the cleaned .npz.")
+@click.option("--out", required=True, type=click.Path(), help="Where to write the cleaned .npz.")
 @outlier_options
 def data_clean(data, out, min_repeats, uniform_share):
     """Write a copy of the data without outlier tiles (same keys, groups and ids aligned).
@@ -178,7 +178,7 @@ def data_clean(data, out, min_repeats, uniform_share):
 def run_option(func):
     """``--run RUN``: the run folder a verb writes, by the one rule of :mod:`ensemble.core.locations`."""
     return click.option(
-        "--run", "run", type=click.Path(file_okay=False), default=None,
+        "--run", "run", type=click.Path(), default=None,
         help="Run folder, created if missing; an existing one is continued [default: runs/default, said].",
     )(func)
 
@@ -404,7 +404,7 @@ def fuse(*, run, strategy, data, stack, device, engine, seed, quiet):
 
 def optional_run_option(func):
     """``--run RUN`` of a verb that needs a trained run (the rule of :mod:`ensemble.core.locations`)."""
-    return click.option("--run", "run", type=click.Path(file_okay=False), default=None,
+    return click.option("--run", "run", type=click.Path(), default=None,
                         help="Run folder, or 'reference' for the shipped run [default: runs/default, or the "
                              "shipped reference run while runs/default holds no run; said].")(func)
 
@@ -427,7 +427,7 @@ def served_tta_option(func):
 @optional_run_option
 @data_option
 @tta_option
-@click.option("--out", type=click.Path(file_okay=False), default=None,
+@click.option("--out", type=click.Path(), default=None,
               help="Report folder [default: RUN/evaluation].")
 @cross_fit_option
 @stack_option
@@ -596,7 +596,7 @@ def score_command(*, pred, masks, as_json):
 @click.option("--preset", type=click.Choice(["quick", "full"]), default="quick", show_default=True,
               help="quick: minutes, shows the pipeline; full: the best-quality recipe.")
 @data_option
-@click.option("--run", "run", type=click.Path(file_okay=False), default=None,
+@click.option("--run", "run", type=click.Path(), default=None,
               help="Run folder, created if missing; an existing one is continued [default: runs/default, said].")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Networks trained at once [default: as for train, over every network of the run not finished].")
@@ -661,7 +661,7 @@ def run_command(*, preset, data, run, jobs, epochs, width, samples_per_epoch, va
                    "[default: the run's best recorded by ensemble evaluate, else learned; said on stderr].")
 @click.option("--format", "format", type=click.Choice(["pt2", "onnx"]), default=None,
               help="pt2: a torch.export program; onnx: an ONNX graph [default: from --out's extension].")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", type=click.Path(), default=None,
               help="Where to write the program [default: model.pt2, or model.onnx with --format onnx].")
 @served_tta_option
 def export_command(*, run, strategy, format, out, tta):

@@ -40,7 +40,7 @@ from fusion.base import channel_argmax
 from .core.classes import CLASS_NAMES, NUM_CLASSES
 from .core.data import open_npz, resolve_data_path
 from .core.errors import DataError, EnsembleError
-from .core.fileio import write_text_atomic
+from .core.fileio import check_output, write_text_atomic
 from .core.progress import Progress
 from .inference import InferenceOptions, Predictor, as_image, as_tiles
 from .core.defaults import MAX_PIXELS
@@ -242,6 +242,24 @@ def disagreement_map(member_logits, labels):
     return (votes != expected).float().mean(dim=1)
 
 
+#: What the grey levels of the uncertainty PNGs mean: each PNG's ``Description`` text chunk, and
+#: :data:`UNCERTAINTY_KEY_FILE` in the ``--uncertainty`` folder.
+ENTROPY_KEY = ("<id>_entropy.png: entropy of the class probabilities the mask was taken from, divided by log(5). "
+               "Grey level g means g/255: 0 (black) = all probability on one class, 255 (white) = the five "
+               "classes equally likely.")
+DISAGREEMENT_KEY = ("<id>_disagreement.png: share of the five one-vs-rest members whose vote (sigmoid > 0.5) "
+                    "contradicts the fused label. Grey level g means g/255 of the five: 0 (black) = all five "
+                    "agree, 51 = one member disagrees, 102 = two, 153 = three, 204 = four, 255 (white) = all five. "
+                    "Written only for strategies that run the members.")
+UNCERTAINTY_KEY_FILE = "KEY.txt"
+
+
+def uncertainty_key():
+    """The text of :data:`UNCERTAINTY_KEY_FILE`: what every grey level of the uncertainty PNGs means."""
+    return ("What the grey levels of the uncertainty maps mean (8-bit grayscale PNGs, 255 = 1).\n\n"
+            f"{ENTROPY_KEY}\n\n{DISAGREEMENT_KEY}\n")
+
+
 #: The per-image outputs: option name, what it holds (for messages).
 IMAGE_OUTPUTS = (("masks", "class-id masks"), ("png", "coloured masks"), ("overlay", "overlays"),
                  ("uncertainty", "uncertainty maps"))
@@ -249,18 +267,17 @@ SUMMARY_SUFFIXES = (".csv", ".json")
 
 
 def _check_outputs(folders, summary, out):
-    """Refuse an output folder that is a file, a summary of another format, a CSV path that is a folder."""
+    """Refuse, before any work, an output that cannot be written: a folder that is a file or lies under one, a
+    summary of another format, a file path that is a folder (:func:`~ensemble.core.fileio.check_output`)."""
     for option, what in IMAGE_OUTPUTS:
-        folder = folders.get(option)
-        if folder is not None and folder.exists() and not folder.is_dir():
-            raise DataError(f"--{option} {folder}: is a file; expected a folder for the {what}")
+        if folders.get(option) is not None:
+            check_output(f"--{option}", folders[option], f"a folder for the {what}", folder=True)
     if summary is not None:
         if summary.suffix.lower() not in SUMMARY_SUFFIXES:
             raise DataError(f"--summary {summary}: expected a file name ending in .csv or .json")
-        if summary.is_dir():
-            raise DataError(f"--summary {summary}: is a folder; expected a .csv or .json file")
-    if out is not None and Path(out).is_dir():
-        raise DataError(f"--out {out}: is a folder; expected the submission CSV's file name")
+        check_output("--summary", summary, "a .csv or .json file")
+    if out is not None:
+        check_output("--out", out, "the submission CSV's file name")
 
 
 def _check_sizes(inputs, tile_shape, max_pixels, csv_wanted):
@@ -350,9 +367,10 @@ class _Outputs:
             if folders.get("overlay") is not None:
                 write_overlay_png(images[i], masks[i], folders["overlay"] / f"{image_id}.png")
             if entropy is not None:
-                write_gray_png(entropy[i], folders["uncertainty"] / f"{image_id}_entropy.png")
+                write_gray_png(entropy[i], folders["uncertainty"] / f"{image_id}_entropy.png", ENTROPY_KEY)
                 if disagreement is not None:
-                    write_gray_png(disagreement[i], folders["uncertainty"] / f"{image_id}_disagreement.png")
+                    write_gray_png(disagreement[i], folders["uncertainty"] / f"{image_id}_disagreement.png",
+                                   DISAGREEMENT_KEY)
             if self.summary is not None:
                 self.rows.append({"id": image_id, "height": int(masks[i].shape[0]), "width": int(masks[i].shape[1]),
                                   **class_shares(masks[i]), "warnings": notes[i] if notes else ""})
@@ -425,7 +443,7 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
     the image with its class colours and a legend; ``uncertainty_dir`` ``<id>_entropy.png``
     (entropy of the class probabilities / log 5, see :func:`entropy_map`) and, for ensemble
     strategies, ``<id>_disagreement.png`` (see :func:`disagreement_map`), both grayscale with
-    255 = 1; ``summary`` (``.csv`` or ``.json``) every image's class shares. Without ``out``, a CSV
+    255 = 1, each saying so in its ``Description`` text chunk, and ``KEY.txt`` (:func:`uncertainty_key`); ``summary`` (``.csv`` or ``.json``) every image's class shares. Without ``out``, a CSV
     is written to ``submission.csv`` only when no per-image output is asked for. Images over
     ``max_pixels`` are refused before any work. Memory stays flat in the number of images; the
     CSV and the summary appear only when complete.
@@ -486,6 +504,8 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
             del class_logits, member_logits  # drop this batch before the next one is computed
     if summary is not None:
         write_summary(summary, outputs.rows)
+    if folders["uncertainty"] is not None:
+        write_text_atomic(folders["uncertainty"] / UNCERTAINTY_KEY_FILE, uncertainty_key())
     meter.close()
     if progress is not None:
         progress(f"{done}/{len(inputs)} images, {rate()}, done ({meter.elapsed:.1f} s)")

@@ -108,12 +108,12 @@ def test_an_unknown_strategy_lists_every_valid_one_and_a_missing_fuser_how_to_fi
     run = tmp_path / "run"
     shutil.copytree(REFERENCE, run, ignore=shutil.ignore_patterns("cache", "*.onnx"))
     (run / "fusion" / "learned3x3.pt").unlink()
-    for args, fragments in ((["--strategy", "nonsense"], ("'nonsense' is not available", "valid strategies:",
+    for args, fragments in ((["--strategy", "nonsense"], ("'nonsense' is not a strategy", "valid strategies of",
                                                           "baseline_pair_bias", "control")),
                             (["--strategy", "learned3x3"], ("it serves:", "ensemble fuse --run", "learned3x3"))):
         result = CliRunner().invoke(main, ["export", "--run", str(run), *args, "--out", str(tmp_path / "m.pt2")])
         assert_one_line_error(result, *fragments)
     result = CliRunner().invoke(main, ["predict", "--run", "reference", "--strategy", "nonsense",
                                        "--out", str(tmp_path / "s.csv")])
-    assert_one_line_error(result, "valid strategies:")
+    assert_one_line_error(result, "valid strategies of")
     assert not (tmp_path / "s.csv").exists()

@@ -7,6 +7,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from .errors import EnsembleError
+
 
 def _umask():
     mask = os.umask(0)
@@ -73,3 +75,35 @@ def pickle_refusal(exc):
         return None
     match = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     return match.group(1) if match else "an object that is not a tensor or a plain value"
+
+
+def unusable_output(path, folder=False, writable=True):
+    """Why ``path`` cannot receive what a verb writes, or ``None`` when it can.
+
+    ``folder``: the path is to be a folder (made when missing), else a file (replaced when present). Checked
+    without writing anything: an existing path of the other kind, or a missing one whose nearest existing
+    ancestor is a file (nothing can be made under it) or, with ``writable``, a folder the user may not write into.
+    """
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            return "is a file"
+        if not folder and path.is_dir():
+            return "is a folder"
+        home = path if folder else path.parent
+    else:
+        # the nearest ancestor that exists: a file there (``notes.txt/out``) leaves no room for a folder
+        home = next((p for p in path.parents if os.path.lexists(p)), Path("."))
+        if not home.is_dir():
+            return f"{home} is a file, so nothing can be created under it"
+    if writable and not os.access(home, os.W_OK | os.X_OK):
+        return f"{home} is not a folder this user may write into"
+    return None
+
+
+def check_output(option, path, expected, folder=False):
+    """Refuse, before any work, an output ``path`` given as ``option`` that cannot be written (:func:`unusable_output`):
+    one :class:`~ensemble.core.errors.EnsembleError` line naming the option and ``expected``."""
+    reason = unusable_output(path, folder)
+    if reason is not None:
+        raise EnsembleError(f"{option} {path}: {reason}; expected {expected}")

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from .errors import RunError
+from .fileio import unusable_output
 
 #: The project checkout (or, installed, the site-packages folder holding the package).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +86,7 @@ def resolve_run(run=None, trained=False, log=None):
             if log:
                 log(f"--run {run}: the shipped run {path} (read-only)")
             return str(path)
+        check_run_path(run)
         return str(run)
     if not trained or _is_run(DEFAULT_RUN):
         if log:
@@ -98,6 +100,16 @@ def resolve_run(run=None, trained=False, log=None):
         log(f"no --run given and no run in {DEFAULT_RUN} yet: using the shipped reference run {reference} "
             "(--run reference)")
     return str(reference)
+
+
+def check_run_path(run):
+    """Refuse a ``--run`` that is a file or lies under one, before a verb reads data or writes anything (``None``,
+    the default run, and a shipped run's name pass)."""
+    if not run or (not Path(run).exists() and str(run) in shipped_names()):
+        return
+    reason = unusable_output(run, folder=True, writable=False)
+    if reason is not None:
+        raise RunError(f"--run {run}: {reason}; expected a run folder")
 
 
 def user_cache_dir():

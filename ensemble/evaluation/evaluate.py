@@ -27,6 +27,7 @@ from ..core.data import MarsData, load_data, tile_ids
 from ..core.defaults import CROSS_FIT_FOLDS
 from ..core.devices import machine_cores
 from ..core.errors import EnsembleError, RunError
+from ..core.fileio import check_output
 from ..core.metrics import binary_iou, expected_calibration_error, mean_iou, per_tile_confusion
 from ..core.objectives import scored_pixels
 from ..core.runfolder import METRICS, RunFolder
@@ -516,6 +517,8 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
         raise EnsembleError("--cross-fit 1: cross-fitting needs at least 2 folds (0 scores the saved fusers in-sample)")
     folder = RunFolder(run)
     folder.manifest()
+    out_dir = Path(out) if out else folder.report_dir
+    check_output("--out", out_dir, "a folder for the report", folder=True)  # before hours of scoring
     strategies = fitted_strategies(run)
     if not strategies:
         raise RunError(f"{folder.fusion_dir}: no fitted fusers in {folder.path}; run "
@@ -547,7 +550,6 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
     if robustness:
         table["robustness"] = robustness_benchmark(folder, data, scores, fusers, table, options=options, cross_fit=cross_fit,
                                          seed=seed, n_boot=n_boot, corruptions=corruptions, log=log)
-    out_dir = Path(out) if out else folder.report_dir
     if log and out is None and folder.read_only:
         log(f"{folder.path} is a shipped run (read-only): writing the report to {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -219,17 +219,21 @@ def score_named(pred, truth, pred_where, truth_where):
             raise DataError(f"{pred_where}: {stem} is {pred[stem].shape[0]}x{pred[stem].shape[1]}, but its true mask "
                             f"in {truth_where} is {truth[stem].shape[0]}x{truth[stem].shape[1]}")
         cm += confusion_matrix(truth[stem][None], pred[stem][None])
-    return scores_of_confusion(cm, len(pred))
+    return scores_of_confusion(cm, len(pred), unit="images")
 
 
-def scores_of_confusion(cm, n):
-    """What :func:`score_masks` returns, from one summed confusion matrix ``cm`` of ``n`` tiles or images."""
+def scores_of_confusion(cm, n, unit="tiles"):
+    """What :func:`score_masks` returns, from one summed confusion matrix ``cm`` of ``n`` tiles or images.
+
+    ``unit`` says what was counted, for the printed line: ``"tiles"`` (rows of an array or a CSV) or
+    ``"images"`` (whole masks of any size, matched by stem)."""
     result = {}
     for convention in CONVENTIONS:
         iou = iou_per_class(cm, convention)
         result[convention] = {**{CLASS_NAMES[c]: float(iou[c]) for c in TERRAIN_CLASSES},
                               "mean": mean_iou(cm, convention)}
     result["tiles"] = int(n)
+    result["unit"] = unit
     result["class0_on_labeled"] = background_on_labeled(cm)
     return result
 
@@ -239,7 +243,8 @@ def score_masks(pred, truth):
 
     Returns ``{convention: {"soil", "bedrock", "sand", "big_rock", "mean"}}`` for the
     conventions of :mod:`ensemble.core.metrics` (NaN where a class has no union), plus
-    ``"tiles"`` and ``"class0_on_labeled"`` (share of labeled pixels predicted as 0).
+    ``"tiles"`` (how many masks), ``"unit"`` (``"tiles"``) and ``"class0_on_labeled"`` (share of labeled pixels
+    predicted as 0).
     """
     return scores_of_confusion(confusion_matrix(truth, pred), len(truth))
 

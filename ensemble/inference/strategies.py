@@ -1,5 +1,6 @@
 """Which model a run serves: the fitted fusers, the refusal of a strategy a run cannot serve, and the defaults
 ``ensemble evaluate`` records (best strategy, flip TTA per model)."""
+import difflib
 import json
 
 from fusion import STRATEGIES
@@ -16,17 +17,22 @@ def fitted_strategies(run):
     return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
 
 
-def check_strategy(folder, strategy):
-    """Refuse a strategy the run cannot serve: the run's servable models, and how to fit a missing fuser (into a
-    run of the user's own when this one is shipped) or, for an unknown name, every valid one."""
-    available = fitted_strategies(folder.path)
+def servable_names(folder):
+    """Every model ``folder`` (a :class:`~ensemble.core.runfolder.RunFolder`) can serve: its fitted fusers, the
+    baseline, its replicas (``baseline_1``), the student and the control when trained."""
     replicas = folder.baseline_replica_names() + ([STUDENT] if folder.best_path(STUDENT).exists() else [])
-    if strategy == BASELINE or strategy in available or strategy in replicas:
-        return
     controls = [CONTROL] if folder.control_names() else []
-    if strategy == CONTROL and controls:
+    return [*fitted_strategies(folder.path), BASELINE, *replicas, *controls]
+
+
+def check_strategy(folder, strategy):
+    """Refuse a strategy the run cannot serve, in one line with one list: the run's servable models, and how to fit
+    a missing fuser (into a run of the user's own when this one is shipped), or for an unknown name the closest
+    known one (a typo such as ``stackd``)."""
+    served = servable_names(folder)
+    if strategy in served:
         return
-    listed = ", ".join([*available, BASELINE, *replicas, *controls])
+    listed = ", ".join(served)
     if strategy == CONTROL:
         hint = f"train it with: ensemble control --run {folder.path}"
     elif strategy in STRATEGIES and folder.read_only:
@@ -35,7 +41,10 @@ def check_strategy(folder, strategy):
     elif strategy in STRATEGIES:
         hint = f"fit it with: ensemble fuse --run {folder.path} --strategy {strategy}"
     else:
-        hint = f"valid strategies: {', '.join([*STRATEGIES, BASELINE, CONTROL])}"
+        close = difflib.get_close_matches(str(strategy), list(dict.fromkeys([*served, *STRATEGIES, CONTROL])), n=1)
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        raise EnsembleError(f"--strategy: {strategy!r} is not a strategy{suggestion}; valid strategies of "
+                            f"{folder.path}: {listed}")
     raise EnsembleError(f"--strategy: {strategy!r} is not available in {folder.path} (it serves: {listed}); {hint}")
 
 
@@ -55,9 +64,7 @@ def default_strategy(run, log=None):
     report = folder.evaluation_dir / "report.json"
     best = _recorded_table(folder).get("best_strategy")
     fitted = fitted_strategies(folder.path)
-    servable = [*fitted, BASELINE, *([CONTROL] if folder.control_names() else []),
-                *([STUDENT] if folder.best_path(STUDENT).exists() else [])]
-    if best in servable:
+    if best in servable_names(folder):
         chosen, why = best, f"the run's best by cross-fitted validation mIoU ({report})"
     else:
         chosen = FALLBACK_STRATEGY if FALLBACK_STRATEGY in fitted else (fitted[0] if fitted else BASELINE)
@@ -92,10 +99,11 @@ def default_tta(run, strategy, log=None):
     else:
         chosen = "flip" if row.get("default") == "flip" else "none"
         try:
-            gain = f"{row['diff']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
+            change = (f"it changed mIoU by {row['diff']:+.4f} [95 % CI {row['low']:+.4f}, {row['high']:+.4f}]"
+                      + (", an interval above 0" if chosen == "flip" else ", an interval not above 0"))
         except (KeyError, TypeError, ValueError):  # an undefined gain is stored as null
-            gain = "undefined"
-        why = f"flip - none on validation {gain} ({folder.evaluation_dir / 'report.json'})"
+            change = "its change of mIoU is undefined"
+        why = f"on the validation tiles {change} ({folder.evaluation_dir / 'report.json'})"
     if log:
-        log(f"tta {chosen} for {strategy}: {why}")
+        log(f"flip TTA {'served' if chosen == 'flip' else 'not served'} for {strategy}: {why}")
     return chosen

@@ -1,12 +1,14 @@
-"""PNG figures: masks, overlays and confusion heatmaps drawn with numpy and PIL; the budget curve's plot with
-matplotlib (headless Agg), beside its ``budget_curve.json``."""
+"""PNG figures: masks and overlays drawn with numpy and PIL; the plots (confusion heatmaps, the budget curve beside
+its ``budget_curve.json``, the robustness benchmark) with matplotlib's headless Agg backend, through
+:func:`pyplot` and :func:`save_figure`."""
 import io
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
 from ..core.classes import BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES, TUNED_BASELINE
-from ..core.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from ..core.fileio import write_bytes_atomic, write_json_atomic
 from .text import single_models
 
 
@@ -40,12 +42,39 @@ def _text_size(draw, text, font):
     return right - left, bottom - top
 
 
-def _save_png(array_or_image, path):
-    """Encode an (H, W[, 3]) uint8 array or a PIL image as PNG and write it atomically."""
+def _save_png(array_or_image, path, description=None):
+    """Encode an (H, W[, 3]) uint8 array or a PIL image as PNG (with a ``Description`` text chunk when given) and
+    write it atomically."""
     image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    info = None
+    if description is not None:
+        info = PngInfo()
+        info.add_text("Description", description)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", pnginfo=info)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the headless Agg backend (imported only when a plot is drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path, dpi):
+    """Render a matplotlib figure at ``dpi`` as an RGB PNG (its size: figsize x dpi), write it atomically, close it."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        pyplot().close(fig)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        _save_png(image.convert("RGB"), path)
 
 
 def colorize(mask):
@@ -66,9 +95,12 @@ def write_mask_png(mask, path):
     _save_png(colorize(mask), path)
 
 
-def write_gray_png(values_0_1, path):
-    """Write an (H, W) array of values in [0, 1] (e.g. a probability map) as an 8-bit grayscale PNG."""
-    _save_png(_gray(values_0_1), path)
+def write_gray_png(values_0_1, path, description=None):
+    """Write an (H, W) array of values in [0, 1] (e.g. a probability map) as an 8-bit grayscale PNG (255 = 1).
+
+    ``description``, when given, says what the grey levels mean, in the PNG's ``Description`` text chunk (image
+    viewers and ``PIL.Image.open(path).text`` show it)."""
+    _save_png(_gray(values_0_1), path, description)
 
 
 def write_class_png(mask, path):
@@ -83,23 +115,47 @@ def write_class_png(mask, path):
 OVERLAY_ALPHA = 0.45
 
 
+def _entry_width(draw, font, swatch, name):
+    """Width of one legend entry: its swatch, a gap and its name."""
+    return swatch + _PAD // 2 + _text_size(draw, name, font)[0]
+
+
 def _legend_width(draw, font, swatch):
-    return sum(swatch + _PAD // 2 + _text_size(draw, c, font)[0] + 2 * _PAD for c in CLASS_NAMES)
+    return sum(_entry_width(draw, font, swatch, c) + 2 * _PAD for c in CLASS_NAMES)
 
 
-def _draw_legend(draw, x, y, swatch, font):
-    """One row of class swatches and names starting at (x, y)."""
+def _legend_rows(draw, font, swatch, max_width=None):
+    """The class ids of each legend row: entries in class order, as many to a row as fit in ``max_width`` pixels
+    (one row when ``None``; an entry wider than ``max_width`` gets a row of its own)."""
+    rows, row, used = [], [], 0
     for cls, name in enumerate(CLASS_NAMES):
-        draw.rectangle([x, y, x + swatch, y + swatch], fill=tuple(int(c) for c in CLASS_COLORS[cls]), outline=_BLACK)
-        x += swatch + _PAD // 2
-        draw.text((x, y + swatch // 2), name, fill=_BLACK, font=font, anchor="lm")
-        x += _text_size(draw, name, font)[0] + 2 * _PAD
+        width = _entry_width(draw, font, swatch, name)
+        if row and max_width is not None and used + width > max_width:
+            rows.append(row)
+            row, used = [], 0
+        row.append(cls)
+        used += width + 2 * _PAD
+    return [*rows, row]
+
+
+def _draw_legend(draw, x, y, swatch, font, rows=None, line_h=None):
+    """Class swatches and names from (x, y): one row, or the ``rows`` of :func:`_legend_rows`, ``line_h`` apart."""
+    for r, row in enumerate(rows or [range(len(CLASS_NAMES))]):
+        left, top = x, y + r * (line_h or 0)
+        for cls in row:
+            name = CLASS_NAMES[cls]
+            draw.rectangle([left, top, left + swatch, top + swatch], fill=tuple(int(c) for c in CLASS_COLORS[cls]),
+                           outline=_BLACK)
+            left += swatch + _PAD // 2
+            draw.text((left, top + swatch // 2), name, fill=_BLACK, font=font, anchor="lm")
+            left += _text_size(draw, name, font)[0] + 2 * _PAD
 
 
 def write_overlay_png(image_0_1, mask, path, alpha=OVERLAY_ALPHA):
     """Write the grayscale image (H, W) in [0, 1] with its class colours blended in at ``alpha`` and a legend below.
 
-    The image keeps its own size (the canvas widens for the legend when the image is narrower).
+    The PNG has the image's width: the legend wraps onto as many rows as that width needs, so no white margin
+    is left beside the image. Only an image narrower than the widest legend entry gets a wider canvas.
     """
     gray = np.repeat(_gray(image_0_1)[..., None], 3, axis=2).astype(np.float32)
     blended = np.round((1 - alpha) * gray + alpha * colorize(mask)).astype(np.uint8)
@@ -108,56 +164,49 @@ def write_overlay_png(image_0_1, mask, path, alpha=OVERLAY_ALPHA):
     line_h = _text_size(probe, "Ag", font)[1] + _PAD
     swatch = line_h - _PAD // 2
     height, width = blended.shape[:2]
-    canvas = np.full((height + line_h + _PAD, max(width, _legend_width(probe, font, swatch) + _PAD), 3), 255,
-                     dtype=np.uint8)
+    widest = max(_entry_width(probe, font, swatch, name) for name in CLASS_NAMES)
+    canvas_width = max(width, widest + _PAD)
+    rows = _legend_rows(probe, font, swatch, canvas_width - _PAD)
+    canvas = np.full((height + len(rows) * line_h + _PAD // 2, canvas_width, 3), 255, dtype=np.uint8)
     canvas[:height, :width] = blended
     image = Image.fromarray(canvas)
-    _draw_legend(ImageDraw.Draw(image), _PAD // 2, height + _PAD // 2, swatch, font)
+    _draw_legend(ImageDraw.Draw(image), _PAD // 2, height + _PAD // 2, swatch, font, rows, line_h)
     _save_png(image, path)
 
 
-def _heat_color(value):
-    """White-to-blue colour for a share in [0, 1]; light grey for an empty row (NaN)."""
-    if not np.isfinite(value):
-        return (220, 220, 220)
-    low, high = np.array([247, 251, 255]), np.array([8, 48, 107])
-    return tuple(int(round(c)) for c in low + (high - low) * value)
+#: Size of a confusion heatmap: inches at :data:`CONFUSION_DPI` dots per inch (a 550x480-pixel PNG).
+CONFUSION_FIGSIZE, CONFUSION_DPI = (5.5, 4.8), 100
 
 
-def confusion_png(cm, path, title, cell=60):
+def confusion_png(cm, path, title):
     """Write a heatmap PNG of the row-normalised confusion matrix ``cm`` (rows truth, columns prediction).
 
-    Every cell shows the share of the truth row predicted as the column class; rows with no
-    pixels show ``n/a``. Class names label both axes and ``title`` sits on top.
+    Every cell shows the share of the truth row predicted as the column class (white to dark blue, 0 to 1);
+    rows with no pixels show ``n/a`` in grey. Class names label both axes and ``title`` sits on top. Drawn
+    with matplotlib (:func:`pyplot`, :func:`save_figure`) at :data:`CONFUSION_FIGSIZE` x :data:`CONFUSION_DPI`.
     """
     cm = np.asarray(cm, dtype=np.float64)
     classes = cm.shape[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = cm / cm.sum(axis=1, keepdims=True)
-    font, small = _font(14), _font(12)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    names = CLASS_NAMES[:classes]
-    label_w = max(_text_size(probe, n, small)[0] for n in names) + 2 * _PAD
-    line_h = _text_size(probe, "Ag", font)[1] + _PAD
-    left, top = _text_size(probe, "truth", small)[0] + _PAD + label_w, 3 * line_h + _PAD  # title, caption, names
-    width = max(left + classes * cell + _PAD, _text_size(probe, title, font)[0] + 2 * _PAD)
-    image = Image.new("RGB", (width, top + classes * cell + _PAD), _WHITE)
-    draw = ImageDraw.Draw(image)
-    draw.text((_PAD, _PAD // 2), title, fill=_BLACK, font=font)
-    draw.text((left + classes * cell // 2, line_h + _PAD // 2), "predicted", fill=_BLACK, font=small, anchor="mt")
-    draw.text((_PAD // 2, top + classes * cell // 2), "truth", fill=_BLACK, font=small, anchor="lm")
-    for j, name in enumerate(names):
-        draw.text((left + j * cell + cell // 2, top - _PAD // 2), name, fill=_BLACK, font=small, anchor="mb")
-    for i, name in enumerate(names):
-        y = top + i * cell
-        draw.text((left - _PAD // 2, y + cell // 2), name, fill=_BLACK, font=small, anchor="rm")
+    names = list(CLASS_NAMES[:classes])
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=CONFUSION_FIGSIZE, layout="constrained")
+    cmap = plt.get_cmap("Blues").with_extremes(bad=(0.86, 0.86, 0.86))  # grey: an empty truth row
+    shown = ax.imshow(np.ma.masked_invalid(shares), cmap=cmap, vmin=0.0, vmax=1.0)
+    for i in range(classes):
         for j in range(classes):
-            x, value = left + j * cell, shares[i, j]
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=_heat_color(value), outline=(200, 200, 200))
+            value = shares[i, j]
             text = f"{value:.2f}" if np.isfinite(value) else "n/a"
-            ink = _WHITE if np.isfinite(value) and value > 0.5 else _BLACK
-            draw.text((x + cell // 2, y + cell // 2), text, fill=ink, font=font, anchor="mm")
-    _save_png(image, path)
+            ink = "white" if np.isfinite(value) and value > 0.5 else "black"
+            ax.text(j, i, text, ha="center", va="center", color=ink, fontsize=10)
+    ax.set_xticks(range(classes), names, rotation=30, ha="right")
+    ax.set_yticks(range(classes), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("truth")
+    ax.set_title(title, fontsize=11)
+    fig.colorbar(shown, ax=ax, label="share of the truth row")
+    save_figure(fig, path, CONFUSION_DPI)
 
 
 def _upscale(array, scale):
@@ -224,11 +273,7 @@ CURVE_PNG = "budget_curve.png"
 
 def write_curve(out_dir, curve):
     """Write ``budget_curve.json`` and ``budget_curve.png`` (matplotlib, headless Agg) into ``out_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     write_json_atomic(out_dir / CURVE_JSON, curve)
     points = curve["points"]
     models = [*single_models(points), *curve["strategies"]]
@@ -248,9 +293,7 @@ def write_curve(out_dir, curve):
     axes[1].legend(loc="lower right", fontsize=8)
     fig.suptitle("Budget curve: every model at the same points of its training")
     fig.tight_layout()
-    with atomic_path(out_dir / CURVE_PNG) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / CURVE_PNG, 110)
 
 
 ROBUSTNESS_PNG = "robustness.png"
@@ -259,11 +302,7 @@ ROBUSTNESS_PNG = "robustness.png"
 def robustness_png(path, robustness):
     """mIoU against severity (0: clean) per corruption family, one panel per family: the served default's lines
     (held-out corruptions dashed) and the baseline's family mean in grey (matplotlib, headless Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     models = list(robustness["models"])
     shown = models[-1]  # the served default is listed last
     families = robustness["families"]
@@ -294,6 +333,4 @@ def robustness_png(path, robustness):
     axes[0][0].set_ylabel(f"validation mIoU ({robustness['headline']})")
     fig.suptitle(f"Robustness of {shown}: mIoU under each corruption ({robustness['n_tiles']} validation tiles)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, 100)

@@ -271,7 +271,8 @@ def format_scores(scores):
                    for k in (*TERRAIN_NAMES, "mean")] for c in CONVENTIONS]
     lines = text_table(headers, rows).splitlines()
     share = scores["class0_on_labeled"]
-    lines.append(f"{scores['tiles']} tiles; class 0 predicted on "
+    count, unit = scores["tiles"], scores.get("unit", "tiles")
+    lines.append(f"{count} {unit[:-1] if count == 1 else unit}; class 0 predicted on "
                  f"{'n/a' if not np.isfinite(share) else f'{100 * share:.2f} %'} of the labeled pixels")
     lines.append("competition = keras MeanIoU(num_classes=5, ignore_class=0): the headline of the AN2DL task")
     return "\n".join(lines)
