@@ -254,3 +254,24 @@ def test_init_from_the_shipped_run_trains_and_never_writes_into_it(tmp_path, sub
     assert record["run"] == str(reference.resolve())
     assert record["sha256"] == RunFolder(reference).manifest()["checksums"]["baseline/best.pt"]
     assert json.loads((run / "baseline" / "metrics.json").read_text())["finished"]
+
+
+def test_run_takes_the_file_and_init_from_into_its_one_plan(tmp_path, subset_path, source_run, monkeypatch):
+    """`ensemble run --config A/config.json` plans every network with A's recipe and seed; with --distill, an
+    --init-from run without a student is refused before anything trains."""
+    calls = []
+
+    def dispatched(names, *, run, data=None, options=None, log=print):
+        calls.append(options)
+        return [{"name": name, "failed": True, "error": "stopped by the test"} for name in names]
+
+    monkeypatch.setattr(train, "train_networks", dispatched)
+    result = _invoke("run", "--data", subset_path, "--run", tmp_path / "b", "--config", source_run / "config.json",
+                     "--init-from", source_run, "--quiet")
+    assert_one_line_error(result, "members failed")
+    (options,) = calls
+    assert options.seed == 3 and options.recipe.path == str(source_run / "config.json")
+    assert options.init_from == str(source_run)
+    result = _invoke("run", "--data", subset_path, "--run", tmp_path / "c", "--init-from", source_run, "--distill")
+    assert_one_line_error(result, f"--init-from {source_run}: network student is not there")
+    assert len(calls) == 1 and not (tmp_path / "c").exists()
