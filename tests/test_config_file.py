@@ -190,6 +190,9 @@ def test_init_from_starts_from_the_source_weights_and_records_them(tmp_path, sub
     assert folder.manifest()["init_from"] == {"baseline": record}
     config = TrainConfig(**folder.config()["networks"]["baseline"])
     assert config.lr == 0.02  # the new run's recipe; only the weights come from the source
+    again = tmp_path / "c"  # the config.json given back starts from the same weights
+    assert _invoke("baseline", "--data", subset_path, "--run", again, "--config", run / "config.json").exit_code == 0
+    assert RunFolder(again).config()["networks"]["baseline"]["init_from"] == record
     data = load_data(subset_path)
     manifest = folder.manifest()
     split = SplitArrays.select(data.images, data.masks, np.asarray(manifest["split"]["train_indices"]),
