@@ -389,11 +389,11 @@ def check_init_source(source, name, model, *, shown):
 
 
 def starting_weights(folder, configs, options, *, log=None):
-    """``configs`` with their ``init_from`` (:data:`~members.training.INIT_FROM_KEYS`) settled: from ``source``
-    (``options.init_from``, a run folder or a shipped name) when given, else as the recipe file recorded it, each checked
-    by :func:`check_init_source` before anything is written. A network already started (``latest.pt``) resumes
-    from its own weights: it keeps the ``init_from`` it was planned with, and ``log`` hears that ``--init-from``
-    does not apply to it."""
+    """``configs`` with their ``init_from`` (:data:`~members.training.INIT_FROM_KEYS`) settled: from
+    ``options.init_from`` (a run folder or a shipped name) when given, else as the recipe file recorded it, each
+    checked by :func:`check_init_source` before anything is written. A network already started (``latest.pt``)
+    resumes from its own weights: it keeps the ``init_from`` it was planned with, and ``log`` hears that
+    ``--init-from`` does not apply to it."""
     source = options.init_from
     source_path = init_run(source) if source else None
     out = []
