@@ -38,4 +38,5 @@ TRAIN_CONFIG_V1_DEFAULTS = {
     "seed": 0,
     "seed_from_name": False,
     "distill": {},
+    "init_from": {},
 }

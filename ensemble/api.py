@@ -93,7 +93,7 @@ def _training(options, n_networks, run):
     from .train import TrainOptions
 
     log = options.pop("log", _say)
-    options = TrainOptions(**options)
+    options = TrainOptions.from_arguments(**options)
     return options, log, None if options.quiet else log
 
 
@@ -117,7 +117,10 @@ def train(data=None, run=None, members="all", **options):
 
     Options (the fields of :class:`~ensemble.train.TrainOptions`): ``preset``, ``epochs``, ``width``, ``jobs``,
     ``backend``, ``scheduler``, ``stacked``, ``device``, ``seed``, ``val_fraction``, ``objective``, ``loss``,
-    ``samples_per_epoch``, ``overrides`` (``--set`` strings), ``quiet``; and ``log``. Finished members
+    ``samples_per_epoch``, ``overrides`` (``--set`` strings), ``init_from`` (a run, or ``"reference"``, whose
+    ``best.pt`` of each network it starts from), ``quiet``; ``config`` (a recipe file, ``.toml`` or ``.json``:
+    :mod:`ensemble.recipe`; ``seed``, ``val_fraction`` and ``objective`` left out or ``None`` are the file's);
+    and ``log``. Layers: preset < ``config`` < ``overrides`` < the other options given. Finished members
     are skipped; unfinished ones continue from ``latest.pt``. Returns a list of metrics dicts.
     """
     names = parse_members(members)
@@ -165,7 +168,7 @@ def control(data=None, run=None, size=None, **options):
         return train_networks(names, data=data, run=run, options=options, log=log)
 
 
-def distill(data=None, run=None, *, teacher=None, alpha=0.5, temperature=2.0, unlabeled=None, unlabeled_scale=1.0,
+def distill(data=None, run=None, *, teacher=None, alpha=None, temperature=None, unlabeled=None, unlabeled_scale=1.0,
             **options):
     """Train the student into ``run``: one multiclass U-Net (by default the baseline's architecture and width) that
     learns ``alpha`` x the labels' loss + (1 - alpha) x ``temperature``^2 x KL(teacher || student) on every pixel.
@@ -175,7 +178,9 @@ def distill(data=None, run=None, *, teacher=None, alpha=0.5, temperature=2.0, un
     student sees them augmented like any network of the run. ``unlabeled`` names images the student also learns
     from, through the teacher alone (``PATH.npz:KEY``, an image, a folder or a ``.txt`` list of images; at
     ``unlabeled_scale`` like ``--scale``; cut into tiles at the training scale). Same options as :func:`baseline`
-    (``width``, ``epochs``, ``preset``, ``seed``, ``overrides``, ...). Returns the student's metrics.
+    (``width``, ``epochs``, ``preset``, ``seed``, ``overrides``, ``config``, ``init_from``, ...). ``teacher``,
+    ``alpha`` and ``temperature`` left ``None`` are the recipe file's or ``--set``'s (``distill.*``), else the
+    run's served default, 0.5 and 2.0. Returns the student's metrics.
     """
     from .core.classes import STUDENT
     from .distill import check_teacher
@@ -183,12 +188,13 @@ def distill(data=None, run=None, *, teacher=None, alpha=0.5, temperature=2.0, un
 
     options, log, say = _training(options, 1, run)
     _refuse_stacked(options)
-    from .train import train_networks
+    from .train import planned_teacher, train_networks
 
     folder = resolve_run(run, log=say)
-    teacher = teacher or default_strategy(folder, log=say)
+    teacher = teacher or planned_teacher(options) or default_strategy(folder, log=say)
     check_teacher(folder, teacher)  # before anything is written to the run
-    settings = {"teacher": teacher, "alpha": alpha, "temperature": temperature}
+    settings = {"teacher": teacher, **{k: v for k, v in (("alpha", alpha), ("temperature", temperature))
+                                       if v is not None}}
     if unlabeled:
         from .distill import unlabeled_tiles
 
@@ -364,7 +370,7 @@ def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BA
     return made
 
 
-def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="auto", engine="auto", quiet=False,
+def run_all(preset="quick", data=None, *, run=None, seed=None, jobs=None, device="auto", engine="auto", quiet=False,
             log=_say, with_control=False, curve=False, replicas=1, members_options=None, evaluate_options=None,
             distill_options=None, **train_options):
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation.
@@ -373,7 +379,9 @@ def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="a
     ``with_control``) is a task of one training plan, dispatched together (:func:`~ensemble.train.dispatch`),
     so ``jobs`` workers or a Dask cluster train them all at once. ``run`` defaults to ``runs/default``.
     ``train_options`` are :class:`~ensemble.train.TrainOptions` fields (``width`` is the members'; the
-    baseline is matched to them, the control gets their width); ``members_options`` (``stacked``,
+    baseline is matched to them, the control gets their width), with ``config`` (a recipe file) and
+    ``init_from`` (a run every network starts from; with ``distill_options`` it must hold a student too) as for
+    :func:`train`; ``seed`` ``None`` is the file's, else 0; ``members_options`` (``stacked``,
     ``backend``, ``scheduler``) say how: ``stacked`` trains the members stacked in this process, then the
     multiclass nets through the dispatcher; ``backend`` and ``scheduler`` dispatch every network.
     ``evaluate_options`` go to :func:`evaluate` (``cross_fit``, ``ablation``, ``tta_gain``). ``curve`` adds the
@@ -389,10 +397,17 @@ def run_all(preset="quick", data=None, *, run=None, seed=0, jobs=None, device="a
     names = [*CLASS_NAMES, *baselines, *(control_names(CONTROL_SIZE) if with_control else ())]
     check_run_path(run)
     _start_workers(len(names), {"jobs": jobs, **train_options, **(members_options or {})})
-    from .train import TrainOptions, train_networks
+    from .core.classes import STUDENT
+    from .train import TrainOptions, init_run, train_networks
 
-    options = TrainOptions(preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
-                           **train_options, **(members_options or {}))
+    options = TrainOptions.from_arguments(preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
+                                          **train_options, **(members_options or {}))
+    seed = options.seed
+    if distill_options is not None and options.init_from:  # the student starts from the source's, checked first
+        source = RunFolder(init_run(options.init_from))
+        if not source.best_path(STUDENT).is_file():
+            raise EnsembleError(f"--init-from {options.init_from}: network {STUDENT} is not there (no "
+                                f"{source.best_path(STUDENT)}), and --distill trains one from it")
     run = resolve_run(run, log=None if quiet else log)
     with run_log(_writable_run(run), "run"):
         data = load_data(data)  # read and hashed once; every step below gets the loaded data
@@ -525,6 +540,6 @@ def _in_argument_words(func):
     return shown
 
 
-for _name in ("inspect_data", "clean_data", "train", "baseline", "control", "fuse", "default_run", "evaluate",
-              "predict", "score", "predictor", "run_all", "export", "status"):
+for _name in ("inspect_data", "clean_data", "train", "baseline", "control", "distill", "fuse", "default_run",
+              "evaluate", "predict", "score", "predictor", "run_all", "export", "status"):
     globals()[_name] = _in_argument_words(globals()[_name])

@@ -199,8 +199,26 @@ objective_option = click.option(
 
 
 val_fraction_option = click.option(
-    "--val-fraction", type=click.FloatRange(0.01, 0.9), default=VAL_FRACTION, show_default=True,
-    help="Share of tiles (whole rover stops) held out for validation.")
+    "--val-fraction", type=click.FloatRange(0.01, 0.9), default=None,
+    help=f"Share of tiles (whole rover stops) held out for validation [default: --config's settings.val_fraction, "
+         f"else {VAL_FRACTION}].")
+training_seed_option = click.option(
+    "--seed", type=click.IntRange(min=0), default=None,
+    help="Random seed of the run [default: --config's settings.seed, else 0].")
+config_option = click.option(
+    "--config", "config", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+    help="Recipe file, .toml or .json, with the keys of --set and of a run's config.json: [settings] (seed, "
+         "val_fraction, objective), training keys for every network (lr = 0.003, model.dropout = 0.1), a table "
+         "per --set scope ([members], [baseline], [big_rock], ...), [networks.NAME] (a network's whole recorded "
+         "config) and init_from. A run's own config.json reproduces that run. Precedence: preset < file < --set < "
+         "options given here (--epochs, --width, --seed, ...). Recorded in the run's config.json like --set.")
+init_from_option = click.option(
+    "--init-from", "init_from", default=None, metavar="RUN",
+    help="Start each network from the best.pt of the network with the same name in RUN (a run folder, or "
+         "'reference' for the shipped run, read-only): the weights only, with a fresh optimiser, schedule and the "
+         "epochs of this run. Every network must be in RUN with the same architecture, else nothing starts. A "
+         "network already started resumes from its own latest.pt. Recorded (RUN and each best.pt's sha256) in "
+         "config.json and manifest.json.")
 backend_option = click.option(
     "--backend", type=click.Choice(BACKENDS), default=DEFAULT_BACKEND, show_default=True,
     help="How --jobs > 1 networks train at once: processes (workers forked from a process that has imported "
@@ -255,9 +273,11 @@ def training_options(func):
         val_fraction_option,
         objective_option,
         set_option,
+        config_option,
+        init_from_option,
         click.option("--loss", type=click.Choice(["bce_dice", "focal_dice", "ce", "focal"]), default=None,
                      help="Loss [members: bce_dice or focal_dice; baseline: ce or focal]."),
-        tensorboard_option, quiet_option, seed_option, run_option, data_option,
+        tensorboard_option, quiet_option, training_seed_option, run_option, data_option,
     ]
     for option in reversed(options):
         func = option(func)
@@ -347,11 +367,14 @@ def control(*, size, **options):
 @main.command()
 @training_options
 @click.option("--teacher", default=None,
-              help="Served strategy of the run the student learns from [default: the run's served default].")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Weight of the labels' loss; the teacher's term gets 1 - alpha.")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
-              help="Softmax temperature of the teacher's and the student's distributions.")
+              help="Served strategy of the run the student learns from [default: --config's or --set's "
+                   "distill.teacher, else the run's served default].")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=None,
+              help="Weight of the labels' loss; the teacher's term gets 1 - alpha [default: --config's or --set's "
+                   "distill.alpha, else 0.5].")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Softmax temperature of the teacher's and the student's distributions [default: --config's or "
+                   "--set's distill.temperature, else 2].")
 @click.option("--unlabeled", default=None, metavar="PATH",
               help="Images the student also learns from, through the teacher alone: PATH.npz:KEY, an image, a "
                    "folder of images or a .txt list of image paths; cut into tiles at the training scale. The "
@@ -607,6 +630,8 @@ def score_command(*, pred, masks, as_json):
 @val_fraction_option
 @objective_option
 @set_option
+@config_option
+@init_from_option
 @stacked_option
 @backend_option
 @scheduler_option
@@ -623,11 +648,11 @@ def score_command(*, pred, masks, as_json):
 @device_option
 @engine_option
 @tensorboard_option
-@seed_option
+@training_seed_option
 @quiet_option
 def run_command(*, preset, data, run, jobs, epochs, width, samples_per_epoch, val_fraction, objective, overrides,
-                stacked, backend, scheduler, replicas, with_control, with_student, cross_fit, curve, ablation, tta_gain,
-                device, engine, tensorboard, seed, quiet):
+                config, init_from, stacked, backend, scheduler, replicas, with_control, with_student, cross_fit, curve,
+                ablation, tta_gain, device, engine, tensorboard, seed, quiet):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
 
     The options are those of the steps (train, baseline, control, fuse, evaluate) it runs. Every
@@ -641,8 +666,9 @@ def run_command(*, preset, data, run, jobs, epochs, width, samples_per_epoch, va
     """
     result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet, epochs=epochs,
                          width=width, samples_per_epoch=samples_per_epoch, val_fraction=val_fraction,
-                         objective=objective, device=device, engine=engine, overrides=overrides,
-                         tensorboard=tensorboard, with_control=with_control, curve=curve, replicas=replicas,
+                         objective=objective, device=device, engine=engine, overrides=overrides, config=config,
+                         init_from=init_from, tensorboard=tensorboard, with_control=with_control, curve=curve,
+                         replicas=replicas,
                          members_options=dict(stacked=stacked, backend=backend, scheduler=scheduler),
                          evaluate_options=dict(cross_fit=cross_fit, ablation=ablation, tta_gain=tta_gain),
                          distill_options={} if with_student else None)

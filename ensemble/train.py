@@ -12,15 +12,17 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ensemble import TRAIN_CONFIG_V1_DEFAULTS
+from members.checkpoint import load_checkpoint
 from members.parallel import TrainTask, train_parallel, train_stacked_tasks
 from members.overrides import apply_overrides, parse_override
 from members.presets import SAMPLER_WEIGHTS, get_preset
-from members.training import DISTILL_DEFAULTS, TrainConfig, finished_metrics
+from members.training import DISTILL_DEFAULTS, TrainConfig, finished_metrics, init_source
 from members.unet import UNet, UNetConfig, count_parameters
 from members.workers import start_server, will_use_workers
 
@@ -28,12 +30,15 @@ from .core.classes import BASELINE, NUM_CLASSES, STUDENT, class_index, is_baseli
 from .core.data import load_data
 from .core.defaults import DEFAULT_BACKEND
 from .core.devices import machine_cores, resolve_device
-from .core.errors import EnsembleError
+from .core.errors import EnsembleError, RunError
+from .core.fileio import sha256_file
 from .core.imagestats import training_statistics
+from .core.locations import resolve_run
 from .core.logs import ACTIVE_LOG_FILE, line_logger
 from .core.objectives import DEFAULT_OBJECTIVE, check_objective
-from .core.runfolder import RunFolder, prepare_run, record_network_config
+from .core.runfolder import LATEST, RunFolder, prepare_run, record_network_config
 from .core.split import VAL_FRACTION
+from .recipe import Recipe, load_recipe
 from .reporting.progress import TrainingWatch, check_tensorboard
 
 PARAMETER_TOLERANCE = 0.15
@@ -73,6 +78,23 @@ class TrainOptions:
     distill: tuple = ()  # the student's (key, value) distill settings (members.training.DISTILL_KEYS)
     tensorboard: bool = False  # also log every epoch to RUN/tensorboard/ (the optional extra)
     quiet: bool = False
+    recipe: Recipe = None  # --config: the recipe file as read
+    init_from: str = None  # --init-from: the run (folder or shipped name) whose best.pt each network starts from
+    drop_outliers: bool = True
+
+    @classmethod
+    def from_arguments(cls, config=None, **fields):
+        """The options of a verb's arguments: ``config`` (a recipe file's path, :mod:`ensemble.recipe`) read, and
+        each run setting not given (``None``: ``seed``, ``val_fraction``, ``objective``, ``drop_outliers``) and
+        ``init_from`` taken from the file, else its default. An unknown field is a ``TypeError`` naming it."""
+        recipe = load_recipe(config) if config else None
+        given = recipe.settings if recipe else {}
+        for key, default in RUN_SETTING_DEFAULTS.items():
+            if fields.get(key) is None:
+                fields[key] = given.get(key, default)
+        if fields.get("init_from") is None and recipe is not None:
+            fields["init_from"] = recipe.init_from
+        return cls(recipe=recipe, **fields)
 
     def __post_init__(self):
         object.__setattr__(self, "overrides", tuple(self.overrides or ()))
@@ -82,6 +104,11 @@ class TrainOptions:
     def replace(self, **changes):
         """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
+
+
+#: The run settings a verb may leave to the recipe file (``None``), with their values when neither gives them
+#: (``objective`` ``None``: an existing run's, else the default).
+RUN_SETTING_DEFAULTS = {"seed": 0, "val_fraction": VAL_FRACTION, "objective": None, "drop_outliers": True}
 
 
 def model_config(width, depth, out_channels):
@@ -152,11 +179,25 @@ def recorded_config(name, config):
     return TrainConfig(**{**recorded_defaults(), "name": name, **config})
 
 
-def network_config(name, *, settings, width, options):
-    """The :class:`TrainConfig` of one network: :class:`TrainConfig`'s defaults (the recipe), the preset's fields,
-    ``options`` (epochs, samples per epoch, loss), then its ``--set`` overrides (:mod:`members.overrides`).
+def _layered(values, name, options):
+    """A network's config dict ``values`` (defaults and preset) with the recipe file's settings for it, then
+    ``--set``'s (:mod:`members.overrides`)."""
+    if options.recipe is not None:
+        values = options.recipe.apply(values, name)
+    try:
+        return apply_overrides(values, name, parse_overrides(options.overrides))
+    except ValueError as exc:
+        raise EnsembleError(f"--set {exc}") from None
 
-    ``settings`` are the run's (:func:`run_settings`: objective and seed); ``width`` is the network's.
+
+def network_config(name, *, settings, width, options):
+    """The :class:`TrainConfig` of one network, in layers, each over the one before: :class:`TrainConfig`'s
+    defaults (the recipe), the preset's fields, the recipe file (``--config``, :mod:`ensemble.recipe`), the
+    ``--set`` overrides (:mod:`members.overrides`), then the options given explicitly (epochs, samples per
+    epoch, loss, width, the student's distill settings).
+
+    ``settings`` are the run's (:func:`run_settings`: objective and seed); ``width`` is the network's, from
+    ``options.width`` when that is given (:func:`network_widths`).
     """
     is_member = not is_multiclass(name)
     values = TrainConfig(
@@ -165,23 +206,37 @@ def network_config(name, *, settings, width, options):
         replica=int(name.rpartition("_")[2]) if is_control(name) else 0,
         model=model_config(width, DEPTH, 1 if is_member else NUM_CLASSES),
         sampler_weight=SAMPLER_WEIGHTS.get(name, 1.0) if is_member else 1.0,
-        loss=options.loss or ("bce_dice" if is_member else "ce"),
+        loss="bce_dice" if is_member else "ce",
         objective=settings["objective"],
         seed=settings["seed"],
         seed_from_name=is_multiclass(name) and name != BASELINE,
     ).to_dict()
     if name == STUDENT:
-        values["distill"] = {**DISTILL_DEFAULTS, **dict(options.distill)}
+        values["distill"] = dict(DISTILL_DEFAULTS)
     values.update(get_preset(options.preset))
+    values = _layered(values, name, options)
     if options.epochs:
         values["epochs"] = options.epochs
     if options.samples_per_epoch is not None:
         values["samples_per_epoch"] = options.samples_per_epoch
-    overrides = parse_overrides(options.overrides)
+    if options.loss:
+        values["loss"] = options.loss
+    if options.width:
+        values["model"] = {**values["model"], "width": width}
+    if name == STUDENT:
+        values["distill"] = {**values["distill"], **dict(options.distill)}
     try:
-        return TrainConfig(**apply_overrides(values, name, overrides)).check()
+        return TrainConfig(**values).check()
     except ValueError as exc:
-        raise EnsembleError(f"--set {exc}") from None
+        where = "--set" if options.overrides or options.recipe is None else f"--config {options.recipe.path}:"
+        raise EnsembleError(f"{where} {exc}") from None
+
+
+def planned_teacher(options):
+    """The teacher the recipe file or ``--set`` give the student (``distill.teacher``), or ``None``."""
+    values = {**TrainConfig(name=STUDENT, model=model_config(MEMBER_WIDTH, DEPTH, NUM_CLASSES)).to_dict(),
+              "distill": dict(DISTILL_DEFAULTS)}
+    return _layered(values, STUDENT, options)["distill"].get("teacher")
 
 
 @dataclass
@@ -248,24 +303,28 @@ def network_widths(names, folder, options):
     return widths
 
 
-def plan_training(names, *, data, run, options):
+def plan_training(names, *, data, run, options, log=None):
     """Prepare ``run`` (manifest, split, every network's config) and return a :class:`TrainingPlan`.
 
     ``data`` is a loaded :class:`~ensemble.core.data.MarsData`; ``options`` a :class:`TrainOptions`
     (its ``device`` already resolved). Every config is built and checked before anything is written,
-    so a bad ``--set`` leaves no trace.
+    so a bad ``--set``, recipe file or ``--init-from`` leaves no trace. ``log`` hears of an ``--init-from``
+    that a network already started does not take.
     """
     _check_tile_size(data, DEPTH)
     folder = RunFolder(run)
     objective = options.objective
     if objective is None:  # an existing run keeps its objective; a new one gets the default
         objective = folder.objective() if folder.manifest_path.exists() else DEFAULT_OBJECTIVE
-    settings = run_settings(options.seed, options.val_fraction, objective)
+    settings = run_settings(options.seed, options.val_fraction, objective, options.drop_outliers)
     widths = network_widths(names, folder, options)
     configs = [network_config(name, settings=settings, width=widths[name], options=options) for name in names]
+    configs = starting_weights(folder, configs, options, log=log)
     check_distinct_seeds(folder, configs)
+    check_recipe_settings(folder, options)
     _, train_idx, val_idx = prepare_run(run, data, settings)
     record_input_statistics(folder, data, train_idx)
+    record_starting_weights(folder, configs)
     tasks = []
     watch = TrainingWatch(folder.path, tensorboard=options.tensorboard)
     for name, config in zip(names, configs):
@@ -276,6 +335,106 @@ def plan_training(names, *, data, run, options):
                                log_file=ACTIVE_LOG_FILE.get()))
     scored = min(configs[0].val_tiles or len(val_idx), len(val_idx)) if configs else len(val_idx)
     return TrainingPlan(folder, list(names), tasks, train_idx, val_idx, objective, options, scored)
+
+
+def check_recipe_settings(folder, options):
+    """Refuse a recipe file whose run settings differ from those an existing run was made with, naming the file
+    (the rule ``prepare_run`` applies to ``--seed``, ``--val-fraction`` and ``--objective``)."""
+    recipe = options.recipe
+    if recipe is None or not folder.manifest_path.exists():
+        return
+    recorded = folder.manifest()["settings"]
+    for key, value in recipe.settings.items():
+        if getattr(options, key) == value and key in recorded and recorded[key] != value:
+            raise RunError(f"{folder.manifest_path}: run was made with {key}={recorded[key]!r}, but --config "
+                           f"{recipe.path} asks {value!r} (settings.{key}); use a new --run")
+
+
+def init_run(source):
+    """The run folder ``--init-from`` names (a folder, or a shipped run's name: :func:`resolve_run`'s rule), refused
+    unless it holds a run."""
+    path = Path(resolve_run(source))
+    if not RunFolder(path).manifest_path.is_file():
+        raise RunError(f"--init-from {source}: not a run folder (no {RunFolder(path).manifest_path.name})")
+    return path
+
+
+def describe_model(model, other=None):
+    """A network's architecture in words (``a U-Net of width 18, depth 3, 5 outputs``), with every other
+    architecture key that differs from ``other``'s."""
+    config, other = UNetConfig.from_dict(model).to_dict(), UNetConfig.from_dict(other or model).to_dict()
+    words = [f"a U-Net of width {config['width']}", f"depth {config['depth']}",
+             f"{config['out_channels']} output{'s' if config['out_channels'] != 1 else ''}"]
+    words += [f"{key} {config[key]}" for key in ("in_channels", "bottleneck", "upsample") if config[key] != other[key]]
+    return ", ".join(words)
+
+
+def _shapes(state):
+    return {key: tuple(value.shape) for key, value in state.items()}
+
+
+def check_init_source(source, name, model, *, shown):
+    """The sha256 of ``best.pt`` of network ``name`` in the run folder ``source``, after checking that it exists,
+    matches the run's recorded checksum and holds the architecture ``model`` (a U-Net config dict); ``shown`` is
+    how errors name the source. Reads the source, never writes it."""
+    folder = RunFolder(source)
+    path = init_source(source, name)
+    if not path.is_file():
+        present = [n for n in sorted(folder.config()["networks"]) if folder.best_path(n).is_file()] \
+            if folder.config_path.is_file() else []
+        raise EnsembleError(f"{shown}: network {name} is not there (no {path}); it has "
+                            f"{', '.join(present) or 'no trained network'}")
+    folder.verify(path)
+    state = load_checkpoint(path)
+    with torch.device("meta"):  # shapes alone
+        here = _shapes(UNet(UNetConfig.from_dict(model)).state_dict())
+    if _shapes(state["model"]) != here:
+        raise EnsembleError(f"{shown}: network {name} is {describe_model(state['model_config'], model)} there, "
+                            f"{describe_model(model, state['model_config'])} here")
+    return sha256_file(path)
+
+
+def starting_weights(folder, configs, options, *, log=None):
+    """``configs`` with their ``init_from`` (:data:`~members.training.INIT_FROM_KEYS`) settled: from
+    ``options.init_from`` (a run folder or a shipped name) when given, else as the recipe file recorded it, each
+    checked by :func:`check_init_source` before anything is written. A network already started (``latest.pt``)
+    resumes from its own weights: it keeps the ``init_from`` it was planned with, and ``log`` hears that
+    ``--init-from`` does not apply to it."""
+    source = options.init_from
+    source_path = init_run(source) if source else None
+    out = []
+    for config in configs:
+        if (folder.network_dir(config.name) / LATEST).exists():
+            recorded = folder.config()["networks"].get(config.name, {}) if folder.config_path.exists() else {}
+            kept = recorded.get("init_from", {})
+            if source and log and kept.get("run") != str(source_path.resolve()):
+                log(f"{config.name} resumes from its latest.pt: --init-from {source} does not apply to it")
+            out.append(dataclasses.replace(config, init_from=kept))
+            continue
+        if source_path is not None:
+            run, shown, recorded = source_path.resolve(), f"--init-from {source}", None
+        elif config.init_from:
+            run, recorded = Path(config.init_from["run"]), config.init_from["sha256"]
+            shown = f"--config {options.recipe.path}: networks.{config.name}.init_from {run}"
+        else:
+            out.append(config)
+            continue
+        digest = check_init_source(run, config.name, config.model, shown=shown)
+        if recorded is not None and digest != recorded:
+            raise EnsembleError(f"{shown}: {init_source(run, config.name)} has sha256 {digest[:12]}…, not the "
+                                f"{recorded[:12]}… recorded; the source run changed since")
+        out.append(dataclasses.replace(config, init_from={"run": str(run), "sha256": digest}))
+    return out
+
+
+def record_starting_weights(folder, configs):
+    """Record in the manifest where each network that starts from trained weights takes them (``init_from``:
+    network -> source run and sha256 of its ``best.pt``); a run without any keeps its manifest as it was."""
+    started = {c.name: dict(c.init_from) for c in configs if c.init_from}
+    if not started:
+        return
+    with folder.locked_manifest() as manifest:
+        manifest.setdefault("init_from", {}).update(started)
 
 
 def attach_teachers(plan, data, *, log=None):
@@ -401,7 +560,7 @@ def train_networks(names, *, run, data=None, options=None, log=None):
     if will_use_workers(len(names), jobs=options.jobs, backend=options.backend, stacked=options.stacked):
         start_server()  # the workers' imports overlap the data load
     data = load_data(data)
-    plan = plan_training(names, data=data, run=run, options=options)
+    plan = plan_training(names, data=data, run=run, options=options, log=None if options.quiet else log)
     attach_teachers(plan, data, log=None if options.quiet else log)
     if not options.quiet:
         log(f"training {', '.join(names)} on {len(plan.train_idx)} tiles, validating on {plan.scored_tiles} of "

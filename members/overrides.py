@@ -14,8 +14,10 @@ import json
 
 from ensemble.core.classes import BASELINE, CLASS_NAMES, CONTROL, STUDENT, is_baseline_like, is_control, is_multiclass
 
-#: Fields an override may not change: identity, the run's settings, the data's shape.
-FIXED = ("name", "target", "replica", "seed", "seed_from_name", "objective", "model.in_channels", "model.out_channels")
+#: Fields an override may not change: identity, the run's settings, the data's shape, the starting weights
+#: (``--init-from`` sets those).
+FIXED = ("name", "target", "replica", "seed", "seed_from_name", "objective", "model.in_channels", "model.out_channels",
+         "init_from", "init_from.run", "init_from.sha256")
 SCOPES = ("members", "multiclass", BASELINE, CONTROL, STUDENT, *CLASS_NAMES)
 
 
@@ -35,7 +37,8 @@ def parse_override(text):
     return scope, key, value
 
 
-def _applies(scope, name):
+def applies(scope, name):
+    """True when an override of ``scope`` (``None``: every network) concerns network ``name``."""
     if scope is None:
         return True
     if scope == "members":
@@ -49,7 +52,7 @@ def _applies(scope, name):
     return scope == name
 
 
-def _checked(key, old, value):
+def checked_value(key, old, value):
     """``value`` converted to the type of the field's current value ``old``, else ``ValueError``."""
     if isinstance(old, bool) or isinstance(value, bool):
         if isinstance(old, bool) and isinstance(value, bool):
@@ -76,12 +79,12 @@ def apply_overrides(config_dict, name, overrides):
         if head not in out or (tail and not isinstance(target, dict)) or (tail and tail not in target) or (
                 not tail and isinstance(target, dict)):
             raise ValueError(f"{key}: unknown setting; valid: {', '.join(valid_keys(config_dict))}")
-        if not _applies(scope, name):
+        if not applies(scope, name):
             continue
         if tail:
-            target[tail] = _checked(key, target[tail], value)
+            target[tail] = checked_value(key, target[tail], value)
         else:
-            out[head] = _checked(key, target, value)
+            out[head] = checked_value(key, target, value)
     return out
 
 

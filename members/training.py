@@ -23,13 +23,14 @@ import torch
 from ensemble.core.augment import RECIPE as AUGMENT_RECIPE, AugmentConfig, build_augmentation
 from ensemble.core.classes import CLASS_NAMES, NO_LABEL, NUM_CLASSES, TERRAIN_CLASSES, pixel_counts
 from ensemble.core.devices import machine_cores
-from ensemble.core.fileio import write_bytes_atomic, write_json_atomic
+from ensemble.core.errors import RunError
+from ensemble.core.fileio import sha256_file, write_bytes_atomic, write_json_atomic
 from ensemble.core.history import TrainingLock, write_history
 from ensemble.core.logs import line_logger
 from ensemble.core.metrics import binary_iou, confusion_matrix, iou_per_class, mean_iou
 from ensemble.core.objectives import DEFAULT_OBJECTIVE, HEADLINE_CONVENTION, mask_background, predicts_background
 from ensemble.core.progress import Progress
-from ensemble.core.runfolder import BEST, LATEST, METRICS, snapshot_file
+from ensemble.core.runfolder import BEST, LATEST, METRICS, RunFolder, snapshot_file
 from ensemble.core.split import tiles_per_epoch
 from ensemble.core.weights import class_weights
 
@@ -54,6 +55,11 @@ SCHEDULES = ("cosine_epoch", "cosine")
 #: and the images it learns from through the teacher alone (``{"source", "scale", "sha256", "tiles"}``, or None).
 DISTILL_DEFAULTS = {"teacher": None, "alpha": 0.5, "temperature": 2.0, "unlabeled": None}
 DISTILL_KEYS = tuple(DISTILL_DEFAULTS)
+#: A network started from trained weights records where they came from: the source run folder (absolute) and the
+#: sha256 of that run's ``best.pt`` of the network with the same name, checked again when the weights are loaded.
+INIT_FROM_KEYS = ("run", "sha256")
+#: Config keys recorded only when set (:meth:`TrainConfig.to_dict`).
+OPTIONAL_KEYS = ("distill", "init_from")
 
 
 @dataclass
@@ -85,6 +91,7 @@ class TrainConfig:
     objective: str = DEFAULT_OBJECTIVE  # competition: unlabeled pixels ignored, class 0 never predicted
     augment: dict = field(default_factory=lambda: AUGMENT_RECIPE.to_dict())
     distill: dict = field(default_factory=dict)  # a multiclass student's teacher: see DISTILL_KEYS; {}: labels only
+    init_from: dict = field(default_factory=dict)  # starting weights: see INIT_FROM_KEYS; {}: a fresh initialisation
     schedule: str = "cosine"  # see SCHEDULES
     warmup_epochs: float = 0.25  # "cosine": linear warm-up over this many epochs (fractions allowed)
     min_lr_ratio: float = 0.0  # the schedule ends at lr * min_lr_ratio
@@ -95,11 +102,13 @@ class TrainConfig:
     seed_from_name: bool = False  # True: the network seed is drawn from (seed, name); see network_seed
 
     def to_dict(self):
-        """Plain dict for JSON and checkpoints. ``distill`` is left out when empty: it is recorded only for a
-        distilled network, so every other network's config reads as it did before distillation existed."""
+        """Plain dict for JSON and checkpoints. ``distill`` and ``init_from`` are left out when empty: they are
+        recorded only for a distilled network and one started from trained weights, so every other network's
+        config (and its digest) reads as it did before either existed."""
         values = asdict(self)
-        if not values["distill"]:
-            del values["distill"]
+        for key in OPTIONAL_KEYS:
+            if not values[key]:
+                del values[key]
         return values
 
     @property
@@ -128,6 +137,9 @@ class TrainConfig:
         if any(not 0 < f <= 1 for f in self.snapshot_fractions):
             raise ValueError(f"snapshot_fractions: each must be in (0, 1], got {self.snapshot_fractions}")
         self._check_distill()
+        if self.init_from and sorted(self.init_from) != sorted(INIT_FROM_KEYS):
+            raise ValueError(f"init_from: expected the keys {', '.join(INIT_FROM_KEYS)}, got "
+                             f"{', '.join(sorted(self.init_from)) or 'none'}")
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: must be at least 1, got {getattr(self, key)}")
@@ -182,6 +194,25 @@ class TrainConfig:
             return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
         index = self.target if self.is_member else NUM_CLASSES
         return self.seed * 1009 + index + 101 * self.replica
+
+
+def init_source(run, name):
+    """``best.pt`` of network ``name`` in the run folder ``run``: where a network started from trained weights
+    takes them."""
+    return RunFolder(run).best_path(name)
+
+
+def initial_weights(config):
+    """The state dict a network with ``init_from`` starts from: its namesake's ``best.pt`` in the source run,
+    refused (:class:`~ensemble.core.errors.RunError`) unless it still has the sha256 recorded when it was planned.
+    Only the weights are taken; optimiser, schedule and epochs are the new network's own."""
+    path = init_source(config.init_from["run"], config.name)
+    if not path.is_file():
+        raise RunError(f"{path}: not found; {config.name} was planned to start from it (init_from)")
+    if sha256_file(path) != config.init_from["sha256"]:
+        raise RunError(f"{path}: sha256 differs from the one recorded in init_from when {config.name} was planned; "
+                       "the source run changed (use a new --run)")
+    return load_checkpoint(path)["model"]
 
 
 def build_loss(config, train_masks):
@@ -474,6 +505,10 @@ class NetworkTrainer:
         self.memory_format = MEMORY_FORMAT
         torch.manual_seed(config.network_seed())
         self.model = UNet(UNetConfig.from_dict(config.model)).to(self.device, memory_format=self.memory_format)
+        latest = self.out_dir / LATEST
+        if config.init_from and not latest.exists():  # a resumed network continues from its own weights
+            self.model.load_state_dict(initial_weights(config))
+            self.log(f"[{config.name}] starting from {config.init_from['run']}")
         self.loss_fn = build_loss(config, split.train_masks).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, config, config.steps_per_epoch(len(split.train_images)))
@@ -481,7 +516,6 @@ class NetworkTrainer:
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.augment = build_augmentation(AugmentConfig(**config.augment)) if config.augment else None
         self.state = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "history": []}
-        latest = self.out_dir / LATEST
         if latest.exists():
             ckpt = load_checkpoint(latest, map_location=self.device)
             self.model.load_state_dict(ckpt["model"])
