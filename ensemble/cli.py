@@ -14,6 +14,7 @@ from . import __version__, api
 from .core.defaults import BACKENDS, DEFAULT_BACKEND, BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
 from .core.errors import EnsembleError
 from .core.locations import DEFAULT_RUN
+from .core.logs import console
 from .core.objectives import OBJECTIVES
 from .core.outliers import MIN_REPEATS, UNIFORM_SHARE
 from .core.split import VAL_FRACTION
@@ -30,7 +31,7 @@ class EnsembleGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            with api.called_from_cli():
+            with api.called_from_cli(), console(command=True):
                 return super().invoke(ctx)
         except EnsembleError as exc:
             click.echo(f"Error: {exc}", err=True)

@@ -194,11 +194,14 @@ def test_run_trains_every_network_of_the_run_in_one_dispatch(tmp_path, subset_pa
     result = CliRunner().invoke(main, ["run", "--data", str(subset_path), "--run", str(tmp_path / "run"),
                                        "--replicas", "2", "--control", "--backend", "dask", "--scheduler",
                                        "tcp://127.0.0.1:1", "--width", "4", "--epochs", "1", "--set", "lr=0.01"])
-    assert_one_line_error(result, "members failed: background (RuntimeError: stopped by the test); soil (")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    *progress, error = result.stderr.strip().splitlines()  # the steps said so far, then the one error line
+    assert error.startswith("Error: members failed: background (RuntimeError: stopped by the test); soil (")
     ((names, options),) = calls
     assert names == ["background", "soil", "bedrock", "sand", "big_rock", "baseline", "baseline_1",
                      *(f"control_{i}" for i in range(5))]
     assert (options.backend, options.scheduler, options.width, options.epochs, options.overrides) == \
         ("dask", "tcp://127.0.0.1:1", 4, 1, ("lr=0.01",))
     for step in ("== 1/4 members", "== 2/4 multiclass baseline", "== 2b/4 ensembling control"):
-        assert step in result.stdout
+        assert step in "\n".join(progress)
+    assert "==" not in result.stdout  # progress goes to stderr, results to stdout

@@ -22,7 +22,7 @@ def test_without_run_every_verb_uses_runs_default_and_says_so(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     lines = []
     assert resolve_run(None, log=lines.append) == str(DEFAULT_RUN)
-    assert lines == [f"no --run given: using {DEFAULT_RUN}"]
+    assert lines == [f"using {DEFAULT_RUN} (no --run given)"]
     lines.clear()
     assert resolve_run(None, trained=True, log=lines.append) == str(REFERENCE)  # no run of the user's yet
     assert "shipped reference run" in lines[0]

@@ -284,7 +284,7 @@ def test_interrupted_training_resumes(tmp_path, subset_path):
     assert epoch_at_kill < 3
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "resuming" in out.stdout and "[soil]" not in out.stdout
+    assert "resuming" in out.stderr and "[soil]" not in out.stderr
     assert (run / "members" / "soil" / "best.pt").read_bytes() == soil_best
     # the resumed member ends where an uninterrupted run with the same seed ends
     fresh = tmp_path / "fresh"

@@ -91,9 +91,9 @@ def test_new_user_session_has_no_surprise(tmp_path, subset_path):
                                                  "predict", "api.predictor"]
     assert "session: git status clean" in result.stderr
     assert "This is a smoke run" in result.stdout  # the quick table says what the shipped run measured
-    assert "no --run given: using runs/default" in result.stdout  # each verb says the run it used
+    assert "using runs/default (no --run given)" in result.stderr  # each verb says the run it used
     for step in ("1/4 members", "2/4 multiclass baseline", "3/4 fusion", "4/4 evaluation"):  # ensemble run
-        assert step in result.stdout
+        assert step in result.stderr
     run = clone / "runs" / "default"
     report = json.loads((run / "evaluation" / "report.json").read_text())
     rows = {"baseline", "baseline_bias", "argmax", "bias", "calibrated", "learned", "learned3x3", "hybrid", "stacked"}

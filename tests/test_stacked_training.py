@@ -197,12 +197,12 @@ def test_sigkilled_stacked_training_resumes(tmp_path, subset_path):
     assert epochs_on_disk(run) == [1, 1]
     killed = train(run, "between-members")  # resumes both from epoch 1, dies after soil saved epoch 2
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    assert "[soil] resuming" in killed.stdout and "after epoch 1" in killed.stdout
+    assert "[soil] resuming" in killed.stderr and "after epoch 1" in killed.stderr
     assert epochs_on_disk(run) == [2, 1]
     assert not any((run / "members" / n / "metrics.json").exists() for n in names)
     resumed = train(run)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    out = resumed.stdout
+    out = resumed.stderr
     assert "[soil] resuming" in out and "after epoch 2" in out and "[big_rock] epoch 2/3" in out
     assert "[soil] epoch 2/3" not in out  # the member ahead waits while the one behind catches up
     assert out.index("[big_rock] epoch 2/3") < out.index("[soil] epoch 3/3")

@@ -90,7 +90,7 @@ def resolve_run(run=None, trained=False, log=None):
         return str(run)
     if not trained or _is_run(DEFAULT_RUN):
         if log:
-            log(f"no --run given: using {DEFAULT_RUN}")
+            log(f"using {DEFAULT_RUN} (no --run given)")
         return str(DEFAULT_RUN)
     reference = shipped_run(REFERENCE)
     if not _is_run(reference):

@@ -60,11 +60,12 @@ class _ConsoleHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def console(quiet=False):
+def console(quiet=False, *, command=False):
     """Show the packages' messages on stderr as bare lines for the duration (warnings only when ``quiet``), unless
-    the program configured logging itself or an enclosing call already shows them."""
+    an enclosing call already shows them, or (for a Python caller, not the ``ensemble`` ``command``, which owns its
+    stderr) the program configured logging itself."""
     loggers = [logging.getLogger(name) for name in PACKAGES]
-    if _configured_elsewhere() or any(isinstance(h, _ConsoleHandler) for h in loggers[0].handlers):
+    if any(isinstance(h, _ConsoleHandler) for h in loggers[0].handlers) or (_configured_elsewhere() and not command):
         yield
         return
     handler = _ConsoleHandler()
