@@ -6,23 +6,21 @@ are imported inside the functions that need them, so ``ensemble --help`` starts 
 import contextlib
 import contextvars
 import functools
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from .core.classes import BASELINE, parse_members
 from .core.data import load_data, open_npz, resolve_data_path
-from .core.defaults import DEFAULT_BACKEND, BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
-from .core.locations import check_run_path, resolve_run
+from .core.datasummary import summarize
+from .core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_BACKEND, DEFAULT_STEP, MAX_PIXELS
 from .core.errors import DataError, EnsembleError, in_argument_words
 from .core.fileio import atomic_path, check_output
+from .core.locations import check_run_path, resolve_run
 from .core.logs import console, logger, run_log
 from .core.outliers import MIN_REPEATS, UNIFORM_SHARE, find_outliers
 from .core.runfolder import RunFolder
-from .core.datasummary import summarize
 from .reporting.text import format_training_summary
-
 
 _LOG = logger("ensemble")
 

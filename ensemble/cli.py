@@ -11,7 +11,7 @@ import warnings
 import click
 
 from . import __version__, api
-from .core.defaults import BACKENDS, DEFAULT_BACKEND, BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
+from .core.defaults import BACKENDS, BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_BACKEND, DEFAULT_STEP, MAX_PIXELS
 from .core.errors import EnsembleError
 from .core.locations import DEFAULT_RUN
 from .core.logs import console

@@ -10,11 +10,11 @@ from fusion.base import _as_tensor
 from .core.classes import BASELINE, CLASS_NAMES, STUDENT, TERRAIN_CLASSES, is_baseline_replica
 from .core.data import load_data
 from .core.errors import EnsembleError
-from .inference import MEMBERS, available_sources, check_run_data, fuser_inputs, source_logits
+from .core.logs import line_logger
 from .core.metrics import all_mean_ious, confusion_matrix, expected_calibration_error, iou_per_class, nll
 from .core.objectives import HEADLINE_CONVENTION, mask_background, predicts_background, scored_pixels
-from .core.logs import line_logger
 from .core.runfolder import RunFolder
+from .inference import MEMBERS, available_sources, check_run_data, fuser_inputs, source_logits
 
 _log_line = line_logger(__name__)  # where progress lines go when the caller gives no log
 

@@ -39,11 +39,11 @@ from fusion.base import channel_argmax
 
 from .core.classes import CLASS_NAMES, NUM_CLASSES
 from .core.data import open_npz, resolve_data_path
+from .core.defaults import MAX_PIXELS
 from .core.errors import DataError, EnsembleError
 from .core.fileio import check_output, write_text_atomic
 from .core.progress import Progress
 from .inference import InferenceOptions, Predictor, as_image, as_tiles
-from .core.defaults import MAX_PIXELS
 from .inference.windows import resized_bands
 from .reporting.figures import write_class_png, write_gray_png, write_mask_png, write_overlay_png
 from .reporting.submission import SubmissionWriter

@@ -23,18 +23,28 @@ Everything in a file is checked when it is read, before anything is written; an 
 """
 import copy
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomllib
+
+from ensemble import TRAIN_CONFIG_V1_DEFAULTS
 from members.overrides import SCOPES, applies, apply_overrides, checked_value, valid_keys
 from members.training import DISTILL_DEFAULTS, INIT_FROM_KEYS, TrainConfig
 from members.unet import UNetConfig
 
-from ensemble import TRAIN_CONFIG_V1_DEFAULTS
 from .core.augment import AugmentConfig
-from .core.classes import (BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES, STUDENT, class_index, is_baseline_replica,
-                           is_control, is_multiclass)
+from .core.classes import (
+    BASELINE,
+    CLASS_NAMES,
+    CONTROL,
+    NUM_CLASSES,
+    STUDENT,
+    class_index,
+    is_baseline_replica,
+    is_control,
+    is_multiclass,
+)
 from .core.errors import EnsembleError
 from .core.objectives import OBJECTIVES
 

@@ -19,8 +19,8 @@ import torch
 
 from ensemble import TRAIN_CONFIG_V1_DEFAULTS
 from members.checkpoint import load_checkpoint
-from members.parallel import TrainTask, train_parallel, train_stacked_tasks
 from members.overrides import apply_overrides, parse_override
+from members.parallel import TrainTask, train_parallel, train_stacked_tasks
 from members.presets import SAMPLER_WEIGHTS, get_preset
 from members.training import DISTILL_DEFAULTS, TrainConfig, finished_metrics, init_source
 from members.unet import UNet, UNetConfig, count_parameters
@@ -116,7 +116,7 @@ def model_config(width, depth, out_channels):
     return UNetConfig(out_channels=out_channels, width=width, depth=depth).to_dict()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parameters(width, depth, out_channels):
     with torch.device("meta"):  # the shapes alone: no weights are allocated or initialised
         return count_parameters(UNet(UNetConfig.from_dict(model_config(width, depth, out_channels))))

@@ -27,8 +27,8 @@ from ensemble.core.errors import RunError
 from ensemble.core.fileio import pickle_refusal
 
 from .argmax import ArgmaxFuser
-from .bias import BiasFuser
 from .base import FORMAT, FORMAT_VERSION, Fuser, NotFittedError
+from .bias import BiasFuser
 from .calibrated import CalibratedFuser
 from .combined import (
     BaselineBiasFuser,

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ensemble.core.augment import RECIPE as AUGMENT_RECIPE, AugmentConfig, build_augmentation
+from ensemble.core.augment import RECIPE as AUGMENT_RECIPE
+from ensemble.core.augment import AugmentConfig, build_augmentation
 from ensemble.core.classes import CLASS_NAMES, NO_LABEL, NUM_CLASSES, TERRAIN_CLASSES, pixel_counts
 from ensemble.core.devices import machine_cores
 from ensemble.core.errors import RunError

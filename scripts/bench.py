@@ -46,16 +46,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ensemble.core.augment import AugmentConfig, build_augmentation  # noqa: E402
+from ensemble.core.defaults import BATCH_SIZE  # noqa: E402
 from ensemble.inference.export import export_pipeline, load_exported  # noqa: E402
 from ensemble.train import matched_baseline_width, model_config  # noqa: E402
 from fusion import get_fuser  # noqa: E402
 from members.parallel import TrainTask, train_parallel  # noqa: E402
 from members.stacked import StackedUNet  # noqa: E402
 from members.stacked_training import train_stacked  # noqa: E402
-from ensemble.core.augment import AugmentConfig, build_augmentation  # noqa: E402
-from ensemble.core.defaults import BATCH_SIZE  # noqa: E402
 from members.training import (  # noqa: E402
-    SplitArrays, TrainConfig, build_loss, make_batch, targets_and_valid, train_network,
+    SplitArrays,
+    TrainConfig,
+    build_loss,
+    make_batch,
+    targets_and_valid,
+    train_network,
 )
 from members.unet import UNet, UNetConfig, count_parameters  # noqa: E402
 

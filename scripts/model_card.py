@@ -20,8 +20,15 @@ import sys
 from pathlib import Path
 
 from ensemble.core.augment import RECIPE, AugmentConfig
-from ensemble.core.classes import (BASELINE, CLASS_NAMES, STUDENT, TERRAIN_NAMES, TUNED_BASELINE, is_baseline_replica,
-                                   is_control)
+from ensemble.core.classes import (
+    BASELINE,
+    CLASS_NAMES,
+    STUDENT,
+    TERRAIN_NAMES,
+    TUNED_BASELINE,
+    is_baseline_replica,
+    is_control,
+)
 from ensemble.core.fileio import write_text_atomic
 from ensemble.core.runfolder import CONFIG, INPUT_STATS, MANIFEST, METRICS, MODEL_CARD, RunFolder
 from members.presets import PRESETS
@@ -297,7 +304,7 @@ def model_card(run=DEFAULT_RUN):
             f"{_count(_len(split.get('val_indices')))} validation tiles from {_count(_len(split.get('val_groups')))} "
             f"rover stops that no network trained on; outlier tiles dropped: "
             f"{_count(_len(split.get('outliers_dropped')))}.",
-            f"* Software: " + (", ".join(f"{k} {v}" for k, v in sorted((manifest.get('versions') or {}).items()))
+            "* Software: " + (", ".join(f"{k} {v}" for k, v in sorted((manifest.get('versions') or {}).items()))
                                 or NOT_RECORDED) + f"; run created {manifest.get('created', NOT_RECORDED)}.", ""]
 
     # ---- intended use

@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ensemble import api  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ensemble import api  # noqa: E402
 from ensemble.core.classes import BASELINE, CLASS_NAMES, TUNED_BASELINE, control_names  # noqa: E402
 from ensemble.core.data import load_data  # noqa: E402
 from ensemble.core.fileio import write_json_atomic, write_text_atomic  # noqa: E402

@@ -12,7 +12,6 @@ writes ``robustness.json`` into each run folder.
 A recipe is ``NAME:SETTING[,SETTING...]`` (``NAME:`` alone for the default recipe).
 """
 import argparse
-import json
 from pathlib import Path
 from types import SimpleNamespace
 

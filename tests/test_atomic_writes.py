@@ -20,18 +20,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import copy_run
+
 from ensemble import api
 from ensemble.core.data import load_data, tile_ids
 from ensemble.core.imagestats import training_statistics
-from ensemble.inference import cached_val_logits
 from ensemble.core.metrics import per_tile_confusion
+from ensemble.core.runfolder import RunFolder, record_network_config
+from ensemble.evaluation.table import build_table
+from ensemble.inference import cached_val_logits
 from ensemble.predict import write_summary
 from ensemble.reporting.figures import confusion_png, write_class_png, write_mask_png, write_overlay_png
-from ensemble.evaluation.table import build_table
 from ensemble.reporting.report import write_report
-from ensemble.core.runfolder import RunFolder, record_network_config
 from ensemble.reporting.submission import SubmissionWriter
 from fusion import get_fuser
 

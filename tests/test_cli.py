@@ -6,10 +6,9 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import assert_one_line_error, copy_run  # noqa: E402
 
 from ensemble.cli import main
-
-from conftest import assert_one_line_error, copy_run  # noqa: E402
 
 COMMANDS = ([], ["data", "inspect"], ["data", "clean"], ["train"], ["baseline"], ["fuse"], ["evaluate"],
             ["predict"], ["export"], ["score"], ["run"])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import TINY, assert_one_line_error, copy_run
+
 from ensemble import api
 from ensemble.cli import main
 from ensemble.core.classes import BASELINE, CLASS_NAMES, control_names

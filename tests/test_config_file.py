@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import assert_one_line_error
 
 from ensemble import api, train
 from ensemble.cli import main
@@ -16,8 +17,6 @@ from ensemble.core.runfolder import RunFolder
 from ensemble.train import TrainOptions, network_config
 from members.checkpoint import load_checkpoint
 from members.training import NetworkTrainer, SplitArrays, TrainConfig
-
-from conftest import TINY, assert_one_line_error
 
 #: The CLI's spelling of conftest.TINY.
 TINY_ARGS = ["--epochs", "1", "--samples-per-epoch", "48", "--quiet"]

@@ -1,8 +1,8 @@
 """Training on a Dask cluster equals local training for the same seed, members and baseline of one plan alike."""
 import pytest
 import torch
-
 from conftest import TINY
+
 from ensemble.train import TrainOptions, train_networks
 from members.checkpoint import load_checkpoint
 

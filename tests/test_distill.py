@@ -7,7 +7,7 @@ import torch
 
 from ensemble.core.augment import AugmentConfig, build_augmentation
 from members.losses import DistillLoss, DistillTarget, MulticlassLoss
-from members.training import (SplitArrays, TrainConfig, build_loss, make_batch, make_distill_batch, train_network)
+from members.training import SplitArrays, TrainConfig, build_loss, make_batch, make_distill_batch, train_network
 
 
 def _logits(seed, n=2, h=8, w=16):
@@ -131,8 +131,8 @@ def test_a_network_without_a_teacher_keeps_the_label_loss():
 def test_ensemble_distill_trains_the_student_from_the_runs_teacher_and_caches_its_logits(tiny_run, subset_path,
                                                                                            tmp_path):
     from click.testing import CliRunner
-
     from conftest import copy_run
+
     from ensemble.cli import main
     from ensemble.core.locations import user_cache_dir
     from ensemble.core.runfolder import RunFolder
@@ -170,8 +170,8 @@ def test_ensemble_distill_trains_the_student_from_the_runs_teacher_and_caches_it
 
 def test_an_unknown_teacher_is_a_one_line_error(tiny_run, subset_path, tmp_path):
     from click.testing import CliRunner
-
     from conftest import assert_one_line_error, copy_run
+
     from ensemble.cli import main
 
     run = copy_run(tiny_run, tmp_path)
@@ -184,6 +184,7 @@ def test_an_unknown_teacher_is_a_one_line_error(tiny_run, subset_path, tmp_path)
 def test_evaluate_scores_the_student_and_its_tuned_offsets_and_counts_the_teachers_minutes(tiny_run, subset_path,
                                                                                              tmp_path):
     from conftest import TINY, copy_run
+
     from ensemble import api
     from ensemble.core.runfolder import RunFolder
     from ensemble.evaluation.evaluate import model_networks
@@ -254,6 +255,7 @@ def test_unlabeled_sources_need_the_npz_key_named(subset_path, tmp_path):
 
 def test_a_student_learns_from_unlabeled_tiles_through_the_teacher(tiny_run, subset_path, tmp_path):
     from conftest import TINY, copy_run
+
     from ensemble import api
     from ensemble.core.runfolder import RunFolder
 

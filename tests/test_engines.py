@@ -5,15 +5,14 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import assert_one_line_error, copy_run
-from ensemble.inference import engines
+
 from ensemble.cli import main
 from ensemble.core.data import load_data
-from ensemble.core.locations import PROJECT_ROOT
 from ensemble.core.errors import EnsembleError, RunError
+from ensemble.core.locations import PROJECT_ROOT
 from ensemble.core.runfolder import RunFolder
-from ensemble.inference import Predictor, cached_val_logits
+from ensemble.inference import Predictor, cached_val_logits, engines
 
 pytestmark = pytest.mark.skipif(not engines.onnx_available(), reason="onnxruntime, onnx or onnxscript not installed")
 

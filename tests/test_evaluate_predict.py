@@ -12,12 +12,12 @@ from PIL import Image
 
 from ensemble.core.data import load_data, open_npz, tile_ids
 from ensemble.core.errors import DataError, EnsembleError, RunError
+from ensemble.core.metrics import confusion_matrix, mean_iou
+from ensemble.core.runfolder import RunFolder
 from ensemble.evaluation.crossfit import cross_fitted_logits, fold_assignment
 from ensemble.evaluation.evaluate import evaluate_run
 from ensemble.inference import Predictor, cached_val_logits
-from ensemble.core.metrics import confusion_matrix, mean_iou
 from ensemble.predict import load_images, predict_run
-from ensemble.core.runfolder import RunFolder
 from ensemble.reporting.submission import read_submission
 from fusion import get_fuser, load_fuser
 
@@ -441,9 +441,9 @@ def test_evaluate_without_robustness_removes_an_earlier_benchmark_figure(fused_r
 
 def test_unknown_corruption_is_a_one_line_error(fused_run, subset_path):
     from click.testing import CliRunner
+    from conftest import assert_one_line_error
 
     from ensemble.cli import main
-    from conftest import assert_one_line_error
 
     result = CliRunner().invoke(main, ["evaluate", "--run", str(fused_run), "--data", str(subset_path),
                                        "--robustness", "--corruptions", "jpeg,fog"])

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import assert_one_line_error
 from PIL import Image
 
-from conftest import assert_one_line_error
 from ensemble.cli import main
 from ensemble.core.data import load_data, tile_ids
 from ensemble.core.errors import DataError, EnsembleError
 from ensemble.core.runfolder import RunFolder
 from ensemble.inference import Predictor, cached_val_logits
-from ensemble.predict import load_images
 from ensemble.inference.windows import check_scale, check_step, resize_logits, stitched_logits, window_starts
+from ensemble.predict import load_images
 from fusion import get_fuser
 
 H, W = 64, 128
@@ -176,7 +176,7 @@ def _image_folder(folder, tiles):
     gray = tiles[0]
     Image.fromarray(gray).save(folder / "tile.png")
     Image.fromarray(np.dstack([tiles[1][:50, :90]] * 3)).save(folder / "colour.jpg", quality=95)
-    Image.fromarray((tiles[2][:30, :40].astype(np.uint16) * 257)).save(folder / "sixteen.png")
+    Image.fromarray(tiles[2][:30, :40].astype(np.uint16) * 257).save(folder / "sixteen.png")
     Image.fromarray(tiles[3][:20, :70]).convert("P").save(folder / "palette.png")
     Image.fromarray(tiles[4][:60, :20]).convert("LA").save(folder / "alpha.png")
     Image.fromarray(np.concatenate([tiles[5], tiles[6]])).save(folder / "frame.tif")

@@ -4,8 +4,8 @@ import shutil
 
 import numpy as np
 from click.testing import CliRunner
-
 from conftest import assert_one_line_error, copy_run
+
 from ensemble.cli import main
 from fusion import FUSERS, STRATEGIES, load_fuser
 
@@ -69,9 +69,9 @@ def test_unknown_strategy_lists_valid(tiny_run):
 def test_export_cli_reproduces_predict_proba(tiny_run, subset_path, tmp_path):
     import torch
 
-    from ensemble.inference.export import load_exported
-    from ensemble.inference import load_members
     from ensemble.core.data import load_data
+    from ensemble.inference import load_members
+    from ensemble.inference.export import load_exported
 
     assert fuse_cli("--run", str(tiny_run), "--data", str(subset_path), "--strategy", "learned").exit_code == 0
     out = tmp_path / "model.pt2"

@@ -11,9 +11,9 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fuzz_inputs import NPZ_KINDS, malformed_npz_cases
 
 from ensemble.cli import main
-from fuzz_inputs import NPZ_KINDS, malformed_npz_cases
 
 N_CASES = 7 * NPZ_KINDS
 

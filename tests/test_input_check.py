@@ -14,15 +14,23 @@ import warnings
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import assert_one_line_error
 from PIL import Image
 
-from conftest import assert_one_line_error
 from ensemble import api
 from ensemble.cli import main
 from ensemble.core.corruptions import corrupt
 from ensemble.core.errors import EnsembleError
-from ensemble.core.imagestats import (QUANTILES, RULES, STATISTICS, InputRange, InputWarning, image_statistics,
-                                      thresholds, training_statistics)
+from ensemble.core.imagestats import (
+    QUANTILES,
+    RULES,
+    STATISTICS,
+    InputRange,
+    InputWarning,
+    image_statistics,
+    thresholds,
+    training_statistics,
+)
 from ensemble.core.locations import PROJECT_ROOT
 from ensemble.core.runfolder import RunFolder
 from ensemble.inference.windows import as_image_tensor, to_training_scale

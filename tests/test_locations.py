@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import assert_one_line_error
+
 from ensemble import api
 from ensemble.cli import main
 from ensemble.core import locations

@@ -4,8 +4,8 @@ import logging
 import re
 
 from click.testing import CliRunner
-
 from conftest import TINY
+
 from ensemble import api
 from ensemble.cli import main
 from ensemble.core.logs import console, run_log

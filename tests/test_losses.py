@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ensemble.train import TrainOptions, network_config
 from ensemble.core.weights import class_weights
+from ensemble.train import TrainOptions, network_config
 from members.losses import MemberLoss, MulticlassLoss, auto_pos_weight
 from members.presets import SAMPLER_WEIGHTS
 from members.training import TrainConfig, build_loss, epoch_order, targets_and_valid

@@ -9,19 +9,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY  # noqa: E402
 
+import members.training as training
 from ensemble import api
+from ensemble.core.data import load_data
 from ensemble.core.errors import RunError
 from ensemble.train import matched_baseline_width, members_parameter_count, model_config
 from members.blocks import get_block
 from members.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-import members.training as training
-from ensemble.core.data import load_data
-from members.training import (NetworkTrainer, SplitArrays, TrainConfig, build_loss, make_batch, targets_and_valid,
-                              train_network, validation_score)
+from members.training import (
+    NetworkTrainer,
+    SplitArrays,
+    TrainConfig,
+    build_loss,
+    make_batch,
+    targets_and_valid,
+    train_network,
+    validation_score,
+)
 from members.unet import UNet, UNetConfig, count_parameters
-
-from conftest import TINY  # noqa: E402
 
 
 @pytest.mark.parametrize("size", [(64, 128), (128, 256)])

@@ -14,8 +14,7 @@ import venv
 
 import numpy as np
 
-from ensemble.core.locations import PROJECT_ROOT
-from ensemble.core.locations import CACHE_ENV, DATA_ENV
+from ensemble.core.locations import CACHE_ENV, DATA_ENV, PROJECT_ROOT
 
 TINY_TRAINING = "--epochs 1 --samples-per-epoch 32"  # the width is the preset's: the baseline matches it
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY, assert_one_line_error
 
 from ensemble import api
 from ensemble.cli import main
@@ -17,8 +18,6 @@ from ensemble.train import model_config
 from members.checkpoint import load_checkpoint
 from members.overrides import apply_overrides, parse_override
 from members.training import NetworkTrainer, SplitArrays, TrainConfig, WeightAverage, build_scheduler, train_network
-
-from conftest import TINY, assert_one_line_error
 
 
 def _split(data):

@@ -8,16 +8,15 @@ import math
 
 import pytest
 from click.testing import CliRunner
+from conftest import copy_run  # noqa: E402
 
 from ensemble.api import default_run
 from ensemble.cli import main
 from ensemble.core.locations import PROJECT_ROOT
-from ensemble.evaluation.evaluate import evaluate_run
 from ensemble.core.metrics import CONVENTIONS
 from ensemble.core.runfolder import RunFolder
+from ensemble.evaluation.evaluate import evaluate_run
 from ensemble.reporting.submission import read_submission
-
-from conftest import copy_run  # noqa: E402
 
 REFERENCE = PROJECT_ROOT / "models" / "reference"
 FULLMASK = PROJECT_ROOT / "models" / "fullmask"

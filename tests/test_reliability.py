@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY, assert_one_line_error, copy_run
 
 import members.parallel
-from conftest import TINY, assert_one_line_error, copy_run
 from ensemble import api
 from ensemble.cli import main
 from ensemble.core.errors import RunError

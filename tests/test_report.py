@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ensemble.core.metrics import COMPARE_COLUMNS
-from ensemble.evaluation.bootstrap import compare_metrics, compare_to_baseline, paired_bootstrap
 from ensemble.core.classes import NUM_CLASSES
-from ensemble.core.metrics import mean_iou, per_tile_confusion
+from ensemble.core.metrics import COMPARE_COLUMNS, mean_iou, per_tile_confusion
+from ensemble.evaluation.bootstrap import compare_metrics, compare_to_baseline, paired_bootstrap
+from ensemble.evaluation.table import build_table
 from ensemble.reporting.figures import (
     CLASS_COLORS,
     colorize,
@@ -18,10 +18,9 @@ from ensemble.reporting.figures import (
     write_gray_png,
     write_mask_png,
 )
-from ensemble.evaluation.table import build_table
 from ensemble.reporting.report import write_report
-from ensemble.reporting.text import format_table
 from ensemble.reporting.submission import SubmissionWriter, read_submission
+from ensemble.reporting.text import format_table
 
 H, W = 8, 16
 

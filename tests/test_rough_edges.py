@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import assert_one_line_error
 from PIL import Image
 
-from conftest import assert_one_line_error
 from ensemble.cli import main
 from ensemble.core.classes import CLASS_NAMES
 from ensemble.core.locations import shipped_run

@@ -4,12 +4,11 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import assert_one_line_error
 
 from ensemble.cli import main
 from ensemble.core.metrics import CONVENTIONS, confusion_matrix, mean_iou
 from ensemble.reporting.submission import SubmissionWriter
-
-from conftest import assert_one_line_error
 
 H, W = 4, 6
 

@@ -9,17 +9,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY, assert_one_line_error  # noqa: E402
 
 import members.training as training
-from ensemble.core.classes import class_index
 from ensemble.cli import main
+from ensemble.core.classes import class_index
 from ensemble.core.data import load_data
 from members.checkpoint import load_checkpoint
 from members.stacked_training import MemberStack, check_stackable, train_stacked
 from members.training import NetworkTrainer, SplitArrays, TrainConfig, train_network
 from members.unet import UNet
-
-from conftest import TINY, assert_one_line_error  # noqa: E402
 
 MODEL = dict(out_channels=1, width=4, depth=3, in_channels=1, bottleneck="dilated_se", upsample="transpose",
              dropout=0.0)

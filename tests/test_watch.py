@@ -4,9 +4,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import TINY, assert_one_line_error
 
 import members.training as training
-from conftest import TINY, assert_one_line_error
 from ensemble import api
 from ensemble.cli import main
 from ensemble.core.errors import EnsembleError

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemble import FORMAT_VERSION, __version__
+
 from .classes import BASELINE, CLASS_NAMES, CONTROL, is_baseline_replica, is_control
 from .errors import RunError
 from .fileio import sha256_file, write_json_atomic

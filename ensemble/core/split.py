@@ -3,7 +3,6 @@ import warnings
 
 import numpy as np
 
-
 #: Share of the tiles (whole rover stops) held out for validation unless a run says otherwise.
 VAL_FRACTION = 0.15
 

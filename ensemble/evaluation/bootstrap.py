@@ -14,7 +14,6 @@ from ..core.classes import TERRAIN_CLASSES
 from ..core.metrics import COMPARE_COLUMNS, CONVENTIONS, iou_per_class, mean_iou
 
 
-
 def _resample_counts(n_tiles, n_boot, seed):
     """(n_boot, n_tiles) float64 matrix: how often each tile is drawn in each replicate."""
     rng = np.random.default_rng(seed)

@@ -21,8 +21,16 @@ import torch
 from fusion import FUSERS, new_fuser
 from fusion.base import _as_tensor, channel_argmax
 
-from ..core.classes import (BASELINE, BASELINE_PAIR, BASELINE_PAIR_BIAS, CLASS_NAMES, CONTROL, STUDENT, TUNED_BASELINE,
-                            TUNED_STUDENT)
+from ..core.classes import (
+    BASELINE,
+    BASELINE_PAIR,
+    BASELINE_PAIR_BIAS,
+    CLASS_NAMES,
+    CONTROL,
+    STUDENT,
+    TUNED_BASELINE,
+    TUNED_STUDENT,
+)
 from ..core.data import MarsData, load_data, tile_ids
 from ..core.defaults import CROSS_FIT_FOLDS
 from ..core.devices import machine_cores
@@ -31,17 +39,32 @@ from ..core.fileio import check_output
 from ..core.metrics import binary_iou, expected_calibration_error, mean_iou, per_tile_confusion
 from ..core.objectives import scored_pixels
 from ..core.runfolder import METRICS, RunFolder
-from ..inference import (MEMBERS, InferenceOptions, Predictor, check_run_data, fitted_strategies, fuser_inputs,
-                         load_run_fuser, source_logits, source_networks)
+from ..inference import (
+    MEMBERS,
+    InferenceOptions,
+    Predictor,
+    check_run_data,
+    fitted_strategies,
+    fuser_inputs,
+    load_run_fuser,
+    source_logits,
+    source_networks,
+)
 from ..inference.engines import resolve_engine
-from ..reporting.figures import ROBUSTNESS_PNG, confusion_png, most_different_tiles, overlay_sheet, robustness_png, write_curve
+from ..reporting.figures import (
+    ROBUSTNESS_PNG,
+    confusion_png,
+    most_different_tiles,
+    overlay_sheet,
+    robustness_png,
+    write_curve,
+)
 from ..reporting.report import write_report
 from .bootstrap import paired_bootstrap
 from .crossfit import cross_fitted_logits, fitted_logits, fold_assignment
 from .curve import budget_curve, check_snapshots, read_curve, recorded_cores, training_minutes
 from .robustness import FrameSet, model_sources, robust_models, robustness_scores, robustness_table
 from .table import build_table
-
 
 
 def fusers_fitted_on(cross_fit, by_groups=True):

@@ -9,7 +9,6 @@ from ..core.metrics import all_mean_ious, background_on_labeled, iou_per_class, 
 from ..core.objectives import HEADLINE_CONVENTION
 from .bootstrap import compare_to_baseline
 
-
 #: How the differences' intervals are computed (``table["bootstrap"]["method"]``).
 BOOTSTRAP_METHOD = "paired percentile bootstrap over tiles"
 

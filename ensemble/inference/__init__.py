@@ -13,8 +13,17 @@
 """
 from .batching import all_logits, as_image, as_tiles, logits_batches
 from .cache import cached_val_logits, fuser_inputs, source_logits
-from .loading import (MEMBERS, available_sources, check_run_data, load_control, load_members, load_multiclass,
-                      load_network_state, load_run_fuser, source_networks)
+from .loading import (
+                      MEMBERS,
+                      available_sources,
+                      check_run_data,
+                      load_control,
+                      load_members,
+                      load_multiclass,
+                      load_network_state,
+                      load_run_fuser,
+                      source_networks,
+)
 from .options import BATCH_SIZE, TTA_CHOICES, InferenceOptions, check_tta, resolve_stack
 from .predictor import Predictor
 from .strategies import FALLBACK_STRATEGY, check_strategy, default_strategy, default_tta, fitted_strategies

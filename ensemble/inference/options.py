@@ -9,7 +9,6 @@ from ..core.defaults import BATCH_SIZE, DEFAULT_STEP
 from ..core.errors import EnsembleError
 from .windows import check_scale, check_step
 
-
 #: Test-time augmentations: none, or the horizontal flip (logits of the image and its mirror averaged).
 TTA_CHOICES = ("none", "flip")
 

@@ -22,8 +22,18 @@ from ..core.imagestats import image_statistics, warn_inputs
 from ..core.runfolder import RunFolder
 from .batching import Tiles, all_logits, as_tiles, image_list, logits_batches, tta_logits
 from .engines import OnnxForward, cached_graph, export_onnx, resolve_engine
-from .loading import (MEMBERS, MembersOneByOne, check_tile_shape, concatenated, load_members, load_run_fuser,
-                      load_source, members_forward, network_checkpoint, source_networks)
+from .loading import (
+    MEMBERS,
+    MembersOneByOne,
+    check_tile_shape,
+    concatenated,
+    load_members,
+    load_run_fuser,
+    load_source,
+    members_forward,
+    network_checkpoint,
+    source_networks,
+)
 from .options import InferenceOptions, resolve_stack
 from .strategies import check_strategy
 from .windows import as_image_tensor, resize_logits, stitched_logits, to_training_scale

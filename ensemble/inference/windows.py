@@ -31,7 +31,6 @@ from ..core.defaults import BATCH_SIZE, DEFAULT_STEP
 from ..core.errors import EnsembleError
 from ..core.resample import bilinear_rows, resample
 
-
 #: Sigma of the Gaussian importance map as a fraction of the tile (nnU-Net, MONAI ``sigma_scale``).
 SIGMA_SCALE = 1 / 8
 

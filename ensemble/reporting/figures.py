@@ -11,7 +11,6 @@ from ..core.classes import BASELINE, CLASS_NAMES, CONTROL, NUM_CLASSES, TUNED_BA
 from ..core.fileio import write_bytes_atomic, write_json_atomic
 from .text import single_models
 
-
 #: RGB colour of every class: background, soil, bedrock, sand, big rock.
 CLASS_COLORS = np.array(
     [

@@ -12,8 +12,16 @@ import numpy as np
 from ..core.errors import EnsembleError
 from ..core.fileio import atomic_path
 from ..core.history import read_history
-from ..core.runfolder import CACHE_DIR, EVALUATION_DIR, FUSION_DIR, HISTORY_CSV, LOG_DIR, PROGRESS_PNG, SNAPSHOT_DIR, \
-    TENSORBOARD_DIR
+from ..core.runfolder import (
+    CACHE_DIR,
+    EVALUATION_DIR,
+    FUSION_DIR,
+    HISTORY_CSV,
+    LOG_DIR,
+    PROGRESS_PNG,
+    SNAPSHOT_DIR,
+    TENSORBOARD_DIR,
+)
 
 log = logging.getLogger(__name__)
 

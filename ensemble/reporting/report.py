@@ -40,10 +40,24 @@ from pathlib import Path
 import numpy as np
 
 from ..core.fileio import write_json_atomic, write_text_atomic
-from .text import (COLUMNS, ablation_rows, budget_difference_rows, budget_rows, curve_rows, difference_headers,
-                   difference_rows, fmt, frame_rows, markdown_table, metric_rows, robustness_row_headers,
-                   robustness_rows, robustness_summary_rows, ROBUSTNESS_SUMMARY_HEADERS, tta_gain_rows)
-
+from .text import (
+    COLUMNS,
+    ROBUSTNESS_SUMMARY_HEADERS,
+    ablation_rows,
+    budget_difference_rows,
+    budget_rows,
+    curve_rows,
+    difference_headers,
+    difference_rows,
+    fmt,
+    frame_rows,
+    markdown_table,
+    metric_rows,
+    robustness_row_headers,
+    robustness_rows,
+    robustness_summary_rows,
+    tta_gain_rows,
+)
 
 _META_KEYS = (("run", "run"), ("objective", "objective"), ("data_sha", "data sha256"), ("split", "split"),
               ("n_tiles", "tiles"), ("tta", "TTA"), ("fusers_fitted_on", "fusers fitted on"),

@@ -11,7 +11,6 @@ from ..core.classes import BASELINE, CLASS_NAMES, CONTROL, TERRAIN_CLASSES, TERR
 from ..core.metrics import COMPARE_COLUMNS, CONVENTIONS
 from ..core.objectives import HEADLINE_CONVENTION
 
-
 #: Table columns: (header, getter from a model row).
 COLUMNS = (
     *((name.replace("_", " "), lambda row, name=name: row["iou"][name]) for name in TERRAIN_NAMES),
