@@ -17,7 +17,8 @@ def shipped_files():
                   if p.is_file() and not SKIPPED & set(p.relative_to(models).parts) and p.name not in SKIPPED_FILES)
 
 
-VERSION = re.search(r'__version__ = "([^"]+)"', Path(__file__).with_name("ensemble").joinpath("__init__.py").read_text()).group(1)
+VERSION = re.search(r'__version__ = "([^"]+)"',
+                    Path(__file__).with_name("ensemble").joinpath("__init__.py").read_text()).group(1)
 
 setup(
     name="mars-ensemble",

@@ -465,7 +465,8 @@ def status(run=None):
 
 
 def _smoke_run_note():
-    """:func:`~ensemble.reporting.report.smoke_run_line` from the shipped reference run's report, or ``None`` without one."""
+    """:func:`~ensemble.reporting.report.smoke_run_line` from the shipped reference run's report, or ``None``
+    without one."""
     import json
 
     from .core.locations import shipped_run

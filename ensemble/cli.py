@@ -705,4 +705,5 @@ def export_command(*, run, strategy, format, out, tta):
     """
     out = out or f"model.{format or 'pt2'}"
     result = api.export(run=run, strategy=strategy, out=out, format=format, tta=tta)
-    click.echo(f"wrote {result['out']} ({result['strategy']} fusion, tta {result['tta']}, tiles {result['tile_shape'][0]}x{result['tile_shape'][1]})")
+    click.echo(f"wrote {result['out']} ({result['strategy']} fusion, tta {result['tta']}, "
+               f"tiles {result['tile_shape'][0]}x{result['tile_shape'][1]})")

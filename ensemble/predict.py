@@ -25,6 +25,7 @@ refused before anything is predicted (a float ``.npz`` array is normalised as a 
 """
 import contextlib
 import csv
+import functools
 import io
 import json
 import math
@@ -190,8 +191,8 @@ def _npz_inputs(path):
                         f"images (keys found: {found})")
     keys = sorted(arrays)
     images = {k: as_image(arrays[k], f"{path.name}['{k}']") for k in keys}
-    return Inputs(keys, [images[k].shape for k in keys], lambda i: images[keys[i]], lambda i: f"{path.name}['{keys[i]}']",
-                  path)
+    return Inputs(keys, [images[k].shape for k in keys], lambda i: images[keys[i]],
+                  lambda i: f"{path.name}['{keys[i]}']", path)
 
 
 def open_inputs(path, folders=True):
@@ -443,7 +444,8 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
     the image with its class colours and a legend; ``uncertainty_dir`` ``<id>_entropy.png``
     (entropy of the class probabilities / log 5, see :func:`entropy_map`) and, for ensemble
     strategies, ``<id>_disagreement.png`` (see :func:`disagreement_map`), both grayscale with
-    255 = 1, each saying so in its ``Description`` text chunk, and ``KEY.txt`` (:func:`uncertainty_key`); ``summary`` (``.csv`` or ``.json``) every image's class shares. Without ``out``, a CSV
+    255 = 1, each saying so in its ``Description`` text chunk, and ``KEY.txt`` (:func:`uncertainty_key`);
+    ``summary`` (``.csv`` or ``.json``) every image's class shares. Without ``out``, a CSV
     is written to ``submission.csv`` only when no per-image output is asked for. Images over
     ``max_pixels`` are refused before any work. Memory stays flat in the number of images; the
     CSV and the summary appear only when complete.
@@ -489,6 +491,8 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
         f"{inputs.source} with {strategy}, tta {predictor.tta}, scale {predictor.scale:g}, engine {predictor.engine}")
     meter = Progress(len(inputs), progress, unit="images", desc="predict")
     rate = lambda: f"{predictor.windows_run / meter.elapsed:.1f} tiles/s"  # noqa: E731
+    line = lambda done: (f"{done}/{len(inputs)} images, {rate()}, ETA "
+                         f"{meter.elapsed / max(done, 1) * (len(inputs) - done):.0f} s ({meter.elapsed:.1f} s)")
     writer = SubmissionWriter(out, math.prod(predictor.tile_shape)) if out is not None else None
     outputs, done = _Outputs(None, folders, summary), 0
     with torch.inference_mode(), (writer if writer is not None else contextlib.nullcontext()):
@@ -498,9 +502,7 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
             notes = _input_notes(predictor, inputs, done, batch_images, warn) if checking else None
             outputs.write(ids, batch_images, class_logits, member_logits, batch_images.shape[1:], notes=notes)
             done += len(ids)
-            meter.update(done, lambda: f"{done}/{len(inputs)} images, {rate()}, ETA "
-                                       f"{meter.elapsed / max(done, 1) * (len(inputs) - done):.0f} s "
-                                       f"({meter.elapsed:.1f} s)", **{"tiles/s": predictor.windows_run / meter.elapsed})
+            meter.update(done, functools.partial(line, done), **{"tiles/s": predictor.windows_run / meter.elapsed})
             del class_logits, member_logits  # drop this batch before the next one is computed
     if summary is not None:
         write_summary(summary, outputs.rows)

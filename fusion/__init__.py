@@ -94,7 +94,8 @@ def load_fuser(path):
             raise RunError(f"fuser file {path} holds a pickled Python object ({refused}), which is never loaded; "
                            "fuser files hold only tensors and plain values") from None
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RunError(f"fuser file {path} is corrupted or not a torch file ({type(exc).__name__}: {reason[:200]})") from None
+        raise RunError(f"fuser file {path} is corrupted or not a torch file "
+                       f"({type(exc).__name__}: {reason[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RunError(f"fuser file {path} is not a {FORMAT} file")
     version = payload.get("format_version")

@@ -4,8 +4,8 @@ A fuser reads the logits of its :attr:`Fuser.sources`, concatenated along the ch
 order, five channels each: ``"members"`` is the stacked member logits (channel k is the logit of
 the one-vs-rest member for class k, in the order of :data:`ensemble.core.classes.CLASS_NAMES`),
 ``"baseline"`` (and its replicas ``"baseline_1"``, ...) a multiclass net's class logits (class 0 at
--inf under the ``competition`` objective). It turns them into fused 5-class logits (N, 5, H, W). The API follows scikit-learn's
-``CalibratedClassifierCV``: ``fit`` returns ``self``, fitted attributes end in ``_`` and
+-inf under the ``competition`` objective). It turns them into fused 5-class logits (N, 5, H, W). The API follows
+scikit-learn's ``CalibratedClassifierCV``: ``fit`` returns ``self``, fitted attributes end in ``_`` and
 predicting before ``fit`` raises :class:`NotFittedError`.
 """
 import io

@@ -89,5 +89,6 @@ class CalibratedFuser(Fuser):
             f"{info['sample_nll_before']:.4f} -> {info['sample_nll_after']:.4f}"
         ]
         for name, temperature, scale, bias in zip(CLASS_NAMES, self.temperatures_, self.scales_, self.biases_):
-            lines.append(f"{name:<10} temperature {float(temperature):9.4g}  scale {float(scale):9.4g}  bias {float(bias):+9.4g}")
+            lines.append(f"{name:<10} temperature {float(temperature):9.4g}  scale {float(scale):9.4g}  "
+                         f"bias {float(bias):+9.4g}")
         return lines

@@ -25,8 +25,8 @@ class LearnedFuser(Fuser):
     Initialised at the identity (centre tap 1 on the diagonal, 0 elsewhere, bias 0), so it
     starts as the argmax fuser. Trained with class-weighted cross-entropy (weights from
     :func:`~ensemble.core.weights.class_weights` of the fit masks; under the ``competition`` objective on labeled
-    pixels, over the fused logits of classes 1-4, the class-0 output being -inf) and AdamW (weight decay on the kernel only), in
-    mini-batches of ``batch_pixels`` from a seeded sample of at most ``max_pixels`` pixels
+    pixels, over the fused logits of classes 1-4, the class-0 output being -inf) and AdamW (weight decay on the
+    kernel only), in mini-batches of ``batch_pixels`` from a seeded sample of at most ``max_pixels`` pixels
     (with their k x k windows) of the training tiles.
 
     Early stopping: ``holdout_fraction`` of the tiles (a random split with ``seed``; tiles of
@@ -147,7 +147,8 @@ class LearnedFuser(Fuser):
         return {"weight": self.weight_, "bias": self.bias_}
 
     def _set_params(self, params):
-        self._set_fitted(check_param(params, "weight", self._kernel_shape()), check_param(params, "bias", (NUM_CLASSES,)))
+        self._set_fitted(check_param(params, "weight", self._kernel_shape()),
+                         check_param(params, "bias", (NUM_CLASSES,)))
 
     def centre_taps(self):
         """The (5, inputs) centre taps of the fitted kernel (the whole matrix for a 1x1 kernel)."""
@@ -167,11 +168,13 @@ class LearnedFuser(Fuser):
                 f"early stopping on {info['holdout_tiles']} held-out tiles: best epoch {info['best_epoch']} of "
                 f"{info['epochs_run']}, held-out mIoU ({HEADLINE_CONVENTION[self.objective]}) "
                 f"{info['holdout_miou_identity']:.4f} (identity) -> "
-                f"{info['holdout_miou_best']:.4f}, NLL {info['holdout_nll_identity']:.4f} -> {info['holdout_nll_best']:.4f}"
+                f"{info['holdout_miou_best']:.4f}, NLL {info['holdout_nll_identity']:.4f} -> "
+                f"{info['holdout_nll_best']:.4f}"
             )
         else:
             lines.append(f"no held-out tiles: trained {info['epochs_run']} epochs, kept the last")
-        taps = "weights" if self.kernel_size == 1 else f"centre taps of the {self.kernel_size}x{self.kernel_size} kernel"
+        taps = ("weights" if self.kernel_size == 1
+                else f"centre taps of the {self.kernel_size}x{self.kernel_size} kernel")
         what = "member logits" if self.sources == ("members",) else f"input logits ({' + '.join(self.sources)})"
         lines.append(f"fused logit = {taps} x {what} + bias (rows: fused class, columns: input)")
         columns = [name if source == "members" else f"{source[:4]}:{name[:6]}"

@@ -23,7 +23,8 @@ class FusionConv(nn.Module):
     Unlike ``nn.Conv2d`` its construction draws no random numbers, so building it does not
     disturb the global torch RNG. A 1x1 kernel runs as a matrix product over the flattened
     pixels: the same map, many times faster on the CPU than ``conv2d`` with 5 channels
-    (docs/performance.md), and its output stays plain contiguous, so what follows (the class-0 mask, the argmax) is not slowed either.
+    (docs/performance.md), and its output stays plain contiguous, so what follows (the class-0 mask, the argmax) is
+    not slowed either.
     """
 
     def __init__(self, weight, bias):

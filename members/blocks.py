@@ -33,7 +33,8 @@ def batch_norm(channels, members=None):
 
 
 def grouped_conv(in_channels, out_channels, kernel_size, members=None, shared_input=False, **options):
-    """``Conv2d`` of ``members`` networks side by side (``groups=members``); with ``shared_input`` all read one input."""
+    """``Conv2d`` of ``members`` networks side by side (``groups=members``); with ``shared_input`` all read one
+    input."""
     k = members or 1
     in_total = in_channels if shared_input else in_channels * k
     return nn.Conv2d(in_total, out_channels * k, kernel_size, groups=1 if shared_input else k, **options)

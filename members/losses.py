@@ -116,7 +116,8 @@ class DistillLoss(nn.Module):
             raise ValueError(f"alpha: must be in [0, 1], got {alpha}")
         if temperature <= 0:
             raise ValueError(f"temperature: must be positive, got {temperature}")
-        self.labels_loss, self.alpha, self.temperature, self.terrain_only = labels_loss, alpha, temperature, terrain_only
+        self.labels_loss, self.alpha = labels_loss, alpha
+        self.temperature, self.terrain_only = temperature, terrain_only
 
     def teacher_term(self, class_logits, teacher_logits, coverage):
         """The mean over covered pixels of ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``."""

@@ -6,8 +6,8 @@ passes run stacked. Every step, :class:`MemberStack` concatenates the members' p
 into the weights of a :class:`~members.stacked.StackedUNet` with separate inputs, and the
 members' own batches go in side by side (channels-last, as each member trains alone). The
 stacked network is block-diagonal, so a member's gradient comes from its own loss alone; a
-member that stops early leaves the stack and its parameters no longer change. Checkpoints and metrics are the same files as
-independent training writes, so either way can resume the other.
+member that stops early leaves the stack and its parameters no longer change. Checkpoints and metrics are the
+same files as independent training writes, so either way can resume the other.
 """
 import time
 

@@ -355,7 +355,8 @@ def validation_loss(config, loss_fn, logits, masks, *, device="cpu", batch_size=
 def format_seconds(seconds):
     """``1h02m`` or ``3m07s``."""
     seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600
+            else f"{seconds // 60}m{seconds % 60:02d}s")
 
 
 #: The arrays of a :class:`SplitArrays`, in its field order.
@@ -629,7 +630,8 @@ class NetworkTrainer:
         eta = mean_epoch * (config.epochs - epoch)
         self.log(
             f"[{config.name}] epoch {epoch}/{config.epochs}  loss {mean_loss:.4f}  "
-            f"val IoU {score:.4f}{' *' if improved else '  '}  {seconds:.1f}s (validation {val_seconds / seconds:.0%})  "
+            f"val IoU {score:.4f}{' *' if improved else '  '}  {seconds:.1f}s "
+            f"(validation {val_seconds / seconds:.0%})  "
             f"ETA {format_seconds(eta)}"
         )
         write_history(self.out_dir, self.state["history"])

@@ -84,7 +84,8 @@ class UNet(nn.Module):
 
 
 def build_layers(net, config, members=None, shared_input=True):
-    """Give ``net`` the layers of a U-Net of ``config``: ``down``, ``pool``, ``bottleneck``, ``up``, ``merge``, ``head``.
+    """Give ``net`` the layers of a U-Net of ``config``: ``down``, ``pool``, ``bottleneck``, ``up``, ``merge``,
+    ``head``.
 
     ``members=K`` builds K U-Nets side by side as grouped layers (see :mod:`members.blocks`;
     ``None``: one plain U-Net); ``shared_input`` makes them all read the same input image.

@@ -33,6 +33,7 @@ Networks have random weights of the preset's sizes: speed does not depend on the
 """
 import argparse
 import copy
+import functools
 import json
 import os
 import statistics
@@ -114,7 +115,7 @@ def inference_table(width, repeats, workdir):
             x = torch.rand(batch, 1, 64, 128)
             for fn in ways.values():
                 fn(x)  # warm-up
-            times = median_times({name: (lambda fn=fn: fn(x)) for name, fn in ways.items()}, repeats)
+            times = median_times({name: functools.partial(fn, x) for name, fn in ways.items()}, repeats)
             for name, seconds in times.items():
                 rows.setdefault(name, {})[key] = 1000 * seconds if batch == 1 else batch / seconds
     params = {

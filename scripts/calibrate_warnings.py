@@ -101,7 +101,8 @@ def model_drops(report_path, model=None):
 
     table = json.loads(Path(report_path).read_text())["table"]
     robustness = table["robustness"]["models"]
-    model = model or (table.get("best_strategy") if table.get("best_strategy") in robustness else next(iter(robustness)))
+    model = model or (table.get("best_strategy") if table.get("best_strategy") in robustness
+                      else next(iter(robustness)))
     rows = robustness[model]
     return model, {(r["corruption"], r["severity"]): rows["clean"] - r["miou"] for r in rows["rows"]}
 

@@ -119,7 +119,8 @@ def monai_comparison(run, log):
                   "ours_two_tiles_exact": bool(torch.equal(ours_two, two)),
                   "ours_grid_200_rows": window_starts(200, tile[0], 0.5)}
         timings = {}
-        for name, call in (("monai", lambda: theirs(frame, 0.5)), ("ours", lambda: stitched_logits(forward, frame, tile))):
+        for name, call in (("monai", lambda: theirs(frame, 0.5)),
+                           ("ours", lambda: stitched_logits(forward, frame, tile))):
             call()
             started = time.perf_counter()
             for _ in range(20):

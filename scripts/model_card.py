@@ -268,8 +268,9 @@ def model_card(run=DEFAULT_RUN):
         out.append(f"| {NOT_RECORDED} | | | | | | | | | |")
     members = [n for n, cfg in networks.items() if isinstance(cfg.get("target"), int)]
     member_params = [_get(metrics, n, "parameters") for n in members]
-    out += ["", f"The {len(members)} members hold "
-            f"{_count(sum(member_params)) if members and all(isinstance(p, int) for p in member_params) else NOT_RECORDED}"
+    member_total = (_count(sum(member_params)) if members and all(isinstance(p, int) for p in member_params)
+                    else NOT_RECORDED)
+    out += ["", f"The {len(members)} members hold {member_total}"
             f" parameters together, the baseline {_count(_get(metrics, baseline, 'parameters'))}. "
             "Best validation IoU: a member's own class against the rest, a multiclass net's mIoU, as training "
             "measured them each epoch.", ""]
@@ -277,9 +278,12 @@ def model_card(run=DEFAULT_RUN):
     preset = matching_preset(networks)
     aug_lines, effective = augmentation(networks)
     settings = manifest.get("settings") or config.get("settings") or {}
-    sampler = {n: cfg.get("sampler_weight") for n, cfg in networks.items() if cfg.get("sampler_weight") not in (None, 1, 1.0)}
+    sampler = {n: cfg.get("sampler_weight") for n, cfg in networks.items()
+               if cfg.get("sampler_weight") not in (None, 1, 1.0)}
+    preset_line = (f"`{preset}` (the name is {NOT_RECORDED}; every network has its fields, `members/presets.py`)"
+                   if preset else NOT_RECORDED)
     out += ["### Training recipe", "",
-            f"* Preset: {f'`{preset}` (the name is {NOT_RECORDED}; every network has its fields, `members/presets.py`)' if preset else NOT_RECORDED}.",
+            f"* Preset: {preset_line}.",
             f"* Epochs: {_shared(networks, 'epochs')}; batch size {_shared(networks, 'batch_size')}; "
             f"tiles per epoch {_shared(networks, 'samples_per_epoch')} (0: every training tile).",
             f"* Learning rate {_shared(networks, 'lr')}, weight decay {_shared(networks, 'weight_decay')}, "
@@ -377,7 +381,8 @@ def model_card(run=DEFAULT_RUN):
         for cls in classes:
             vs_base = "-" if best == baseline else _interval(_get(table, "differences", best, cls))
             vs_tuned = "-" if best == tuned else _interval(_get(table, "tuned_differences", best, cls))
-            out.append(f"| {cls} | {_num(_get(models, baseline, 'iou', cls))} | {_num(_get(models, tuned, 'iou', cls))} | "
+            out.append(f"| {cls} | {_num(_get(models, baseline, 'iou', cls))} | "
+                       f"{_num(_get(models, tuned, 'iou', cls))} | "
                        f"{_num(_get(models, best, 'iou', cls))} | {vs_base} | {vs_tuned} |")
         out.append("")
     out += [f"`{best or 'the served model'}` was chosen as the best of {len(models)} models on these same "

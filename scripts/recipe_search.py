@@ -142,15 +142,17 @@ def format_markdown(results, args):
         "fusers cross-fitted; 95 % paired bootstrap interval over tiles.", "",
         "| run | what changed | seed | baseline mIoU | learned mIoU | learned - baseline [95 % CI] | calibrated mIoU "
         + ("| control mIoU | control - baseline " if control else "")
-        + (f"| {TUNED_BASELINE} mIoU | learned - {TUNED_BASELINE} " if tuned else "") + "| big rock: baseline / learned |",
-        "|---|---|---:|---:|---:|---|---:|" + ("---:|---|" if control else "") + ("---:|---|" if tuned else "") + "---|",
+        + (f"| {TUNED_BASELINE} mIoU | learned - {TUNED_BASELINE} " if tuned else "")
+        + "| big rock: baseline / learned |",
+        "|---|---|---:|---:|---:|---|---:|" + ("---:|---|" if control else "") + ("---:|---|" if tuned else "")
+        + "---|",
     ]
     for key, row in results.items():
         extra = f"{row['control']:.3f} | {_diff(row['control_diff'])} | " if control and "control" in row else (
             " | | " if control else "")
         if tuned:
-            extra += (f"{row[TUNED_BASELINE]:.3f} | {_diff(row['learned_tuned_diff'])} | " if "learned_tuned_diff" in row
-                      else " | | ")
+            extra += (f"{row[TUNED_BASELINE]:.3f} | {_diff(row['learned_tuned_diff'])} | "
+                      if "learned_tuned_diff" in row else " | | ")
         lines.append(f"| `{key}` | {VARIANTS[row['variant']][0]} | {row['seed']} | {row['baseline']:.3f} | "
                      f"{row['learned']:.3f} | {_diff(row['learned_diff'])} | {row['calibrated']:.3f} | {extra}"
                      f"{row['baseline_big_rock']:.3f} / {row['learned_big_rock']:.3f} |")
@@ -222,10 +224,11 @@ def main():
                                            samples_per_epoch=args.samples_per_epoch, overrides=overrides))
         for line in reuse_finished(run, [out / other for other in results]):
             print(f"   reused {line}", flush=True)
-        api.run_all(preset="full", data=data, run=str(run), epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
-                    seed=seed, overrides=overrides, jobs=args.jobs, with_control=args.control, quiet=args.quiet)
-        results[key] = {"variant": name, "seed": seed, **summarize(run), "wall_seconds": round(time.time() - started, 1),
-                        "command": command}
+        api.run_all(preset="full", data=data, run=str(run), epochs=args.epochs,
+                    samples_per_epoch=args.samples_per_epoch, seed=seed, overrides=overrides, jobs=args.jobs,
+                    with_control=args.control, quiet=args.quiet)
+        results[key] = {"variant": name, "seed": seed, **summarize(run),
+                        "wall_seconds": round(time.time() - started, 1), "command": command}
         write_json_atomic(results_path, {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch,
                                          "runs": results})
         write_text_atomic(out / "study.md", format_markdown(results, args))

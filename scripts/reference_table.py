@@ -43,7 +43,8 @@ def reference_table(report_path=REPORT):
     minutes = minutes_by_model(table)
     best = table.get("best_strategy")
     robust = (table.get("robustness") or {}).get("models", {})
-    lines = [f"| model | what it is | training minutes | mIoU ({headline}) |" + (" mPC (corrupted) |" if robust else ""),
+    lines = [f"| model | what it is | training minutes | mIoU ({headline}) |"
+             + (" mPC (corrupted) |" if robust else ""),
              "|---|---|---:|---:|" + ("---:|" if robust else "")]
     for name, what in ROWS:
         if name not in table["models"]:

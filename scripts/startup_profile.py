@@ -80,7 +80,8 @@ PROBE = textwrap.dedent('''
             end_epoch(self, *args, **kwargs)
             _event("epoch end", name=self.config.name)
 
-        trainer.__init__, trainer.step, trainer.epoch_batches, trainer.end_epoch = __init__, first_step, epoch_batches, end
+        trainer.__init__, trainer.step = __init__, first_step
+        trainer.epoch_batches, trainer.end_epoch = epoch_batches, end
         _around(module.SplitArrays, "save", "split save")
 
     def _parallel(module):
@@ -131,8 +132,8 @@ def run_command(args, events, env):
     """
     events.unlink(missing_ok=True)
     started = time.time()
-    subprocess.run([sys.executable, "-m", "ensemble", *args], check=True, env={**env, "MARS_STARTUP_EVENTS": str(events)},
-                   cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "ensemble", *args], check=True,
+                   env={**env, "MARS_STARTUP_EVENTS": str(events)}, cwd=ROOT, stdout=subprocess.DEVNULL)
     ended = time.time()
     found = [json.loads(line) for line in events.read_text().splitlines()]
     ups = {e["pid"] for e in found if e["what"] == "python up"}
@@ -165,7 +166,8 @@ def analyse(started, ended, events):
 
     phases = {"launch to python up": at("python up") - started}
     steps = [("python up", "import ensemble.cli end", "python up to the CLI imported"),
-             ("import ensemble.cli end", "import ensemble.train end", "ensemble.train imported (torch, joblib, members)"),
+             ("import ensemble.cli end", "import ensemble.train end",
+              "ensemble.train imported (torch, joblib, members)"),
              ("import ensemble.train end", "load data end", "data loaded (read, checked, sha256)"),
              ("plan start", "plan end", "run planned (manifest, split, configs)"),
              ("split save start", "split save end", "shared split written"),
@@ -181,7 +183,7 @@ def analyse(started, ended, events):
         if e["what"] in ("epoch start", "epoch end"):
             epochs.setdefault(e["name"], []).append((e["what"], e["t"]))
     intervals = []
-    for name, marks in epochs.items():
+    for marks in epochs.values():
         starts = [t for w, t in marks if w == "epoch start"]
         ends = [t for w, t in marks if w == "epoch end"]
         intervals += list(zip(starts, ends))

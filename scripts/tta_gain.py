@@ -28,7 +28,8 @@ from ensemble.reporting.text import text_table  # noqa: E402
 def measure(run, data, cross_fit=5, seed=0, n_boot=1000, timing_tiles=None, log=None):
     """``{"rows": [{model, miou_none, miou_flip, diff, low, high, default, seconds_none, seconds_flip}], ...}``.
 
-    The scores and gains are those ``ensemble evaluate --tta-gain`` records (:func:`ensemble.evaluation.evaluate.tta_gains`).
+    The scores and gains are those ``ensemble evaluate --tta-gain`` records
+    (:func:`ensemble.evaluation.evaluate.tta_gains`).
     """
     folder = RunFolder(run)
     fusers = scored_fusers(folder, fitted_strategies(run), seed)
@@ -61,8 +62,8 @@ def format_rows(result):
     body = [[r["model"], f"{r['miou_none']:.4f}", f"{r['miou_flip']:.4f}",
              f"{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]", r["default"], _seconds(r["seconds_none"]),
              _seconds(r["seconds_flip"])] for r in result["rows"]]
-    return (f"mIoU {result['headline']} on the validation tiles (fusers cross-fitted over {result['cross_fit']} folds); "
-            f"predict time on {result['timing_tiles']} test tiles\n" + text_table(head, body))
+    return (f"mIoU {result['headline']} on the validation tiles (fusers cross-fitted over {result['cross_fit']} "
+            f"folds); predict time on {result['timing_tiles']} test tiles\n" + text_table(head, body))
 
 
 def main(argv=None):

@@ -55,7 +55,8 @@ def malformed_npz_cases(rng, count, h=8, w=16):
             [tiles()[:, :1], rng.integers(5, 10, (3, 1, h, w)).astype(np.uint8)], 1))),
         ("negative mask", lambda: _npz_bytes(training_set=tiles(dtype=np.int16) * np.array([1, -1])[None, :, None, None]
                                              - np.array([0, 1])[None, :, None, None])),
-        ("fractional mask", lambda: _npz_bytes(training_set=tiles(dtype=np.float32) + np.array([0, 0.5])[None, :, None, None])),
+        ("fractional mask", lambda: _npz_bytes(training_set=tiles(dtype=np.float32)
+                                               + np.array([0, 0.5])[None, :, None, None])),
         ("bool tiles", lambda: _npz_bytes(training_set=tiles() > 2)),
         ("complex tiles", lambda: _npz_bytes(training_set=tiles().astype(np.complex64))),
         ("string tiles", lambda: _npz_bytes(training_set=tiles().astype(str))),

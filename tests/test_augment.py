@@ -101,7 +101,8 @@ def test_warp_parameters_follow_the_configured_ranges():
     area = torch.linalg.det(zoom[:, :, :2])
     assert float(area.min()) >= 0.7 - 1e-9 and float(area.max()) <= 1.0 + 1e-9
     assert 0.81 < float(area.mean()) < 0.85  # uniform in [0.7, 1], less the large crops that do not fit
-    corners = torch.tensor([[-1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0], [1.0, -1.0, 1.0]], dtype=torch.float64)
+    corners = torch.tensor([[-1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0], [1.0, -1.0, 1.0]],
+                           dtype=torch.float64)
     mapped = torch.einsum("nij,cj->nci", zoom, corners)
     assert float(mapped.abs().max()) <= 1.0 + 1e-9  # the crop lies inside the tile
     aspect = zoom[:, 0, 0] / zoom[:, 1, 1]  # crop aspect relative to the tile's

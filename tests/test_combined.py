@@ -80,7 +80,8 @@ def test_hybrid_without_a_member_ignores_its_logits():
     changed = x.clone()
     changed[:, 4] += 5 * torch.randn(changed[:, 4].shape)
     assert torch.equal(hybrid.predict_logits(changed), fused)
-    assert not torch.equal(HybridFuser().fit(x, masks).predict_logits(changed), HybridFuser().fit(x, masks).predict_logits(x))
+    assert not torch.equal(HybridFuser().fit(x, masks).predict_logits(changed),
+                           HybridFuser().fit(x, masks).predict_logits(x))
 
 
 def test_stacked_starts_at_the_mean_of_the_sources_class_logits():

@@ -278,4 +278,5 @@ def test_the_vote_teacher_averages_members_and_baseline_and_fits_nothing():
     expected = torch.log(0.5 * torch.softmax(members, 1) + 0.5 * torch.softmax(baseline, 1))
     assert torch.allclose(torch.as_tensor(fuser.predict_logits(inputs)), expected, atol=1e-5)
     other = new_fuser("vote", "fullmask", 0).fit(inputs, torch.randint(0, 5, (3, 16, 32)))
-    assert torch.allclose(torch.as_tensor(other.predict_logits(inputs)), expected, atol=1e-5)  # the labels change nothing
+    # the labels change nothing
+    assert torch.allclose(torch.as_tensor(other.predict_logits(inputs)), expected, atol=1e-5)

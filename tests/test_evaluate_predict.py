@@ -102,7 +102,8 @@ def test_evaluate_scores_the_bias_tuned_baseline_cross_fitted(fused_run, subset_
     # every other model is compared with it too, and the markdown says so
     assert table["tuned_baseline"] == "baseline_bias" and set(table["tuned_differences"]) == {"argmax", "learned"}
     learned = table["tuned_differences"]["learned"]["miou_competition"]
-    expected = table["models"]["learned"]["miou"]["competition"] - table["models"]["baseline_bias"]["miou"]["competition"]
+    expected = (table["models"]["learned"]["miou"]["competition"]
+                - table["models"]["baseline_bias"]["miou"]["competition"])
     assert learned["diff"] == pytest.approx(expected) and learned["low"] <= learned["diff"] <= learned["high"]
     assert "## Differences to the bias-tuned baseline" in (tmp_path / "evaluation" / "report.md").read_text()
 

@@ -78,9 +78,11 @@ def test_missing_data_lists_where_it_looked(tmp_path, monkeypatch):
 @pytest.mark.parametrize("message, expected", [
     ("--cross-fit 1: needs 2 folds", "cross_fit=1: needs 2 folds"),
     ("--tta: unknown 'x'; valid: none, flip", "tta: unknown 'x'; valid: none, flip"),
-    ("x.npz: file not found (pass --data PATH or set $MARS_DATA)", "x.npz: file not found (pass data=PATH or set $MARS_DATA)"),
+    ("x.npz: file not found (pass --data PATH or set $MARS_DATA)",
+     "x.npz: file not found (pass data=PATH or set $MARS_DATA)"),
     ("--png out: is a file", "png_dir=out: is a file"),
-    ("not fitted; fit it with: ensemble fuse --run r --strategy hybrid", "not fitted; fit it with: ensemble fuse --run r --strategy hybrid"),
+    ("not fitted; fit it with: ensemble fuse --run r --strategy hybrid",
+     "not fitted; fit it with: ensemble fuse --run r --strategy hybrid"),
 ])
 def test_messages_in_argument_words(message, expected):
     assert in_argument_words(message) == expected

@@ -39,7 +39,8 @@ def _model(miou, ious):
 
 ROBUSTNESS = {
     "headline": "competition", "n_tiles": 12, "seed": 0, "middle_severity": 2, "severities": [1, 2, 3],
-    "corruptions": [{"name": "jpeg", "family": "jpeg", "levels": [90, 75, 50], "parameter": "quality", "trained": True}],
+    "corruptions": [{"name": "jpeg", "family": "jpeg", "levels": [90, 75, 50], "parameter": "quality",
+                     "trained": True}],
     "families": ["jpeg"],
     "models": {name: {"clean": clean, "clean_iou": {},
                       "rows": [],
@@ -124,7 +125,8 @@ def test_a_value_the_files_lack_reads_not_recorded(tmp_path):
     (RunFolder(run).network_dir("soil") / "metrics.json").unlink()
     text = card.model_card(run)
     assert "Intervals: not recorded, not recorded replicates, (level not recorded)" in text
-    assert "| `soil` | one-vs-rest member: soil vs the rest | 1 | 8 | 3 | dilated_se | bce_dice | not recorded |" in text
+    assert ("| `soil` | one-vs-rest member: soil vs the rest | 1 | 8 | 3 | dilated_se | bce_dice | not recorded |"
+            in text)
     assert "It runs 5 networks" in text and "not recorded parameters" in text  # a sum with a part missing
 
 

@@ -80,7 +80,8 @@ def test_new_user_session_has_no_surprise(tmp_path, subset_path):
     _copy_of_the_project(clone)
     fresh_venv(clone / ".venv")  # the README's commands find it and install the project into it
     result = subprocess.run(["bash", "scripts/new_user_session.sh", str(clone), str(subset_path)], cwd=clone,
-                            env=_env(tmp_path, TRAIN_ARGS=TINY_TRAINING, QUICKSTART_ARGS=f"{TINY_TRAINING} --cross-fit 0",
+                            env=_env(tmp_path, TRAIN_ARGS=TINY_TRAINING,
+                                     QUICKSTART_ARGS=f"{TINY_TRAINING} --cross-fit 0",
                                      EVALUATE_ARGS="--cross-fit 0", TEST_ARGS="tests/test_docs.py -q -n 0"),
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

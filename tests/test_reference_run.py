@@ -20,7 +20,8 @@ from ensemble.reporting.submission import read_submission
 
 REFERENCE = PROJECT_ROOT / "models" / "reference"
 FULLMASK = PROJECT_ROOT / "models" / "fullmask"
-NETWORKS = {f"members/{c}/best.pt" for c in ("background", "soil", "bedrock", "sand", "big_rock")} | {"baseline/best.pt"}
+NETWORKS = ({f"members/{c}/best.pt" for c in ("background", "soil", "bedrock", "sand", "big_rock")}
+            | {"baseline/best.pt"})
 FUSERS = {f"fusion/{s}.pt" for s in ("argmax", "calibrated", "learned", "learned3x3")}
 #: What the reference run gained beside them: the baseline's replica, the control and the fusers over several networks.
 EXTRA_NETWORKS = {"baseline_1/best.pt"} | {f"control/control_{i}/best.pt" for i in range(5)}

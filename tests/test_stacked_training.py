@@ -135,7 +135,7 @@ def test_each_member_keeps_its_learning_rate_and_epochs(tmp_path, subset):
                             out_dirs=[tmp_path / c.name for c in (frozen, short, longer)], log=None)
     assert [r["epochs_run"] for r in results] == [2, 1, 3]
     weights = load_checkpoint(tmp_path / "background" / "latest.pt")["model"]
-    for name, param in UNet(**MODEL).named_parameters():
+    for name, _ in UNet(**MODEL).named_parameters():
         assert torch.equal(weights[name], initial[name]), name  # lr 0: its parameters never moved
     assert load_checkpoint(tmp_path / "soil" / "latest.pt")["epoch"] == 1  # stopped: never written again
 

@@ -124,11 +124,12 @@ def adjust_colour(images, config, generator):
     steps = []
     if config.brightness:
         factor = _uniform(n, max(0.0, 1 - config.brightness), 1 + config.brightness, generator).float()
-        steps.append(lambda x, f=factor.to(images.device).view(shape): (x * f).clamp(0, 1))
+        factor = factor.to(images.device).view(shape)
+        steps.append(lambda x, f=factor: (x * f).clamp(0, 1))
     if config.contrast:
         factor = _uniform(n, max(0.0, 1 - config.contrast), 1 + config.contrast, generator).float()
-        steps.append(lambda x, f=factor.to(images.device).view(shape):
-                     (f * x + (1 - f) * x.mean(dim=(1, 2, 3), keepdim=True)).clamp(0, 1))
+        factor = factor.to(images.device).view(shape)
+        steps.append(lambda x, f=factor: (f * x + (1 - f) * x.mean(dim=(1, 2, 3), keepdim=True)).clamp(0, 1))
     if len(steps) == 1:
         out = steps[0](images)
     elif len(steps) == 2:

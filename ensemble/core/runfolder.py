@@ -8,7 +8,8 @@ Layout::
     RUN/baseline/{best.pt,latest.pt,metrics.json}
     RUN/baseline_<i>/...              the baseline's replicas (another seed each), when trained
     RUN/control/control_<i>/...       the ensembling control's networks, when trained
-    RUN/cache/                        cached validation logits of the members (and the other sources) for fusion; cache/onnx/: ONNX graphs for onnxruntime;
+    RUN/cache/                        cached validation logits of the members (and the other sources) for fusion;
+                                      cache/onnx/: ONNX graphs for onnxruntime;
                                       cache/checksums.json: the sha256 of every cached graph
     RUN/fusion/<strategy>.pt          fitted fusers
     RUN/input_stats.json              the training tiles' image statistics and the thresholds of predict's input
@@ -366,7 +367,8 @@ class RunFolder:
         return isinstance(metrics, dict) and bool(metrics.get("finished"))
 
     def verify(self, path):
-        """Check ``path`` against the sha256 recorded for it (:meth:`recorded_checksum`); a mismatch raises :class:`RunError`.
+        """Check ``path`` against the sha256 recorded for it (:meth:`recorded_checksum`); a mismatch raises
+        :class:`RunError`.
 
         A file the run must hold a checksum for (:meth:`checksum_required`) whose entry is
         missing is refused too. Other files without an entry (not yet finished) pass.

@@ -71,7 +71,8 @@ def cross_fitted_logits(fuser, member_logits, masks, fold_of_tile, tile_ids=None
 
 
 def fitted_logits(fuser, logits, masks, folds, tile_ids):
-    """Fused logits of a fresh ``fuser`` on ``logits``: cross-fitted over ``folds``, or in-sample when ``folds`` is None."""
+    """Fused logits of a fresh ``fuser`` on ``logits``: cross-fitted over ``folds``, or in-sample when ``folds`` is
+    None."""
     if folds is None:  # in-sample, like the evaluation with --cross-fit 0
         return fuser.fit(logits, masks, tile_ids=[str(i) for i in tile_ids]).predict_logits(
             torch.from_numpy(np.asarray(logits))).numpy()

@@ -53,7 +53,8 @@ def snapshot_logits(folder, source, epoch, images, options, log=None):
 
 def recorded_cores(folder, names):
     """The cores the networks' training recorded (the most, over their epochs), or ``None`` if none did."""
-    cores = [h["cores"] for name in names for h in (network_metrics(folder, name) or {}).get("history", []) if "cores" in h]
+    cores = [h["cores"] for name in names for h in (network_metrics(folder, name) or {}).get("history", [])
+             if "cores" in h]
     return max(cores) if cores else None
 
 
@@ -95,27 +96,28 @@ def budget_curve(folder, data, *, val_idx, strategies, folds, ids, cores, epochs
     epoch_tiles = tiles_per_epoch(config[BASELINE]["samples_per_epoch"], train_tiles)
     cores = recorded_cores(folder, [n for names in groups.values() for n in names]) or cores
     points = []
+
+    def score(miou, big_rock, name, class_logits):
+        cm = confusion_matrix(truth, torch.as_tensor(class_logits).argmax(1).numpy())
+        miou[name] = float(mean_iou(cm, headline))
+        big_rock[name] = float(iou_per_class(cm, headline)[TERRAIN_CLASSES[-1]])
+
     for epoch in epochs:
         log(f"  budget curve: epoch {epoch}")
         miou, big_rock = {}, {}
-
-        def score(name, class_logits):
-            cm = confusion_matrix(truth, torch.as_tensor(class_logits).argmax(1).numpy())
-            miou[name] = float(mean_iou(cm, headline))
-            big_rock[name] = float(iou_per_class(cm, headline)[TERRAIN_CLASSES[-1]])
-
         baseline_logits = snapshot_logits(folder, BASELINE, epoch, images, options, log)
-        score(BASELINE, baseline_logits)
-        score(TUNED_BASELINE, fitted_logits(new_fuser("bias", objective), baseline_logits, truth, folds, ids))
+        score(miou, big_rock, BASELINE, baseline_logits)
+        score(miou, big_rock, TUNED_BASELINE,
+              fitted_logits(new_fuser("bias", objective), baseline_logits, truth, folds, ids))
         del baseline_logits
         if controls:
             try:
-                score(CONTROL, snapshot_logits(folder, CONTROL, epoch, images, options, log))
+                score(miou, big_rock, CONTROL, snapshot_logits(folder, CONTROL, epoch, images, options, log))
             except RunError:  # a control trained without snapshots: no curve for it
                 pass
         member_logits = snapshot_logits(folder, MEMBERS, epoch, images, options, log)
         for name in strategies:
-            score(name, fitted_logits(new_fuser(name, objective), member_logits, truth, folds, ids))
+            score(miou, big_rock, name, fitted_logits(new_fuser(name, objective), member_logits, truth, folds, ids))
         del member_logits
         minutes = {group: training_minutes(folder, names, epoch, cores) for group, names in groups.items() if names}
         points.append({"epoch": epoch, "tiles_seen": epoch * epoch_tiles,

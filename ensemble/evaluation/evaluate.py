@@ -80,7 +80,8 @@ DIFFERENCE_TILES = 8
 
 
 def _score(class_logits, truth, valid):
-    """Per-tile confusion matrices, ECE of the softmax on ``valid`` pixels and uint8 masks of class logits (N, 5, H, W)."""
+    """Per-tile confusion matrices, ECE of the softmax on ``valid`` pixels and uint8 masks of class logits
+    (N, 5, H, W)."""
     class_logits = _as_tensor(class_logits)  # cached logits are read-only memory maps: read, never written
     pred = channel_argmax(class_logits).to(torch.uint8).numpy()
     ece = expected_calibration_error(torch.softmax(class_logits, dim=1), truth, valid=valid)
@@ -210,8 +211,8 @@ def score_models(folder, data, fusers, *, options=None, cross_fit=CROSS_FIT_FOLD
     logits come from the run's cache. Each fuser reads the logits of its sources and is
     applied cross-fitted over ``cross_fit`` folds of validation rover stops (0: the fitted fusers,
     in-sample). With ``frames`` every model is also scored on whole validation frames rebuilt from
-    their ``:top``/``:bottom`` tiles, by sliding windows ``options.step`` tiles apart (``Scores.frames``, :class:`Frames`);
-    each frame is fused by the same fold's fuser as its tiles. Returns :class:`Scores`.
+    their ``:top``/``:bottom`` tiles, by sliding windows ``options.step`` tiles apart (``Scores.frames``,
+    :class:`Frames`); each frame is fused by the same fold's fuser as its tiles. Returns :class:`Scores`.
     """
     log = log or (lambda line: None)
     options = InferenceOptions.of(options, **settings)
@@ -470,7 +471,8 @@ def _meta(folder, data, scores, fusers, *, tta, engine, cross_fit, shown, idx):
     }
 
 
-def robustness_benchmark(folder, data, scores, fusers, table, *, options, cross_fit, seed, n_boot, corruptions=None, log=None):
+def robustness_benchmark(folder, data, scores, fusers, table, *, options, cross_fit, seed, n_boot, corruptions=None,
+                         log=None):
     """The robustness benchmark (:mod:`ensemble.evaluation.robustness`) of the baseline, the bias-tuned baseline
     and the served default, with the fusers cross-fitted like the clean evaluation's; on whole frames too when
     the evaluation scored them (``--frames``)."""
@@ -502,9 +504,9 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
     the logits come from the run's cache. Strategies are scored with ``cross_fit`` folds (see the
     module docstring; 0: the saved fusers, in-sample).
 
-    Writes into ``out`` (default ``RUN/evaluation``; for a shipped, read-only run ``runs/evaluations/<name>``): ``report.json`` and ``report.md``
-    (:func:`~ensemble.reporting.report.write_report`; rows ``baseline`` and one per strategy,
-    differences by paired bootstrap with ``n_boot`` replicates and ``seed``; member rows are
+    Writes into ``out`` (default ``RUN/evaluation``; for a shipped, read-only run ``runs/evaluations/<name>``):
+    ``report.json`` and ``report.md`` (:func:`~ensemble.reporting.report.write_report`; rows ``baseline`` and one
+    per strategy, differences by paired bootstrap with ``n_boot`` replicates and ``seed``; member rows are
     the binary IoU of logit > 0 against truth == class, on labeled pixels for terrain members
     of a ``competition`` run, else on all pixels), every model scored in all three IoU
     conventions with the run objective's convention as the headline,
@@ -526,8 +528,8 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
     run's are not shipped). ``frames=True`` also scores every model on the validation images rebuilt as whole
     frames from their ``:top``/``:bottom`` tiles, stitched by sliding windows ``options.step`` tiles apart, beside the
     same frames predicted tile by tile (``table["frames"]``, :func:`frames_table`). ``robustness=True`` adds the
-    robustness benchmark (:func:`robustness_benchmark`, ``table["robustness"]``, ``robustness.png``); ``corruptions`` limits
-    it to those corruption names.
+    robustness benchmark (:func:`robustness_benchmark`, ``table["robustness"]``, ``robustness.png``);
+    ``corruptions`` limits it to those corruption names.
 
     Raises :class:`RunError` when the run has no fitted fuser or no baseline, and
     :class:`EnsembleError` for an unknown ``tta`` or too few groups for ``cross_fit``.
@@ -571,8 +573,9 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
     if scores.frames is not None:
         table["frames"] = frames_table(scores.frames, table["headline"], n_boot, seed)
     if robustness:
-        table["robustness"] = robustness_benchmark(folder, data, scores, fusers, table, options=options, cross_fit=cross_fit,
-                                         seed=seed, n_boot=n_boot, corruptions=corruptions, log=log)
+        table["robustness"] = robustness_benchmark(folder, data, scores, fusers, table, options=options,
+                                                   cross_fit=cross_fit, seed=seed, n_boot=n_boot,
+                                                   corruptions=corruptions, log=log)
     if log and out is None and folder.read_only:
         log(f"{folder.path} is a shipped run (read-only): writing the report to {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,8 @@ def _fold_fitted(models, fusers, clean_logits, scores, folds):
         if folds is None and not fuser.is_fitted():  # a tuned baseline a run never fitted: fitted here, in-sample
             fuser.fit(np.asarray(inputs), scores.truth, tile_ids=[str(i) for i in scores.ids])
         fitted[model] = {"sources": fuser.sources, "fuser": fuser,
-                         "folds": None if folds is None else fold_fusers(fuser, inputs, scores.truth, folds, scores.ids)}
+                         "folds": None if folds is None else fold_fusers(fuser, inputs, scores.truth, folds,
+                                                                         scores.ids)}
         del inputs
     return fitted
 
@@ -130,8 +131,9 @@ def robustness_scores(folder, images, clean_logits, scores, fusers, *, models, o
     logits (what the fusers' fold copies are fitted on), ``scores`` the clean evaluation's
     :class:`~ensemble.evaluation.evaluate.Scores` (its clean confusion matrices are the reference), ``fusers``
     the run's fusers by name, ``folds`` each validation tile's fold (``None``: the fitted fusers, in-sample).
-    ``corruptions`` limits the names (default: all), ``severities`` the severities. ``frames`` (:class:`FrameSet`) also scores whole frames
-    under each corruption, by sliding windows, fused by the same fold's copy as their tiles.
+    ``corruptions`` limits the names (default: all), ``severities`` the severities. ``frames`` (:class:`FrameSet`)
+    also scores whole frames under each corruption, by sliding windows, fused by the same fold's copy as their
+    tiles.
     """
     shown, log = log, log or (lambda line: None)
     names = list(corruptions) if corruptions else [c.name for c in CORRUPTIONS]

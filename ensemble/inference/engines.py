@@ -1,8 +1,9 @@
 """Execution engines for inference: PyTorch, or the same networks exported to ONNX and run by onnxruntime.
 
 ``--engine auto`` (the default) picks onnxruntime on the CPU when it is installed (a dependency:
-it runs the networks faster than eager PyTorch on the CPU, docs/performance.md), else PyTorch; ``--engine torch`` and ``--engine onnxruntime`` force one.
-onnxruntime runs on the CPU only: with ``--device cuda`` ``auto`` means PyTorch.
+it runs the networks faster than eager PyTorch on the CPU, docs/performance.md), else PyTorch; ``--engine torch``
+and ``--engine onnxruntime`` force one. onnxruntime runs on the CPU only: with ``--device cuda`` ``auto`` means
+PyTorch.
 
 A run keeps the ONNX graphs it runs in ``RUN/cache/onnx/`` (:mod:`ensemble.core.runfolder` names
 the files): one per network set (the stacked or one-by-one members, the baseline), exported with
@@ -44,7 +45,8 @@ def resolve_engine(engine, device="cpu"):
         return "onnxruntime" if device == "cpu" and onnx_available() else "torch"
     if engine == "onnxruntime":
         if device != "cpu":
-            raise EnsembleError(f"--engine onnxruntime runs on the CPU; use --device cpu or --engine torch (got {device})")
+            raise EnsembleError(f"--engine onnxruntime runs on the CPU; use --device cpu or --engine torch "
+                                f"(got {device})")
         if not onnx_available():
             raise EnsembleError("--engine onnxruntime: onnxruntime, onnx and onnxscript are not installed "
                                 "(pip install onnxruntime onnx onnxscript), or use --engine torch")
@@ -116,8 +118,9 @@ def cached_graph(folder, name, sources, build, log=None):
     """The ONNX graph ``RUN/cache/onnx/<name>.onnx`` (bytes), built by ``build(path)`` unless current.
 
     ``sources`` maps a source file to its sha256 (the checkpoints the graph is made from). The
-    graph is reused while the sidecar's sources and opset agree and its checksum is recorded (and matches); otherwise it is rebuilt and its checksum recorded. If the run folder cannot be
-    written, ``build(None)`` makes the graph in memory only.
+    graph is reused while the sidecar's sources and opset agree and its checksum is recorded (and matches);
+    otherwise it is rebuilt and its checksum recorded. If the run folder cannot be written, ``build(None)``
+    makes the graph in memory only.
     """
     path, meta_path = folder.onnx_path(name), folder.onnx_meta_path(name)
     meta = {"sources": sources, "opset": OPSET}

@@ -125,7 +125,8 @@ def load_members(run, device="cpu", epoch=None):
 
 
 def load_multiclass(run, name, device="cpu", epoch=None):
-    """Multiclass net ``name`` of ``run`` (at ``epoch`` when given; eval mode, channels-last), emitting class logits as its objective implies.
+    """Multiclass net ``name`` of ``run`` (at ``epoch`` when given; eval mode, channels-last), emitting class logits
+    as its objective implies.
 
     Under ``competition`` its class-0 logit is -inf (:func:`~ensemble.core.objectives.for_objective`):
     it was trained over classes 1-4 and never predicts 0.

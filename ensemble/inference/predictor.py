@@ -122,7 +122,8 @@ class Predictor:
         return self._input_range
 
     def unchecked_note(self):
-        """The line that says a run without ``input_stats.json`` leaves its inputs unchecked (``None`` with the file)."""
+        """The line that says a run without ``input_stats.json`` leaves its inputs unchecked (``None`` with the
+        file)."""
         if self.input_range is not None:
             return None
         return (f"{self.folder.input_stats_path.name}: not in {self.folder.path}, so the inputs are not checked "
@@ -137,7 +138,8 @@ class Predictor:
         """
         if self.input_range is None:
             raise EnsembleError(f"{self.folder.input_stats_path}: not found, so the inputs cannot be checked; "
-                                "training writes it (python scripts/input_stats.py --run RUN writes it for a trained run)")
+                                "training writes it (python scripts/input_stats.py --run RUN writes it for a "
+                                "trained run)")
         if self._batched(images):
             tiles = images if isinstance(images, Tiles) else as_tiles(images)
             stats = image_statistics(tiles.raw, self.tile_shape)  # uint8 0-255 or float 0-1
@@ -341,7 +343,8 @@ class Predictor:
             if self.sources == (MEMBERS,):
                 return export_pipeline(StackedUNet.from_members(self.members), self.fuser, path, example_shape, flip)
             networks = MembersOneByOne([StackedUNet.from_members(self.members).for_inference() if s == MEMBERS
-                                        else load_source(self.folder, s, epoch=self.epoch) for s in self.sources]).eval()
+                                        else load_source(self.folder, s, epoch=self.epoch)
+                                        for s in self.sources]).eval()
             return export_pipeline(networks, self.fuser, path, example_shape, flip)
         if format == "onnx":
             modules = [members_forward(self.members) if s == MEMBERS else load_source(self.folder, s, epoch=self.epoch)

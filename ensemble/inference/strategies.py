@@ -68,7 +68,8 @@ def default_strategy(run, log=None):
         chosen, why = best, f"the run's best by cross-fitted validation mIoU ({report})"
     else:
         chosen = FALLBACK_STRATEGY if FALLBACK_STRATEGY in fitted else (fitted[0] if fitted else BASELINE)
-        why = "no evaluation report names a best strategy" if best is None else f"the recorded best {best!r} is not fitted"
+        why = ("no evaluation report names a best strategy" if best is None
+               else f"the recorded best {best!r} is not fitted")
     if log:
         log(f"strategy {chosen}: {why}")
     return chosen

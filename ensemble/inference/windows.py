@@ -131,12 +131,12 @@ def to_training_scale(image, scale):
     """``image`` (H, W), (N, H, W) or (N, 1, H, W) float tensor resampled to :func:`training_size` of (H, W).
 
     Each axis that shrinks is box-averaged: every output pixel is the mean of the input area it covers,
-    with fractional weights for the input pixels its border cuts (:func:`~ensemble.core.resample.area_weights`), so the mean
-    intensity is kept and an integer factor k gives the k x k block means. Each output pixel covers
+    with fractional weights for the input pixels its border cuts (:func:`~ensemble.core.resample.area_weights`), so
+    the mean intensity is kept and an integer factor k gives the k x k block means. Each output pixel covers
     ``size_in / size_out`` input pixels of the actual sizes, so the rounding of :func:`training_size`
     never drops edge pixels. An axis that grows (``scale`` < 1) is interpolated bilinearly
-    (``align_corners=False``, :func:`~ensemble.core.resample.bilinear_weights`): there the box filter would be nearest-neighbour
-    up to the cells cut by a pixel border, blocky steps the networks would read as texture, while
+    (``align_corners=False``, :func:`~ensemble.core.resample.bilinear_weights`): there the box filter would be
+    nearest-neighbour up to the cells cut by a pixel border, blocky steps the networks would read as texture, while
     bilinear adds none and is how the logits are brought back. The weights are float64, applied in the
     image's float type. An image whose size does not change (``scale`` 1) is returned as it is.
     """

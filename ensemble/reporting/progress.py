@@ -51,6 +51,11 @@ def _best_row(rows):
     return max(scored, key=lambda r: r["val_score"]) if scored else None
 
 
+def _column(rows, key):
+    """The ``key`` of each of ``rows``, NaN where it is missing or ``None``."""
+    return [np.nan if r.get(key) is None else r[key] for r in rows]
+
+
 def progress_figure(histories, title):
     """The matplotlib figure of ``histories``: loss (training solid, validation dashed), validation score with a
     star at each network's best epoch, and the learning rate, against epochs."""
@@ -63,15 +68,14 @@ def progress_figure(histories, title):
     for index, (name, rows) in enumerate(histories.items()):
         color = f"C{index % 10}"
         epochs = [r["epoch"] for r in rows]
-        column = lambda key: [np.nan if r.get(key) is None else r[key] for r in rows]  # noqa: E731
-        loss_ax.plot(epochs, column("train_loss"), color=color, label=name)
-        loss_ax.plot(epochs, column("val_loss"), color=color, linestyle="--")
-        score_ax.plot(epochs, column("val_score"), color=color, marker=".", label=name)
+        loss_ax.plot(epochs, _column(rows, "train_loss"), color=color, label=name)
+        loss_ax.plot(epochs, _column(rows, "val_loss"), color=color, linestyle="--")
+        score_ax.plot(epochs, _column(rows, "val_score"), color=color, marker=".", label=name)
         best = _best_row(rows)
         if best is not None:
             score_ax.plot([best["epoch"]], [best["val_score"]], color=color, marker="*", markersize=13,
                           markeredgecolor="black", linestyle="none")
-        lr_ax.plot(epochs, column("lr"), color=color, label=name)
+        lr_ax.plot(epochs, _column(rows, "lr"), color=color, label=name)
     loss_ax.set_title("loss (training solid, validation dashed)")
     score_ax.set_title("validation score (star: best epoch)")
     lr_ax.set_title("learning rate at the epoch's end")
@@ -108,7 +112,8 @@ def check_tensorboard():
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
-        raise EnsembleError("--tensorboard needs the optional extra: pip install 'mars-ensemble[tensorboard]'") from None
+        raise EnsembleError("--tensorboard needs the optional extra: "
+                            "pip install 'mars-ensemble[tensorboard]'") from None
 
 
 class TrainingWatch:

@@ -120,7 +120,8 @@ def _markdown(out_dir, table, meta):
     if table.get("best_strategy"):
         best = table["best_strategy"]
         parts += ["## Served by default", "",
-                  f"`{best}`: the highest {table['headline']} mIoU ({fmt(table['models'][best]['miou'][table['headline']])}) "
+                  f"`{best}`: the highest {table['headline']} mIoU "
+                  f"({fmt(table['models'][best]['miou'][table['headline']])}) "
                   "among the models `ensemble predict` can serve (cross-fitted for fusers). `ensemble predict`, "
                   "`ensemble export` and `api.predictor()` use it when no strategy is named.", ""]
     if table.get("budgets"):
@@ -138,7 +139,8 @@ def _markdown(out_dir, table, meta):
             "The hybrid refitted with one member's logit map replaced by zeros, and with its other mixing "
             f"weight (cross-fitted like the rest); {table['headline']} mIoU and paired differences "
             f"({level} % interval, same bootstrap).",
-            ["hybrid", f"mIoU {table['headline']}", "minus hybrid", f"minus {table.get('tuned_baseline', 'baseline_bias')}"],
+            ["hybrid", f"mIoU {table['headline']}", "minus hybrid",
+             f"minus {table.get('tuned_baseline', 'baseline_bias')}"],
             ablation_rows(table))
     if table.get("tta_gain"):
         parts += _section(

@@ -74,20 +74,23 @@ def format_table(table):
     text = f"objective {table['objective']}; class IoUs in the {headline} convention\n"
     text += text_table(["model"] + [header for header, _ in COLUMNS], metric_rows(table))
     diffs = [f"{name}: mIoU {headline} {fmt_diff(table[key][name]['miou_' + headline])} vs {against}"
-             for key, against in (("differences", table["baseline"]), ("tuned_differences", table.get("tuned_baseline")))
+             for key, against in (("differences", table["baseline"]),
+                                  ("tuned_differences", table.get("tuned_baseline")))
              for name in table["order"] if name in table.get(key, {})]
     text += "\n\n" + "\n".join(diffs) if diffs else ""
     if table.get("budgets"):
         text += "\n\nat equal compute (training minutes in brackets):\n" + "\n".join(
-            f"  {b['budget']}: " + ", ".join(f"{r['model']} {fmt(r['miou'])} ({r['minutes']:.0f} min)" for r in b["rows"])
+            f"  {b['budget']}: " + ", ".join(f"{r['model']} {fmt(r['miou'])} ({r['minutes']:.0f} min)"
+                                             for r in b["rows"])
             + "".join(f"\n    {d['model']} - {d['minus']}: {fmt_diff(d)}" for d in b["differences"])
             for b in table["budgets"])
     if table.get("best_strategy"):
         text += f"\n\nserved by default: {table['best_strategy']} (highest mIoU {headline})"
     if table.get("frames"):
         frames = table["frames"]
-        text += (f"\n\nwhole frames ({frames['n_frames']} validation images, {frames['shape'][0]}x{frames['shape'][1]}, "
-                 f"step {frames['step']:g}): mIoU {headline} tile by tile -> stitched, difference [95 % interval]\n")
+        text += (f"\n\nwhole frames ({frames['n_frames']} validation images, "
+                 f"{frames['shape'][0]}x{frames['shape'][1]}, step {frames['step']:g}): mIoU {headline} tile by tile "
+                 "-> stitched, difference [95 % interval]\n")
         text += "\n".join(f"  {r['model']}: {fmt(r['tiles'])} -> {fmt(r['stitched'])}, {fmt_diff(r)}"
                           for r in frames["rows"])
     if table.get("robustness"):
@@ -125,7 +128,8 @@ def robustness_rows(robustness, model):
 
 
 def robustness_row_headers():
-    return ["corruption", "severity", "parameter", "mIoU", "drop from clean", *(n.replace("_", " ") for n in TERRAIN_NAMES)]
+    return ["corruption", "severity", "parameter", "mIoU", "drop from clean",
+            *(n.replace("_", " ") for n in TERRAIN_NAMES)]
 
 
 def format_robustness(robustness):
