@@ -3,9 +3,6 @@
 Each ``ensemble`` subcommand is a thin wrapper over a function here. Modules that load torch
 are imported inside the functions that need them, so ``ensemble --help`` starts without torch.
 """
-import contextlib
-import contextvars
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -14,25 +11,14 @@ from .core.classes import BASELINE, parse_members
 from .core.data import load_data, open_npz, resolve_data_path
 from .core.datasummary import summarize
 from .core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_BACKEND, DEFAULT_STEP, MAX_PIXELS
-from .core.errors import DataError, EnsembleError, in_argument_words
+from .core.errors import DataError, EnsembleError
 from .core.fileio import atomic_path, check_output
 from .core.locations import check_run_path, resolve_run
-from .core.logs import console, logger, run_log
+from .core.logs import run_log
 from .core.outliers import MIN_REPEATS, UNIFORM_SHARE, find_outliers
 from .core.runfolder import RunFolder
+from .core.wording import api_function, say, warn
 from .reporting.text import format_training_summary
-
-_LOG = logger("ensemble")
-
-
-def _say(line):
-    """Log one progress line of a verb, in the caller's words: CLI options from the CLI, arguments from Python."""
-    _LOG.info(line if _FROM_CLI.get() else in_argument_words(line))
-
-
-def _warn(line):
-    """Log one diagnostic line (shown also when ``quiet``), in the caller's words."""
-    _LOG.warning(line if _FROM_CLI.get() else in_argument_words(line))
 
 
 def _writable_run(path):
@@ -40,11 +26,13 @@ def _writable_run(path):
     return None if RunFolder(path).read_only else path
 
 
+@api_function
 def inspect_data(data=None, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
     """Validate a data file and return its summary dict (counts, class shares, groups, outliers)."""
     return summarize(load_data(data), min_repeats=min_repeats, uniform_share=uniform_share)
 
 
+@api_function
 def clean_data(out, data=None, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
     """Write a copy of the data file without outlier tiles, same keys, groups and ids aligned.
 
@@ -90,7 +78,7 @@ def _training(options, n_networks, run):
     _start_workers(n_networks, options)
     from .train import TrainOptions
 
-    log = options.pop("log", _say)
+    log = options.pop("log", say)
     options = TrainOptions.from_arguments(**options)
     return options, log, None if options.quiet else log
 
@@ -109,6 +97,7 @@ def _refuse_stacked(options):
         raise EnsembleError("--stacked trains one-vs-rest members only; the baseline trains with: ensemble baseline")
 
 
+@api_function
 def train(data=None, run=None, members="all", **options):
     """Train one-vs-rest members (``"all"`` or comma-separated class names) into ``run`` (default ``runs/default``,
     said; :func:`~ensemble.core.locations.resolve_run`).
@@ -130,6 +119,7 @@ def train(data=None, run=None, members="all", **options):
         return train_networks(names, data=data, run=run, options=options, log=log)
 
 
+@api_function
 def baseline(data=None, run=None, replicas=1, **options):
     """Train the multiclass baseline into ``run``; same options as :func:`train`. Returns its metrics.
 
@@ -148,6 +138,7 @@ def baseline(data=None, run=None, replicas=1, **options):
     return results[0] if replicas == 1 else results
 
 
+@api_function
 def control(data=None, run=None, size=None, **options):
     """Train the ensembling control into ``run``: ``size`` (default 5) multiclass U-Nets of the members' width.
 
@@ -166,6 +157,7 @@ def control(data=None, run=None, size=None, **options):
         return train_networks(names, data=data, run=run, options=options, log=log)
 
 
+@api_function
 def distill(data=None, run=None, *, teacher=None, alpha=None, temperature=None, unlabeled=None, unlabeled_scale=1.0,
             **options):
     """Train the student into ``run``: one multiclass U-Net (by default the baseline's architecture and width) that
@@ -212,8 +204,9 @@ def _options(device="auto", **settings):
     return InferenceOptions(device=resolve_device(device), **settings)
 
 
+@api_function
 def fuse(run=None, *, strategy="learned", data=None, seed=0, stack=None, device="auto", engine="auto",
-         quiet=False, log=_say):
+         quiet=False, log=say):
     """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results.
 
     ``device`` (``auto``, ``cpu`` or ``cuda``) and ``engine`` (``auto``, ``torch``, ``onnxruntime``:
@@ -228,15 +221,17 @@ def fuse(run=None, *, strategy="learned", data=None, seed=0, stack=None, device=
         return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, options=options, log=log)
 
 
+@api_function
 def default_run(run=None, log=None):
     """The trained run a serving verb uses: ``run``, else ``runs/default``, else the shipped reference run
     (:func:`~ensemble.core.locations.resolve_run`), said to ``log``."""
     return resolve_run(run, trained=True, log=log)
 
 
+@api_function
 def evaluate(run=None, *, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS,
              device="auto", engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False,
-             log=_say, frames=False, step=DEFAULT_STEP, robustness=False, corruptions=None):
+             log=say, frames=False, step=DEFAULT_STEP, robustness=False, corruptions=None):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
@@ -273,7 +268,7 @@ def _corruption_names(corruptions):
     return names
 
 
-def _served_tta(run, strategy, tta, say=_say):
+def _served_tta(run, strategy, tta, say=say):
     """``tta``, or the one the run's evaluation recorded for ``strategy`` (:func:`~ensemble.inference.default_tta`)."""
     if tta is not None:
         return tta
@@ -283,7 +278,7 @@ def _served_tta(run, strategy, tta, say=_say):
     return default_tta(run, strategy, say)
 
 
-def _served_strategy(run, strategy, say=_say):
+def _served_strategy(run, strategy, say=say):
     """``strategy``, or the run's default (:func:`~ensemble.inference.default_strategy`), said to ``say``."""
     if strategy is not None:
         return strategy
@@ -292,8 +287,9 @@ def _served_strategy(run, strategy, say=_say):
     return default_strategy(run, say)
 
 
+@api_function
 def predict(run=None, *, strategy=None, data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
-            tta=None, batch_size=BATCH_SIZE, stack=None, device="auto", engine="auto", quiet=False, log=_say,
+            tta=None, batch_size=BATCH_SIZE, stack=None, device="auto", engine="auto", quiet=False, log=say,
             masks_dir=None, overlay_dir=None, summary=None, scale=1.0, step=DEFAULT_STEP, max_pixels=MAX_PIXELS,
             check_inputs=True):
     """Predict masks for ``test_set`` of ``data`` (or ``images``: an image file, a folder of images, an .npz, or an
@@ -320,13 +316,14 @@ def predict(run=None, *, strategy=None, data=None, images=None, out=None, png_di
     said = []  # the default strategy is said once the inputs are checked: an error stays one line
     strategy = _served_strategy(run, strategy, said.append)
     options = options.replace(tta=_served_tta(run, strategy, tta, said.append))
-    note = None if quiet else (lambda: [_say(line) for line in said])
+    note = None if quiet else (lambda: [say(line) for line in said])
     return predict_run(run, strategy, data=data, images=images, out=out, png_dir=png_dir,
                        uncertainty_dir=uncertainty_dir, masks_dir=masks_dir, overlay_dir=overlay_dir, summary=summary,
                        options=options, max_pixels=max_pixels, log=log, note=note,
-                       progress=None if quiet else _say, warn=_warn, check_inputs=check_inputs)
+                       progress=None if quiet else say, warn=warn, check_inputs=check_inputs)
 
 
+@api_function
 def score(pred, masks):
     """Score predicted masks ``pred`` (submission CSV, .npy, .npz[:KEY]) against true ``masks`` in every convention.
 
@@ -339,6 +336,7 @@ def score(pred, masks):
     return score_files(pred, masks)
 
 
+@api_function
 def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BATCH_SIZE, stack=None,
               engine="auto", scale=1.0, step=DEFAULT_STEP, check_inputs=True):
     """A :class:`~ensemble.inference.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
@@ -359,17 +357,18 @@ def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BA
     from .inference import Predictor
 
     options = _options(device, batch_size=batch_size, stack=stack, engine=engine, scale=scale, step=step)
-    run = default_run(run, _say)
+    run = default_run(run, say)
     strategy = _served_strategy(run, strategy)
     made = Predictor(run, strategy, options=options.replace(tta=_served_tta(run, strategy, tta)),
                      check_inputs=check_inputs)
     if check_inputs and made.unchecked_note():
-        _say(made.unchecked_note())
+        say(made.unchecked_note())
     return made
 
 
+@api_function
 def run_all(preset="quick", data=None, *, run=None, seed=None, jobs=None, device="auto", engine="auto", quiet=False,
-            log=_say, with_control=False, curve=False, replicas=1, members_options=None, evaluate_options=None,
+            log=say, with_control=False, curve=False, replicas=1, members_options=None, evaluate_options=None,
             distill_options=None, **train_options):
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation.
 
@@ -450,6 +449,7 @@ def run_all(preset="quick", data=None, *, run=None, seed=None, jobs=None, device
         return result
 
 
+@api_function
 def status(run=None):
     """Where ``run`` stands (default ``runs/default``): a list of
     :class:`~ensemble.reporting.status.NetworkStatus`, one per network of its ``config.json`` (done, running,
@@ -479,6 +479,7 @@ def _smoke_run_note():
         return None
 
 
+@api_function
 def export(run=None, strategy=None, *, out="model.pt2", format=None, tta=None):
     """Write one program mapping images (N, 1, H, W) to probabilities: a ``torch.export`` program
     (``.pt2``: stacked members + fuser) or an ONNX graph (``.onnx``: members + fuser, or the baseline).
@@ -497,48 +498,10 @@ def export(run=None, strategy=None, *, out="model.pt2", format=None, tta=None):
         raise EnsembleError(f"--format: unknown {format!r}; valid: pt2, onnx")
     if suffix != format:
         raise EnsembleError(f"--out {out}: the file name must end in .{format} for --format {format}")
-    run = default_run(run, _say)
+    run = default_run(run, say)
     strategy = _served_strategy(run, strategy)
     tta = _served_tta(run, strategy, tta)
     predictor = Predictor(run, strategy, device="cpu", tta=tta, engine="torch")
     predictor.export(out, format)
     return {"out": str(out), "strategy": strategy, "format": format, "tta": tta,
             "tile_shape": list(predictor.tile_shape)}
-
-
-#: True while the ``ensemble`` command calls the API: its errors then keep the CLI's option names.
-_FROM_CLI = contextvars.ContextVar("ensemble_from_cli", default=False)
-
-
-@contextlib.contextmanager
-def called_from_cli():
-    """Errors raised inside keep naming CLI options (``--run``); the CLI wraps every command in it."""
-    token = _FROM_CLI.set(True)
-    try:
-        yield
-    finally:
-        _FROM_CLI.reset(token)
-
-
-def _in_argument_words(func):
-    """``func`` whose :class:`EnsembleError` speaks of arguments (``run=``), not CLI options, to a Python caller."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except EnsembleError as exc:
-            if _FROM_CLI.get():
-                raise
-            raise type(exc)(in_argument_words(str(exc))) from None
-
-    @functools.wraps(func)
-    def shown(*args, **kwargs):  # the verb's messages on stderr unless the program configured logging
-        with console():
-            return wrapper(*args, **kwargs)
-
-    return shown
-
-
-for _name in ("inspect_data", "clean_data", "train", "baseline", "control", "distill", "fuse", "default_run",
-              "evaluate", "predict", "score", "predictor", "run_all", "export", "status"):
-    globals()[_name] = _in_argument_words(globals()[_name])

@@ -18,6 +18,7 @@ from .core.logs import console
 from .core.objectives import OBJECTIVES
 from .core.outliers import MIN_REPEATS, UNIFORM_SHARE
 from .core.split import VAL_FRACTION
+from .core.wording import called_from_cli
 from .reporting.text import format_summary, format_training_summary
 
 #: The fusion strategies (``fusion.STRATEGIES``, spelled out so the CLI starts without importing torch;
@@ -31,7 +32,7 @@ class EnsembleGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            with api.called_from_cli(), console(command=True):
+            with called_from_cli(), console(command=True):
                 return super().invoke(ctx)
         except EnsembleError as exc:
             click.echo(f"Error: {exc}", err=True)
