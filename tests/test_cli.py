@@ -204,3 +204,24 @@ def test_run_trains_every_network_of_the_run_in_one_dispatch(tmp_path, subset_pa
     for step in ("== 1/4 members", "== 2/4 multiclass baseline", "== 2b/4 ensembling control"):
         assert step in "\n".join(progress)
     assert "==" not in result.stdout  # progress goes to stderr, results to stdout
+
+
+def test_every_option_is_declared_once():
+    """Each flag of the ``ensemble`` command has one ``click.option`` call in ``ensemble/cli/``: verbs that share an
+    option share its declaration (a group of ``ensemble/cli/options.py``)."""
+    import ast
+    import collections
+
+    from ensemble.core.locations import PROJECT_ROOT
+
+    declared = collections.defaultdict(list)
+    for path in sorted((PROJECT_ROOT / "ensemble" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "option":
+                for arg in node.args:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.startswith("--"):
+                        for flag in arg.value.split("/"):
+                            declared[flag].append(f"{path.name}:{node.lineno}")
+    assert len(declared) > 40  # the scan sees the options
+    twice = {flag: where for flag, where in declared.items() if len(where) > 1}
+    assert not twice, f"options declared more than once: {twice}"
