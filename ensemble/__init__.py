@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 FORMAT_VERSION = 1
 
 #: The training settings a network's entry in a format-1 ``config.json`` may lack, with the values such a
-#: network trained with: every key of ``members.training.TrainConfig`` but ``name``, as the dataclass defaulted
+#: network trained with: every key of ``members.config.TrainConfig`` but ``name``, as the dataclass defaulted
 #: them when format 1 was defined. Frozen: a run resumes and reproduces from what its files say, so a key an
 #: old file leaves out is read from here, never from today's defaults (``ensemble.train.recorded_config``).
 TRAIN_CONFIG_V1_DEFAULTS = {

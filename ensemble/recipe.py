@@ -29,8 +29,8 @@ from pathlib import Path
 import tomllib
 
 from ensemble import TRAIN_CONFIG_V1_DEFAULTS
+from members.config import DISTILL_DEFAULTS, INIT_FROM_KEYS, TrainConfig
 from members.overrides import SCOPES, applies, apply_overrides, checked_value, valid_keys
-from members.training import DISTILL_DEFAULTS, INIT_FROM_KEYS, TrainConfig
 from members.unet import UNetConfig
 
 from .core.augment import AugmentConfig

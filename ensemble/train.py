@@ -19,10 +19,11 @@ import torch
 
 from ensemble import TRAIN_CONFIG_V1_DEFAULTS
 from members.checkpoint import load_checkpoint
+from members.config import DISTILL_DEFAULTS, TrainConfig
 from members.overrides import apply_overrides, parse_override
 from members.parallel import TrainTask, train_parallel, train_stacked_tasks
 from members.presets import SAMPLER_WEIGHTS, get_preset
-from members.training import DISTILL_DEFAULTS, TrainConfig, finished_metrics, init_source
+from members.training import finished_metrics, init_source
 from members.unet import UNet, UNetConfig, count_parameters
 from members.workers import start_server, will_use_workers
 
@@ -75,7 +76,7 @@ class TrainOptions:
     backend: str = DEFAULT_BACKEND
     scheduler: str = None
     stacked: bool = False
-    distill: tuple = ()  # the student's (key, value) distill settings (members.training.DISTILL_KEYS)
+    distill: tuple = ()  # the student's (key, value) distill settings (members.config.DISTILL_KEYS)
     tensorboard: bool = False  # also log every epoch to RUN/tensorboard/ (the optional extra)
     quiet: bool = False
     recipe: Recipe = None  # --config: the recipe file as read
@@ -395,7 +396,7 @@ def check_init_source(source, name, model, *, shown):
 
 
 def starting_weights(folder, configs, options, *, log=None):
-    """``configs`` with their ``init_from`` (:data:`~members.training.INIT_FROM_KEYS`) settled: from
+    """``configs`` with their ``init_from`` (:data:`~members.config.INIT_FROM_KEYS`) settled: from
     ``options.init_from`` (a run folder or a shipped name) when given, else as the recipe file recorded it, each
     checked by :func:`check_init_source` before anything is written. A network already started (``latest.pt``)
     resumes from its own weights: it keeps the ``init_from`` it was planned with, and ``log`` hears that

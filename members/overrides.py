@@ -1,6 +1,6 @@
 """Recipe overrides: ``[SCOPE:]KEY=VALUE`` settings applied to networks' training configs.
 
-``KEY`` names a :class:`~members.training.TrainConfig` field, or a field inside one of its dicts
+``KEY`` names a :class:`~members.config.TrainConfig` field, or a field inside one of its dicts
 with a dot (``model.dropout``, ``augment.rotate_degrees``). ``VALUE`` is read as JSON (``0.2``,
 ``true``, ``null``, ``"cosine"``) or else taken as a string (``cosine``), and must have the
 field's type (an int where a float is expected is fine). ``SCOPE`` limits the setting to some

@@ -27,8 +27,10 @@ from ensemble.core.devices import machine_cores
 from ensemble.core.errors import DataError, EnsembleError
 from ensemble.core.logs import line_logger, task_logging
 
+from .batches import SplitArrays
+from .config import TrainConfig
 from .stacked_training import train_stacked
-from .training import SplitArrays, TrainConfig, finished_metrics, train_network
+from .training import finished_metrics, train_network
 from .workers import run_in_workers
 
 

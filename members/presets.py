@@ -1,12 +1,12 @@
 """Training presets: ``quick`` shows the pipeline in minutes; ``full`` is the best-quality recipe.
 
-Both train the recipe that :class:`~members.training.TrainConfig` defaults to, from the search in
+Both train the recipe that :class:`~members.config.TrainConfig` defaults to, from the search in
 the README (Recipe search, ``scripts/recipe_search.py``): a warm-up then a cosine to zero stepped
 every batch, no early stopping, horizontal flips, and random degradations of the image (noise, blur,
 exposure, resampling, JPEG) on 60 % of the tiles so the masks hold on images that are not lossless
 tiles (:data:`ensemble.core.augment.RECIPE`; rotation and zoom stay off: they resample every tile, and
 the batch-norm statistics learnt on resampled tiles misfit sharp ones).
-A preset holds only the :class:`~members.training.TrainConfig` fields it sets otherwise; members and
+A preset holds only the :class:`~members.config.TrainConfig` fields it sets otherwise; members and
 the baseline share them, and ``--epochs``, ``--samples-per-epoch`` and ``--set`` override them.
 """
 PRESETS = {
@@ -28,7 +28,7 @@ SAMPLER_WEIGHTS = {"big_rock": 4.0}
 
 
 def get_preset(name):
-    """A copy of the preset ``name`` (its :class:`~members.training.TrainConfig` fields); an unknown name lists
+    """A copy of the preset ``name`` (its :class:`~members.config.TrainConfig` fields); an unknown name lists
     the valid ones."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")

@@ -18,7 +18,8 @@ from torch import nn
 from ensemble.core.logs import line_logger
 
 from .stacked import StackedUNet, block_shapes, common_config, stack_member_states
-from .training import NetworkTrainer, finished_metrics, validation_logits
+from .training import NetworkTrainer, finished_metrics
+from .validation import validation_logits
 
 _log_line = line_logger(__name__)  # where progress lines go when the caller gives no log
 

@@ -52,17 +52,12 @@ from ensemble.core.defaults import BATCH_SIZE  # noqa: E402
 from ensemble.inference.export import export_pipeline, load_exported  # noqa: E402
 from ensemble.train import matched_baseline_width, model_config  # noqa: E402
 from fusion import get_fuser  # noqa: E402
+from members.batches import SplitArrays, build_loss, make_batch, targets_and_valid
+from members.config import TrainConfig
 from members.parallel import TrainTask, train_parallel  # noqa: E402
 from members.stacked import StackedUNet  # noqa: E402
 from members.stacked_training import train_stacked  # noqa: E402
-from members.training import (  # noqa: E402
-    SplitArrays,
-    TrainConfig,
-    build_loss,
-    make_batch,
-    targets_and_valid,
-    train_network,
-)
+from members.training import train_network
 from members.unet import UNet, UNetConfig, count_parameters  # noqa: E402
 
 CLASSES = ("background", "soil", "bedrock", "sand", "big_rock")

@@ -99,7 +99,7 @@ def test_stacked_starts_at_the_mean_of_the_sources_class_logits():
 def test_every_network_of_a_run_has_its_own_seed(tmp_path, subset_path):
     from ensemble.core.data import load_data
     from ensemble.train import TrainOptions, plan_training
-    from members.training import TrainConfig
+    from members.config import TrainConfig
 
     names = [*CLASS_NAMES, BASELINE, "baseline_1", "baseline_2", *control_names(5)]
     plan = plan_training(names, data=load_data(subset_path), run=tmp_path / "run",

@@ -15,8 +15,10 @@ from ensemble.core.data import load_data
 from ensemble.core.locations import shipped_run
 from ensemble.core.runfolder import RunFolder
 from ensemble.train import TrainOptions, network_config
+from members.batches import SplitArrays
 from members.checkpoint import load_checkpoint
-from members.training import NetworkTrainer, SplitArrays, TrainConfig
+from members.config import TrainConfig
+from members.training import NetworkTrainer
 
 #: The CLI's spelling of conftest.TINY.
 TINY_ARGS = ["--epochs", "1", "--samples-per-epoch", "48", "--quiet"]

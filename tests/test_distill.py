@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from ensemble.core.augment import AugmentConfig, build_augmentation
+from members.batches import SplitArrays, build_loss, make_batch, make_distill_batch
+from members.config import TrainConfig
 from members.losses import DistillLoss, DistillTarget, MulticlassLoss
-from members.training import SplitArrays, TrainConfig, build_loss, make_batch, make_distill_batch, train_network
+from members.training import train_network
 
 
 def _logits(seed, n=2, h=8, w=16):

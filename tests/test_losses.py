@@ -13,9 +13,10 @@ import torch
 
 from ensemble.core.weights import class_weights
 from ensemble.train import TrainOptions, network_config
+from members.batches import build_loss, epoch_order, targets_and_valid
+from members.config import TrainConfig
 from members.losses import MemberLoss, MulticlassLoss, auto_pos_weight
 from members.presets import SAMPLER_WEIGHTS
-from members.training import TrainConfig, build_loss, epoch_order, targets_and_valid
 
 LN2 = math.log(2)
 

@@ -15,9 +15,12 @@ from ensemble.cli import main
 from ensemble.core.data import load_data
 from ensemble.core.errors import RunError
 from ensemble.train import model_config
+from members.batches import SplitArrays
 from members.checkpoint import load_checkpoint
+from members.config import TrainConfig
+from members.optim import WeightAverage, build_scheduler
 from members.overrides import apply_overrides, parse_override
-from members.training import NetworkTrainer, SplitArrays, TrainConfig, WeightAverage, build_scheduler, train_network
+from members.training import NetworkTrainer, train_network
 
 
 def _split(data):

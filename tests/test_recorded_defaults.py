@@ -15,8 +15,8 @@ import ensemble
 from ensemble.core.locations import shipped_root
 from ensemble.core.runfolder import RunFolder
 from ensemble.train import TrainOptions, network_config, recorded_config
+from members.config import TrainConfig
 from members.presets import PRESETS
-from members.training import TrainConfig
 
 #: What TrainConfig and AugmentConfig defaulted to while format 1 runs were written without some keys,
 #: field by field (the dataclasses' defaults then: per-epoch cosine to 0.05 lr, patience 4, rotation

@@ -15,9 +15,11 @@ import members.training as training
 from ensemble.cli import main
 from ensemble.core.classes import class_index
 from ensemble.core.data import load_data
+from members.batches import SplitArrays
 from members.checkpoint import load_checkpoint
+from members.config import TrainConfig
 from members.stacked_training import MemberStack, check_stackable, train_stacked
-from members.training import NetworkTrainer, SplitArrays, TrainConfig, train_network
+from members.training import NetworkTrainer, train_network
 from members.unet import UNet
 
 MODEL = dict(out_channels=1, width=4, depth=3, in_channels=1, bottleneck="dilated_se", upsample="transpose",

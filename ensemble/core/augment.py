@@ -54,7 +54,7 @@ class AugmentConfig:
         return bool(self.rotate_degrees) or bool(self.zoom_min_scale and self.zoom_min_scale < 1.0)
 
 
-#: The training recipe's augmentation (:class:`~members.training.TrainConfig`'s default): flips, and random
+#: The training recipe's augmentation (:class:`~members.config.TrainConfig`'s default): flips, and random
 #: degradations of the image on 60 % of the tiles at 0.7 of :class:`DegradeConfig`'s ranges (still past the
 #: robustness benchmark's middle severity). At a reduced budget this held the baseline under blur, JPEG and
 #: resampling at the least clean cost of the recipes tried (docs/experiments.md, "Robust training").

@@ -137,7 +137,7 @@ def _legend_rows(draw, font, swatch, max_width=None):
     return [*rows, row]
 
 
-def _draw_legend(draw, x, y, swatch, font, rows=None, line_h=None):
+def _draw_legend(draw, x, y, swatch, font, *, rows=None, line_h=None):
     """Class swatches and names from (x, y): one row, or the ``rows`` of :func:`_legend_rows`, ``line_h`` apart."""
     for r, row in enumerate(rows or [range(len(CLASS_NAMES))]):
         left, top = x, y + r * (line_h or 0)
@@ -169,7 +169,7 @@ def write_overlay_png(image_0_1, mask, path, alpha=OVERLAY_ALPHA):
     canvas = np.full((height + len(rows) * line_h + _PAD // 2, canvas_width, 3), 255, dtype=np.uint8)
     canvas[:height, :width] = blended
     image = Image.fromarray(canvas)
-    _draw_legend(ImageDraw.Draw(image), _PAD // 2, height + _PAD // 2, swatch, font, rows, line_h)
+    _draw_legend(ImageDraw.Draw(image), _PAD // 2, height + _PAD // 2, swatch, font, rows=rows, line_h=line_h)
     _save_png(image, path)
 
 
