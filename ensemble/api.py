@@ -76,7 +76,7 @@ def _training(options, n_networks, run):
     be a folder is refused first, before any worker starts."""
     check_run_path(run)
     _start_workers(n_networks, options)
-    from .train import TrainOptions
+    from .recipe import TrainOptions
 
     log = options.pop("log", say)
     options = TrainOptions.from_arguments(**options)
@@ -102,7 +102,7 @@ def train(data=None, run=None, members="all", **options):
     """Train one-vs-rest members (``"all"`` or comma-separated class names) into ``run`` (default ``runs/default``,
     said; :func:`~ensemble.core.locations.resolve_run`).
 
-    Options (the fields of :class:`~ensemble.train.TrainOptions`): ``preset``, ``epochs``, ``width``, ``jobs``,
+    Options (the fields of :class:`~ensemble.recipe.TrainOptions`): ``preset``, ``epochs``, ``width``, ``jobs``,
     ``backend``, ``scheduler``, ``stacked``, ``device``, ``seed``, ``val_fraction``, ``objective``, ``loss``,
     ``samples_per_epoch``, ``overrides`` (``--set`` strings), ``init_from`` (a run, or ``"reference"``, whose
     ``best.pt`` of each network it starts from), ``quiet``; ``config`` (a recipe file, ``.toml`` or ``.json``:
@@ -375,7 +375,7 @@ def run_all(preset="quick", data=None, *, run=None, seed=None, jobs=None, device
     Every network of the run (the members, the baseline and its ``replicas``, the control's nets with
     ``with_control``) is a task of one training plan, dispatched together (:func:`~ensemble.train.dispatch`),
     so ``jobs`` workers or a Dask cluster train them all at once. ``run`` defaults to ``runs/default``.
-    ``train_options`` are :class:`~ensemble.train.TrainOptions` fields (``width`` is the members'; the
+    ``train_options`` are :class:`~ensemble.recipe.TrainOptions` fields (``width`` is the members'; the
     baseline is matched to them, the control gets their width), with ``config`` (a recipe file) and
     ``init_from`` (a run every network starts from; with ``distill_options`` it must hold a student too) as for
     :func:`train`; ``seed`` ``None`` is the file's, else 0; ``members_options`` (``stacked``,
@@ -394,8 +394,11 @@ def run_all(preset="quick", data=None, *, run=None, seed=None, jobs=None, device
     names = [*CLASS_NAMES, *baselines, *(control_names(CONTROL_SIZE) if with_control else ())]
     check_run_path(run)
     _start_workers(len(names), {"jobs": jobs, **train_options, **(members_options or {})})
+    from members.warmstart import init_run
+
     from .core.classes import STUDENT
-    from .train import TrainOptions, init_run, train_networks
+    from .recipe import TrainOptions
+    from .train import train_networks
 
     options = TrainOptions.from_arguments(preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
                                           **train_options, **(members_options or {}))

@@ -22,6 +22,7 @@ its scope tables (in file order), ``--set``, then the explicit options (``--epoc
 Everything in a file is checked when it is read, before anything is written; an error names the file and the key.
 """
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,10 @@ from .core.classes import (
     is_control,
     is_multiclass,
 )
+from .core.defaults import DEFAULT_BACKEND
 from .core.errors import EnsembleError
 from .core.objectives import OBJECTIVES
+from .core.split import VAL_FRACTION
 
 #: The run settings a file may give, each with a check of its value (``None`` when fine, else what is expected).
 SETTINGS = {
@@ -288,3 +291,67 @@ class _Reader:
 #: The kinds of network (:func:`_templates`) a scope's keys are checked against; a class name's: a member's.
 _SCOPE_KINDS = {None: ("soil", BASELINE), "multiclass": (BASELINE,), BASELINE: (BASELINE,),
                 CONTROL: (BASELINE,), STUDENT: (STUDENT,)}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a training command trains: what overrides the preset, the run's settings, and where and how many at once.
+
+    Built once by the API or the CLI and passed down. ``width`` is the members' width; for a plan
+    without members (``ensemble baseline``, ``ensemble control``) it is the named networks' own, and
+    without it the baseline is matched to the members' parameters and the control gets their width.
+    ``objective`` ``None`` keeps an existing run's (a new run gets ``competition``). ``jobs`` networks
+    train at once (``None``: :func:`default_jobs`); ``backend`` is ``processes`` (forked local workers,
+    :mod:`members.workers`), joblib's ``loky`` or ``threading``, or ``dask`` (the cluster at ``scheduler``);
+    ``stacked`` trains the members as one grouped network in this process (:mod:`members.stacked_training`).
+    Every epoch of every network redraws the run's ``progress.png``; ``tensorboard`` also logs it for TensorBoard.
+    """
+
+    preset: str = "quick"
+    epochs: int = None
+    width: int = None
+    samples_per_epoch: int = None
+    loss: str = None
+    overrides: tuple = ()  # --set strings
+    objective: str = None
+    seed: int = 0
+    val_fraction: float = VAL_FRACTION
+    device: str = "auto"
+    jobs: int = None
+    backend: str = DEFAULT_BACKEND
+    scheduler: str = None
+    stacked: bool = False
+    distill: tuple = ()  # the student's (key, value) distill settings (members.config.DISTILL_KEYS)
+    tensorboard: bool = False  # also log every epoch to RUN/tensorboard/ (the optional extra)
+    quiet: bool = False
+    recipe: Recipe = None  # --config: the recipe file as read
+    init_from: str = None  # --init-from: the run (folder or shipped name) whose best.pt each network starts from
+    drop_outliers: bool = True
+
+    @classmethod
+    def from_arguments(cls, config=None, **fields):
+        """The options of a verb's arguments: ``config`` (a recipe file's path, :mod:`ensemble.recipe`) read, and
+        each run setting not given (``None``: ``seed``, ``val_fraction``, ``objective``, ``drop_outliers``) and
+        ``init_from`` taken from the file, else its default. An unknown field is a ``TypeError`` naming it."""
+        recipe = load_recipe(config) if config else None
+        given = recipe.settings if recipe else {}
+        for key, default in RUN_SETTING_DEFAULTS.items():
+            if fields.get(key) is None:
+                fields[key] = given.get(key, default)
+        if fields.get("init_from") is None and recipe is not None:
+            fields["init_from"] = recipe.init_from
+        return cls(recipe=recipe, **fields)
+
+    def __post_init__(self):
+        object.__setattr__(self, "overrides", tuple(self.overrides or ()))
+        distill = self.distill.items() if isinstance(self.distill, dict) else (self.distill or ())
+        object.__setattr__(self, "distill", tuple(distill))
+
+    def replace(self, **changes):
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+
+#: The run settings a verb may leave to the recipe file (``None``), with their values when neither gives them
+#: (``objective`` ``None``: an existing run's, else the default).
+RUN_SETTING_DEFAULTS = {"seed": 0, "val_fraction": VAL_FRACTION, "objective": None, "drop_outliers": True}

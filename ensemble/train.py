@@ -9,22 +9,19 @@ members' sum.
 """
 import copy
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from ensemble import TRAIN_CONFIG_V1_DEFAULTS
-from members.checkpoint import load_checkpoint
 from members.config import DISTILL_DEFAULTS, TrainConfig
 from members.overrides import apply_overrides, parse_override
 from members.parallel import TrainTask, train_parallel, train_stacked_tasks
 from members.presets import SAMPLER_WEIGHTS, get_preset
-from members.training import finished_metrics, init_source
-from members.unet import UNet, UNetConfig, count_parameters
+from members.training import finished_metrics
+from members.unet import UNetConfig, matched_baseline_width, model_config, parameter_count
+from members.warmstart import record_starting_weights, starting_weights
 from members.workers import start_server, will_use_workers
 
 from .core.classes import BASELINE, NUM_CLASSES, STUDENT, class_index, is_baseline_like, is_control, is_multiclass
@@ -32,107 +29,17 @@ from .core.data import load_data
 from .core.defaults import DEFAULT_BACKEND
 from .core.devices import machine_cores, resolve_device
 from .core.errors import EnsembleError, RunError
-from .core.fileio import sha256_file
 from .core.imagestats import training_statistics
-from .core.locations import resolve_run
 from .core.logs import ACTIVE_LOG_FILE, line_logger
 from .core.objectives import DEFAULT_OBJECTIVE, check_objective
-from .core.runfolder import LATEST, RunFolder, prepare_run, record_network_config
-from .core.split import VAL_FRACTION
-from .recipe import Recipe, load_recipe
+from .core.runfolder import RunFolder, prepare_run, record_network_config
+from .recipe import TrainOptions
 from .reporting.progress import TrainingWatch, check_tensorboard
 
 PARAMETER_TOLERANCE = 0.15
 #: The members' width and the U-Nets' depth when no option says otherwise: :class:`UNetConfig`'s.
 MEMBER_WIDTH = UNetConfig.width
 DEPTH = UNetConfig.depth
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How a training command trains: what overrides the preset, the run's settings, and where and how many at once.
-
-    Built once by the API or the CLI and passed down. ``width`` is the members' width; for a plan
-    without members (``ensemble baseline``, ``ensemble control``) it is the named networks' own, and
-    without it the baseline is matched to the members' parameters and the control gets their width.
-    ``objective`` ``None`` keeps an existing run's (a new run gets ``competition``). ``jobs`` networks
-    train at once (``None``: :func:`default_jobs`); ``backend`` is ``processes`` (forked local workers,
-    :mod:`members.workers`), joblib's ``loky`` or ``threading``, or ``dask`` (the cluster at ``scheduler``);
-    ``stacked`` trains the members as one grouped network in this process (:mod:`members.stacked_training`).
-    Every epoch of every network redraws the run's ``progress.png``; ``tensorboard`` also logs it for TensorBoard.
-    """
-
-    preset: str = "quick"
-    epochs: int = None
-    width: int = None
-    samples_per_epoch: int = None
-    loss: str = None
-    overrides: tuple = ()  # --set strings
-    objective: str = None
-    seed: int = 0
-    val_fraction: float = VAL_FRACTION
-    device: str = "auto"
-    jobs: int = None
-    backend: str = DEFAULT_BACKEND
-    scheduler: str = None
-    stacked: bool = False
-    distill: tuple = ()  # the student's (key, value) distill settings (members.config.DISTILL_KEYS)
-    tensorboard: bool = False  # also log every epoch to RUN/tensorboard/ (the optional extra)
-    quiet: bool = False
-    recipe: Recipe = None  # --config: the recipe file as read
-    init_from: str = None  # --init-from: the run (folder or shipped name) whose best.pt each network starts from
-    drop_outliers: bool = True
-
-    @classmethod
-    def from_arguments(cls, config=None, **fields):
-        """The options of a verb's arguments: ``config`` (a recipe file's path, :mod:`ensemble.recipe`) read, and
-        each run setting not given (``None``: ``seed``, ``val_fraction``, ``objective``, ``drop_outliers``) and
-        ``init_from`` taken from the file, else its default. An unknown field is a ``TypeError`` naming it."""
-        recipe = load_recipe(config) if config else None
-        given = recipe.settings if recipe else {}
-        for key, default in RUN_SETTING_DEFAULTS.items():
-            if fields.get(key) is None:
-                fields[key] = given.get(key, default)
-        if fields.get("init_from") is None and recipe is not None:
-            fields["init_from"] = recipe.init_from
-        return cls(recipe=recipe, **fields)
-
-    def __post_init__(self):
-        object.__setattr__(self, "overrides", tuple(self.overrides or ()))
-        distill = self.distill.items() if isinstance(self.distill, dict) else (self.distill or ())
-        object.__setattr__(self, "distill", tuple(distill))
-
-    def replace(self, **changes):
-        """A copy with ``changes``."""
-        return dataclasses.replace(self, **changes)
-
-
-#: The run settings a verb may leave to the recipe file (``None``), with their values when neither gives them
-#: (``objective`` ``None``: an existing run's, else the default).
-RUN_SETTING_DEFAULTS = {"seed": 0, "val_fraction": VAL_FRACTION, "objective": None, "drop_outliers": True}
-
-
-def model_config(width, depth, out_channels):
-    """The U-Net config dict of a member (1 output) or the baseline (5 outputs)."""
-    return UNetConfig(out_channels=out_channels, width=width, depth=depth).to_dict()
-
-
-@functools.cache
-def _parameters(width, depth, out_channels):
-    with torch.device("meta"):  # the shapes alone: no weights are allocated or initialised
-        return count_parameters(UNet(UNetConfig.from_dict(model_config(width, depth, out_channels))))
-
-
-def members_parameter_count(width, depth):
-    """Parameters of the five members together."""
-    return NUM_CLASSES * _parameters(width, depth, 1)
-
-
-def matched_baseline_width(member_width, depth):
-    """The baseline width whose parameter count is closest to the five members' sum."""
-    target = members_parameter_count(member_width, depth)
-    widths = range(member_width, 8 * member_width + 1)
-    return min(widths, key=lambda w: abs(_parameters(w, depth, NUM_CLASSES) - target))
 
 
 def recorded_member_width(folder):
@@ -351,93 +258,6 @@ def check_recipe_settings(folder, options):
                            f"{recipe.path} asks {value!r} (settings.{key}); use a new --run")
 
 
-def init_run(source):
-    """The run folder ``--init-from`` names (a folder, or a shipped run's name: :func:`resolve_run`'s rule), refused
-    unless it holds a run."""
-    path = Path(resolve_run(source))
-    if not RunFolder(path).manifest_path.is_file():
-        raise RunError(f"--init-from {source}: not a run folder (no {RunFolder(path).manifest_path.name})")
-    return path
-
-
-def describe_model(model, other=None):
-    """A network's architecture in words (``a U-Net of width 18, depth 3, 5 outputs``), with every other
-    architecture key that differs from ``other``'s."""
-    config, other = UNetConfig.from_dict(model).to_dict(), UNetConfig.from_dict(other or model).to_dict()
-    words = [f"a U-Net of width {config['width']}", f"depth {config['depth']}",
-             f"{config['out_channels']} output{'s' if config['out_channels'] != 1 else ''}"]
-    words += [f"{key} {config[key]}" for key in ("in_channels", "bottleneck", "upsample") if config[key] != other[key]]
-    return ", ".join(words)
-
-
-def _shapes(state):
-    return {key: tuple(value.shape) for key, value in state.items()}
-
-
-def check_init_source(source, name, model, *, shown):
-    """The sha256 of ``best.pt`` of network ``name`` in the run folder ``source``, after checking that it exists,
-    matches the run's recorded checksum and holds the architecture ``model`` (a U-Net config dict); ``shown`` is
-    how errors name the source. Reads the source, never writes it."""
-    folder = RunFolder(source)
-    path = init_source(source, name)
-    if not path.is_file():
-        present = [n for n in sorted(folder.config()["networks"]) if folder.best_path(n).is_file()] \
-            if folder.config_path.is_file() else []
-        raise EnsembleError(f"{shown}: network {name} is not there (no {path}); it has "
-                            f"{', '.join(present) or 'no trained network'}")
-    folder.verify(path)
-    state = load_checkpoint(path)
-    with torch.device("meta"):  # shapes alone
-        here = _shapes(UNet(UNetConfig.from_dict(model)).state_dict())
-    if _shapes(state["model"]) != here:
-        raise EnsembleError(f"{shown}: network {name} is {describe_model(state['model_config'], model)} there, "
-                            f"{describe_model(model, state['model_config'])} here")
-    return sha256_file(path)
-
-
-def starting_weights(folder, configs, options, *, log=None):
-    """``configs`` with their ``init_from`` (:data:`~members.config.INIT_FROM_KEYS`) settled: from
-    ``options.init_from`` (a run folder or a shipped name) when given, else as the recipe file recorded it, each
-    checked by :func:`check_init_source` before anything is written. A network already started (``latest.pt``)
-    resumes from its own weights: it keeps the ``init_from`` it was planned with, and ``log`` hears that
-    ``--init-from`` does not apply to it."""
-    source = options.init_from
-    source_path = init_run(source) if source else None
-    out = []
-    for config in configs:
-        if (folder.network_dir(config.name) / LATEST).exists():
-            recorded = folder.config()["networks"].get(config.name, {}) if folder.config_path.exists() else {}
-            kept = recorded.get("init_from", {})
-            if source and log and kept.get("run") != str(source_path.resolve()):
-                log(f"{config.name} resumes from its latest.pt: --init-from {source} does not apply to it")
-            out.append(dataclasses.replace(config, init_from=kept))
-            continue
-        if source_path is not None:
-            run, shown, recorded = source_path.resolve(), f"--init-from {source}", None
-        elif config.init_from:
-            run, recorded = Path(config.init_from["run"]), config.init_from["sha256"]
-            shown = f"--config {options.recipe.path}: networks.{config.name}.init_from {run}"
-        else:
-            out.append(config)
-            continue
-        digest = check_init_source(run, config.name, config.model, shown=shown)
-        if recorded is not None and digest != recorded:
-            raise EnsembleError(f"{shown}: {init_source(run, config.name)} has sha256 {digest[:12]}…, not the "
-                                f"{recorded[:12]}… recorded; the source run changed since")
-        out.append(dataclasses.replace(config, init_from={"run": str(run), "sha256": digest}))
-    return out
-
-
-def record_starting_weights(folder, configs):
-    """Record in the manifest where each network that starts from trained weights takes them (``init_from``:
-    network -> source run and sha256 of its ``best.pt``); a run without any keeps its manifest as it was."""
-    started = {c.name: dict(c.init_from) for c in configs if c.init_from}
-    if not started:
-        return
-    with folder.locked_manifest() as manifest:
-        manifest.setdefault("init_from", {}).update(started)
-
-
 def attach_teachers(plan, data, *, log=None):
     """Give every unfinished distilled task of ``plan`` its teacher's logits of the training tiles, and of its
     unlabeled tiles after them (cached once, :mod:`ensemble.distill`), in place."""
@@ -510,7 +330,7 @@ def describe(plan):
 def _size(task):
     """Parameters of the task's network: what its training time grows with."""
     model = task.config["model"]
-    return _parameters(model["width"], model["depth"], model["out_channels"])
+    return parameter_count(model["width"], model["depth"], model["out_channels"])
 
 
 def dispatch(plan, *, data=None):

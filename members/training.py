@@ -19,12 +19,11 @@ import torch
 from ensemble.core.augment import AugmentConfig, build_augmentation
 from ensemble.core.classes import CLASS_NAMES
 from ensemble.core.devices import machine_cores
-from ensemble.core.errors import RunError
-from ensemble.core.fileio import sha256_file, write_bytes_atomic, write_json_atomic
+from ensemble.core.fileio import write_bytes_atomic, write_json_atomic
 from ensemble.core.history import TrainingLock, write_history
 from ensemble.core.logs import line_logger
 from ensemble.core.progress import Progress
-from ensemble.core.runfolder import BEST, LATEST, METRICS, RunFolder, snapshot_file
+from ensemble.core.runfolder import BEST, LATEST, METRICS, snapshot_file
 from ensemble.core.split import tiles_per_epoch
 
 from .batches import build_loss, epoch_order, make_batch, make_distill_batch, targets_and_valid
@@ -33,27 +32,9 @@ from .losses import DistillTarget
 from .optim import WeightAverage, build_scheduler, match_parameter_layout
 from .unet import UNet, UNetConfig, count_parameters
 from .validation import MEMORY_FORMAT, validation_ious, validation_logits, validation_loss, validation_score
+from .warmstart import initial_weights
 
 _log_line = line_logger(__name__)  # where progress lines go when the caller gives no log
-
-
-def init_source(run, name):
-    """``best.pt`` of network ``name`` in the run folder ``run``: where a network started from trained weights
-    takes them."""
-    return RunFolder(run).best_path(name)
-
-
-def initial_weights(config):
-    """The state dict a network with ``init_from`` starts from: its namesake's ``best.pt`` in the source run,
-    refused (:class:`~ensemble.core.errors.RunError`) unless it still has the sha256 recorded when it was planned.
-    Only the weights are taken; optimiser, schedule and epochs are the new network's own."""
-    path = init_source(config.init_from["run"], config.name)
-    if not path.is_file():
-        raise RunError(f"{path}: not found; {config.name} was planned to start from it (init_from)")
-    if sha256_file(path) != config.init_from["sha256"]:
-        raise RunError(f"{path}: sha256 differs from the one recorded in init_from when {config.name} was planned; "
-                       "the source run changed (use a new --run)")
-    return load_checkpoint(path)["model"]
 
 
 def format_seconds(seconds):

@@ -1,8 +1,11 @@
 """A compact, configurable U-Net that emits logits; used by every member and by the baseline."""
+import functools
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from ensemble.core.classes import NUM_CLASSES
 
 from .blocks import DoubleConv, get_block, grouped_conv
 
@@ -111,3 +114,27 @@ def build_layers(net, config, members=None, shared_input=True):
 def count_parameters(model):
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def model_config(width, depth, out_channels):
+    """The U-Net config dict of a member (1 output) or the baseline (5 outputs)."""
+    return UNetConfig(out_channels=out_channels, width=width, depth=depth).to_dict()
+
+
+@functools.cache
+def parameter_count(width, depth, out_channels):
+    """Parameters of a U-Net of this width, depth and outputs (counted on shapes alone, cached)."""
+    with torch.device("meta"):  # the shapes alone: no weights are allocated or initialised
+        return count_parameters(UNet(UNetConfig.from_dict(model_config(width, depth, out_channels))))
+
+
+def members_parameter_count(width, depth):
+    """Parameters of the five members together."""
+    return NUM_CLASSES * parameter_count(width, depth, 1)
+
+
+def matched_baseline_width(member_width, depth):
+    """The baseline width whose parameter count is closest to the five members' sum."""
+    target = members_parameter_count(member_width, depth)
+    widths = range(member_width, 8 * member_width + 1)
+    return min(widths, key=lambda w: abs(parameter_count(w, depth, NUM_CLASSES) - target))

@@ -50,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ensemble.core.augment import AugmentConfig, build_augmentation  # noqa: E402
 from ensemble.core.defaults import BATCH_SIZE  # noqa: E402
 from ensemble.inference.export import export_pipeline, load_exported  # noqa: E402
-from ensemble.train import matched_baseline_width, model_config  # noqa: E402
 from fusion import get_fuser  # noqa: E402
 from members.batches import SplitArrays, build_loss, make_batch, targets_and_valid
 from members.config import TrainConfig
@@ -58,7 +57,7 @@ from members.parallel import TrainTask, train_parallel  # noqa: E402
 from members.stacked import StackedUNet  # noqa: E402
 from members.stacked_training import train_stacked  # noqa: E402
 from members.training import train_network
-from members.unet import UNet, UNetConfig, count_parameters  # noqa: E402
+from members.unet import UNet, UNetConfig, count_parameters, matched_baseline_width, model_config  # noqa: E402  # noqa: E402
 
 CLASSES = ("background", "soil", "bedrock", "sand", "big_rock")
 

@@ -20,11 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ensemble.core.augment import AugmentConfig  # noqa: E402
 from ensemble.core.data import load_data, resolve_data_path  # noqa: E402
-from ensemble.train import matched_baseline_width  # noqa: E402
 from members.batches import SplitArrays  # noqa: E402
 from members.config import TrainConfig
 from members.training import train_network
-from members.unet import UNetConfig  # noqa: E402
+from members.unet import (
+    UNetConfig,  # noqa: E402
+    matched_baseline_width,  # noqa: E402
+)
 
 
 def config(name, width, tiles, degrade):

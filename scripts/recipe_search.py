@@ -33,7 +33,8 @@ from ensemble.core.classes import BASELINE, CLASS_NAMES, TUNED_BASELINE, control
 from ensemble.core.data import load_data  # noqa: E402
 from ensemble.core.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 from ensemble.core.runfolder import METRICS, RunFolder  # noqa: E402
-from ensemble.train import TrainOptions, plan_training, recorded_config  # noqa: E402
+from ensemble.recipe import TrainOptions  # noqa: E402
+from ensemble.train import plan_training, recorded_config  # noqa: E402
 
 #: The first recipe the search compares against (variant ``today``), every searched setting explicit.
 FIRST_RECIPE = [

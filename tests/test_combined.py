@@ -98,7 +98,8 @@ def test_stacked_starts_at_the_mean_of_the_sources_class_logits():
 
 def test_every_network_of_a_run_has_its_own_seed(tmp_path, subset_path):
     from ensemble.core.data import load_data
-    from ensemble.train import TrainOptions, plan_training
+    from ensemble.recipe import TrainOptions
+    from ensemble.train import plan_training
     from members.config import TrainConfig
 
     names = [*CLASS_NAMES, BASELINE, "baseline_1", "baseline_2", *control_names(5)]
@@ -114,7 +115,8 @@ def test_every_network_of_a_run_has_its_own_seed(tmp_path, subset_path):
 def test_a_run_recording_a_network_with_the_baselines_seed_refuses_more(tmp_path, subset_path):
     """A control net recorded by the old seed rule (replica 0: the baseline's seed) is caught at planning."""
     from ensemble.core.data import load_data
-    from ensemble.train import TrainOptions, plan_training
+    from ensemble.recipe import TrainOptions
+    from ensemble.train import plan_training
 
     run = tmp_path / "run"
     data = load_data(subset_path)

@@ -14,7 +14,8 @@ from ensemble.cli import main
 from ensemble.core.data import load_data
 from ensemble.core.locations import shipped_run
 from ensemble.core.runfolder import RunFolder
-from ensemble.train import TrainOptions, network_config
+from ensemble.recipe import TrainOptions
+from ensemble.train import network_config
 from members.batches import SplitArrays
 from members.checkpoint import load_checkpoint
 from members.config import TrainConfig

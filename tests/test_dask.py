@@ -3,7 +3,8 @@ import pytest
 import torch
 from conftest import TINY
 
-from ensemble.train import TrainOptions, train_networks
+from ensemble.recipe import TrainOptions
+from ensemble.train import train_networks
 from members.checkpoint import load_checkpoint
 
 distributed = pytest.importorskip("distributed", reason="the 'distributed' extra is not installed")

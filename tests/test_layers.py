@@ -13,7 +13,7 @@ PACKAGES = ("ensemble", "members", "fusion")
 
 #: The modules of member training: what inference, evaluation and reporting never import.
 TRAINING = ("ensemble.train", "members.training", "members.config", "members.batches", "members.validation",
-            "members.optim", "members.parallel", "members.stacked_training", "members.presets",
+            "members.optim", "members.warmstart", "members.parallel", "members.stacked_training", "members.presets",
             "members.overrides", "members.losses", "members.workers")
 #: The network definitions and checkpoints inference may load (members' modules that train nothing).
 NETWORKS = ("members.unet", "members.blocks", "members.stacked", "members.checkpoint")

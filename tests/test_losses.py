@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ensemble.core.weights import class_weights
-from ensemble.train import TrainOptions, network_config
+from ensemble.recipe import TrainOptions
+from ensemble.train import network_config
 from members.batches import build_loss, epoch_order, targets_and_valid
 from members.config import TrainConfig
 from members.losses import MemberLoss, MulticlassLoss, auto_pos_weight

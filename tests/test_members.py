@@ -15,13 +15,19 @@ import members.training as training
 from ensemble import api
 from ensemble.core.data import load_data
 from ensemble.core.errors import RunError
-from ensemble.train import matched_baseline_width, members_parameter_count, model_config
 from members.batches import SplitArrays, build_loss, make_batch, targets_and_valid
 from members.blocks import get_block
 from members.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from members.config import TrainConfig
 from members.training import NetworkTrainer, train_network
-from members.unet import UNet, UNetConfig, count_parameters
+from members.unet import (
+    UNet,
+    UNetConfig,
+    count_parameters,
+    matched_baseline_width,
+    members_parameter_count,
+    model_config,
+)
 from members.validation import validation_score
 
 

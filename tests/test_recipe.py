@@ -14,13 +14,13 @@ from ensemble import api
 from ensemble.cli import main
 from ensemble.core.data import load_data
 from ensemble.core.errors import RunError
-from ensemble.train import model_config
 from members.batches import SplitArrays
 from members.checkpoint import load_checkpoint
 from members.config import TrainConfig
 from members.optim import WeightAverage, build_scheduler
 from members.overrides import apply_overrides, parse_override
 from members.training import NetworkTrainer, train_network
+from members.unet import model_config
 
 
 def _split(data):

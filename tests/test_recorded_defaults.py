@@ -14,7 +14,8 @@ import pytest
 import ensemble
 from ensemble.core.locations import shipped_root
 from ensemble.core.runfolder import RunFolder
-from ensemble.train import TrainOptions, network_config, recorded_config
+from ensemble.recipe import TrainOptions
+from ensemble.train import network_config, recorded_config
 from members.config import TrainConfig
 from members.presets import PRESETS
 
