@@ -97,7 +97,7 @@ def unlabeled_sources(spec):
     (N, H, W) array or (H, W) image of an ``.npz``: the key must be named, so a data file's ``test_set`` is
     never used by accident), an image file, a folder of images, or a ``.txt`` file listing image paths."""
     from .inference import as_image, as_tiles
-    from .predict import decode_gray, open_inputs
+    from .inference.images import decode_gray, open_inputs
 
     path, _, key = str(spec).partition(".npz:")
     if key:

@@ -17,7 +17,8 @@ from ensemble.core.runfolder import RunFolder
 from ensemble.evaluation.crossfit import cross_fitted_logits, fold_assignment
 from ensemble.evaluation.evaluate import evaluate_run
 from ensemble.inference import Predictor, cached_val_logits
-from ensemble.predict import load_images, predict_run
+from ensemble.inference.images import load_images
+from ensemble.predict import predict_run
 from ensemble.reporting.submission import read_submission
 from fusion import get_fuser, load_fuser
 

@@ -18,8 +18,8 @@ from ensemble.core.data import load_data, tile_ids
 from ensemble.core.errors import DataError, EnsembleError
 from ensemble.core.runfolder import RunFolder
 from ensemble.inference import Predictor, cached_val_logits
+from ensemble.inference.images import load_images
 from ensemble.inference.windows import check_scale, check_step, resize_logits, stitched_logits, window_starts
-from ensemble.predict import load_images
 from fusion import get_fuser
 
 H, W = 64, 128
