@@ -37,7 +37,7 @@ from ensemble.core.corruptions import CORRUPTIONS, SEVERITIES
 from ensemble.core.data import load_data, resolve_data_path, tile_ids
 from ensemble.core.imagestats import STATISTICS, InputRange, image_statistics, training_statistics
 from ensemble.core.runfolder import RunFolder
-from ensemble.evaluation.evaluate import frame_pairs
+from ensemble.evaluation.frames import frame_pairs
 from ensemble.evaluation.robustness import corrupted_tiles
 from ensemble.inference.windows import as_image_tensor, to_training_scale
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ensemble import api  # noqa: E402
 from ensemble.core.data import load_data, tile_ids  # noqa: E402
-from ensemble.evaluation.evaluate import frame_pairs  # noqa: E402
+from ensemble.evaluation.frames import frame_pairs  # noqa: E402
 from ensemble.inference import Predictor  # noqa: E402
 from ensemble.inference.windows import stitched_logits, window_starts  # noqa: E402
 

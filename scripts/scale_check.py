@@ -44,7 +44,7 @@ from ensemble import api  # noqa: E402
 from ensemble.core.data import load_data, tile_ids  # noqa: E402
 from ensemble.core.metrics import mean_iou, per_tile_confusion  # noqa: E402
 from ensemble.evaluation.bootstrap import paired_bootstrap  # noqa: E402
-from ensemble.evaluation.evaluate import frame_pairs  # noqa: E402
+from ensemble.evaluation.frames import frame_pairs  # noqa: E402
 from ensemble.inference.windows import resize_logits  # noqa: E402
 from fusion.base import channel_argmax  # noqa: E402
 

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ensemble.core.data import load_data, open_npz, resolve_data_path  # noqa: E402
 from ensemble.core.objectives import HEADLINE_CONVENTION  # noqa: E402
 from ensemble.core.runfolder import RunFolder  # noqa: E402
-from ensemble.evaluation.evaluate import score_models, scored_fusers, tta_gains  # noqa: E402
+from ensemble.evaluation.comparisons import tta_gains  # noqa: E402
+from ensemble.evaluation.evaluate import score_models, scored_fusers  # noqa: E402
 from ensemble.inference import Predictor, fitted_strategies  # noqa: E402
 from ensemble.reporting.report import json_ready  # noqa: E402
 from ensemble.reporting.text import text_table  # noqa: E402

@@ -189,7 +189,7 @@ def test_evaluate_scores_the_student_and_its_tuned_offsets_and_counts_the_teache
 
     from ensemble import api
     from ensemble.core.runfolder import RunFolder
-    from ensemble.evaluation.evaluate import model_networks
+    from ensemble.evaluation.comparisons import model_networks
 
     run = copy_run(tiny_run, tmp_path)
     api.fuse(run=str(run), strategy="learned", data=str(subset_path), quiet=True)

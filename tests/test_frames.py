@@ -305,7 +305,8 @@ def test_memory_is_flat_in_the_number_of_images(frames_run, tiles, tmp_path):
 
 def test_evaluate_frames_beside_tiles(frames_run, subset_path, tmp_path):
     """With step 1.0 a frame's windows are its two tiles: the stitched baseline scores exactly as tile by tile."""
-    from ensemble.evaluation.evaluate import evaluate_run, frame_pairs
+    from ensemble.evaluation.evaluate import evaluate_run
+    from ensemble.evaluation.frames import frame_pairs
 
     assert frame_pairs(np.array(["a:top", "b:top", "a:bottom", "c:bottom"])).tolist() == [[0, 2]]
     result = evaluate_run(frames_run, data=subset_path, out=tmp_path / "ev", n_boot=20, cross_fit=2, frames=True,

@@ -10,8 +10,6 @@ fusers in-sample instead; ``meta.fusers_fitted_on`` says which. The test set has
 Memory: one model's class probabilities are held at a time; each model leaves behind only
 its per-tile confusion matrices, its ECE and its uint8 predicted masks.
 """
-import functools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +21,6 @@ from fusion.base import _as_tensor, channel_argmax
 
 from ..core.classes import (
     BASELINE,
-    BASELINE_PAIR,
-    BASELINE_PAIR_BIAS,
     CLASS_NAMES,
     CONTROL,
     STUDENT,
@@ -36,9 +32,9 @@ from ..core.defaults import CROSS_FIT_FOLDS
 from ..core.devices import machine_cores
 from ..core.errors import EnsembleError, RunError
 from ..core.fileio import check_output
-from ..core.metrics import binary_iou, expected_calibration_error, mean_iou, per_tile_confusion
+from ..core.metrics import binary_iou, expected_calibration_error, per_tile_confusion
 from ..core.objectives import scored_pixels
-from ..core.runfolder import METRICS, RunFolder
+from ..core.runfolder import RunFolder
 from ..inference import (
     MEMBERS,
     InferenceOptions,
@@ -48,21 +44,28 @@ from ..inference import (
     fuser_inputs,
     load_run_fuser,
     source_logits,
-    source_networks,
 )
 from ..inference.engines import resolve_engine
 from ..reporting.figures import (
     ROBUSTNESS_PNG,
-    confusion_png,
-    most_different_tiles,
-    overlay_sheet,
     robustness_png,
     write_curve,
 )
 from ..reporting.report import write_report
-from .bootstrap import paired_bootstrap
+from .comparisons import (
+    ABLATED,
+    ablation_table,
+    ablation_variants,
+    best_strategy,
+    budget_comparisons,
+    served_models,
+    training_threads,
+    tta_gains,
+)
 from .crossfit import cross_fitted_logits, fitted_logits, fold_assignment
-from .curve import budget_curve, check_snapshots, read_curve, recorded_cores, training_minutes
+from .curve import budget_curve, check_snapshots, read_curve
+from .figures import write_figures
+from .frames import Frames, frames_table, validation_frames
 from .robustness import FrameSet, model_sources, robust_models, robustness_scores, robustness_table
 from .table import build_table
 
@@ -75,10 +78,6 @@ def fusers_fitted_on(cross_fit, by_groups=True):
     return f"cross-fitted: {cross_fit} folds of validation {unit}, each scored by a fuser fitted without it"
 
 
-#: Tiles shown in ``differences.png``.
-DIFFERENCE_TILES = 8
-
-
 def _score(class_logits, truth, valid):
     """Per-tile confusion matrices, ECE of the softmax on ``valid`` pixels and uint8 masks of class logits
     (N, 5, H, W)."""
@@ -86,18 +85,6 @@ def _score(class_logits, truth, valid):
     pred = channel_argmax(class_logits).to(torch.uint8).numpy()
     ece = expected_calibration_error(torch.softmax(class_logits, dim=1), truth, valid=valid)
     return per_tile_confusion(truth, pred), ece, pred
-
-
-def _difference_strategy(table, strategies):
-    """``learned`` if fitted, else the strategy with the best headline mean IoU."""
-    if "learned" in strategies:
-        return "learned"
-
-    def miou(name):
-        value = table["models"][name]["miou"][table["headline"]]
-        return value if math.isfinite(value) else -math.inf
-
-    return max(strategies, key=miou)
 
 
 @dataclass
@@ -116,66 +103,6 @@ class Scores:
 
     def add(self, name, class_logits, valid):
         self.tile_cms[name], self.eces[name], self.preds[name] = _score(class_logits, self.truth, valid)
-
-
-def frame_pairs(ids):
-    """(F, 2) indices of the tiles that are the ``:top`` and ``:bottom`` half of one image (by ``training_ids``)."""
-    index = {str(t): i for i, t in enumerate(ids)}
-    pairs = [(i, index[t[: -len(":top")] + ":bottom"]) for t, i in index.items()
-             if t.endswith(":top") and t[: -len(":top")] + ":bottom" in index]
-    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-
-
-@dataclass
-class Frames:
-    """Whole validation frames rebuilt from their two tiles, and per model two per-frame confusion matrices each:
-    the frame predicted tile by tile (its tiles' matrices summed) and as one image by sliding windows."""
-
-    pairs: np.ndarray
-    truth: np.ndarray
-    step: float
-    folds: np.ndarray = None
-    logits: dict = field(default_factory=dict)
-    cms: dict = field(default_factory=dict)
-
-    def add(self, name, tile_cms, stitched_class_logits):
-        """Score ``name``: its tile matrices summed per frame, beside those of its stitched class logits."""
-        pred = channel_argmax(_as_tensor(stitched_class_logits)).to(torch.uint8).numpy()
-        tiled = tile_cms[self.pairs[:, 0]] + tile_cms[self.pairs[:, 1]]
-        self.cms[name] = (tiled, per_tile_confusion(self.truth, pred))
-
-
-def frame_source_logits(folder, sources, frames, *, options, log=None):
-    """``{source: logits (F, 5, H, W)}`` of each source over whole frames (F, H, W), stitched by sliding windows
-    ``options.step`` tiles apart."""
-    out = {}
-    for source in sources:
-        predictor = Predictor(folder.path, None if source == MEMBERS else source, options=options, log=log)
-        logits = None
-        for i, frame in enumerate(frames):
-            stitched = predictor.stitched_source_logits(frame)[0].numpy()
-            if logits is None:
-                logits = np.empty((len(frames), *stitched.shape), dtype=np.float32)
-            logits[i] = stitched
-        out[source] = logits
-        del predictor
-    return out
-
-
-def _validation_frames(folder, data, scores, *, sources, folds, options, log):
-    """The run's validation frames (:class:`Frames`) with every source's stitched logits over them."""
-    pairs = frame_pairs(scores.ids)
-    if len(pairs) == 0:
-        raise EnsembleError(f"--frames: no validation image of {folder.path} has both its :top and :bottom tile "
-                            "(training_ids), so no frame can be rebuilt")
-    images = data.images[scores.val_idx]
-    step = options.step
-    frames = Frames(pairs=pairs, truth=np.concatenate([scores.truth[pairs[:, 0]], scores.truth[pairs[:, 1]]], axis=1),
-                    step=step, folds=None if folds is None else folds[pairs[:, 0]])
-    log(f"stitching {len(pairs)} validation frames ({frames.truth.shape[1]}x{frames.truth.shape[2]}, step {step:g})")
-    frame_images = np.concatenate([images[pairs[:, 0]], images[pairs[:, 1]]], axis=1)
-    frames.logits = frame_source_logits(folder, sources, frame_images, options=options, log=log)
-    return frames
 
 
 def _folds(data, val_idx, cross_fit, seed):
@@ -235,7 +162,7 @@ def score_models(folder, data, fusers, *, options=None, cross_fit=CROSS_FIT_FOLD
     for name in plain:
         scores.add(name, logits[name], valid)
     if frames:
-        scores.frames = _validation_frames(folder, data, scores, sources=sources, folds=folds, options=options,
+        scores.frames = validation_frames(folder, data, scores, sources=sources, folds=folds, options=options,
                                            log=log)
         for name in (BASELINE, *plain):
             scores.frames.add(name, scores.tile_cms[name], scores.frames.logits[name])
@@ -277,42 +204,6 @@ def score_models(folder, data, fusers, *, options=None, cross_fit=CROSS_FIT_FOLD
 
 
 #: The strategy whose members are left out one at a time by ``evaluate --ablation``.
-ABLATED = "hybrid"
-
-
-def frames_table(frames, headline, n_boot=1000, seed=0):
-    """Per model the headline mIoU of the validation frames predicted tile by tile and stitched as whole images,
-    and the paired-bootstrap difference stitched - tiles over frames (95 % interval)."""
-    metric = functools.partial(mean_iou, convention=headline)
-    rows = [{"model": name, "tiles": float(metric(tiled.sum(axis=0))), "stitched": float(metric(stitched.sum(axis=0))),
-             **paired_bootstrap(tiled, stitched, metric, n_boot=n_boot, seed=seed)}
-            for name, (tiled, stitched) in frames.cms.items()]
-    return {"n_frames": int(len(frames.pairs)), "shape": list(frames.truth.shape[1:]), "step": frames.step,
-            "headline": headline, "rows": rows}
-
-
-def ablation_variants(hybrid):
-    """``(label, constructor change)`` of each variant the ablation scores: the hybrid without each member in
-    turn, then with its mixing weight fitted (or fixed at 0.5 when the run's hybrid fits it)."""
-    variants = [(f"without {member}", {"drop_member": k}) for k, member in enumerate(CLASS_NAMES)]
-    mix = hybrid.get_params()["mix"]
-    return variants + [("weight fitted", {"mix": None}) if mix is not None else ("weight 0.5", {"mix": 0.5})]
-
-
-def ablation_table(scores, table, n_boot=1000, seed=0):
-    """Rows of the ablation: each hybrid variant (:func:`ablation_variants`), its headline mIoU and the paired
-    differences to the run's hybrid and to the bias-tuned baseline (95 % intervals)."""
-    headline = table["headline"]
-    metric = functools.partial(mean_iou, convention=headline)
-    rows = []
-    for variant, cms in scores.ablation_cms.items():
-        row = {"variant": variant, "miou": float(metric(cms.sum(axis=0)))}
-        for key, other in (("vs_full", ABLATED), ("vs_tuned_baseline", TUNED_BASELINE)):
-            row[key] = paired_bootstrap(scores.tile_cms[other], cms, metric, n_boot=n_boot, seed=seed)
-        rows.append(row)
-    return rows
-
-
 def students(folder):
     """``[STUDENT]`` when the run has a distilled student, else ``[]``."""
     return [STUDENT] if folder.best_path(STUDENT).exists() else []
@@ -327,126 +218,6 @@ def scored_fusers(folder, strategies, seed):
     if students(folder) and TUNED_STUDENT not in fusers:
         fusers[TUNED_STUDENT] = new_fuser(TUNED_STUDENT, folder.objective(), seed)
     return {TUNED_BASELINE: tuned, **fusers}
-
-
-#: The equal-compute questions: at each budget, the models that spend it and the paired differences shown
-#: (model, minus model). The report keeps the questions whose models were all scored.
-BUDGETS = (
-    ("the baseline's budget", ("learned", BASELINE, TUNED_BASELINE),
-     (("learned", BASELINE), ("learned", TUNED_BASELINE))),
-    ("the members' budget", ("learned", CONTROL), (("learned", CONTROL),)),
-    ("twice the baseline's budget", ("hybrid", "stacked", BASELINE_PAIR, BASELINE_PAIR_BIAS),
-     (("hybrid", BASELINE_PAIR_BIAS), ("stacked", BASELINE_PAIR_BIAS), ("hybrid", TUNED_BASELINE))),
-)
-
-
-def model_networks(folder, name):
-    """The networks a model's training cost: the baseline, the control's nets, those of a fuser's sources; for the
-    student (plain or tuned), its teacher's networks and then itself, since it cannot exist without them."""
-    if name == CONTROL:
-        return folder.control_names()
-    sources = FUSERS[name].sources if name in FUSERS else (name,)
-    networks = [net for source in sources for net in source_networks(folder, source)]
-    if STUDENT in networks:
-        teacher = folder.config()["networks"][STUDENT].get("distill", {}).get("teacher")
-        if teacher:
-            networks = [*dict.fromkeys([*model_networks(folder, teacher), *networks])]
-    return networks
-
-
-def budget_comparisons(folder, table, tile_cms, n_boot=1000, seed=0):
-    """The equal-compute comparison (:data:`BUDGETS`): per budget each model's headline mIoU and training
-    minutes, and the paired-bootstrap differences with their 95 % intervals.
-
-    Minutes are those of the budget curve (:func:`~ensemble.evaluation.curve.training_minutes`): every epoch's
-    seconds times its torch threads, summed over the model's networks, over the recorded cores.
-    """
-    headline = table["headline"]
-    metric = functools.partial(mean_iou, convention=headline)
-    out = []
-    for label, models, pairs in BUDGETS:
-        if not any(a in tile_cms and b in tile_cms for a, b in pairs):
-            continue
-        rows = []
-        for name in models:
-            if name not in tile_cms:
-                continue
-            networks = model_networks(folder, name)
-            cores = recorded_cores(folder, networks) or machine_cores()
-            rows.append({"model": name, "miou": table["models"][name]["miou"][headline],
-                         "networks": len(networks), "minutes": training_minutes(folder, networks, 10**9, cores)})
-        diffs = [{"model": a, "minus": b, **paired_bootstrap(tile_cms[b], tile_cms[a], metric, n_boot=n_boot,
-                                                             seed=seed)}
-                 for a, b in pairs if a in tile_cms and b in tile_cms]
-        out.append({"budget": label, "rows": rows, "differences": diffs})
-    return out
-
-
-def tta_gains(scores, flip_scores, served, headline, n_boot=1000, seed=0):
-    """Flip TTA measured: per served model its headline mIoU without and with the flip, the paired-bootstrap
-    gain (flip - none) with its 95 % interval, and the TTA it is served with by default.
-
-    A model is served with ``flip`` only where the interval's lower end is above 0: the flip doubles the
-    networks' work, so it must buy a gain the validation tiles can tell from noise.
-    Returns ``{"rows": [{"model", "miou_none", "miou_flip", "diff", "low", "high", "default"}],
-    "defaults": {model: "none" | "flip"}}``.
-    """
-    metric = functools.partial(mean_iou, convention=headline)
-    rows = []
-    for name in served:
-        none_cms, flip_cms = scores.tile_cms[name], flip_scores.tile_cms[name]
-        gain = paired_bootstrap(none_cms, flip_cms, metric, n_boot=n_boot, seed=seed)
-        rows.append({"model": name, "miou_none": float(metric(none_cms.sum(axis=0))),
-                     "miou_flip": float(metric(flip_cms.sum(axis=0))), **gain,
-                     "default": "flip" if gain["low"] > 0 else "none"})
-    return {"rows": rows, "defaults": {row["model"]: row["default"] for row in rows}}
-
-
-def served_models(scores, fusers):
-    """The models ``predict`` can serve among those scored: the fusers, the baseline, the control, the student."""
-    return [name for name in scores.tile_cms if name in fusers or name in (BASELINE, CONTROL, STUDENT)]
-
-
-def best_strategy(table, candidates):
-    """The candidate with the highest headline mean IoU (cross-fitted for fusers); the first one on a tie."""
-    def miou(name):
-        value = table["models"][name]["miou"][table["headline"]]
-        return value if math.isfinite(value) else -math.inf
-
-    return max(candidates, key=miou)
-
-
-def write_figures(out_dir, table, scores, images, strategies):
-    """``confusion_<model>.png`` per model (stale ones of removed fusers deleted) and ``differences.png``.
-
-    Returns ``(shown strategy, indices of the tiles shown)``.
-    """
-    for stale in out_dir.glob("confusion_*.png"):  # figures of fusers removed since the last evaluation
-        if stale.stem[len("confusion_"):] not in scores.tile_cms:
-            stale.unlink()
-    n = len(scores.val_idx)
-    for name, cms in scores.tile_cms.items():
-        row = table["models"][name]
-        title = f"{name}: {n} validation tiles, mIoU {table['headline']} {row['miou'][table['headline']]:.3f}"
-        confusion_png(cms.sum(axis=0), out_dir / f"confusion_{name}.png", title)
-    shown = _difference_strategy(table, strategies)
-    preds = scores.preds
-    idx = most_different_tiles(preds[BASELINE], preds[shown], scores.truth, DIFFERENCE_TILES)  # most different first
-    overlay_sheet(images[idx], scores.truth[idx], preds[BASELINE][idx], preds[shown][idx],
-                  out_dir / "differences.png", labels=("image", "truth", BASELINE, shown))
-    return shown, idx
-
-
-def training_threads(folder):
-    """``"soil 1, ..., baseline 2"``: the torch threads each network trained with (they change the numbers)."""
-    parts = []
-    for name in [*CLASS_NAMES, BASELINE, *folder.control_names()]:
-        path = folder.network_dir(name) / METRICS
-        history = folder.read_json(path).get("history", []) if path.exists() else []
-        threads = sorted({h["threads"] for h in history if "threads" in h})
-        if threads:
-            parts.append(f"{name} {'/'.join(map(str, threads))}")
-    return ", ".join(parts) or "not recorded"
 
 
 def _meta(folder, data, scores, fusers, *, tta, engine, cross_fit, shown, idx):
