@@ -30,6 +30,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ensemble import api  # noqa: E402
+from ensemble.api.serving import _served_strategy  # noqa: E402
 from ensemble.core.data import load_data, tile_ids  # noqa: E402
 from ensemble.evaluation.frames import frame_pairs  # noqa: E402
 from ensemble.inference import Predictor  # noqa: E402
@@ -142,7 +143,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     data = load_data(args.data)
-    strategy = args.strategy or api._served_strategy(args.run, None)
+    strategy = args.strategy or _served_strategy(args.run, None)
     parts = set(args.parts.split(","))
     out = {"run": args.run, "threads": torch.get_num_threads()}
     if "speed" in parts:

@@ -55,8 +55,8 @@ def test_workers_are_forked_only_for_several_local_processes(jobs, backend, stac
 
 def test_a_training_command_starts_the_server_before_it_imports_torch():
     """The server's imports run beside the command's own: it is started while this process has no torch."""
-    code = ("import sys; from multiprocessing import forkserver; from ensemble import api; "
-            "api._start_workers(5, {}); "
+    code = ("import sys; from multiprocessing import forkserver; from ensemble.api import training; "
+            "training._start_workers(5, {}); "
             "print('torch' in sys.modules, forkserver._forkserver._forkserver_pid is not None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"]

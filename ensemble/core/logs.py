@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .runfolder import LOG_DIR
+from .runfolder import LOG_DIR, RunFolder
 
 #: The project's packages, one logger each.
 PACKAGES = ("ensemble", "members", "fusion")
@@ -118,10 +118,10 @@ def log_file_name(verb, now=None):
 @contextlib.contextmanager
 def run_log(run_dir, verb):
     """Write the packages' messages (with UTC timestamps) to ``RUN/logs/<verb>-<time>.log`` for the duration; yield
-    its path. Inside another verb's run log (``run`` calling ``fuse``), that file goes on. ``run_dir`` ``None`` (a
-    read-only run) writes none."""
+    its path. Inside another verb's run log (``run`` calling ``fuse``), that file goes on. A shipped, read-only run
+    (or ``run_dir`` ``None``) gets none."""
     active = ACTIVE_LOG_FILE.get()
-    if active is not None or run_dir is None:
+    if active is not None or run_dir is None or RunFolder(run_dir).read_only:
         yield active
         return
     folder = Path(run_dir) / LOG_DIR

@@ -1,0 +1,209 @@
+"""Verbs over a trained run: fuse, evaluate, predict, score, the in-memory predictor, export."""
+from pathlib import Path
+
+from ..core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
+from ..core.errors import EnsembleError
+from ..core.fileio import check_output
+from ..core.locations import resolve_run
+from ..core.logs import run_log
+from ..core.runfolder import RunFolder
+from ..core.wording import api_function, say, warn
+
+
+def _options(device="auto", **settings):
+    """The :class:`~ensemble.inference.options.InferenceOptions` of a verb: ``device`` resolved (an unavailable
+    one refused first), the other fields as given."""
+    from ..core.devices import resolve_device
+    from ..inference import InferenceOptions
+
+    return InferenceOptions(device=resolve_device(device), **settings)
+
+
+@api_function
+def fuse(run=None, *, strategy="learned", data=None, seed=0, stack=None, device="auto", engine="auto",
+         quiet=False, log=say):
+    """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results.
+
+    ``device`` (``auto``, ``cpu`` or ``cuda``) and ``engine`` (``auto``, ``torch``, ``onnxruntime``:
+    :mod:`ensemble.inference.engines`) run the members when their logits are not cached yet.
+    """
+    from ..fuse import fit_fusers, parse_strategies
+
+    log = None if quiet else log
+    options = _options(device, stack=stack, engine=engine)
+    run = resolve_run(run, log=log)
+    with run_log(run, "fuse"):
+        return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, options=options, log=log)
+
+
+@api_function
+def default_run(run=None, log=None):
+    """The trained run a serving verb uses: ``run``, else ``runs/default``, else the shipped reference run
+    (:func:`~ensemble.core.locations.resolve_run`), said to ``log``."""
+    return resolve_run(run, trained=True, log=log)
+
+
+@api_function
+def evaluate(run=None, *, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS,
+             device="auto", engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False,
+             log=say, frames=False, step=DEFAULT_STEP, robustness=False, corruptions=None):
+    """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
+
+    Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
+    The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
+    ``onnxruntime``). ``curve=True`` adds the budget curve (:mod:`ensemble.evaluation.curve`) from the networks'
+    snapshots; ``tta_gain=True`` measures flip TTA for every served model and records where it is served by
+    default. ``frames=True`` also scores the validation images as whole frames rebuilt from their two tiles,
+    stitched by sliding windows ``step`` tiles apart, beside tile-by-tile prediction. ``robustness=True`` adds the
+    robustness benchmark: the baseline, the bias-tuned baseline and the served default under 13 corruptions at 3
+    severities (:mod:`ensemble.evaluation.robustness`); ``corruptions`` (names) limits it.
+    """
+    from ..evaluation.evaluate import evaluate_run
+
+    log = None if quiet else log
+    options = _options(device, tta=tta, stack=stack, engine=engine, step=step)
+    run = default_run(run, log)
+    with run_log(run, "evaluate"):
+        return evaluate_run(run, data=data, options=options, out=out, seed=seed, cross_fit=cross_fit,
+                        curve=curve, log=log, ablation=ablation, curve_from=curve_from, tta_gain=tta_gain,
+                        frames=frames, robustness=robustness, corruptions=_corruption_names(corruptions))
+
+
+def _corruption_names(corruptions):
+    """``corruptions`` (names, or one comma-separated string) checked against the benchmark's; ``None`` for all."""
+    if not corruptions:
+        return None
+    from ..core.corruptions import CORRUPTIONS
+
+    names = [n.strip() for n in corruptions.split(",")] if isinstance(corruptions, str) else list(corruptions)
+    valid = [c.name for c in CORRUPTIONS]
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise EnsembleError(f"--corruptions: unknown {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    return names
+
+
+def _served_tta(run, strategy, tta, say=say):
+    """``tta``, or the one the run's evaluation recorded for ``strategy`` (:func:`~ensemble.inference.default_tta`)."""
+    if tta is not None:
+        return tta
+    from ..inference import check_strategy, default_tta
+
+    check_strategy(RunFolder(run), strategy)  # an unknown strategy is refused before anything is said
+    return default_tta(run, strategy, say)
+
+
+def _served_strategy(run, strategy, say=say):
+    """``strategy``, or the run's default (:func:`~ensemble.inference.default_strategy`), said to ``say``."""
+    if strategy is not None:
+        return strategy
+    from ..inference import default_strategy
+
+    return default_strategy(run, say)
+
+
+@api_function
+def predict(run=None, *, strategy=None, data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
+            tta=None, batch_size=BATCH_SIZE, stack=None, device="auto", engine="auto", quiet=False, log=say,
+            masks_dir=None, overlay_dir=None, summary=None, scale=1.0, step=DEFAULT_STEP, max_pixels=MAX_PIXELS,
+            check_inputs=True):
+    """Predict masks for ``test_set`` of ``data`` (or ``images``: an image file, a folder of images, an .npz, or an
+    array (N, H, W)); write a Kaggle submission CSV and/or per-image outputs (see
+    :func:`~ensemble.predict.predict_run`). For masks and probabilities in memory, use :func:`predictor`.
+
+    The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
+    ``onnxruntime``). ``strategy`` and ``tta`` default to what the run's evaluation recorded
+    (:func:`~ensemble.inference.default_strategy`, :func:`~ensemble.inference.default_tta`), said on stderr.
+    Images of any size go through sliding windows ``step`` tiles apart at ``scale`` input pixels per training
+    pixel; ``max_pixels`` (default a 4096x4096 image) refuses larger ones. Progress goes to stderr unless
+    ``quiet``.
+
+    With ``check_inputs`` every image is checked against the image statistics of the run's training tiles
+    (``RUN/input_stats.json``): one ``warning: ...`` line on stderr per image out of range, also when ``quiet``
+    (a diagnostic, not progress), and the ``summary``'s ``warnings`` column. A run without the file says so on
+    stderr once, unless ``quiet``. The masks are the same either way.
+    """
+    from ..predict import predict_run
+
+    log = None if quiet else log
+    options = _options(device, batch_size=batch_size, stack=stack, engine=engine, scale=scale, step=step)
+    run = default_run(run, log)
+    said = []  # the default strategy is said once the inputs are checked: an error stays one line
+    strategy = _served_strategy(run, strategy, said.append)
+    options = options.replace(tta=_served_tta(run, strategy, tta, said.append))
+    note = None if quiet else (lambda: [say(line) for line in said])
+    return predict_run(run, strategy, data=data, images=images, out=out, png_dir=png_dir,
+                       uncertainty_dir=uncertainty_dir, masks_dir=masks_dir, overlay_dir=overlay_dir, summary=summary,
+                       options=options, max_pixels=max_pixels, log=log, note=note,
+                       progress=None if quiet else say, warn=warn, check_inputs=check_inputs)
+
+
+@api_function
+def score(pred, masks):
+    """Score predicted masks ``pred`` (submission CSV, .npy, .npz[:KEY]) against true ``masks`` in every convention.
+
+    Returns ``{"competition" | "labeled" | "allpixels": {"soil", "bedrock", "sand", "big_rock", "mean"},
+    "tiles": n, "unit": "tiles" | "images", "class0_on_labeled": share}``: ``n`` counts the masks scored, tiles of
+    an array or CSV, or whole images of a folder of PNGs (``unit``).
+    """
+    from ..evaluation.score import score_files
+
+    return score_files(pred, masks)
+
+
+@api_function
+def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BATCH_SIZE, stack=None,
+              engine="auto", scale=1.0, step=DEFAULT_STEP, check_inputs=True):
+    """A :class:`~ensemble.inference.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
+    ``predict_proba(images)`` and ``predict_logits(images)``; no files.
+
+    ``images``: one (H, W) array, a list of arrays of any sizes or an (N, H, W) array, uint8 or float;
+    results come back at the input's size, in its form. Images other than the run's tiles go through
+    sliding windows ``step`` tiles apart at ``scale`` input pixels per training pixel.
+    ``run`` defaults to the shipped reference run; ``strategy`` to the run's best recorded by its
+    evaluation, ``tta`` to the one recorded for that strategy (both said on stderr).
+
+    With ``check_inputs`` (the default) ``predict``, ``predict_proba`` and ``predict_logits`` check their images
+    against the image statistics of the run's training tiles: the records of the last call are in
+    ``input_checks_`` (one :class:`~ensemble.core.imagestats.InputCheck` per image), and images out of range
+    give one :class:`~ensemble.core.imagestats.InputWarning`; ``check(images)`` checks without predicting. A
+    run without ``input_stats.json`` is not checked, and stderr says so once.
+    """
+    from ..inference import Predictor
+
+    options = _options(device, batch_size=batch_size, stack=stack, engine=engine, scale=scale, step=step)
+    run = default_run(run, say)
+    strategy = _served_strategy(run, strategy)
+    made = Predictor(run, strategy, options=options.replace(tta=_served_tta(run, strategy, tta)),
+                     check_inputs=check_inputs)
+    if check_inputs and made.unchecked_note():
+        say(made.unchecked_note())
+    return made
+
+
+@api_function
+def export(run=None, strategy=None, *, out="model.pt2", format=None, tta=None):
+    """Write one program mapping images (N, 1, H, W) to probabilities: a ``torch.export`` program
+    (``.pt2``: stacked members + fuser) or an ONNX graph (``.onnx``: members + fuser, or the baseline).
+
+    ``format`` (``pt2`` or ``onnx``) defaults to the extension of ``out``; ``tta="flip"`` bakes the flip into
+    the program (default: what the run's evaluation recorded for the strategy).
+    """
+    from ..inference import Predictor
+
+    suffix = Path(str(out)).suffix.lstrip(".")
+    check_output("--out", out, f"a file name ending in .{format}" if format else "a file name ending in .pt2 or .onnx")
+    if not format and suffix not in ("pt2", "onnx"):
+        raise EnsembleError(f"--out {out}: expected a file name ending in .pt2 or .onnx (or --format pt2|onnx)")
+    format = format or suffix
+    if format not in ("pt2", "onnx"):
+        raise EnsembleError(f"--format: unknown {format!r}; valid: pt2, onnx")
+    if suffix != format:
+        raise EnsembleError(f"--out {out}: the file name must end in .{format} for --format {format}")
+    run = default_run(run, say)
+    strategy = _served_strategy(run, strategy)
+    tta = _served_tta(run, strategy, tta)
+    predictor = Predictor(run, strategy, device="cpu", tta=tta, engine="torch")
+    predictor.export(out, format)
+    return {"out": str(out), "strategy": strategy, "format": format, "tta": tta,
+            "tile_shape": list(predictor.tile_shape)}
