@@ -32,7 +32,8 @@ from .core.errors import EnsembleError, RunError
 from .core.imagestats import training_statistics
 from .core.logs import ACTIVE_LOG_FILE, line_logger
 from .core.objectives import DEFAULT_OBJECTIVE, check_objective
-from .core.runfolder import RunFolder, prepare_run, record_network_config
+from .core.runfolder import RunFolder
+from .core.runsetup import prepare_run, record_network_config
 from .recipe import TrainOptions
 from .reporting.progress import TrainingWatch, check_tensorboard
 

@@ -26,7 +26,8 @@ from ensemble import api
 from ensemble.core.data import load_data, tile_ids
 from ensemble.core.imagestats import training_statistics
 from ensemble.core.metrics import per_tile_confusion
-from ensemble.core.runfolder import RunFolder, record_network_config
+from ensemble.core.runfolder import RunFolder
+from ensemble.core.runsetup import record_network_config
 from ensemble.evaluation.table import build_table
 from ensemble.inference import cached_val_logits
 from ensemble.predict import write_summary

@@ -304,7 +304,7 @@ def test_interrupted_training_resumes(tmp_path, subset_path):
 def test_the_manifest_records_torchvision_without_importing_it():
     """A new run's manifest records torchvision's version as the package says it, read without loading it."""
     code = ("import sys\n"
-            "from ensemble.core.runfolder import package_versions\n"
+            "from ensemble.core.runsetup import package_versions\n"
             "recorded = package_versions()['torchvision']\n"
             "assert 'torchvision' not in sys.modules\n"
             "import torchvision\n"

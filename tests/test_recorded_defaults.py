@@ -111,7 +111,8 @@ def test_the_defaults_are_the_recipe_and_presets_hold_only_what_differs():
 @pytest.mark.parametrize("key", ["schedule", "augment", "patience"])
 def test_an_old_entry_without_a_key_is_completed_from_the_table_not_the_defaults(tmp_path, key):
     from ensemble.core.errors import RunError
-    from ensemble.core.runfolder import LATEST, record_network_config
+    from ensemble.core.runfolder import LATEST
+    from ensemble.core.runsetup import record_network_config
     from ensemble.train import recorded_defaults
 
     run = tmp_path / "run"

@@ -23,9 +23,8 @@ generalises to corruptions it never saw, not only the invariances it was fitted 
 masks are untouched: these are photometric and degradation changes of the image only (the resampling goes
 down or up and back to the tile's size with the resampler of ``predict --scale``, :mod:`ensemble.core.resample`).
 
-The operations are batched torch code (noise, exposure, grouped convolutions for per-tile blur kernels) and
-Pillow for JPEG and resampling: what most users save and resize their images with (libjpeg; antialiased box,
-bilinear, bicubic and Lanczos filters). torchvision's JPEG codec is deprecated since 0.29.
+Batched torch code (noise, exposure, per-tile blur kernels) and Pillow for JPEG and resampling, what most users
+save and resize their images with (docs/design.md, Dependencies, says why).
 """
 import hashlib
 import io
@@ -39,9 +38,7 @@ from PIL import Image
 
 from .resample import resample
 
-#: Grey levels of an 8-bit image.
-LEVELS = 255.0
-
+LEVELS = 255.0  # grey levels of an 8-bit image
 #: Pillow's resampling filters by name; all of them antialias when they shrink an image.
 RESAMPLERS = {"box": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR,
               "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
