@@ -154,3 +154,13 @@ def test_ensemble_keeps_its_modules_in_sub_packages():
     assert len(flat) <= MAX_FLAT_MODULES, flat
     assert {p.name for p in (ROOT / "ensemble").iterdir() if (p / "__init__.py").exists()} >= \
         {"core", "inference", "evaluation", "reporting"}
+
+
+#: The most lines a module of the packages may have: past it, a module holds more than one concern.
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_is_longer_than_a_reader_can_hold():
+    long = {str(path.relative_to(ROOT)): n for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
