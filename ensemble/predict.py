@@ -39,12 +39,13 @@ from fusion.base import channel_argmax
 
 from .core.classes import CLASS_NAMES, NUM_CLASSES
 from .core.data import resolve_data_path
-from .core.defaults import MAX_PIXELS
 from .core.errors import DataError, EnsembleError
 from .core.fileio import check_output, write_text_atomic
 from .core.progress import Progress
+from .core.wording import say, warn
 from .inference import InferenceOptions, Predictor
 from .inference.images import array_inputs, open_inputs
+from .inference.options import PredictSettings, split_options
 from .inference.windows import resized_bands
 from .reporting.figures import write_class_png, write_gray_png, write_mask_png, write_overlay_png
 from .reporting.submission import SubmissionWriter
@@ -253,9 +254,8 @@ def _input_notes(predictor, inputs, first, images, warn):
     return notes
 
 
-def predict_run(run, strategy="learned", *, data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
-                masks_dir=None, overlay_dir=None, summary=None, options=None, max_pixels=MAX_PIXELS, log=None,
-                note=None, progress=None, warn=None, check_inputs=True, **settings):
+def predict_run(run, strategy="learned", *, data=None, images=None, settings=None, options=None, quiet=False,
+                **keywords):
     """Predict masks with ``strategy`` of ``run``: a Kaggle submission CSV ``out`` and/or per-image outputs.
 
     ``strategy``: any fuser fitted in ``RUN/fusion`` or ``"baseline"``; another name raises
@@ -264,8 +264,9 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
     given, else the ``test_set`` of ``data`` (the Kaggle ``.npz``, default
     :func:`~ensemble.core.data.resolve_data_path`).
 
-    ``options`` (:class:`~ensemble.inference.options.InferenceOptions`, or its fields as keywords: ``tta``,
-    ``batch_size``, ``device``, ``stack``, ``engine``, ``scale``, ``step``) say how the networks run.
+    ``options`` (:class:`~ensemble.inference.options.InferenceOptions`) say how the networks run, ``settings``
+    (:class:`~ensemble.inference.options.PredictSettings`) what is written and which images are taken; the fields of
+    either may also be given as keywords (``tta``, ``batch_size``, ``scale``, ``out``, ``masks_dir``, ...).
     Images of the run's tile size at ``scale`` 1 go through the networks in batches of
     ``batch_size``: member logits -> fused logits (or the baseline's logits) -> labels (argmax,
     identical to ``Fuser.predict``). Any other image goes alone through sliding windows
@@ -282,39 +283,40 @@ def predict_run(run, strategy="learned", *, data=None, images=None, out=None, pn
     ``max_pixels`` are refused before any work. Memory stays flat in the number of images; the
     CSV and the summary appear only when complete.
 
-    ``note`` (a callable) is called once the inputs are checked, before any image is predicted;
-    ``progress`` (a callable taking a line) hears images done, tiles per second and the ETA (a tqdm bar on a
-    terminal, a line every 2 s elsewhere) and the final count.
+    The settings' ``notes`` are said once the inputs are checked, before any image is predicted; progress
+    (images done, tiles per second and the ETA: a tqdm bar on a terminal, a line every 2 s elsewhere) and the
+    final count are said through the ``ensemble`` logger unless ``quiet``.
 
     Input check (``check_inputs``): every image, at the training scale, is compared with the range of image
-    statistics of the run's training tiles (:meth:`~ensemble.inference.Predictor.check`); ``warn`` (a callable
-    taking a line) hears one line per image out of range, naming the image, the statistic, its value against
+    statistics of the run's training tiles (:meth:`~ensemble.inference.Predictor.check`); a warning is logged
+    (also when ``quiet``) for each image out of range, naming the image, the statistic, its value against
     the range and the likely cause, and the summary's ``warnings`` column holds the same (empty when none).
-    The masks are never changed by it. A run without ``input_stats.json`` is not checked, and ``progress``
-    hears so once.
+    The masks are never changed by it. A run without ``input_stats.json`` is not checked, and that is said once.
 
     Returns ``{"rows": n CSV rows, "images": n, "out": CSV path or None, "strategy", "seconds"}``.
     """
     started = time.perf_counter()
-    log = log or (lambda line: None)
-    folders = {"masks": masks_dir, "png": png_dir, "overlay": overlay_dir, "uncertainty": uncertainty_dir}
+    given = split_options(keywords, options=InferenceOptions, settings=PredictSettings)
+    options = InferenceOptions.of(options, **given["options"])
+    settings = (settings or PredictSettings()).replace(**given["settings"])
+    log = progress = None if quiet else say
+    out, summary, check_inputs = settings.out, settings.summary, settings.check_inputs
+    folders = {"masks": settings.masks_dir, "png": settings.png_dir, "overlay": settings.overlay_dir,
+               "uncertainty": settings.uncertainty_dir}
     folders = {k: Path(v) if v is not None else None for k, v in folders.items()}
     summary = Path(summary) if summary is not None else None
     if out is None and not any(folders.values()) and summary is None:
         out = "submission.csv"
     _check_outputs(folders, summary, out)
-    if int(max_pixels) < 1:
-        raise EnsembleError(f"--max-pixels: must be at least 1, got {max_pixels}")
-    predictor = Predictor(run, strategy, options=InferenceOptions.of(options, **settings), log=log,
-                          check_inputs=check_inputs)
+    predictor = Predictor(run, strategy, options=options, log=log, check_inputs=check_inputs)
     if isinstance(images, np.ndarray):
         inputs = array_inputs(images, "images", "an array")
     else:
         source = Path(images) if images is not None else resolve_data_path(data)
         inputs = open_inputs(source, folders=images is not None)
-    _check_sizes(inputs, predictor.tile_shape, int(max_pixels), out is not None)  # before any file is opened
-    if note:  # what the caller has to say once the inputs are known to be good (the default strategy)
-        note()
+    _check_sizes(inputs, predictor.tile_shape, settings.max_pixels, out is not None)  # before any file is opened
+    for line in () if quiet else settings.notes:  # known to be worth saying now that the inputs are good
+        say(line)
     checking = check_inputs and predictor.input_range is not None
     if check_inputs and not checking and progress is not None:
         progress(predictor.unchecked_note())

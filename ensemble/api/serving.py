@@ -1,13 +1,13 @@
 """Verbs over a trained run: fuse, evaluate, predict, score, the in-memory predictor, export."""
 from pathlib import Path
 
-from ..core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP, MAX_PIXELS
+from ..core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP
 from ..core.errors import EnsembleError
 from ..core.fileio import check_output
 from ..core.locations import resolve_run
 from ..core.logs import run_log
 from ..core.runfolder import RunFolder
-from ..core.wording import api_function, say, warn
+from ..core.wording import api_function, say
 
 
 def _options(device="auto", **settings):
@@ -103,39 +103,41 @@ def _served_strategy(run, strategy, say=say):
 
 
 @api_function
-def predict(run=None, *, strategy=None, data=None, images=None, out=None, png_dir=None, uncertainty_dir=None,
-            tta=None, batch_size=BATCH_SIZE, stack=None, device="auto", engine="auto", quiet=False, log=say,
-            masks_dir=None, overlay_dir=None, summary=None, scale=1.0, step=DEFAULT_STEP, max_pixels=MAX_PIXELS,
-            check_inputs=True):
+def predict(run=None, strategy=None, *, data=None, images=None, options=None, settings=None, quiet=False, **keywords):
     """Predict masks for ``test_set`` of ``data`` (or ``images``: an image file, a folder of images, an .npz, or an
     array (N, H, W)); write a Kaggle submission CSV and/or per-image outputs (see
     :func:`~ensemble.predict.predict_run`). For masks and probabilities in memory, use :func:`predictor`.
 
-    The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
-    ``onnxruntime``). ``strategy`` and ``tta`` default to what the run's evaluation recorded
-    (:func:`~ensemble.inference.default_strategy`, :func:`~ensemble.inference.default_tta`), said on stderr.
-    Images of any size go through sliding windows ``step`` tiles apart at ``scale`` input pixels per training
-    pixel; ``max_pixels`` (default a 4096x4096 image) refuses larger ones. Progress goes to stderr unless
-    ``quiet``.
+    ``options`` (:class:`~ensemble.inference.options.InferenceOptions`: ``device`` ``auto``, ``cpu`` or ``cuda``,
+    ``engine``, ``tta``, ``batch_size``, ``stack``, ``scale``, ``step``) say how the networks run; ``settings``
+    (:class:`~ensemble.inference.options.PredictSettings`: ``out``, ``masks_dir``, ``png_dir``, ``overlay_dir``,
+    ``uncertainty_dir``, ``summary``, ``max_pixels``, ``check_inputs``) what is written and which images are
+    taken. Their fields may be given as keywords instead, which is what the CLI does. ``strategy`` and ``tta``
+    default to what the run's evaluation recorded (:func:`~ensemble.inference.default_strategy`,
+    :func:`~ensemble.inference.default_tta`), said on stderr. Images of any size go through sliding windows
+    ``step`` tiles apart at ``scale`` input pixels per training pixel; ``max_pixels`` (default a 4096x4096 image)
+    refuses larger ones. Progress goes to stderr unless ``quiet``.
 
     With ``check_inputs`` every image is checked against the image statistics of the run's training tiles
     (``RUN/input_stats.json``): one ``warning: ...`` line on stderr per image out of range, also when ``quiet``
     (a diagnostic, not progress), and the ``summary``'s ``warnings`` column. A run without the file says so on
     stderr once, unless ``quiet``. The masks are the same either way.
     """
+    from ..inference.options import InferenceOptions, PredictSettings, split_options
     from ..predict import predict_run
 
-    log = None if quiet else log
-    options = _options(device, batch_size=batch_size, stack=stack, engine=engine, scale=scale, step=step)
-    run = default_run(run, log)
+    given = split_options(keywords, options=InferenceOptions, settings=PredictSettings)
+    tta = given["options"].pop("tta", None if options is None else options.tta)
+    device = given["options"].pop("device", "auto" if options is None else options.device)
+    base = {k: v for k, v in (options.to_dict() if options else {}).items() if k not in ("device", "tta")}
+    options = _options(device, **{**base, **given["options"]})
+    settings = (settings or PredictSettings()).replace(**given["settings"])
+    run = default_run(run, None if quiet else say)
     said = []  # the default strategy is said once the inputs are checked: an error stays one line
     strategy = _served_strategy(run, strategy, said.append)
     options = options.replace(tta=_served_tta(run, strategy, tta, said.append))
-    note = None if quiet else (lambda: [say(line) for line in said])
-    return predict_run(run, strategy, data=data, images=images, out=out, png_dir=png_dir,
-                       uncertainty_dir=uncertainty_dir, masks_dir=masks_dir, overlay_dir=overlay_dir, summary=summary,
-                       options=options, max_pixels=max_pixels, log=log, note=note,
-                       progress=None if quiet else say, warn=warn, check_inputs=check_inputs)
+    return predict_run(run, strategy, data=data, images=images, options=options,
+                       settings=settings.replace(notes=said), quiet=quiet)
 
 
 @api_function

@@ -5,7 +5,7 @@ takes the same object, so an execution option is added in one place.
 """
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..core.defaults import BATCH_SIZE, DEFAULT_STEP
+from ..core.defaults import BATCH_SIZE, DEFAULT_STEP, MAX_PIXELS
 from ..core.errors import EnsembleError
 from .windows import check_scale, check_step
 
@@ -80,3 +80,52 @@ class InferenceOptions:
     def to_dict(self):
         """The fields as a plain dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """What ``predict`` writes and which images it takes; built once by the CLI or the API and handed down.
+
+    Outputs, each ``None`` when not asked for: ``out`` the Kaggle CSV, ``masks_dir`` class-id PNGs, ``png_dir``
+    coloured masks, ``overlay_dir`` overlays, ``uncertainty_dir`` entropy and disagreement maps, ``summary`` every
+    image's class shares (``.csv`` or ``.json``). Inputs: images over ``max_pixels`` are refused before any work;
+    with ``check_inputs`` each image is checked against the run's training statistics. ``notes``: lines said once
+    the inputs are known to be good (the default strategy and TTA, said only then so that an error stays one line).
+    """
+
+    out: object = None
+    masks_dir: object = None
+    png_dir: object = None
+    overlay_dir: object = None
+    uncertainty_dir: object = None
+    summary: object = None
+    max_pixels: int = MAX_PIXELS
+    check_inputs: bool = True
+    notes: tuple = ()
+
+    def __post_init__(self):
+        try:
+            max_pixels = int(self.max_pixels)
+        except (TypeError, ValueError):
+            max_pixels = 0
+        if max_pixels < 1:
+            raise EnsembleError(f"--max-pixels: must be at least 1, got {self.max_pixels}")
+        object.__setattr__(self, "max_pixels", max_pixels)
+        object.__setattr__(self, "notes", tuple(self.notes))
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (checked like a new one)."""
+        return replace(self, **changes)
+
+
+def split_options(keywords, **classes):
+    """``keywords`` shared out among option classes by their field names: ``{name: {field: value}}`` for each
+    ``name=OptionsClass`` given; a keyword no class has is a ``TypeError`` naming it, like any unknown argument."""
+    out = {name: {} for name in classes}
+    owners = {f.name: name for name, cls in classes.items() for f in fields(cls)}
+    unknown = sorted(set(keywords) - set(owners))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}; valid: {', '.join(sorted(owners))}")
+    for key, value in keywords.items():
+        out[owners[key]][key] = value
+    return out
