@@ -24,7 +24,7 @@ from ensemble.core.fileio import write_json_atomic
 from ensemble.core.metrics import per_tile_confusion
 from ensemble.core.objectives import HEADLINE_CONVENTION
 from ensemble.core.runfolder import RunFolder
-from ensemble.evaluation.robustness import robustness_scores, robustness_table
+from ensemble.evaluation.robustness import Benchmark, CleanSet, robustness_scores, robustness_table
 from ensemble.inference import InferenceOptions, Predictor
 from ensemble.reporting.text import format_robustness
 
@@ -43,8 +43,8 @@ def score_recipe(run, data, *, seed, corruptions, severities, log):
     clean = Predictor(run, BASELINE, options=options).predict(images)
     scores = SimpleNamespace(truth=truth, ids=tile_ids(data)[val_idx],
                              tile_cms={BASELINE: per_tile_confusion(truth, clean)})
-    result = robustness_scores(folder, images, None, scores, {}, models=[BASELINE], options=options, folds=None,
-                               seed=seed, corruptions=corruptions, severities=severities, log=log)
+    result = robustness_scores(folder, CleanSet(images=images, scores=scores), {}, models=[BASELINE], options=options,
+                               benchmark=Benchmark(corruptions=corruptions, severities=severities, seed=seed), log=log)
     return robustness_table(result, HEADLINE_CONVENTION[folder.objective()], seed=seed)
 
 

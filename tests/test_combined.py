@@ -143,10 +143,14 @@ def test_fuse_all_fits_every_strategy_when_the_run_has_every_source(full_run):
     assert sorted(RunFolder(full_run).fuser_names()) == sorted(set(FUSERS) - {"student_bias"})
 
 
-def test_fuse_skips_or_refuses_strategies_whose_networks_are_missing(tiny_run, subset_path, tmp_path):
+def test_fuse_skips_or_refuses_strategies_whose_networks_are_missing(tiny_run, subset_path, tmp_path, capsys,
+                                                                     monkeypatch):
+    import logging
+
     run = copy_run(tiny_run, tmp_path)
-    lines = []
-    api.fuse(run=str(run), strategy="all", data=str(subset_path), log=lines.append)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # a program that configured nothing: lines on stderr
+    api.fuse(run=str(run), strategy="all", data=str(subset_path))
+    lines = capsys.readouterr().err.splitlines()
     assert "baseline_pair" not in RunFolder(run).fuser_names() and "hybrid" in RunFolder(run).fuser_names()
     assert any(line.startswith("skipping baseline_pair: it needs baseline_1") for line in lines)
     result = CliRunner().invoke(main, ["fuse", "--run", str(run), "--data", str(subset_path),

@@ -194,7 +194,7 @@ def test_evaluate_scores_the_student_and_its_tuned_offsets_and_counts_the_teache
     run = copy_run(tiny_run, tmp_path)
     api.fuse(run=str(run), strategy="learned", data=str(subset_path), quiet=True)
     api.distill(data=str(subset_path), run=str(run), teacher="learned", **{**TINY, "width": None})
-    result = api.evaluate(run=str(run), data=str(subset_path), cross_fit=2, quiet=True, log=None)
+    result = api.evaluate(run=str(run), data=str(subset_path), cross_fit=2, quiet=True)
     models = result["table"]["models"]
     assert "student" in models and "student_bias" in models
     folder = RunFolder(run)

@@ -164,3 +164,24 @@ def test_no_module_is_longer_than_a_reader_can_hold():
     long = {str(path.relative_to(ROOT)): n for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
             if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+#: The most parameters a public function of the packages takes, ``*args`` and ``**keywords`` counted as one each:
+#: more options travel in one options object (``InferenceOptions``, ``PredictSettings``, ``EvaluateSettings``,
+#: ``TrainOptions``), or as keywords that build it in one place.
+MAX_PARAMETERS = 8
+
+
+def test_no_public_function_takes_more_than_eight_parameters():
+    wide = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
+                    continue
+                args = node.args
+                names = [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
+                count = len(names) - (names[:1] in (["self"], ["cls"])) + bool(args.vararg) + bool(args.kwarg)
+                if count > MAX_PARAMETERS:
+                    wide.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({count})")
+    assert not wide, f"public functions with more than {MAX_PARAMETERS} parameters: {wide}"

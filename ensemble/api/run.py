@@ -1,20 +1,20 @@
 """The main job (``ensemble run``) and where a run stands (``ensemble status``)."""
 from pathlib import Path
 
+from ..core import wording
 from ..core.data import load_data
 from ..core.errors import EnsembleError
 from ..core.locations import check_run_path, resolve_run
 from ..core.logs import run_log
 from ..core.runfolder import RunFolder
-from ..core.wording import api_function, say
+from ..core.wording import api_function
 from ..reporting.text import format_training_summary
 from .serving import evaluate, fuse
 from .training import _baseline_names, _start_workers, distill
 
 
 @api_function
-def run_all(preset="quick", data=None, *, run=None, seed=None, jobs=None, device="auto", engine="auto", quiet=False,
-            log=say, with_control=False, curve=False, replicas=1, members_options=None, evaluate_options=None,
+def run_all(preset="quick", data=None, *, run=None, replicas=1, with_control=False, evaluate_options=None,
             distill_options=None, **train_options):
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation.
 
@@ -22,13 +22,13 @@ def run_all(preset="quick", data=None, *, run=None, seed=None, jobs=None, device
     ``with_control``) is a task of one training plan, dispatched together (:func:`~ensemble.train.dispatch`),
     so ``jobs`` workers or a Dask cluster train them all at once. ``run`` defaults to ``runs/default``.
     ``train_options`` are :class:`~ensemble.recipe.TrainOptions` fields (``width`` is the members'; the
-    baseline is matched to them, the control gets their width), with ``config`` (a recipe file) and
-    ``init_from`` (a run every network starts from; with ``distill_options`` it must hold a student too) as for
-    :func:`train`; ``seed`` ``None`` is the file's, else 0; ``members_options`` (``stacked``,
-    ``backend``, ``scheduler``) say how: ``stacked`` trains the members stacked in this process, then the
-    multiclass nets through the dispatcher; ``backend`` and ``scheduler`` dispatch every network.
-    ``evaluate_options`` go to :func:`evaluate` (``cross_fit``, ``ablation``, ``tta_gain``). ``curve`` adds the
-    budget curve (the recipe's ``snapshot_fractions`` say where its points are). ``distill_options`` (a dict,
+    baseline is matched to them, the control gets their width; ``seed``, ``device``, ``jobs``, ``quiet``; ``config``
+    (a recipe file) and ``init_from`` (a run every network starts from; with ``distill_options`` it must hold a
+    student too) as for :func:`train`; ``seed`` ``None`` is the file's, else 0; ``stacked`` trains the members
+    stacked in this process, then the multiclass nets through the dispatcher; ``backend`` and ``scheduler``
+    dispatch every network), and ``engine`` and ``curve`` for the fusion and the evaluation.
+    ``evaluate_options`` go to :func:`evaluate` (``cross_fit``, ``ablation``, ``tta_gain``, ...). ``curve`` adds
+    the budget curve (the recipe's ``snapshot_fractions`` say where its points are). ``distill_options`` (a dict,
     possibly empty: ``teacher``, ``alpha``, ``temperature``) add the student: after the evaluation has named the
     served default, it is distilled from it (:func:`distill`), ``student_bias`` is fitted, and the run is
     evaluated again. A quick run's result has a ``note``: what the shipped full run measured.
@@ -39,16 +39,16 @@ def run_all(preset="quick", data=None, *, run=None, seed=None, jobs=None, device
     baselines = _baseline_names(replicas)
     names = [*CLASS_NAMES, *baselines, *(control_names(CONTROL_SIZE) if with_control else ())]
     check_run_path(run)
-    _start_workers(len(names), {"jobs": jobs, **train_options, **(members_options or {})})
+    engine, curve = train_options.pop("engine", "auto"), train_options.pop("curve", False)
+    _start_workers(len(names), train_options)
     from members.warmstart import init_run
 
     from ..core.classes import STUDENT
     from ..recipe import TrainOptions
     from ..train import train_networks
 
-    options = TrainOptions.from_arguments(preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
-                                          **train_options, **(members_options or {}))
-    seed = options.seed
+    options = TrainOptions.from_arguments(preset=preset, **train_options)
+    seed, jobs, device, quiet, log = options.seed, options.jobs, options.device, options.quiet, wording.say
     if distill_options is not None and options.init_from:  # the student starts from the source's, checked first
         source = RunFolder(init_run(options.init_from))
         if not source.best_path(STUDENT).is_file():
@@ -73,21 +73,21 @@ def run_all(preset="quick", data=None, *, run=None, seed=None, jobs=None, device
             raise EnsembleError(f"members failed: {'; '.join(failed)}; rerun to retrain only them")
         say("== 3/4 fusion")
         say(format_fusion_results(fuse(run=run, strategy="all", data=data, seed=seed, device=device, engine=engine,
-                                       quiet=quiet, log=log)))
+                                       quiet=quiet)))
         say("== 4/4 evaluation")
-        result = evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log,
+        result = evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet,
                           curve=curve, **(evaluate_options or {}))
         if distill_options is not None:
             from ..core.classes import TUNED_STUDENT
 
             say("== 5/6 student distilled from the served model")
             student = distill(data=data, run=run, preset=preset, seed=seed, jobs=jobs, device=device, quiet=quiet,
-                              log=log, **{k: v for k, v in train_options.items() if k != "width"}, **distill_options)
+                              log=log, **{k: v for k, v in train_options.items()
+                                          if k not in ("width", "seed", "jobs", "device", "quiet")}, **distill_options)
             say(format_training_summary([student]))
-            fuse(run=run, strategy=TUNED_STUDENT, data=data, seed=seed, device=device, engine=engine, quiet=quiet,
-                 log=log)
+            fuse(run=run, strategy=TUNED_STUDENT, data=data, seed=seed, device=device, engine=engine, quiet=quiet)
             say("== 6/6 evaluation with the student")
-            result = evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet, log=log,
+            result = evaluate(run=run, data=data, seed=seed, device=device, engine=engine, quiet=quiet,
                               curve=curve, **(evaluate_options or {}))
         if options.tensorboard:
             from ..reporting.progress import log_figures

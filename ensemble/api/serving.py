@@ -1,7 +1,6 @@
 """Verbs over a trained run: fuse, evaluate, predict, score, the in-memory predictor, export."""
 from pathlib import Path
 
-from ..core.defaults import BATCH_SIZE, CROSS_FIT_FOLDS, DEFAULT_STEP
 from ..core.errors import EnsembleError
 from ..core.fileio import check_output
 from ..core.locations import resolve_run
@@ -19,18 +18,30 @@ def _options(device="auto", **settings):
     return InferenceOptions(device=resolve_device(device), **settings)
 
 
+def _inference_options(options, keywords):
+    """The :class:`~ensemble.inference.options.InferenceOptions` of a verb from ``options`` and/or its fields as
+    ``keywords`` (``device`` ``auto`` resolved, an unavailable one refused first), with ``tta`` apart: ``None``
+    when neither names it (the run's recorded default then serves)."""
+    from ..inference.options import InferenceOptions, split_options
+
+    given = split_options(keywords, options=InferenceOptions)["options"]
+    device = given.pop("device", "auto" if options is None else options.device)
+    tta = given.pop("tta", None if options is None else options.tta)
+    base = {k: v for k, v in (options.to_dict() if options else {}).items() if k not in ("device", "tta")}
+    return _options(device, **{**base, **given}), tta
+
+
 @api_function
-def fuse(run=None, *, strategy="learned", data=None, seed=0, stack=None, device="auto", engine="auto",
-         quiet=False, log=say):
+def fuse(run=None, *, strategy="learned", data=None, seed=0, options=None, quiet=False, **keywords):
     """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results.
 
-    ``device`` (``auto``, ``cpu`` or ``cuda``) and ``engine`` (``auto``, ``torch``, ``onnxruntime``:
-    :mod:`ensemble.inference.engines`) run the members when their logits are not cached yet.
+    ``options`` (:class:`~ensemble.inference.options.InferenceOptions`, or its fields as keywords: ``device``
+    ``auto``, ``cpu`` or ``cuda``, ``engine``, ``stack``) run the members when their logits are not cached yet.
     """
     from ..fuse import fit_fusers, parse_strategies
 
-    log = None if quiet else log
-    options = _options(device, stack=stack, engine=engine)
+    log = None if quiet else say
+    options, _ = _inference_options(options, keywords)
     run = resolve_run(run, log=log)
     with run_log(run, "fuse"):
         return fit_fusers(run, parse_strategies(strategy), data=data, seed=seed, options=options, log=log)
@@ -44,29 +55,36 @@ def default_run(run=None, log=None):
 
 
 @api_function
-def evaluate(run=None, *, data=None, tta="none", out=None, seed=0, stack=None, cross_fit=CROSS_FIT_FOLDS,
-             device="auto", engine="auto", curve=False, ablation=False, curve_from=None, tta_gain=False, quiet=False,
-             log=say, frames=False, step=DEFAULT_STEP, robustness=False, corruptions=None):
+def evaluate(run=None, *, data=None, options=None, settings=None, quiet=False, **keywords):
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
-    Strategies are scored cross-fitted over ``cross_fit`` folds of validation rover stops (0: in-sample).
-    The networks run on ``device`` (``auto``, ``cpu`` or ``cuda``) with ``engine`` (``auto``, ``torch``,
-    ``onnxruntime``). ``curve=True`` adds the budget curve (:mod:`ensemble.evaluation.curve`) from the networks'
-    snapshots; ``tta_gain=True`` measures flip TTA for every served model and records where it is served by
-    default. ``frames=True`` also scores the validation images as whole frames rebuilt from their two tiles,
-    stitched by sliding windows ``step`` tiles apart, beside tile-by-tile prediction. ``robustness=True`` adds the
-    robustness benchmark: the baseline, the bias-tuned baseline and the served default under 13 corruptions at 3
-    severities (:mod:`ensemble.evaluation.robustness`); ``corruptions`` (names) limits it.
+    ``options`` (:class:`~ensemble.inference.options.InferenceOptions`: ``device`` ``auto``, ``cpu`` or ``cuda``,
+    ``engine``, ``tta``, ``stack``, ``step``) say how the networks run; ``settings``
+    (:class:`~ensemble.evaluation.settings.EvaluateSettings`: ``out``, ``cross_fit``, ``seed``, ``curve``,
+    ``curve_from``, ``ablation``, ``tta_gain``, ``frames``, ``robustness``, ``corruptions``) what is computed; their
+    fields may be given as keywords instead. Strategies are scored cross-fitted over ``cross_fit`` folds of
+    validation rover stops (0: in-sample). ``curve=True`` adds the budget curve (:mod:`ensemble.evaluation.curve`)
+    from the networks' snapshots; ``tta_gain=True`` measures flip TTA for every served model and records where it
+    is served by default. ``frames=True`` also scores the validation images as whole frames rebuilt from their two
+    tiles, stitched by sliding windows ``step`` tiles apart, beside tile-by-tile prediction. ``robustness=True``
+    adds the robustness benchmark: the baseline, the bias-tuned baseline and the served default under 13
+    corruptions at 3 severities (:mod:`ensemble.evaluation.robustness`); ``corruptions`` (names, or one
+    comma-separated string) limits it.
     """
     from ..evaluation.evaluate import evaluate_run
+    from ..evaluation.settings import EvaluateSettings
+    from ..inference.options import InferenceOptions, split_options
 
-    log = None if quiet else log
-    options = _options(device, tta=tta, stack=stack, engine=engine, step=step)
+    given = split_options(keywords, options=InferenceOptions, settings=EvaluateSettings)
+    options, tta = _inference_options(options, given["options"])
+    options = options.replace(tta=tta or "none")
+    if "corruptions" in given["settings"]:
+        given["settings"]["corruptions"] = _corruption_names(given["settings"]["corruptions"])
+    settings = (settings or EvaluateSettings()).replace(**given["settings"])
+    log = None if quiet else say
     run = default_run(run, log)
     with run_log(run, "evaluate"):
-        return evaluate_run(run, data=data, options=options, out=out, seed=seed, cross_fit=cross_fit,
-                        curve=curve, log=log, ablation=ablation, curve_from=curve_from, tta_gain=tta_gain,
-                        frames=frames, robustness=robustness, corruptions=_corruption_names(corruptions))
+        return evaluate_run(run, data=data, options=options, settings=settings, log=log)
 
 
 def _corruption_names(corruptions):
@@ -127,10 +145,7 @@ def predict(run=None, strategy=None, *, data=None, images=None, options=None, se
     from ..predict import predict_run
 
     given = split_options(keywords, options=InferenceOptions, settings=PredictSettings)
-    tta = given["options"].pop("tta", None if options is None else options.tta)
-    device = given["options"].pop("device", "auto" if options is None else options.device)
-    base = {k: v for k, v in (options.to_dict() if options else {}).items() if k not in ("device", "tta")}
-    options = _options(device, **{**base, **given["options"]})
+    options, tta = _inference_options(options, given["options"])
     settings = (settings or PredictSettings()).replace(**given["settings"])
     run = default_run(run, None if quiet else say)
     said = []  # the default strategy is said once the inputs are checked: an error stays one line
@@ -154,11 +169,12 @@ def score(pred, masks):
 
 
 @api_function
-def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BATCH_SIZE, stack=None,
-              engine="auto", scale=1.0, step=DEFAULT_STEP, check_inputs=True):
+def predictor(run=None, strategy=None, *, options=None, check_inputs=True, **keywords):
     """A :class:`~ensemble.inference.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
     ``predict_proba(images)`` and ``predict_logits(images)``; no files.
 
+    ``options`` (:class:`~ensemble.inference.options.InferenceOptions`, or its fields as keywords: ``device``,
+    ``tta``, ``batch_size``, ``stack``, ``engine``, ``scale``, ``step``) say how the networks run.
     ``images``: one (H, W) array, a list of arrays of any sizes or an (N, H, W) array, uint8 or float;
     results come back at the input's size, in its form. Images other than the run's tiles go through
     sliding windows ``step`` tiles apart at ``scale`` input pixels per training pixel.
@@ -173,7 +189,7 @@ def predictor(run=None, strategy=None, *, device="auto", tta=None, batch_size=BA
     """
     from ..inference import Predictor
 
-    options = _options(device, batch_size=batch_size, stack=stack, engine=engine, scale=scale, step=step)
+    options, tta = _inference_options(options, keywords)
     run = default_run(run, say)
     strategy = _served_strategy(run, strategy)
     made = Predictor(run, strategy, options=options.replace(tta=_served_tta(run, strategy, tta)),

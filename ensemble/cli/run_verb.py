@@ -36,9 +36,7 @@ from .options import (
 @seed_option(training=True)
 @run_option()
 @data_option
-def run_command(*, preset, data, run, jobs, epochs, width, samples_per_epoch, val_fraction, objective, overrides,
-                config, init_from, stacked, backend, scheduler, replicas, with_control, with_student, cross_fit, curve,
-                ablation, tta_gain, device, engine, tensorboard, seed, quiet):
+def run_command(**options):
     """The main job: train members and baseline, fuse every strategy, evaluate, print the table.
 
     The options are those of the steps (train, baseline, control, fuse, evaluate) it runs. Every
@@ -50,17 +48,19 @@ def run_command(*, preset, data, run, jobs, epochs, width, samples_per_epoch, va
       ensemble run --preset quick
       ensemble run --preset full --run runs/full --replicas 2 --control --ablation
     """
-    result = api.run_all(preset=preset, data=data, run=run, jobs=jobs, seed=seed, quiet=quiet, epochs=epochs,
-                         width=width, samples_per_epoch=samples_per_epoch, val_fraction=val_fraction,
-                         objective=objective, device=device, engine=engine, overrides=overrides, config=config,
-                         init_from=init_from, tensorboard=tensorboard, with_control=with_control, curve=curve,
-                         replicas=replicas,
-                         members_options=dict(stacked=stacked, backend=backend, scheduler=scheduler),
-                         evaluate_options=dict(cross_fit=cross_fit, ablation=ablation, tta_gain=tta_gain),
-                         distill_options={} if with_student else None)
+    result = api.run_all(**run_arguments(options))
     from ..reporting.text import format_table
 
     click.echo(format_table(result["table"]))
     click.echo(f"report: {result['report_md']}")
     if result.get("note"):
         click.echo(result["note"])
+
+
+def run_arguments(options):
+    """The arguments of :func:`ensemble.api.run_all` from the command's options: the evaluation's and the student's
+    apart, every other one a training option."""
+    options = dict(options)
+    evaluate_options = {key: options.pop(key) for key in ("cross_fit", "ablation", "tta_gain")}
+    distill_options = {} if options.pop("with_student") else None
+    return {**options, "evaluate_options": evaluate_options, "distill_options": distill_options}

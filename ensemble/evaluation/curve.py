@@ -19,6 +19,7 @@ import torch
 from fusion import new_fuser
 
 from ..core.classes import BASELINE, CLASS_NAMES, CONTROL, TERRAIN_CLASSES, TUNED_BASELINE
+from ..core.devices import machine_cores
 from ..core.errors import RunError
 from ..core.metrics import confusion_matrix, iou_per_class, mean_iou
 from ..core.objectives import HEADLINE_CONVENTION
@@ -73,13 +74,15 @@ def check_snapshots(folder):
     return epochs
 
 
-def budget_curve(folder, data, *, val_idx, strategies, folds, ids, cores, epochs=None, options=None, log=None):
-    """Score every model at every snapshot epoch; return the curve dict (see the module docstring).
+def budget_curve(folder, data, scores, *, strategies, folds, epochs=None, options=None, log=None):
+    """Score every model at every snapshot epoch on the tiles of ``scores`` (the clean evaluation's
+    :class:`~ensemble.evaluation.evaluate.Scores`: its ``val_idx`` and ``ids``); return the curve dict (see the
+    module docstring).
 
     ``epochs`` are those :func:`check_snapshots` returned when the caller checked the snapshots
     already (``None``: they are checked here).
     ``strategies`` are fuser names, refitted per point cross-fitted on ``folds`` (``None``: in-sample);
-    ``cores`` the machine's cores when the training did not record them; ``options``
+    the minutes count the cores the training recorded, else this machine's; ``options``
     (:class:`~ensemble.inference.options.InferenceOptions`) say how the snapshots' networks run.
     """
     log = log or (lambda line: None)
@@ -89,12 +92,13 @@ def budget_curve(folder, data, *, val_idx, strategies, folds, ids, cores, epochs
     controls = folder.control_names()
     groups = {"members": list(CLASS_NAMES), BASELINE: [BASELINE], CONTROL: controls}
     epochs = epochs or check_snapshots(folder)
+    val_idx, ids = scores.val_idx, scores.ids
     truth = data.masks[val_idx]
     images = data.images[val_idx]
     config = folder.config()["networks"]
     train_tiles = len(folder.manifest()["split"]["train_indices"])
     epoch_tiles = tiles_per_epoch(config[BASELINE]["samples_per_epoch"], train_tiles)
-    cores = recorded_cores(folder, [n for names in groups.values() for n in names]) or cores
+    cores = recorded_cores(folder, [n for names in groups.values() for n in names]) or machine_cores()
     points = []
 
     def score(miou, big_rock, name, class_logits):

@@ -28,8 +28,6 @@ from ..core.classes import (
     TUNED_STUDENT,
 )
 from ..core.data import MarsData, load_data, tile_ids
-from ..core.defaults import CROSS_FIT_FOLDS
-from ..core.devices import machine_cores
 from ..core.errors import EnsembleError, RunError
 from ..core.fileio import check_output
 from ..core.metrics import binary_iou, expected_calibration_error, per_tile_confusion
@@ -46,6 +44,7 @@ from ..inference import (
     source_logits,
 )
 from ..inference.engines import resolve_engine
+from ..inference.options import split_options
 from ..reporting.figures import (
     ROBUSTNESS_PNG,
     robustness_png,
@@ -66,7 +65,8 @@ from .crossfit import cross_fitted_logits, fitted_logits, fold_assignment
 from .curve import budget_curve, check_snapshots, read_curve
 from .figures import write_figures
 from .frames import Frames, frames_table, validation_frames
-from .robustness import FrameSet, model_sources, robust_models, robustness_scores, robustness_table
+from .robustness import Benchmark, CleanSet, FrameSet, model_sources, robust_models, robustness_scores, robustness_table
+from .settings import EvaluateSettings
 from .table import build_table
 
 
@@ -129,20 +129,23 @@ def validation_logits(folder, data, sources, images, *, options, log=None):
     return out
 
 
-def score_models(folder, data, fusers, *, options=None, cross_fit=CROSS_FIT_FOLDS, seed=0, log=None, ablation=False,
-                 frames=False, **settings):
+def score_models(folder, data, fusers, *, options=None, settings=None, log=None, **keywords):
     """Score the baseline, the control, each member alone and each fuser of ``fusers`` on the run's validation tiles.
 
     Every network runs through a :class:`~ensemble.inference.Predictor` with ``options``
-    (:class:`~ensemble.inference.options.InferenceOptions`, or its fields as keywords); without TTA the
-    logits come from the run's cache. Each fuser reads the logits of its sources and is
-    applied cross-fitted over ``cross_fit`` folds of validation rover stops (0: the fitted fusers,
+    (:class:`~ensemble.inference.options.InferenceOptions`); without TTA the logits come from the run's cache.
+    ``settings`` (:class:`~ensemble.evaluation.settings.EvaluateSettings`) give ``cross_fit``, ``seed``,
+    ``ablation`` and ``frames``; the fields of either may be given as keywords. Each fuser reads the logits of
+    its sources and is applied cross-fitted over ``cross_fit`` folds of validation rover stops (0: the fitted fusers,
     in-sample). With ``frames`` every model is also scored on whole validation frames rebuilt from
     their ``:top``/``:bottom`` tiles, by sliding windows ``options.step`` tiles apart (``Scores.frames``,
     :class:`Frames`); each frame is fused by the same fold's fuser as its tiles. Returns :class:`Scores`.
     """
     log = log or (lambda line: None)
-    options = InferenceOptions.of(options, **settings)
+    given = split_options(keywords, options=InferenceOptions, settings=EvaluateSettings)
+    options = InferenceOptions.of(options, **given["options"])
+    settings = (settings or EvaluateSettings()).replace(**given["settings"])
+    cross_fit, seed, ablation = settings.cross_fit, settings.seed, settings.ablation
     manifest = check_run_data(folder, data)
     val_idx = np.asarray(manifest["split"]["val_indices"], dtype=np.int64)
     if len(val_idx) == 0:
@@ -161,35 +164,35 @@ def score_models(folder, data, fusers, *, options=None, cross_fit=CROSS_FIT_FOLD
     scores.add(BASELINE, logits[BASELINE], valid)
     for name in plain:
         scores.add(name, logits[name], valid)
-    if frames:
+    if settings.frames:
         scores.frames = validation_frames(folder, data, scores, sources=sources, folds=folds, options=options,
                                            log=log)
         for name in (BASELINE, *plain):
             scores.frames.add(name, scores.tile_cms[name], scores.frames.logits[name])
-    frames = scores.frames
+    frame_set = scores.frames
     member_logits = logits[MEMBERS]
     scores.member_ious = {name: binary_iou(scores.truth == k, member_logits[:, k] > 0, None if k == 0 else valid)
                           for k, name in enumerate(CLASS_NAMES)}
     for name, fuser in fusers.items():
         log(f"  {name}")
         inputs = fuser_inputs(logits, fuser.sources)
-        frame_inputs = None if frames is None else fuser_inputs(frames.logits, fuser.sources)
+        frame_inputs = None if frame_set is None else fuser_inputs(frame_set.logits, fuser.sources)
         frame_logits = None
         if cross_fit:
             fused_logits = cross_fitted_logits(fuser, inputs, scores.truth, folds, scores.ids,
-                                               extra=None if frames is None else (frame_inputs, frames.folds))
-            if frames is not None:
+                                               extra=None if frame_set is None else (frame_inputs, frame_set.folds))
+            if frame_set is not None:
                 fused_logits, frame_logits = fused_logits
         else:
             if not fuser.is_fitted():  # the tuned baseline of a run that has none fitted: fitted here, in-sample
                 fused_logits = fitted_logits(fuser, inputs, scores.truth, None, scores.ids)
             else:
                 fused_logits = fuser.predict_logits(inputs)
-            if frames is not None:
+            if frame_set is not None:
                 frame_logits = fuser.predict_logits(frame_inputs)
         scores.add(name, fused_logits, valid)
-        if frames is not None:
-            frames.add(name, scores.tile_cms[name], frame_logits)
+        if frame_set is not None:
+            frame_set.add(name, scores.tile_cms[name], frame_logits)
         del fused_logits, inputs, frame_inputs, frame_logits
     if ablation and ABLATED in fusers:
         inputs = fuser_inputs(logits, fusers[ABLATED].sources)
@@ -242,11 +245,12 @@ def _meta(folder, data, scores, fusers, *, tta, engine, cross_fit, shown, idx):
     }
 
 
-def robustness_benchmark(folder, data, scores, fusers, table, *, options, cross_fit, seed, n_boot, corruptions=None,
-                         log=None):
+def robustness_benchmark(folder, data, scores, fusers, table, *, options, settings, log=None):
     """The robustness benchmark (:mod:`ensemble.evaluation.robustness`) of the baseline, the bias-tuned baseline
-    and the served default, with the fusers cross-fitted like the clean evaluation's; on whole frames too when
-    the evaluation scored them (``--frames``)."""
+    and the served default, with the fusers cross-fitted like the clean evaluation's (``settings``: cross-fit
+    folds, seed, bootstrap replicates, the corruptions); on whole frames too when the evaluation scored them
+    (``--frames``)."""
+    cross_fit, seed, n_boot, corruptions = settings.cross_fit, settings.seed, settings.n_boot, settings.corruptions
     models = robust_models(table["best_strategy"])
     sources = model_sources(models, fusers)
     images = data.images[scores.val_idx]
@@ -258,21 +262,21 @@ def robustness_benchmark(folder, data, scores, fusers, table, *, options, cross_
         frames = FrameSet(images=np.concatenate([images[pairs[:, 0]], images[pairs[:, 1]]], axis=1),
                           truth=scores.frames.truth, folds=scores.frames.folds,
                           clean={m: scores.frames.cms[m][1] for m in models})
-    result = robustness_scores(folder, images, clean_logits, scores, fusers, models=models, options=options,
-                               folds=folds, seed=seed, corruptions=corruptions, frames=frames, log=log)
+    clean = CleanSet(images=images, scores=scores, logits=clean_logits, folds=folds, frames=frames)
+    result = robustness_scores(folder, clean, fusers, models=models, options=options,
+                               benchmark=Benchmark(corruptions=corruptions, seed=seed), log=log)
     return robustness_table(result, table["headline"], n_boot=n_boot, seed=seed)
 
 
-def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0, cross_fit=CROSS_FIT_FOLDS,
-                 curve=False, log=None, ablation=False, curve_from=None, tta_gain=False, frames=False,
-                 robustness=False, corruptions=None, **settings):
+def evaluate_run(run, *, data=None, options=None, settings=None, log=None, **keywords):
     """Score every fuser in ``RUN/fusion``, each member alone and the baseline on the run's validation tiles.
 
     ``data`` (a path or loaded :class:`~ensemble.core.data.MarsData`) must be the file the run was
     trained on (sha256 checked); the tiles are the run's validation split (the test set has
-    no masks). ``options`` (:class:`~ensemble.inference.options.InferenceOptions`, or its fields as keywords:
-    ``tta``, ``device``, ``engine``, ``batch_size``, ``stack``, ``step``) say how the networks run; without TTA
-    the logits come from the run's cache. Strategies are scored with ``cross_fit`` folds (see the
+    no masks). ``options`` (:class:`~ensemble.inference.options.InferenceOptions`) say how the networks run
+    (without TTA the logits come from the run's cache), ``settings``
+    (:class:`~ensemble.evaluation.settings.EvaluateSettings`) what is computed and where it is written; the
+    fields of either may also be given as keywords. Strategies are scored with ``cross_fit`` folds (see the
     module docstring; 0: the saved fusers, in-sample).
 
     Writes into ``out`` (default ``RUN/evaluation``; for a shipped, read-only run ``runs/evaluations/<name>``):
@@ -306,11 +310,14 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
     :class:`EnsembleError` for an unknown ``tta`` or too few groups for ``cross_fit``.
     Returns ``{"table", "meta", "report_md", "report_json", "out"}`` (paths as strings).
     """
-    options = InferenceOptions.of(options, **settings)
+    given = split_options(keywords, options=InferenceOptions, settings=EvaluateSettings)
+    options = InferenceOptions.of(options, **given["options"])
+    settings = (settings or EvaluateSettings()).replace(**given["settings"])
+    out, cross_fit, n_boot, seed = settings.out, settings.cross_fit, settings.n_boot, settings.seed
+    curve, curve_from, ablation, tta_gain = settings.curve, settings.curve_from, settings.ablation, settings.tta_gain
+    robustness = settings.robustness
     if tta_gain and options.tta != "none":
         raise EnsembleError(f"--tta-gain compares flip with no TTA, so it needs --tta none, not {options.tta!r}")
-    if cross_fit == 1:
-        raise EnsembleError("--cross-fit 1: cross-fitting needs at least 2 folds (0 scores the saved fusers in-sample)")
     folder = RunFolder(run)
     folder.manifest()
     out_dir = Path(out) if out else folder.report_dir
@@ -326,16 +333,15 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
                        f"{folder.path} --strategy {ABLATED}")
     # a missing or changed snapshot is refused before anything is scored
     snapshot_epochs = check_snapshots(folder) if curve and curve_from is None else None
-    scores = score_models(folder, data, fusers, options=options, cross_fit=cross_fit, seed=seed, log=log,
-                          ablation=ablation, frames=frames)
+    scores = score_models(folder, data, fusers, options=options, settings=settings, log=log)
     table = build_table(scores.tile_cms, scores.eces, scores.member_ious, baseline_name=BASELINE, n_boot=n_boot,
                         seed=seed, objective=folder.objective(), tuned_name=TUNED_BASELINE)
     served = [name for name in served_models(scores, fusers)
               if name in strategies or name in (BASELINE, CONTROL, STUDENT)]
     table["best_strategy"] = best_strategy(table, served)
     if tta_gain:
-        flip_scores = score_models(folder, data, fusers, options=options.replace(tta="flip"), cross_fit=cross_fit,
-                                   seed=seed, log=log)
+        flip_scores = score_models(folder, data, fusers, options=options.replace(tta="flip"),
+                                   settings=settings.replace(ablation=False, frames=False), log=log)
         table["tta_gain"] = tta_gains(scores, flip_scores, served, table["headline"], n_boot, seed)
         del flip_scores
     table["budgets"] = budget_comparisons(folder, table, scores.tile_cms, n_boot, seed)
@@ -345,8 +351,7 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
         table["frames"] = frames_table(scores.frames, table["headline"], n_boot, seed)
     if robustness:
         table["robustness"] = robustness_benchmark(folder, data, scores, fusers, table, options=options,
-                                                   cross_fit=cross_fit, seed=seed, n_boot=n_boot,
-                                                   corruptions=corruptions, log=log)
+                                                   settings=settings, log=log)
     if log and out is None and folder.read_only:
         log(f"{folder.path} is a shipped run (read-only): writing the report to {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -356,8 +361,7 @@ def evaluate_run(run, *, data=None, options=None, out=None, n_boot=1000, seed=0,
     elif curve:
         folds = _folds(data, scores.val_idx, cross_fit, seed) if cross_fit else None
         member_level = [name for name in strategies if FUSERS[name].sources == (MEMBERS,)]
-        table["budget_curve"] = budget_curve(folder, data, val_idx=scores.val_idx, strategies=member_level,
-                                             folds=folds, ids=scores.ids, cores=machine_cores(),
+        table["budget_curve"] = budget_curve(folder, data, scores, strategies=member_level, folds=folds,
                                              epochs=snapshot_epochs, options=options, log=log)
         write_curve(out_dir, table["budget_curve"])
     if robustness:

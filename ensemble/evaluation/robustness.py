@@ -123,18 +123,42 @@ def _stitched(predictors, frames):
             for source, p in predictors.items()}
 
 
-def robustness_scores(folder, images, clean_logits, scores, fusers, *, models, options, folds, seed=0,
-                      corruptions=None, severities=SEVERITIES, frames=None, log=None):
-    """Score ``models`` on the validation tiles under every corruption and severity (:class:`RobustnessScores`).
+@dataclass
+class CleanSet:
+    """The clean evaluation the benchmark corrupts: the validation ``images`` (N, H, W) float 0-1, its ``scores``
+    (:class:`~ensemble.evaluation.evaluate.Scores`: the clean confusion matrices are the reference), the sources'
+    clean ``logits`` (what the fusers' fold copies are fitted on; ``None`` when no fuser is scored), each tile's
+    fold (``folds``; ``None``: the fitted fusers, in-sample), and the whole ``frames`` (:class:`FrameSet`) when
+    they are scored too."""
 
-    ``images`` are the validation tiles (N, H, W) float 0-1, ``clean_logits`` the sources' clean validation
-    logits (what the fusers' fold copies are fitted on), ``scores`` the clean evaluation's
-    :class:`~ensemble.evaluation.evaluate.Scores` (its clean confusion matrices are the reference), ``fusers``
-    the run's fusers by name, ``folds`` each validation tile's fold (``None``: the fitted fusers, in-sample).
-    ``corruptions`` limits the names (default: all), ``severities`` the severities. ``frames`` (:class:`FrameSet`)
-    also scores whole frames under each corruption, by sliding windows, fused by the same fold's copy as their
-    tiles.
+    images: np.ndarray
+    scores: object
+    logits: dict = None
+    folds: np.ndarray = None
+    frames: "FrameSet" = None
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """Which ``corruptions`` (names; ``None``: all) at which ``severities``, and the ``seed`` of their draws."""
+
+    corruptions: tuple = None
+    severities: tuple = SEVERITIES
+    seed: int = 0
+
+
+def robustness_scores(folder, clean, fusers, *, models, options, benchmark=None, log=None):
+    """Score ``models`` on the validation tiles under every corruption and severity of ``benchmark``
+    (:class:`Benchmark`; default all, seed 0) (:class:`RobustnessScores`).
+
+    ``clean`` is the :class:`CleanSet` (the tiles, their clean scores and logits, their folds, the frames),
+    ``fusers`` the run's fusers by name. Whole frames, when ``clean.frames`` holds them, are scored under each
+    corruption too, by sliding windows, fused by the same fold's copy as their tiles.
     """
+    benchmark = benchmark or Benchmark()
+    images, scores, folds, frames = clean.images, clean.scores, clean.folds, clean.frames
+    corruptions, severities, seed = benchmark.corruptions, benchmark.severities, benchmark.seed
+    clean_logits = clean.logits
     shown, log = log, log or (lambda line: None)
     names = list(corruptions) if corruptions else [c.name for c in CORRUPTIONS]
     sources = model_sources(models, fusers)
