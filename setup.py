@@ -56,8 +56,9 @@ setup(
     extras_require={
         # keras: the competition metric is cross-checked against keras.metrics.MeanIoU;
         # pytest-xdist: the tests run single-threaded, so scripts/test.sh runs one worker per core;
-        # ruff: scripts/test.sh lints the tree (ruff.toml) before the tests
-        "test": ["pytest>=7", "keras>=3", "pytest-xdist>=3", "ruff>=0.5"],
+        # ruff and mypy: scripts/test.sh lints the tree (ruff.toml) and type-checks the public surface (mypy.ini)
+        # before the tests
+        "test": ["pytest>=7", "keras>=3", "pytest-xdist>=3", "ruff>=0.5", "mypy>=1.8"],
         "distributed": ["dask[distributed]>=2023.1"],
         # --tensorboard: torch.utils.tensorboard writes the event files; TensorBoard itself shows them
         "tensorboard": ["tensorboard>=2.10"],

@@ -76,9 +76,9 @@ class Recipe:
 
     path: str
     settings: dict = field(default_factory=dict)
-    overrides: tuple = ()
+    overrides: tuple[str, ...] = ()
     networks: dict = field(default_factory=dict)
-    init_from: str = None
+    init_from: str | None = None
 
     def apply(self, values, name):
         """A copy of network ``name``'s config dict ``values`` (defaults and preset) with the file's settings for it."""
@@ -308,25 +308,25 @@ class TrainOptions:
     """
 
     preset: str = "quick"
-    epochs: int = None
-    width: int = None
-    samples_per_epoch: int = None
-    loss: str = None
+    epochs: int | None = None
+    width: int | None = None
+    samples_per_epoch: int | None = None
+    loss: str | None = None
     overrides: tuple = ()  # --set strings
-    objective: str = None
-    seed: int = 0
-    val_fraction: float = VAL_FRACTION
+    objective: str | None = None
+    seed: int | None = 0
+    val_fraction: float | None = VAL_FRACTION
     device: str = "auto"
-    jobs: int = None
+    jobs: int | None = None
     backend: str = DEFAULT_BACKEND
-    scheduler: str = None
+    scheduler: str | None = None
     stacked: bool = False
     distill: tuple = ()  # the student's (key, value) distill settings (members.config.DISTILL_KEYS)
     tensorboard: bool = False  # also log every epoch to RUN/tensorboard/ (the optional extra)
     quiet: bool = False
-    recipe: Recipe = None  # --config: the recipe file as read
+    recipe: Recipe | None = None  # --config: the recipe file as read
     init_from: str = None  # --init-from: the run (folder or shipped name) whose best.pt each network starts from
-    drop_outliers: bool = True
+    drop_outliers: bool | None = True
 
     @classmethod
     def from_arguments(cls, config=None, **fields):

@@ -8,9 +8,13 @@ the one-vs-rest member for class k, in the order of :data:`ensemble.core.classes
 scikit-learn's ``CalibratedClassifierCV``: ``fit`` returns ``self``, fitted attributes end in ``_`` and
 predicting before ``fit`` raises :class:`NotFittedError`.
 """
+from __future__ import annotations
+
 import io
 import time
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +26,10 @@ from ensemble.core.objectives import DEFAULT_OBJECTIVE, check_objective, for_obj
 FORMAT = "mars-fuser"
 #: 2: the fuser's ``objective`` is one of its constructor arguments (1: no objective, always ``fullmask``).
 FORMAT_VERSION = 2
+
+
+#: Logits a fuser reads: a tensor or array (N, C, H, W), or for fusers over several sources a dict of them.
+Logits = torch.Tensor | np.ndarray | dict
 
 
 class NotFittedError(RuntimeError):
@@ -109,11 +117,11 @@ class Fuser:
         """True when fitting and scoring use labeled pixels only (the ``competition`` objective)."""
         return not predicts_background(self.objective)
 
-    def get_params(self):
+    def get_params(self) -> dict[str, Any]:
         """Constructor keyword arguments (plain types) that rebuild an unfitted copy."""
         raise NotImplementedError
 
-    def fit(self, member_logits, masks, tile_ids=None):
+    def fit(self, member_logits: Logits, masks: np.ndarray, tile_ids: Sequence[str] | None = None) -> Fuser:
         """Fit on input logits (N, 5 per source, H, W) and masks (N, H, W); ``tile_ids`` are recorded.
 
         ``tile_ids`` (one string per tile) end up in ``fitted_tile_ids_`` so a saved fuser
@@ -138,7 +146,7 @@ class Fuser:
         self.fitted_tile_ids_ = tile_ids
         return self
 
-    def is_fitted(self):
+    def is_fitted(self) -> bool:
         """True once :meth:`fit` (or :func:`fusion.load_fuser`) has set the fitted attributes."""
         return hasattr(self, "fitted_tile_ids_")
 
@@ -156,20 +164,20 @@ class Fuser:
         self._check_fitted()
         return for_objective(self._build_module().eval(), self.objective)
 
-    def predict_logits(self, member_logits):
+    def predict_logits(self, member_logits: Logits) -> torch.Tensor:
         """Fused class logits (N, 5, H, W) float32, before the softmax."""
         self._check_fitted()
         with torch.inference_mode():
             member_logits = as_member_logits(member_logits, self.input_channels)
             return self.module().to(member_logits.device)(member_logits)
 
-    def predict_proba(self, member_logits):
+    def predict_proba(self, member_logits: Logits) -> torch.Tensor:
         """Fused class probabilities (N, 5, H, W) float32, summing to 1 over dim 1."""
         fused_logits = self.predict_logits(member_logits)
         with torch.inference_mode():
             return torch.softmax(fused_logits, dim=1)
 
-    def predict(self, member_logits):
+    def predict(self, member_logits: Logits) -> torch.Tensor:
         """Fused masks (N, H, W) int64: the argmax of the fused logits (same as of ``predict_proba``)."""
         fused_logits = self.predict_logits(member_logits)
         with torch.inference_mode():

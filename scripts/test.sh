@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint with ruff, then run the test suite; creates .venv and installs the package with its test extra on first use.
+# Lint with ruff, type-check the public surface with mypy, then run the test suite; creates .venv and installs the package with its test extra on first use.
 # Usage: bash scripts/test.sh [--fast] [extra pytest arguments]
 #   --fast: only the tests that need no trained run and no long training (pytest -m "not slow")
 # The tests run single-threaded, one pytest-xdist worker per core (TEST_WORKERS=N to change, 0 for none),
@@ -15,4 +15,5 @@ fi
 source scripts/venv.sh
 "$VENV/bin/python" -m pip install -q -e ".[test,distributed,tensorboard]"
 "$VENV/bin/ruff" check --quiet .  # lint first (ruff.toml): a finding fails the run before the tests
+"$VENV/bin/mypy"  # then the types of the public surface (mypy.ini)
 exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-auto}" --dist loadfile --no-loadscope-reorder "${tier[@]}" "$@"

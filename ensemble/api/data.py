@@ -1,4 +1,7 @@
 """Data files: inspect one, and write a copy without outlier tiles."""
+from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -7,17 +10,20 @@ from ..core.datasummary import summarize
 from ..core.errors import DataError
 from ..core.fileio import atomic_path, check_output
 from ..core.outliers import MIN_REPEATS, UNIFORM_SHARE, find_outliers
+from ..core.types import PathArg
 from ..core.wording import api_function
 
 
 @api_function
-def inspect_data(data=None, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
+def inspect_data(data: PathArg | None = None, min_repeats: int = MIN_REPEATS,
+                 uniform_share: float = UNIFORM_SHARE) -> dict[str, Any]:
     """Validate a data file and return its summary dict (counts, class shares, groups, outliers)."""
     return summarize(load_data(data), min_repeats=min_repeats, uniform_share=uniform_share)
 
 
 @api_function
-def clean_data(out, data=None, min_repeats=MIN_REPEATS, uniform_share=UNIFORM_SHARE):
+def clean_data(out: PathArg, data: PathArg | None = None, min_repeats: int = MIN_REPEATS,
+               uniform_share: float = UNIFORM_SHARE) -> dict[str, Any]:
     """Write a copy of the data file without outlier tiles, same keys, groups and ids aligned.
 
     Returns ``{"kept": int, "removed": int, "reasons": {reason: count}, "out": str}``.

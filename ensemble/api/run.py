@@ -1,5 +1,8 @@
 """The main job (``ensemble run``) and where a run stands (``ensemble status``)."""
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..core import wording
 from ..core.data import load_data
@@ -7,15 +10,20 @@ from ..core.errors import EnsembleError
 from ..core.locations import check_run_path, resolve_run
 from ..core.logs import run_log
 from ..core.runfolder import RunFolder
+from ..core.types import DataArg, PathArg
 from ..core.wording import api_function
 from ..reporting.text import format_training_summary
 from .serving import evaluate, fuse
 from .training import _baseline_names, _start_workers, distill
 
+if TYPE_CHECKING:
+    from ..reporting.status import NetworkStatus
+
 
 @api_function
-def run_all(preset="quick", data=None, *, run=None, replicas=1, with_control=False, evaluate_options=None,
-            distill_options=None, **train_options):
+def run_all(preset: str = "quick", data: DataArg = None, *, run: PathArg | None = None, replicas: int = 1,
+            with_control: bool = False, evaluate_options: dict[str, Any] | None = None,
+            distill_options: dict[str, Any] | None = None, **train_options: Any) -> dict[str, Any]:
     """The main job: train members and baseline, fuse every strategy, evaluate; return the evaluation.
 
     Every network of the run (the members, the baseline and its ``replicas``, the control's nets with
@@ -99,7 +107,7 @@ def run_all(preset="quick", data=None, *, run=None, replicas=1, with_control=Fal
 
 
 @api_function
-def status(run=None):
+def status(run: PathArg | None = None) -> list[NetworkStatus]:
     """Where ``run`` stands (default ``runs/default``): a list of
     :class:`~ensemble.reporting.status.NetworkStatus`, one per network of its ``config.json`` (done, running,
     stopped or queued; epoch, best score, seconds per epoch, ETA). Works while the run trains."""

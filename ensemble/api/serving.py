@@ -1,12 +1,24 @@
 """Verbs over a trained run: fuse, evaluate, predict, score, the in-memory predictor, export."""
+from __future__ import annotations
+
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import EnsembleError
 from ..core.fileio import check_output
 from ..core.locations import resolve_run
 from ..core.logs import run_log
 from ..core.runfolder import RunFolder
+from ..core.types import DataArg, PathArg
 from ..core.wording import api_function, say
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..evaluation.settings import EvaluateSettings
+    from ..inference import Predictor
+    from ..inference.options import InferenceOptions, PredictSettings
 
 
 def _options(device="auto", **settings):
@@ -32,7 +44,8 @@ def _inference_options(options, keywords):
 
 
 @api_function
-def fuse(run=None, *, strategy="learned", data=None, seed=0, options=None, quiet=False, **keywords):
+def fuse(run: PathArg | None = None, *, strategy: str = "learned", data: DataArg = None, seed: int = 0,
+         options: InferenceOptions | None = None, quiet: bool = False, **keywords: Any) -> dict[str, Any]:
     """Fit fusion ``strategy`` (or ``"all"``) on the run's validation logits; return per-strategy results.
 
     ``options`` (:class:`~ensemble.inference.options.InferenceOptions`, or its fields as keywords: ``device``
@@ -48,14 +61,15 @@ def fuse(run=None, *, strategy="learned", data=None, seed=0, options=None, quiet
 
 
 @api_function
-def default_run(run=None, log=None):
+def default_run(run: PathArg | None = None, log: Callable[[str], None] | None = None) -> str:
     """The trained run a serving verb uses: ``run``, else ``runs/default``, else the shipped reference run
     (:func:`~ensemble.core.locations.resolve_run`), said to ``log``."""
     return resolve_run(run, trained=True, log=log)
 
 
 @api_function
-def evaluate(run=None, *, data=None, options=None, settings=None, quiet=False, **keywords):
+def evaluate(run: PathArg | None = None, *, data: DataArg = None, options: InferenceOptions | None = None,
+             settings: EvaluateSettings | None = None, quiet: bool = False, **keywords: Any) -> dict[str, Any]:
     """Evaluate every fuser of ``run``, each member alone and the baseline on the same tiles; write the report.
 
     ``options`` (:class:`~ensemble.inference.options.InferenceOptions`: ``device`` ``auto``, ``cpu`` or ``cuda``,
@@ -121,7 +135,9 @@ def _served_strategy(run, strategy, say=say):
 
 
 @api_function
-def predict(run=None, strategy=None, *, data=None, images=None, options=None, settings=None, quiet=False, **keywords):
+def predict(run: PathArg | None = None, strategy: str | None = None, *, data: DataArg = None,
+            images: PathArg | np.ndarray | None = None, options: InferenceOptions | None = None,
+            settings: PredictSettings | None = None, quiet: bool = False, **keywords: Any) -> dict[str, Any]:
     """Predict masks for ``test_set`` of ``data`` (or ``images``: an image file, a folder of images, an .npz, or an
     array (N, H, W)); write a Kaggle submission CSV and/or per-image outputs (see
     :func:`~ensemble.predict.predict_run`). For masks and probabilities in memory, use :func:`predictor`.
@@ -156,7 +172,7 @@ def predict(run=None, strategy=None, *, data=None, images=None, options=None, se
 
 
 @api_function
-def score(pred, masks):
+def score(pred: PathArg, masks: PathArg) -> dict[str, Any]:
     """Score predicted masks ``pred`` (submission CSV, .npy, .npz[:KEY]) against true ``masks`` in every convention.
 
     Returns ``{"competition" | "labeled" | "allpixels": {"soil", "bedrock", "sand", "big_rock", "mean"},
@@ -169,7 +185,8 @@ def score(pred, masks):
 
 
 @api_function
-def predictor(run=None, strategy=None, *, options=None, check_inputs=True, **keywords):
+def predictor(run: PathArg | None = None, strategy: str | None = None, *, options: InferenceOptions | None = None,
+              check_inputs: bool = True, **keywords: Any) -> Predictor:
     """A :class:`~ensemble.inference.Predictor` for notebooks: load ``run`` once, then ``predict(images)`` (masks),
     ``predict_proba(images)`` and ``predict_logits(images)``; no files.
 
@@ -200,7 +217,8 @@ def predictor(run=None, strategy=None, *, options=None, check_inputs=True, **key
 
 
 @api_function
-def export(run=None, strategy=None, *, out="model.pt2", format=None, tta=None):
+def export(run: PathArg | None = None, strategy: str | None = None, *, out: PathArg = "model.pt2",
+           format: str | None = None, tta: str | None = None) -> dict[str, Any]:
     """Write one program mapping images (N, 1, H, W) to probabilities: a ``torch.export`` program
     (``.pt2``: stacked members + fuser) or an ONNX graph (``.onnx``: members + fuser, or the baseline).
 

@@ -1,5 +1,7 @@
 """Training verbs: the members, the baseline and its replicas, the ensembling control, the student."""
+from __future__ import annotations
 
+from typing import Any
 
 from ..core.classes import BASELINE, parse_members
 from ..core.data import load_data
@@ -7,6 +9,7 @@ from ..core.defaults import DEFAULT_BACKEND
 from ..core.errors import EnsembleError
 from ..core.locations import check_run_path, resolve_run
 from ..core.logs import run_log
+from ..core.types import DataArg, PathArg
 from ..core.wording import api_function, say
 
 
@@ -49,7 +52,8 @@ def _refuse_stacked(options):
 
 
 @api_function
-def train(data=None, run=None, members="all", **options):
+def train(data: DataArg = None, run: PathArg | None = None, members: str = "all",
+          **options: Any) -> list[dict[str, Any]]:
     """Train one-vs-rest members (``"all"`` or comma-separated class names) into ``run`` (default ``runs/default``,
     said; :func:`~ensemble.core.locations.resolve_run`).
 
@@ -71,7 +75,8 @@ def train(data=None, run=None, members="all", **options):
 
 
 @api_function
-def baseline(data=None, run=None, replicas=1, **options):
+def baseline(data: DataArg = None, run: PathArg | None = None, replicas: int = 1,
+             **options: Any) -> dict[str, Any] | list[dict[str, Any]]:
     """Train the multiclass baseline into ``run``; same options as :func:`train`. Returns its metrics.
 
     ``replicas`` > 1 also trains ``replicas - 1`` further nets of its width with seeds of their own
@@ -90,7 +95,8 @@ def baseline(data=None, run=None, replicas=1, **options):
 
 
 @api_function
-def control(data=None, run=None, size=None, **options):
+def control(data: DataArg = None, run: PathArg | None = None, size: int | None = None,
+            **options: Any) -> list[dict[str, Any]]:
     """Train the ensembling control into ``run``: ``size`` (default 5) multiclass U-Nets of the members' width.
 
     Each is trained like the baseline (loss, sampler, recipe) with its own seed; ``ensemble evaluate``
@@ -109,8 +115,9 @@ def control(data=None, run=None, size=None, **options):
 
 
 @api_function
-def distill(data=None, run=None, *, teacher=None, alpha=None, temperature=None, unlabeled=None, unlabeled_scale=1.0,
-            **options):
+def distill(data: DataArg = None, run: PathArg | None = None, *, teacher: str | None = None,
+            alpha: float | None = None, temperature: float | None = None, unlabeled: str | None = None,
+            unlabeled_scale: float = 1.0, **options: Any) -> dict[str, Any]:
     """Train the student into ``run``: one multiclass U-Net (by default the baseline's architecture and width) that
     learns ``alpha`` x the labels' loss + (1 - alpha) x ``temperature``^2 x KL(teacher || student) on every pixel.
 

@@ -6,9 +6,12 @@ Keys: ``training_set`` (N, 2, H, W) with image and mask, optional ``test_set``
 0-1; they are normalised to float32 0-1. Masks are integer class ids 0-4.
 Every problem raises :class:`~ensemble.core.errors.DataError` with a one-line message.
 """
+from __future__ import annotations
+
 import os
 import zipfile
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +44,7 @@ class MarsData:
         return len(self.images)
 
 
-def resolve_data_path(path=None):
+def resolve_data_path(path: str | PathLike[str] | None = None) -> Path:
     """Pick the data file: ``path``, else ``$MARS_DATA``, else the first of
     :func:`~ensemble.core.locations.data_candidates` that exists.
 
@@ -167,7 +170,7 @@ def _per_tile(array, n, where, what):
 _LOADED = {}
 
 
-def load_data(path=None, require_masks=True):
+def load_data(path: str | PathLike[str] | MarsData | None = None, require_masks: bool = True) -> MarsData:
     """Load and validate a Kaggle-layout ``.npz``; return :class:`MarsData`.
 
     ``path`` defaults to :func:`resolve_data_path`; a :class:`MarsData` is returned as it is.

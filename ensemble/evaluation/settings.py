@@ -2,6 +2,7 @@
 the API and handed down (how the networks run is the separate
 :class:`~ensemble.inference.options.InferenceOptions`)."""
 from dataclasses import dataclass, replace
+from os import PathLike
 
 from ..core.defaults import CROSS_FIT_FOLDS
 from ..core.errors import EnsembleError
@@ -15,17 +16,17 @@ class EvaluateSettings:
     ``budget_curve.json``), ``ablation``, ``tta_gain``, ``frames``, ``robustness`` (limited to ``corruptions``,
     names, when given)."""
 
-    out: object = None
+    out: str | PathLike | None = None
     cross_fit: int = CROSS_FIT_FOLDS
     n_boot: int = 1000
     seed: int = 0
     curve: bool = False
-    curve_from: object = None
+    curve_from: str | PathLike | None = None
     ablation: bool = False
     tta_gain: bool = False
     frames: bool = False
     robustness: bool = False
-    corruptions: tuple = None
+    corruptions: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.cross_fit == 1:

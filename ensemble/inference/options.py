@@ -4,6 +4,7 @@ Every verb that runs networks (predict, evaluate, fuse, export, the budget curve
 takes the same object, so an execution option is added in one place.
 """
 from dataclasses import asdict, dataclass, fields, replace
+from os import PathLike
 
 from ..core.defaults import BATCH_SIZE, DEFAULT_STEP, MAX_PIXELS
 from ..core.errors import EnsembleError
@@ -44,7 +45,7 @@ class InferenceOptions:
     engine: str = "auto"
     tta: str = "none"
     batch_size: int = BATCH_SIZE
-    stack: object = None
+    stack: bool | None = None
     scale: float = 1.0
     step: float = DEFAULT_STEP
 
@@ -93,15 +94,15 @@ class PredictSettings:
     the inputs are known to be good (the default strategy and TTA, said only then so that an error stays one line).
     """
 
-    out: object = None
-    masks_dir: object = None
-    png_dir: object = None
-    overlay_dir: object = None
-    uncertainty_dir: object = None
-    summary: object = None
+    out: str | PathLike | None = None
+    masks_dir: str | PathLike | None = None
+    png_dir: str | PathLike | None = None
+    overlay_dir: str | PathLike | None = None
+    uncertainty_dir: str | PathLike | None = None
+    summary: str | PathLike | None = None
     max_pixels: int = MAX_PIXELS
     check_inputs: bool = True
-    notes: tuple = ()
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self):
         try:

@@ -9,6 +9,11 @@ run (device, engine, TTA, batch size, layout, windows) is one
 curve's snapshots included), ``fuse``, ``export``, the validation-logits cache and the notebook API all
 run their networks through it.
 """
+from __future__ import annotations
+
+from os import PathLike
+from typing import TYPE_CHECKING, Any, Union
+
 import numpy as np
 import torch
 
@@ -37,6 +42,12 @@ from .loading import (
 from .options import InferenceOptions, resolve_stack
 from .strategies import check_strategy
 from .windows import as_image_tensor, resize_logits, stitched_logits, to_training_scale
+
+if TYPE_CHECKING:
+    from ..core.imagestats import InputCheck
+
+#: What the predictor takes: one (H, W) image, an (N, H, W) array, or a list of images of any sizes.
+Images = Union["np.ndarray", "list[np.ndarray]"]
 
 
 class Predictor:
@@ -129,7 +140,7 @@ class Predictor:
         return (f"{self.folder.input_stats_path.name}: not in {self.folder.path}, so the inputs are not checked "
                 "against the training tiles (python scripts/input_stats.py writes it)")
 
-    def check(self, images):
+    def check(self, images: Images) -> list[InputCheck]:
         """One :class:`~ensemble.core.imagestats.InputCheck` per image: its statistics at the training scale and
         what lies outside the run's training tiles' range (``findings``; empty when none). ``images`` as for
         :meth:`predict`: a batch of the run's tiles at scale 1 is checked as it is, any other image after
@@ -302,11 +313,11 @@ class Predictor:
         """The concatenated logits of the strategy's sources (N, 5 per source, H, W) float32: the fuser's input."""
         return all_logits(self._input_batches(images), len(images))
 
-    def predict_logits(self, images):
+    def predict_logits(self, images: Images) -> Any:
         """Class logits (N, 5, H, W) float32 numpy array."""
         return self._collect(images, "class")
 
-    def predict_proba(self, images):
+    def predict_proba(self, images: Images) -> Any:
         """Class probabilities (N, 5, H, W) float32, summing to 1 over axis 1 (class 0 is 0 under ``competition``)."""
         self._require("class")
         with torch.inference_mode():
@@ -315,7 +326,7 @@ class Predictor:
                 return self._per_image(images, "class", lambda logits: torch.softmax(logits, dim=1).numpy())
             return torch.softmax(torch.from_numpy(self.predict_logits(images)), dim=1).numpy()
 
-    def predict(self, images):
+    def predict(self, images: Images) -> Any:
         """Masks (N, H, W) uint8 of class ids: the argmax of the class logits (one (H, W) mask for one image)."""
         self._require("class")
         self._checked(images)
@@ -326,7 +337,7 @@ class Predictor:
             masks[start : start + len(class_logits)] = channel_argmax(class_logits).to(torch.uint8).numpy()
         return masks
 
-    def export(self, path, format="pt2"):
+    def export(self, path: str | PathLike[str], format: str = "pt2") -> None:
         """Write the networks + fuser + softmax as one program (see :mod:`ensemble.inference.export`).
 
         ``format="pt2"``: a ``torch.export`` program of the networks (members stacked) and the fuser;
