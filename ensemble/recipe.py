@@ -325,7 +325,7 @@ class TrainOptions:
     tensorboard: bool = False  # also log every epoch to RUN/tensorboard/ (the optional extra)
     quiet: bool = False
     recipe: Recipe | None = None  # --config: the recipe file as read
-    init_from: str = None  # --init-from: the run (folder or shipped name) whose best.pt each network starts from
+    init_from: str | None = None  # --init-from: the run (folder or shipped name) whose best.pt each network starts from
     drop_outliers: bool | None = True
 
     @classmethod

@@ -28,8 +28,11 @@ FORMAT = "mars-fuser"
 FORMAT_VERSION = 2
 
 
-#: Logits a fuser reads: a tensor or array (N, C, H, W), or for fusers over several sources a dict of them.
-Logits = torch.Tensor | np.ndarray | dict
+#: Logits a fuser reads: a tensor or array (N, C, H, W), or for fusers over several sources a dict of them by
+#: source (checked when read, :func:`as_member_logits`); typed loosely because torch is read as untyped.
+Logits = Any
+#: True masks (N, H, W) of class ids: an integer array or tensor.
+Masks = Any
 
 
 class NotFittedError(RuntimeError):
@@ -121,7 +124,11 @@ class Fuser:
         """Constructor keyword arguments (plain types) that rebuild an unfitted copy."""
         raise NotImplementedError
 
-    def fit(self, member_logits: Logits, masks: np.ndarray, tile_ids: Sequence[str] | None = None) -> Fuser:
+    def _fit(self, member_logits, masks):
+        """Fit the fuser's parameters on checked inputs; return what ``fit_info_`` records. Each fuser defines it."""
+        raise NotImplementedError(f"{type(self).__name__} defines no _fit")
+
+    def fit(self, member_logits: Logits, masks: Masks, tile_ids: Sequence[str] | None = None) -> Fuser:
         """Fit on input logits (N, 5 per source, H, W) and masks (N, H, W); ``tile_ids`` are recorded.
 
         ``tile_ids`` (one string per tile) end up in ``fitted_tile_ids_`` so a saved fuser

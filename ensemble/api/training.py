@@ -134,12 +134,12 @@ def distill(data: DataArg = None, run: PathArg | None = None, *, teacher: str | 
     from ..distill import check_teacher
     from ..inference.strategies import default_strategy
 
-    options, log, say = _training(options, 1, run)
-    _refuse_stacked(options)
+    train_options, log, say = _training(options, 1, run)
+    _refuse_stacked(train_options)
     from ..train import planned_teacher, train_networks
 
     folder = resolve_run(run, log=say)
-    teacher = teacher or planned_teacher(options) or default_strategy(folder, log=say)
+    teacher = teacher or planned_teacher(train_options) or default_strategy(folder, log=say)
     check_teacher(folder, teacher)  # before anything is written to the run
     settings = {"teacher": teacher, **{k: v for k, v in (("alpha", alpha), ("temperature", temperature))
                                        if v is not None}}
@@ -148,6 +148,6 @@ def distill(data: DataArg = None, run: PathArg | None = None, *, teacher: str | 
 
         data = load_data(data)
         settings["unlabeled"] = unlabeled_tiles(unlabeled, data.tile_shape, unlabeled_scale, log=say)
-    options = options.replace(distill=settings)
+    train_options = train_options.replace(distill=settings)
     with run_log(folder, "distill"):
-        return train_networks([STUDENT], data=data, run=folder, options=options, log=log)[0]
+        return train_networks([STUDENT], data=data, run=folder, options=train_options, log=log)[0]

@@ -30,10 +30,10 @@ class MarsData:
     sha256: str
     images: np.ndarray
     masks: np.ndarray
-    groups: np.ndarray = None
-    ids: np.ndarray = None
-    test_images: np.ndarray = None
-    test_ids: np.ndarray = None
+    groups: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    test_images: np.ndarray | None = None
+    test_ids: np.ndarray | None = None
 
     @property
     def tile_shape(self):
@@ -167,7 +167,7 @@ def _per_tile(array, n, where, what):
 
 
 #: The last file loaded, by (path, mtime, size, require_masks): a command reads and hashes its data once.
-_LOADED = {}
+_LOADED: dict[tuple, MarsData] = {}
 
 
 def load_data(path: str | PathLike[str] | MarsData | None = None, require_masks: bool = True) -> MarsData:
