@@ -28,7 +28,6 @@ setup(
     long_description_content_type="text/markdown",
     # the code; the shipped runs' weights and reports follow the data's terms (models/reference/MODEL_CARD.md)
     license="MIT",
-    classifiers=["License :: OSI Approved :: MIT License"],
     packages=find_packages(include=["ensemble", "ensemble.*", "members", "members.*", "fusion", "fusion.*"])
     + ["ensemble.shipped"],
     # the shipped runs (models/ in the checkout) install as ensemble/shipped/, found by ensemble.core.locations
