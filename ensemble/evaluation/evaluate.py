@@ -32,6 +32,7 @@ from ..core.errors import EnsembleError, RunError
 from ..core.fileio import check_output
 from ..core.metrics import binary_iou, expected_calibration_error, per_tile_confusion
 from ..core.objectives import scored_pixels
+from ..core.progress import Progress
 from ..core.runfolder import RunFolder
 from ..inference import (
     MEMBERS,
@@ -141,7 +142,7 @@ def score_models(folder, data, fusers, *, options=None, settings=None, log=None,
     their ``:top``/``:bottom`` tiles, by sliding windows ``options.step`` tiles apart (``Scores.frames``,
     :class:`Frames`); each frame is fused by the same fold's fuser as its tiles. Returns :class:`Scores`.
     """
-    log = log or (lambda line: None)
+    shown, log = log, log or (lambda line: None)
     given = split_options(keywords, options=InferenceOptions, settings=EvaluateSettings)
     options = InferenceOptions.of(options, **given["options"])
     settings = (settings or EvaluateSettings()).replace(**given["settings"])
@@ -173,8 +174,9 @@ def score_models(folder, data, fusers, *, options=None, settings=None, log=None,
     member_logits = logits[MEMBERS]
     scores.member_ious = {name: binary_iou(scores.truth == k, member_logits[:, k] > 0, None if k == 0 else valid)
                           for k, name in enumerate(CLASS_NAMES)}
+    meter = Progress(len(fusers), shown, unit="models", desc="scoring")
     for name, fuser in fusers.items():
-        log(f"  {name}")
+        meter.step(name)
         inputs = fuser_inputs(logits, fuser.sources)
         frame_inputs = None if frame_set is None else fuser_inputs(frame_set.logits, fuser.sources)
         frame_logits = None
@@ -194,6 +196,7 @@ def score_models(folder, data, fusers, *, options=None, settings=None, log=None,
         if frame_set is not None:
             frame_set.add(name, scores.tile_cms[name], frame_logits)
         del fused_logits, inputs, frame_inputs, frame_logits
+    meter.close()
     if ablation and ABLATED in fusers:
         inputs = fuser_inputs(logits, fusers[ABLATED].sources)
         for variant, change in ablation_variants(fusers[ABLATED]):
