@@ -299,7 +299,8 @@ def predict_run(run, strategy="learned", *, data=None, images=None, settings=Non
     given = split_options(keywords, options=InferenceOptions, settings=PredictSettings)
     options = InferenceOptions.of(options, **given["options"])
     settings = (settings or PredictSettings()).replace(**given["settings"])
-    log = progress = None if quiet else say
+    progress = None if quiet else say
+    log = progress or (lambda line: None)
     out, summary, check_inputs = settings.out, settings.summary, settings.check_inputs
     folders = {"masks": settings.masks_dir, "png": settings.png_dir, "overlay": settings.overlay_dir,
                "uncertainty": settings.uncertainty_dir}
