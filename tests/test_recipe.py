@@ -191,6 +191,7 @@ def test_ema_is_validated_kept_and_resumed_exactly(tmp_path, subset_path, monkey
     (resumed / "metrics.json").unlink()
     trainer = NetworkTrainer(config, SplitArrays.select(data.images, data.masks, train_idx, val_idx), resumed)
     assert trainer.epoch == 1 and trainer.average.updates == config.steps_per_epoch(len(train_idx))
+    trainer.lock.release()  # one trainer of a network at a time
     train_network(config, SplitArrays.select(data.images, data.masks, train_idx, val_idx), resumed, log=None)
     again = load_checkpoint(resumed / "latest.pt")
     assert all(torch.equal(again["model"][k], latest["model"][k]) for k in latest["model"])

@@ -84,8 +84,17 @@ def console(quiet=False, *, command=False):
             lg.propagate = propagate
 
 
+class _RunLogHandler(logging.FileHandler):
+    """A log file opened (and its folder made) at the first record it writes: a verb refused before it said
+    anything leaves no trace in the run folder."""
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def _file_handler(path):
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8", delay=False)
+    handler = _RunLogHandler(path, mode="a", encoding="utf-8", delay=True)
     formatter = logging.Formatter(FILE_FORMAT)
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
@@ -124,13 +133,10 @@ def run_log(run_dir, verb):
     if active is not None or run_dir is None or RunFolder(run_dir).read_only:
         yield active
         return
-    folder = Path(run_dir) / LOG_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / log_file_name(verb)
+    path = Path(run_dir) / LOG_DIR / log_file_name(verb)
     token = ACTIVE_LOG_FILE.set(str(path))
     try:
         with _attached(_file_handler(path)):
-            logging.getLogger("ensemble").debug("%s on %s", verb, run_dir)
             yield str(path)
     finally:
         ACTIVE_LOG_FILE.reset(token)
