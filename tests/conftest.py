@@ -144,9 +144,12 @@ def copy_run(run, tmp_path):
 
 
 def assert_one_line_error(result, *fragments):
-    """A CliRunner result that failed with exit 2 and one ``Error: ...`` line holding ``fragments``."""
+    """A CliRunner result that failed with exit 2 and one ``Error: ...`` line, the last on stderr, holding
+    ``fragments``."""
     assert result.exit_code == 2, result.output
-    line = result.stderr.strip()
-    assert line.startswith("Error: ") and "\n" not in line and "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()  # progress said before the refusal shares stderr with it
+    assert lines and sum(line.startswith("Error:") for line in lines) == 1, result.stderr
+    line = lines[-1]
+    assert line.startswith("Error: ") and "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in line, line
