@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).resolve().parent
 #: What of a shipped run is installed (what git tracks of it): no resume state, snapshots, cache or lock.
 SKIPPED = {"cache", "snapshots", "logs", "tensorboard"}
-SKIPPED_FILES = {"latest.pt", ".manifest.lock", ".training.lock", "differences.png"}
+SKIPPED_FILES = {"latest.pt", ".manifest.lock", ".training.lock", "differences.png", "progress.png"}
 
 
 def shipped_files():

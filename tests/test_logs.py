@@ -20,7 +20,7 @@ def test_a_training_verb_says_progress_on_stderr_and_results_on_stdout(tmp_path,
     result = CliRunner().invoke(main, ["baseline", "--data", str(subset_path), "--run", str(run), *TINY_CLI])
     assert result.exit_code == 0, result.output
     assert "training baseline on" in result.stderr and "[baseline] epoch 1/1" in result.stderr
-    assert "[baseline]" not in result.stdout and "training" not in result.stdout
+    assert "[baseline]" not in result.stdout and "training baseline on" not in result.stdout
     assert f"run: {run}" in result.stdout  # the result a user pipes
     (log_file,) = (run / LOG_DIR).glob("baseline-*.log")
     assert re.fullmatch(r"baseline-\d{8}-\d{6}\.log", log_file.name)
