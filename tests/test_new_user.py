@@ -44,7 +44,7 @@ def test_pip_install_then_predict_from_any_directory(tmp_path, subset_path):
     result = subprocess.run([ensemble, "predict", "--data", str(subset_path), "--out", "s.csv"], cwd=elsewhere,
                             env=_env(tmp_path), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "site-packages" in result.stdout and "ensemble/shipped/reference" in result.stdout  # the installed copy
+    assert "site-packages" in result.stderr and "ensemble/shipped/reference" in result.stderr  # the installed copy
     assert len((elsewhere / "s.csv").read_text().splitlines()) == 41
     code = ("import numpy as np; from ensemble import api; "
             f"x = np.load({str(subset_path)!r})['test_set'][:3]; print(api.predictor().predict(x).shape)")

@@ -163,8 +163,8 @@ def predict(run: PathArg | None = None, strategy: str | None = None, *, data: Da
     given = split_options(keywords, options=InferenceOptions, settings=PredictSettings)
     options, tta = _inference_options(options, given["options"])
     settings = (settings or PredictSettings()).replace(**given["settings"])
-    run = default_run(run, None if quiet else say)
-    said: list[str] = []  # the default strategy is said once the inputs are checked: an error stays one line
+    said: list[str] = []  # the run and the default strategy are said once the inputs are checked: one error line
+    run = default_run(run, said.append)
     strategy = _served_strategy(run, strategy, said.append)
     options = options.replace(tta=_served_tta(run, strategy, tta, said.append))
     return predict_run(run, strategy, data=data, images=images, options=options,
