@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import wording
 from ..core.data import load_data
+from ..core.devices import resolve_device
 from ..core.errors import EnsembleError
 from ..core.locations import check_run_path, resolve_run
 from ..core.logs import run_log
@@ -56,6 +57,7 @@ def run_all(preset: str = "quick", data: DataArg = None, *, run: PathArg | None 
     from ..train import train_networks
 
     options = TrainOptions.from_arguments(preset=preset, **train_options)
+    options = options.replace(device=resolve_device(options.device))  # refused before anything is said or written
     seed, jobs, device, quiet, log = options.seed, options.jobs, options.device, options.quiet, wording.say
     if distill_options is not None and options.init_from:  # the student starts from the source's, checked first
         source = RunFolder(init_run(options.init_from))
