@@ -14,6 +14,6 @@ if [[ "${1:-}" == "--fast" ]]; then
 fi
 source scripts/venv.sh
 "$VENV/bin/python" -m pip install -q -e ".[test,distributed,tensorboard]"
-"$VENV/bin/ruff" check --quiet .  # lint first (ruff.toml): a finding fails the run before the tests
-"$VENV/bin/mypy"  # then the types of the public surface (mypy.ini)
+"$VENV/bin/python" -m ruff check --quiet .  # lint first (ruff.toml): a finding fails the run before the tests
+"$VENV/bin/python" -m mypy  # then the types of the public surface (mypy.ini)
 exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-auto}" --dist loadfile --no-loadscope-reorder "${tier[@]}" "$@"
