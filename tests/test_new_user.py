@@ -96,7 +96,8 @@ def test_new_user_session_has_no_surprise(tmp_path, subset_path):
         assert step in result.stderr
     run = clone / "runs" / "default"
     report = json.loads((run / "evaluation" / "report.json").read_text())
-    rows = {"baseline", "baseline_bias", "argmax", "bias", "calibrated", "learned", "learned3x3", "hybrid", "stacked"}
+    rows = {"baseline", "baseline_bias", "argmax", "bias", "calibrated", "learned", "learned3x3", "hybrid", "stacked",
+            "vote"}
     assert set(report["table"]["models"]) == rows
     assert all(name in (run / "evaluation" / "report.md").read_text() for name in rows)
     config = json.loads((run / "config.json").read_text())
