@@ -1,13 +1,16 @@
-"""Where the networks run: the torch device a verb asks for, and the CPU cores this process may use."""
-import os
+"""Where the networks run: the torch device a verb asks for, and the CPU cores this process may use.
 
-import torch
+torch is imported only when a device is resolved, so that ``--help`` and the worker server start without it.
+"""
+import os
 
 from .errors import EnsembleError
 
 
 def resolve_device(device):
     """``auto`` -> ``cuda`` when available else ``cpu``; an unavailable ``cuda`` is an error naming ``--device``."""
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
