@@ -61,17 +61,13 @@ def read_history(path):
                 for row in reader]
 
 
-#: Held (``flock``) by the process that trains a network, for as long as it trains it.
-LOCK_FILE = TRAINING_LOCK
-
-
 class TrainingLock:
     """An exclusive lock on ``<network>/.training.lock`` while one process trains the network: a second process
     that tries to train it at the same time gets a clear error instead of interleaved checkpoints, and
     :func:`is_training` tells ``ensemble status`` that the network is running. The lock dies with its process."""
 
     def __init__(self, network_dir):
-        path = Path(network_dir) / LOCK_FILE
+        path = Path(network_dir) / TRAINING_LOCK
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.handle = open(path, "a+")
@@ -93,7 +89,7 @@ class TrainingLock:
 
 def is_training(network_dir):
     """True while some process holds the network's :class:`TrainingLock`."""
-    path = Path(network_dir) / LOCK_FILE
+    path = Path(network_dir) / TRAINING_LOCK
     try:
         handle = open(path)
     except FileNotFoundError:
