@@ -34,18 +34,25 @@ def parse_recipe(text):
     return name, [s for s in settings.split(",") if s]
 
 
-def score_recipe(run, data, *, seed, corruptions, severities, log):
-    """Clean and corrupted scores of the run's baseline on its validation tiles: the robustness table."""
+def benchmark_scores(run, data, *, model=BASELINE, seed, corruptions, severities, log):
+    """The :class:`~ensemble.evaluation.robustness.RobustnessScores` of one plain network of the run (the
+    baseline, or the student) on its validation tiles, clean and under the corruptions at ``severities``."""
     folder = RunFolder(run)
     val_idx = np.asarray(folder.manifest()["split"]["val_indices"], dtype=np.int64)
     images, truth = data.images[val_idx], data.masks[val_idx]
     options = InferenceOptions(engine="torch")
-    clean = Predictor(run, BASELINE, options=options).predict(images)
+    clean = Predictor(run, model, options=options).predict(images)
     scores = SimpleNamespace(truth=truth, ids=tile_ids(data)[val_idx],
-                             tile_cms={BASELINE: per_tile_confusion(truth, clean)})
-    result = robustness_scores(folder, CleanSet(images=images, scores=scores), {}, models=[BASELINE], options=options,
-                               benchmark=Benchmark(corruptions=corruptions, severities=severities, seed=seed), log=log)
-    return robustness_table(result, HEADLINE_CONVENTION[folder.objective()], seed=seed)
+                             tile_cms={model: per_tile_confusion(truth, clean)})
+    return robustness_scores(folder, CleanSet(images=images, scores=scores), {}, models=[model], options=options,
+                             benchmark=Benchmark(corruptions=corruptions, severities=severities, seed=seed), log=log)
+
+
+def score_recipe(run, data, *, model=BASELINE, seed, corruptions, severities, log):
+    """Clean and corrupted scores of one plain network of the run on its validation tiles: the robustness table."""
+    result = benchmark_scores(run, data, model=model, seed=seed, corruptions=corruptions, severities=severities,
+                              log=log)
+    return robustness_table(result, HEADLINE_CONVENTION[RunFolder(run).objective()], seed=seed)
 
 
 def main():

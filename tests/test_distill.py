@@ -194,9 +194,17 @@ def test_evaluate_scores_the_student_and_its_tuned_offsets_and_counts_the_teache
     run = copy_run(tiny_run, tmp_path)
     api.fuse(run=str(run), strategy="learned", data=str(subset_path), quiet=True)
     api.distill(data=str(subset_path), run=str(run), teacher="learned", **{**TINY, "width": None})
-    result = api.evaluate(run=str(run), data=str(subset_path), cross_fit=2, quiet=True)
+    result = api.evaluate(run=str(run), data=str(subset_path), cross_fit=2, quiet=True, robustness=True,
+                          corruptions=("jpeg",), n_boot=20)
     models = result["table"]["models"]
     assert "student" in models and "student_bias" in models
+    # the robustness benchmark scores the student too, the served default still last (the one it details)
+    robust = result["table"]["robustness"]["models"]
+    assert list(robust)[-1] == result["table"]["best_strategy"]
+    assert {"baseline", "baseline_bias", "student", "student_bias"} <= set(robust)
+    student = robust["student"]
+    assert student["clean"] == pytest.approx(models["student"]["miou"][result["table"]["headline"]])
+    assert [(r["corruption"], r["severity"]) for r in student["rows"]] == [("jpeg", 1), ("jpeg", 2), ("jpeg", 3)]
     folder = RunFolder(run)
     assert model_networks(folder, "student") == ["background", "soil", "bedrock", "sand", "big_rock", "student"]
     assert model_networks(folder, "student_bias") == model_networks(folder, "student")
@@ -282,3 +290,42 @@ def test_the_vote_teacher_averages_members_and_baseline_and_fits_nothing():
     other = new_fuser("vote", "fullmask", 0).fit(inputs, torch.randint(0, 5, (3, 16, 32)))
     # the labels change nothing
     assert torch.allclose(torch.as_tensor(other.predict_logits(inputs)), expected, atol=1e-5)
+
+
+def _teacher_check():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(scripts))  # the script imports its sibling robust_recipes
+    try:
+        spec = importlib.util.spec_from_file_location("teacher_check", scripts / "teacher_check.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(scripts))
+    return module
+
+
+def test_the_teacher_check_resamples_every_corrupted_set_with_the_same_tiles_and_copies_a_run_without_changing_it(
+        tiny_run, tmp_path):
+    from ensemble.core.metrics import mean_iou, per_tile_confusion
+
+    check = _teacher_check()
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 5, (6, 8, 8))
+    sets = [per_tile_confusion(truth, np.where(rng.random(truth.shape) < p, rng.integers(1, 5, truth.shape), truth))
+            for p in (0.1, 0.5, 0.9)]
+    blocks = check.block_diagonal(sets)
+    assert blocks.shape == (6, 15, 15) and blocks.sum() == sum(s.sum() for s in sets)
+    expected = np.mean([mean_iou(s.sum(0), "competition") for s in sets])
+    assert check.mean_block_miou(blocks.sum(0), "competition") == pytest.approx(expected)
+    # the copy: networks and fusers there, training leftovers not; the original's files untouched
+    before = {p: p.read_bytes() for p in tiny_run.rglob("*") if p.is_file()}
+    copy = check.teacher_copy(tiny_run, tmp_path / "copy")
+    assert (copy / "baseline" / "best.pt").exists() and (copy / "manifest.json").exists()
+    assert not list(copy.rglob("latest.pt")) and not (copy / "logs").exists()
+    assert (copy / "baseline" / "best.pt").stat().st_ino == (tiny_run / "baseline" / "best.pt").stat().st_ino
+    (copy / "config.json").write_text("{}")  # a copied record is the copy's own
+    assert {p: p.read_bytes() for p in tiny_run.rglob("*") if p.is_file()} == before

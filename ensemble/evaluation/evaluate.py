@@ -249,12 +249,12 @@ def _meta(folder, data, scores, fusers, *, tta, engine, cross_fit, shown, idx):
 
 
 def robustness_benchmark(folder, data, scores, fusers, table, *, options, settings, log=None):
-    """The robustness benchmark (:mod:`ensemble.evaluation.robustness`) of the baseline, the bias-tuned baseline
-    and the served default, with the fusers cross-fitted like the clean evaluation's (``settings``: cross-fit
-    folds, seed, bootstrap replicates, the corruptions); on whole frames too when the evaluation scored them
-    (``--frames``)."""
+    """The robustness benchmark (:mod:`ensemble.evaluation.robustness`) of the baseline, the bias-tuned baseline,
+    the served default and the student (with its tuned offsets) when the run has one, with the fusers
+    cross-fitted like the clean evaluation's (``settings``: cross-fit folds, seed, bootstrap replicates, the
+    corruptions); on whole frames too when the evaluation scored them (``--frames``)."""
     cross_fit, seed, n_boot, corruptions = settings.cross_fit, settings.seed, settings.n_boot, settings.corruptions
-    models = robust_models(table["best_strategy"])
+    models = robust_models(table["best_strategy"], student=bool(students(folder)))
     sources = model_sources(models, fusers)
     images = data.images[scores.val_idx]
     clean_logits = validation_logits(folder, data, sources, images, options=options, log=log)

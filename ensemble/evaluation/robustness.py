@@ -22,7 +22,7 @@ import torch
 
 from fusion.base import channel_argmax
 
-from ..core.classes import BASELINE, TERRAIN_CLASSES, TERRAIN_NAMES, TUNED_BASELINE
+from ..core.classes import BASELINE, STUDENT, TERRAIN_CLASSES, TERRAIN_NAMES, TUNED_BASELINE, TUNED_STUDENT
 from ..core.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt, get_corruption
 from ..core.metrics import iou_per_class, mean_iou, per_tile_confusion
 from ..core.progress import Progress
@@ -35,14 +35,20 @@ from .crossfit import apply_fold_fusers, fold_fusers
 MIDDLE_SEVERITY = 2
 
 
+#: Models that are one network's masks, with no fuser: their logits are the network's own.
+PLAIN_NETWORKS = (BASELINE, STUDENT)
+
+
 def model_sources(models, fusers):
-    """The sources (networks) the ``models`` read, each once: the baseline's, or their fusers'."""
-    return list(dict.fromkeys(s for m in models for s in ((BASELINE,) if m == BASELINE else fusers[m].sources)))
+    """The sources (networks) the ``models`` read, each once: a plain network's own, or their fusers'."""
+    return list(dict.fromkeys(s for m in models for s in ((m,) if m in PLAIN_NETWORKS else fusers[m].sources)))
 
 
-def robust_models(best):
-    """The models the benchmark scores: the baseline, the bias-tuned baseline and the served default."""
-    return list(dict.fromkeys([BASELINE, TUNED_BASELINE, best]))
+def robust_models(best, *, student=False):
+    """The models the benchmark scores: the baseline, the bias-tuned baseline, with ``student`` (the run has one)
+    the student and its tuned offsets, and the served default ``best``, always last (the one the report details)."""
+    others = [BASELINE, TUNED_BASELINE, *((STUDENT, TUNED_STUDENT) if student else ())]
+    return [*(m for m in others if m != best), best]
 
 
 def corrupted_tiles(images, name, severity, seed):
@@ -82,8 +88,8 @@ class FrameSet:
 
 
 def _class_logits(model, logits, fitted, folds):
-    if model == BASELINE:
-        return logits[BASELINE]
+    if model in PLAIN_NETWORKS:
+        return logits[model]
     fuser = fitted[model]
     inputs = fuser_inputs(logits, fuser["sources"])
     if folds is None:
@@ -104,7 +110,7 @@ def _fold_fitted(models, fusers, clean_logits, scores, folds):
     """Per fused model its sources, its fitted fuser and, cross-fitting, its copies fitted per fold."""
     fitted = {}
     for model in models:
-        if model == BASELINE:
+        if model in PLAIN_NETWORKS:
             continue
         fuser = fusers[model]
         inputs = fuser_inputs(clean_logits, fuser.sources)

@@ -1,0 +1,121 @@
+"""Which teacher the student learns from, at a reduced budget: the run's served default against a teacher with no
+parameter fitted on the validation tiles (``vote``, the plain mean of the members' and the baseline's softmax).
+
+Each teacher gets its own copy of RUN (``<root>/<teacher>``: records copied, checkpoints and cached logits
+hard-linked, RUN itself untouched) and a student distilled there for ``--epochs`` epochs of the full preset with
+``--seed``, resumed if cut. Each student is then scored on the validation tiles, clean and under the robustness
+benchmark's corruptions at ``--severities``. Prints per teacher the student's clean mIoU, mPC, worst corruption and
+mean epoch seconds, and, for every teacher after the first, the difference of its student from the first's,
+clean and mPC, each with its 95 % paired bootstrap interval over tiles. Writes ``<root>/teacher_check.json``.
+
+    python scripts/teacher_check.py --run runs/reference --epochs 4 stacked vote
+"""
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from robust_recipes import benchmark_scores
+
+from ensemble import api
+from ensemble.core.classes import NUM_CLASSES, STUDENT
+from ensemble.core.data import load_data, resolve_data_path
+from ensemble.core.fileio import write_json_atomic
+from ensemble.core.metrics import mean_iou
+from ensemble.core.objectives import HEADLINE_CONVENTION
+from ensemble.core.runfolder import RunFolder
+from ensemble.evaluation.bootstrap import paired_bootstrap
+from ensemble.evaluation.robustness import robustness_table
+
+#: What a copy leaves out: training leftovers, and any student of RUN.
+LEFT_OUT = ("latest.pt", "snapshots", "logs", "tensorboard", "progress.png", ".training.lock", STUDENT)
+
+
+def _link_or_copy(src, dst):
+    """Checkpoints and cached arrays are hard-linked (a run replaces its files, never rewrites one in place, so a
+    link never changes RUN); everything else is copied."""
+    if src.endswith((".pt", ".npy")):
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+def teacher_copy(run, dest):
+    """``dest`` as a copy of ``run`` to distil into, made once (a temporary folder, then renamed)."""
+    if dest.exists():
+        return dest
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run, tmp, ignore=shutil.ignore_patterns(*LEFT_OUT), copy_function=_link_or_copy)
+    os.replace(tmp, dest)
+    return dest
+
+
+def block_diagonal(cms):
+    """(N, K*C, K*C) per-tile matrices with the K (N, C, C) sets on the diagonal: one paired resampling of the
+    tiles then applies to every corrupted set at once."""
+    n, k = len(cms[0]), len(cms)
+    out = np.zeros((n, k * NUM_CLASSES, k * NUM_CLASSES), dtype=np.int64)
+    for i, cm in enumerate(cms):
+        out[:, i * NUM_CLASSES:(i + 1) * NUM_CLASSES, i * NUM_CLASSES:(i + 1) * NUM_CLASSES] = cm
+    return out
+
+
+def mean_block_miou(cm, convention):
+    """The mean over the diagonal blocks of their mIoU: mPC of a :func:`block_diagonal` matrix."""
+    k = len(cm) // NUM_CLASSES
+    return float(np.mean([mean_iou(cm[i * NUM_CLASSES:(i + 1) * NUM_CLASSES, i * NUM_CLASSES:(i + 1) * NUM_CLASSES],
+                                   convention) for i in range(k)]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("teachers", nargs="+", help="served strategies of RUN (the first is the reference)")
+    parser.add_argument("--run", default="runs/reference")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--severities", default="2", help="comma-separated severities [default: the middle one]")
+    parser.add_argument("--root", default="runs/teachers")
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    log = None if args.quiet else print
+    data = load_data(resolve_data_path(args.data))
+    convention = HEADLINE_CONVENTION[RunFolder(args.run).objective()]
+    severities = [int(s) for s in args.severities.split(",")]
+    out, lines, sets = {"epochs": args.epochs, "seed": args.seed, "severities": severities, "teachers": {}}, [], {}
+    for teacher in args.teachers:
+        run = teacher_copy(Path(args.run), Path(args.root) / teacher)
+        metrics = api.distill(data=str(data.path), run=str(run), teacher=teacher, preset="full", epochs=args.epochs,
+                              seed=args.seed, quiet=args.quiet)
+        result = benchmark_scores(run, data, model=STUDENT, seed=args.seed, corruptions=None, severities=severities,
+                                  log=log)
+        table = robustness_table(result, convention, n_boot=args.n_boot, seed=args.seed)
+        entry = table["models"][STUDENT]
+        seconds = float(np.mean([h["seconds"] for h in metrics["history"]])) if metrics.get("history") else None
+        out["teachers"][teacher] = {"clean": entry["clean"], "mpc": entry["all"]["mpc"],
+                                    "worst": entry["all"]["worst"], "epoch_seconds": seconds}
+        keys = sorted(k for k in result.corrupted)
+        sets[teacher] = (result.clean[STUDENT], block_diagonal([result.corrupted[k] for k in keys]))
+        lines.append(f"{teacher:10s} student clean {entry['clean']:.3f}  mPC {entry['all']['mpc']:.3f}  worst "
+                     f"{entry['all']['worst']['corruption']} {entry['all']['worst']['severity']} "
+                     f"{entry['all']['worst']['miou']:.3f}  epoch {seconds or 0:.0f}s")
+        print(lines[-1], flush=True)
+    first = args.teachers[0]
+    for teacher in args.teachers[1:]:
+        clean = paired_bootstrap(sets[first][0], sets[teacher][0], lambda cm: mean_iou(cm, convention),
+                                 n_boot=args.n_boot, seed=args.seed)
+        mpc = paired_bootstrap(sets[first][1], sets[teacher][1], lambda cm: mean_block_miou(cm, convention),
+                               n_boot=args.n_boot, seed=args.seed)
+        out["teachers"][teacher]["minus_" + first] = {"clean": clean, "mpc": mpc}
+        lines.append(f"{teacher} - {first}: clean {clean['diff']:+.3f} [{clean['low']:+.3f}, {clean['high']:+.3f}]"
+                     f"  mPC {mpc['diff']:+.3f} [{mpc['low']:+.3f}, {mpc['high']:+.3f}]")
+    write_json_atomic(Path(args.root) / "teacher_check.json", out)
+    print("\n".join(["", f"students at {args.epochs} epochs (validation tiles, seed {args.seed}, severities "
+                         f"{args.severities}):", *lines]))
+
+
+if __name__ == "__main__":
+    main()
