@@ -1,14 +1,16 @@
 """Which teacher the student learns from, at a reduced budget: the run's served default against a teacher with no
 parameter fitted on the validation tiles (``vote``, the plain mean of the members' and the baseline's softmax).
 
-Each teacher gets its own copy of RUN (``<root>/<teacher>``: records copied, checkpoints and cached logits
-hard-linked, RUN itself untouched) and a student distilled there for ``--epochs`` epochs of the full preset with
+A teacher is a strategy of RUN, or ``OTHER_RUN:STRATEGY`` for one of another run (the shipped flips-only run, say:
+a clean teacher for a student trained with the robust recipe). Each teacher gets its own copy of its run
+(``<root>/<strategy>``, or ``<root>/<run name>-<strategy>``: records copied, checkpoints and cached logits
+hard-linked, the run itself untouched) and a student distilled there for ``--epochs`` epochs of the full preset with
 ``--seed``, resumed if cut. Each student is then scored on the validation tiles, clean and under the robustness
 benchmark's corruptions at ``--severities``. Prints per teacher the student's clean mIoU, mPC, worst corruption and
 mean epoch seconds, and, for every teacher after the first, the difference of its student from the first's,
 clean and mPC, each with its 95 % paired bootstrap interval over tiles. Writes ``<root>/teacher_check.json``.
 
-    python scripts/teacher_check.py --run runs/reference --epochs 4 stacked vote
+    python scripts/teacher_check.py --run runs/reference --epochs 4 stacked vote models/reference:stacked
 """
 import argparse
 import os
@@ -71,7 +73,8 @@ def mean_block_miou(cm, convention):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("teachers", nargs="+", help="served strategies of RUN (the first is the reference)")
+    parser.add_argument("teachers", nargs="+", help="[OTHER_RUN:]STRATEGY: served strategies of RUN or of another "
+                        "run (the first is the one the others are compared with)")
     parser.add_argument("--run", default="runs/reference")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--data", default=None)
@@ -87,8 +90,10 @@ def main():
     severities = [int(s) for s in args.severities.split(",")]
     out, lines, sets = {"epochs": args.epochs, "seed": args.seed, "severities": severities, "teachers": {}}, [], {}
     for teacher in args.teachers:
-        run = teacher_copy(Path(args.run), Path(args.root) / teacher)
-        metrics = api.distill(data=str(data.path), run=str(run), teacher=teacher, preset="full", epochs=args.epochs,
+        source, _, strategy = teacher.rpartition(":")
+        name = f"{Path(source).name}-{strategy}" if source else strategy
+        run = teacher_copy(Path(source or args.run), Path(args.root) / name)
+        metrics = api.distill(data=str(data.path), run=str(run), teacher=strategy, preset="full", epochs=args.epochs,
                               seed=args.seed, quiet=args.quiet)
         result = benchmark_scores(run, data, model=STUDENT, seed=args.seed, corruptions=None, severities=severities,
                                   log=log)
@@ -98,13 +103,16 @@ def main():
         out["teachers"][teacher] = {"clean": entry["clean"], "mpc": entry["all"]["mpc"],
                                     "worst": entry["all"]["worst"], "epoch_seconds": seconds}
         keys = sorted(k for k in result.corrupted)
-        sets[teacher] = (result.clean[STUDENT], block_diagonal([result.corrupted[k] for k in keys]))
+        sets[teacher] = (result.clean[STUDENT], block_diagonal([result.corrupted[k] for k in keys]),
+                         RunFolder(run).manifest()["split"]["val_indices"])
         lines.append(f"{teacher:10s} student clean {entry['clean']:.3f}  mPC {entry['all']['mpc']:.3f}  worst "
                      f"{entry['all']['worst']['corruption']} {entry['all']['worst']['severity']} "
                      f"{entry['all']['worst']['miou']:.3f}  epoch {seconds or 0:.0f}s")
         print(lines[-1], flush=True)
     first = args.teachers[0]
     for teacher in args.teachers[1:]:
+        if sets[teacher][2] != sets[first][2]:
+            raise SystemExit(f"{teacher}: its run's validation tiles are not {first}'s; no paired comparison")
         clean = paired_bootstrap(sets[first][0], sets[teacher][0], lambda cm: mean_iou(cm, convention),
                                  n_boot=args.n_boot, seed=args.seed)
         mpc = paired_bootstrap(sets[first][1], sets[teacher][1], lambda cm: mean_block_miou(cm, convention),
