@@ -329,3 +329,21 @@ def test_the_teacher_check_resamples_every_corrupted_set_with_the_same_tiles_and
     assert (copy / "baseline" / "best.pt").stat().st_ino == (tiny_run / "baseline" / "best.pt").stat().st_ino
     (copy / "config.json").write_text("{}")  # a copied record is the copy's own
     assert {p: p.read_bytes() for p in tiny_run.rglob("*") if p.is_file()} == before
+
+
+def test_predict_times_runs_each_strategy_in_interleaved_rounds(tiny_run, subset_path, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "predict_times.py"
+    out = tmp_path / "times.json"
+    proc = subprocess.run([sys.executable, str(script), "--run", str(tiny_run), "--data", str(subset_path),
+                           "--rounds", "2", "--out", str(out), "baseline", "baseline"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())["strategies"]["baseline"]
+    assert len(result["seconds"]) == 4 and all(s > 0 for s in result["seconds"]) and result["ratio"] == 1.0
+    assert proc.stdout.count("round ") == 2
+    proc = subprocess.run([sys.executable, str(script), "--run", str(tiny_run), "--data", str(subset_path),
+                           "nosuch"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "predict --strategy nosuch" in proc.stderr
