@@ -23,8 +23,12 @@ START, END = "<!-- reference-table:start -->", "<!-- reference-table:end -->"
 ROWS = (
     ("stacked", "members + baseline: a 1x1 convolution over their 10 logit maps, then tuned class offsets"),
     ("hybrid", "members' learned fusion and the baseline soft-voted, then tuned class offsets"),
+    ("vote", "members' and baseline's softmax averaged: nothing fitted on the validation tiles"),
     ("learned", "members + learned 1x1 fusion"),
     ("control", "five multiclass nets of the members' width, softmax-averaged"),
+    ("student_bias", "the student + tuned class offsets"),
+    ("student", "one network of the baseline's size distilled from a fused teacher of the run (minutes: the "
+                "teacher's networks and the student)"),
     ("baseline_pair_bias", "the baseline and a second seed soft-voted, then tuned class offsets"),
     ("baseline_bias", "the baseline + per-class logit offsets tuned on the validation folds"),
     ("baseline", "one multiclass U-Net with the members' parameter count"),
