@@ -205,6 +205,14 @@ def test_evaluate_scores_the_student_and_its_tuned_offsets_and_counts_the_teache
     student = robust["student"]
     assert student["clean"] == pytest.approx(models["student"]["miou"][result["table"]["headline"]])
     assert [(r["corruption"], r["severity"]) for r in student["rows"]] == [("jpeg", 1), ("jpeg", 2), ("jpeg", 3)]
+    # the student's question: labels vs teacher at one network's cost, and what it keeps of the teacher
+    question = next(b for b in result["table"]["budgets"] if b["budget"].startswith("one network"))
+    assert [(d["model"], d["minus"]) for d in question["differences"]] == [
+        ("student", "baseline"), ("student_bias", "baseline_bias"), ("student", "learned"), ("student_bias", "learned")]
+    rows = {r["model"]: r for r in question["rows"]}
+    assert rows["student"]["networks"] == 6 and rows["learned"]["networks"] == 5
+    assert rows["student"]["minutes"] > rows["learned"]["minutes"]  # the teacher's minutes and the student's own
+    assert "one network at predict time" in (run / "evaluation" / "report.md").read_text()
     folder = RunFolder(run)
     assert model_networks(folder, "student") == ["background", "soil", "bedrock", "sand", "big_rock", "student"]
     assert model_networks(folder, "student_bias") == model_networks(folder, "student")

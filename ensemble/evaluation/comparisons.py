@@ -13,6 +13,7 @@ from ..core.classes import (
     CONTROL,
     STUDENT,
     TUNED_BASELINE,
+    TUNED_STUDENT,
 )
 from ..core.devices import machine_cores
 from ..core.metrics import mean_iou
@@ -46,9 +47,23 @@ def model_networks(folder, name):
     return networks
 
 
+def distillation_question(folder, tile_cms):
+    """The student's question, when the run has one scored: at one network's predict cost, what did learning from
+    the teacher buy over the labels alone (student vs baseline, tuned vs tuned), and what does the one network keep
+    of its teacher; ``None`` otherwise. Same form as a :data:`BUDGETS` entry."""
+    if STUDENT not in tile_cms:
+        return None
+    teacher = folder.config()["networks"][STUDENT].get("distill", {}).get("teacher")
+    models = tuple(dict.fromkeys([STUDENT, TUNED_STUDENT, BASELINE, TUNED_BASELINE, teacher]))
+    pairs = ((STUDENT, BASELINE), (TUNED_STUDENT, TUNED_BASELINE), (STUDENT, teacher), (TUNED_STUDENT, teacher))
+    return ("one network at predict time: the student (its minutes include its teacher's)", models,
+            tuple((a, b) for a, b in pairs if a != b))
+
+
 def budget_comparisons(folder, table, tile_cms, n_boot=1000, seed=0):
-    """The equal-compute comparison (:data:`BUDGETS`): per budget each model's headline mIoU and training
-    minutes, and the paired-bootstrap differences with their 95 % intervals.
+    """The equal-compute comparison (:data:`BUDGETS`, then the student's question, :func:`distillation_question`):
+    per question each model's headline mIoU and training minutes, and the paired-bootstrap differences with their
+    95 % intervals.
 
     Minutes are those of the budget curve (:func:`~ensemble.evaluation.curve.training_minutes`): every epoch's
     seconds times its torch threads, summed over the model's networks, over the recorded cores.
@@ -56,7 +71,7 @@ def budget_comparisons(folder, table, tile_cms, n_boot=1000, seed=0):
     headline = table["headline"]
     metric = functools.partial(mean_iou, convention=headline)
     out = []
-    for label, models, pairs in BUDGETS:
+    for label, models, pairs in [*BUDGETS, *filter(None, [distillation_question(folder, tile_cms)])]:
         if not any(a in tile_cms and b in tile_cms for a, b in pairs):
             continue
         rows = []
