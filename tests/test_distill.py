@@ -168,6 +168,23 @@ def test_ensemble_distill_trains_the_student_from_the_runs_teacher_and_caches_it
     for strategy in ("student", "student_bias"):
         masks = api.predictor(str(run), strategy=strategy).predict(images)
         assert masks.shape == (4, 64, 128) and masks.dtype == np.uint8
+    # exported as one network: the predictor's probabilities, in a program of the baseline's size
+    import onnxruntime
+
+    from ensemble.inference.export import load_exported
+
+    x = torch.from_numpy(images[:, None].astype(np.float32) / 255)
+    sizes = {}
+    for strategy in ("student", "student_bias", "baseline"):
+        expected = api.predictor(str(run), strategy=strategy, engine="torch", tta="none").predict_proba(images)
+        pt2 = api.export(run=str(run), strategy=strategy, out=str(tmp_path / f"{strategy}.pt2"), tta="none")["out"]
+        with torch.no_grad():
+            assert np.allclose(load_exported(pt2)(x).numpy(), expected, atol=1e-4)
+        onnx = api.export(run=str(run), strategy=strategy, out=str(tmp_path / f"{strategy}.onnx"), tta="none")["out"]
+        got = onnxruntime.InferenceSession(onnx).run(None, {"images": x.numpy()})[0]
+        assert np.allclose(got, expected, atol=1e-4)
+        sizes[strategy] = (tmp_path / f"{strategy}.onnx").stat().st_size
+    assert abs(sizes["student"] - sizes["baseline"]) < 0.02 * sizes["baseline"]
 
 
 def test_an_unknown_teacher_is_a_one_line_error(tiny_run, subset_path, tmp_path):

@@ -192,14 +192,14 @@ def score_command(*, pred, masks, as_json):
 
 @main.command("export")
 @run_option(RUN_TRAINED)
-@strategy_option(f"A fuser of the run to bake in ({', '.join(STRATEGY_NAMES)}), or baseline (ONNX only) "
+@strategy_option(f"A fuser of the run to bake in ({', '.join(STRATEGY_NAMES)}), or one network: baseline, student "
                  "[default: the run's best recorded by ensemble evaluate, else learned; said on stderr].")
 @click.option("--format", "format", type=click.Choice(["pt2", "onnx"]), default=None,
               help="pt2: a torch.export program; onnx: an ONNX graph [default: from --out's extension].")
 @out_option("Where to write the program [default: model.pt2, or model.onnx with --format onnx].")
 @tta_option(served=True)
 def export_command(*, run, strategy, format, out, tta):
-    """Export members + fuser (or the baseline) as one program: .pt2 (torch.export) or .onnx.
+    """Export members + fuser (or one network: the baseline, the student) as one program: .pt2 (torch.export) or .onnx.
 
     The program maps images (N, 1, H, W) float 0-1 to class probabilities (N, 5, H, W)
     for any N. A .pt2 loads with torch alone: torch.export.load(PATH).module(); an .onnx

@@ -55,7 +55,8 @@ def export_pipeline(stacked, fuser, path, example_shape=(2, 1, 64, 128), flip=Fa
 
     ``stacked`` is a :class:`~members.stacked.StackedUNet` of the members, or any module from
     images to the fuser's input logits (the sources of a fuser that reads several networks).
-    ``fuser`` is a fitted :class:`fusion.Fuser` or its ``module()``. The program is traced
+    ``fuser`` is a fitted :class:`fusion.Fuser` or its ``module()``, or ``None`` when ``stacked`` is one
+    multiclass network whose logits are the class logits (the baseline, the student). The program is traced
     in eval mode on a folded copy (``stacked`` is left as it is) with a random input of
     ``example_shape``; the batch dimension is dynamic, height and width are fixed to the
     example's; ``flip`` bakes in flip TTA. ``path`` must end in ``.pt2`` (the extension ``torch.export`` expects); the
@@ -63,7 +64,7 @@ def export_pipeline(stacked, fuser, path, example_shape=(2, 1, 64, 128), flip=Fa
     """
     if Path(path).suffix != ".pt2":
         raise ValueError(f"{path}: an exported program's file name must end in .pt2")
-    fuser_module = fuser if isinstance(fuser, nn.Module) else fuser.module()
+    fuser_module = None if fuser is None else fuser if isinstance(fuser, nn.Module) else fuser.module()
     if isinstance(stacked, StackedUNet):
         pipeline = EnsemblePipeline(stacked, copy.deepcopy(fuser_module), flip).eval()  # copies the members
     else:  # several networks side by side (members and multiclass nets) for a fuser that reads them all

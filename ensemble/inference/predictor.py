@@ -341,16 +341,19 @@ class Predictor:
         """Write the networks + fuser + softmax as one program (see :mod:`ensemble.inference.export`).
 
         ``format="pt2"``: a ``torch.export`` program of the networks (members stacked) and the fuser;
-        ``format="onnx"``: one ONNX graph of the networks and the fuser, or of the baseline. With ``tta="flip"``
+        ``format="onnx"``: one ONNX graph of the networks and the fuser. A strategy without a fuser (the baseline,
+        the student) is its one network and a softmax in either format. With ``tta="flip"``
         the program averages the networks' logits with those of the mirrored images, as :meth:`predict` does.
         """
         from .export import export_onnx_pipeline, export_pipeline  # exporters load only when exporting
 
-        if self.strategy is None or (format == "pt2" and self.fuser is None):
-            raise EnsembleError(f"--strategy: {format} export needs a fusion strategy of {self.folder.path}"
-                                f"{' or baseline' if format == 'onnx' else ''}, not {self.strategy!r}")
+        if self.strategy is None:
+            raise EnsembleError(f"--strategy: {format} export needs a served strategy of {self.folder.path}")
         example_shape, flip = (2, 1, *self.tile_shape), self.tta == "flip"
         if format == "pt2":
+            if self.fuser is None:  # one plain network (the baseline, the student, the control's mean)
+                network = load_source(self.folder, self.sources[0], epoch=self.epoch).eval()
+                return export_pipeline(network, None, path, example_shape, flip)
             if self.sources == (MEMBERS,):
                 return export_pipeline(StackedUNet.from_members(self.members), self.fuser, path, example_shape, flip)
             networks = MembersOneByOne([StackedUNet.from_members(self.members).for_inference() if s == MEMBERS
