@@ -143,6 +143,24 @@ def copy_run(run, tmp_path):
     return copy
 
 
+def load_script(name):
+    """The module of ``scripts/<name>.py``, which is no package: loaded from its file, with ``scripts/`` on
+    ``sys.path`` while it loads so that it can import its sibling scripts."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(scripts))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(scripts))
+    return module
+
+
 def assert_one_line_error(result, *fragments):
     """A CliRunner result that failed with exit 2 and one ``Error: ...`` line, the last on stderr, holding
     ``fragments``."""

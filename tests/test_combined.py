@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY, assert_one_line_error, copy_run
+from conftest import TINY, assert_one_line_error, copy_run, load_script
 
 from ensemble import api
 from ensemble.cli import main
@@ -290,14 +290,9 @@ def test_onnxruntime_and_torch_engines_agree_on_the_hybrid(full_run, subset_path
 
 
 def test_tta_gain_script_pairs_every_served_strategy(full_run, subset_path):
-    import importlib.util
-
     from ensemble.core.data import load_data
-    from ensemble.core.locations import PROJECT_ROOT
 
-    spec = importlib.util.spec_from_file_location("tta_gain", PROJECT_ROOT / "scripts" / "tta_gain.py")
-    tta_gain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tta_gain)
+    tta_gain = load_script("tta_gain")
     result = tta_gain.measure(str(copy_run(full_run, full_run.parent / "tta")), load_data(subset_path), cross_fit=0,
                               n_boot=50, timing_tiles=8)
     names = [row["model"] for row in result["rows"]]

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 
 from ensemble.core.augment import AugmentConfig, build_augmentation
 from members.batches import SplitArrays, build_loss, make_batch, make_distill_batch
@@ -317,27 +318,11 @@ def test_the_vote_teacher_averages_members_and_baseline_and_fits_nothing():
     assert torch.allclose(torch.as_tensor(other.predict_logits(inputs)), expected, atol=1e-5)
 
 
-def _teacher_check():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    sys.path.insert(0, str(scripts))  # the script imports its sibling robust_recipes
-    try:
-        spec = importlib.util.spec_from_file_location("teacher_check", scripts / "teacher_check.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(scripts))
-    return module
-
-
 def test_the_teacher_check_resamples_every_corrupted_set_with_the_same_tiles_and_copies_a_run_without_changing_it(
         tiny_run, tmp_path):
     from ensemble.core.metrics import mean_iou, per_tile_confusion
 
-    check = _teacher_check()
+    check = load_script("teacher_check")
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 5, (6, 8, 8))
     sets = [per_tile_confusion(truth, np.where(rng.random(truth.shape) < p, rng.integers(1, 5, truth.shape), truth))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 250
@@ -245,11 +246,7 @@ def test_link_parser():
 
 def test_readme_reference_table_is_the_one_the_report_gives():
     """The README's table of the shipped run is what `python scripts/reference_table.py` makes of its report."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reference_table", ROOT / "scripts" / "reference_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("reference_table")
     assert module.readme_block((ROOT / "README.md").read_text()) == module.reference_table()
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import assert_one_line_error, copy_run
+from conftest import assert_one_line_error, copy_run, load_script
 
 from ensemble.cli import main
 from ensemble.core.data import load_data
@@ -143,13 +143,9 @@ def test_bad_engine_options_refused(tmp_path, subset_path):
 
 def test_onnx_profile_script_sums_kernel_time_by_operator(tmp_path):
     """``scripts/onnx_profile.py`` (README, Speed) reads onnxruntime's own profile of a graph."""
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("onnx_profile", PROJECT_ROOT / "scripts" / "onnx_profile.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("onnx_profile")
     torch.manual_seed(0)
     network = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 5, 1))
     path = tmp_path / "tiny.onnx"

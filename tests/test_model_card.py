@@ -4,11 +4,11 @@ Fast and offline: the cards are made from a small fake run folder (the shipped r
 ``models/reference`` read-only; no network is loaded and nothing is trained or evaluated.
 """
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from ensemble.core import fileio
 from ensemble.core.runfolder import MODEL_CARD, RunFolder
@@ -18,14 +18,7 @@ REFERENCE = ROOT / "models" / "reference"
 MEMBERS = ("background", "soil", "bedrock", "sand", "big_rock")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("model_card", ROOT / "scripts" / "model_card.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-card = _load_script()
+card = load_script("model_card")
 
 
 def _entry(diff, value):
