@@ -14,8 +14,8 @@
 # About 9 hours on 2 shared CPU cores (the members 3, the two baselines 2, the student and the control
 # 1.2 and 2, the evaluation 1). Rerun the same command to continue a cut run: finished networks are
 # skipped, an unfinished one resumes from its latest.pt.
-# models/reference/ is RUN=runs/reference copied without the files .gitignore keeps out of models/ (latest.pt,
-# snapshots/, cache/).
+# models/reference/ is RUN=runs/reference shipped by `python scripts/ship_run.py` (checked, then copied without
+# the files .gitignore keeps out of models/: latest.pt, snapshots/, cache/, logs/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
