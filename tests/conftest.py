@@ -161,6 +161,52 @@ def load_script(name):
     return module
 
 
+#: Run in a fresh process by :func:`predict_peak_mb`: load the run's learned predictor once, predict the warm-up
+#: input, reset the peak resident memory (VmHWM, via /proc/self/clear_refs), then ``predict_run`` the input with
+#: the loaded predictor and print the peak above the resident memory before it, with ``predict_run``'s result.
+#: Loading the networks, whose transient peak would hide what the inputs cost, stays outside the measurement.
+_PEAK_CHILD = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+import ensemble.predict as predict
+
+def status_mb(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(key + ":")) / 1024
+
+run, warm, images, options, outputs = sys.argv[1:]
+options, outputs = json.loads(options), json.loads(outputs)
+loaded = predict.Predictor(run, "learned", **options)
+predict.Predictor = lambda *args, **kwargs: loaded
+predict.predict_run(run, "learned", images=warm, **outputs, **options)
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")  # peak resident memory := resident memory now
+before = status_mb("VmRSS")
+result = predict.predict_run(run, "learned", images=images, **outputs, **options)
+print(json.dumps({"peak_mb": status_mb("VmHWM") - before, **result}))
+"""
+
+
+def predict_peak_mb(run, warm, images, *, options, outputs, timeout=900):
+    """``predict_run``'s result for ``images`` in a fresh single-threaded process (after a warm-up on ``warm``,
+    both written to ``outputs``, predicted with ``options`` such as ``scale``), plus ``peak_mb``: its peak resident
+    memory above the memory before it, read from the kernel, not sampled.
+
+    glibc's mmap threshold is fixed (``MALLOC_MMAP_THRESHOLD_``), so every large buffer goes back to the system
+    when freed and the peak follows live memory; with glibc's adaptive default it wanders by ~10 MB."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
+    argv = [sys.executable, "-c", _PEAK_CHILD, str(run), str(warm), str(images), json.dumps(options),
+            json.dumps({key: str(value) for key, value in outputs.items()})]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def assert_one_line_error(result, *fragments):
     """A CliRunner result that failed with exit 2 and one ``Error: ...`` line, the last on stderr, holding
     ``fragments``."""

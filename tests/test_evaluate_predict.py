@@ -2,12 +2,11 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
+from conftest import predict_peak_mb
 from PIL import Image
 
 from ensemble.core.data import load_data, open_npz, tile_ids
@@ -307,56 +306,25 @@ def test_predict_reads_only_the_tiles_it_predicts(write_npz):
     assert images.shape == (3, H, W) and float(images.min()) == 1.0 and ids == ["0", "1", "2"]
 
 
-#: In a fresh process: load the run's learned predictor once, predict a warm-up file, reset the peak resident
-#: memory (VmHWM, via /proc/self/clear_refs), then ``predict_run`` the tiles of one .npz into a CSV (with the
-#: loaded predictor) and print the peak above the resident memory before it. Loading the networks, whose
-#: transient peak would hide what the tiles cost, stays outside the measurement.
-_STREAM_CHILD = textwrap.dedent("""
-    import json, sys
-    import torch
-    torch.set_num_threads(1)
-    import ensemble.predict as predict
-
-    def status_mb(key):
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1]) for line in fh if line.startswith(key + ":")) / 1024
-
-    run, warm, images, out = sys.argv[1:]
-    loaded = predict.Predictor(run, "learned", batch_size=16)
-    predict.Predictor = lambda *args, **kwargs: loaded
-    predict.predict_run(run, "learned", images=warm, out=out, batch_size=16)
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # peak resident memory := resident memory now
-    before = status_mb("VmRSS")
-    result = predict.predict_run(run, "learned", images=images, out=out, batch_size=16)
-    print(json.dumps({"peak_mb": status_mb("VmHWM") - before, **result}))
-""")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_predict_streams_with_flat_memory(fused_run, subset_path, write_npz, tmp_path):
     """Predicting 8x more tiles raises the peak memory of ``predict`` only by the extra raw uint8 input
     (8 KB a tile), not by anything held for every tile at once.
 
-    Each tile count runs in a fresh process (same batches, same warm-up); the peak is read from the kernel
-    (VmHWM), not sampled. glibc's fixed mmap threshold makes every large buffer go back to the system when
-    freed, so the peak follows live memory (measured: the two peaks differ by the extra input to 0.2 MB,
-    run after run; with glibc's adaptive default they wander by ~10 MB). Holding every tile's float32 image
+    Each tile count runs in a fresh process (same batches, same warm-up; :func:`conftest.predict_peak_mb`):
+    measured, the two peaks differ by the extra input to 0.2 MB, run after run. Holding every tile's float32 image
     would add 32 KB a tile (28 MB here), every tile's probabilities or member logits 160 KB (140 MB): the
     bound, input + 16 MB, catches both.
     """
     raw = np.load(subset_path)["test_set"]
     small, big = STREAM_TILES // 8, STREAM_TILES
     warm = write_npz("warm.npz", images=np.resize(raw, (32, H, W)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
     peaks = {}
     for n in (small, big):
         path = write_npz(f"{n}.npz", images=np.resize(raw, (n, H, W)))
         out = tmp_path / f"{n}.csv"
-        proc = subprocess.run([sys.executable, "-c", _STREAM_CHILD, str(fused_run), str(warm), str(path), str(out)],
-                              env=env, capture_output=True, text=True, timeout=1800)
-        assert proc.returncode == 0, proc.stderr
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result = predict_peak_mb(fused_run, warm, path, options={"batch_size": 16}, outputs={"out": out},
+                                 timeout=1800)
         assert result["rows"] == n and out.stat().st_size > n * 2 * H * W
         peaks[n] = result
     growth_mb = peaks[big]["peak_mb"] - peaks[small]["peak_mb"]

@@ -1,16 +1,13 @@
 """Images of any size: sliding windows, scale, per-image outputs, input formats, errors and flat memory."""
 import json
-import os
 import shutil
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, predict_peak_mb
 from PIL import Image
 
 from ensemble.cli import main
@@ -251,30 +248,6 @@ def test_cli_refusals_are_one_line(frames_run, tiles, tmp_path, monkeypatch):
     assert not any((tmp_path / name).exists() for name in ("m", "s.csv", "submission.csv"))
 
 
-#: In a fresh process: load the learned predictor, predict one warm-up image, reset the peak resident memory
-#: (VmHWM), then predict a folder of images into class-id masks and print the peak above the memory before.
-_MEMORY_CHILD = textwrap.dedent("""
-    import json, sys
-    import torch
-    torch.set_num_threads(1)
-    import ensemble.predict as predict
-
-    def status_mb(key):
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1]) for line in fh if line.startswith(key + ":")) / 1024
-
-    run, warm, images, out = sys.argv[1:]
-    loaded = predict.Predictor(run, "learned", scale=4)
-    predict.Predictor = lambda *args, **kwargs: loaded
-    predict.predict_run(run, "learned", images=warm, masks_dir=out, overlay_dir=out + "_o", scale=4)
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # peak resident memory := resident memory now
-    before = status_mb("VmRSS")
-    result = predict.predict_run(run, "learned", images=images, masks_dir=out, overlay_dir=out + "_o", scale=4)
-    print(json.dumps({"peak_mb": status_mb("VmHWM") - before, **result}))
-""")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_memory_is_flat_in_the_number_of_images(frames_run, tiles, tmp_path):
     """The peak at 50 large images exceeds the peak at 1 by less than one image's worth: its float image
@@ -288,13 +261,11 @@ def test_memory_is_flat_in_the_number_of_images(frames_run, tiles, tmp_path):
         for i in range(n):
             Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)).save(folder / f"{i:03d}.png",
                                                                                       compress_level=0)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
     peaks = {}
     for n, folder in folders.items():
-        proc = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(frames_run), str(folders[1]), str(folder),
-                               str(tmp_path / f"out{n}")], env=env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr
-        peaks[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = tmp_path / f"out{n}"
+        peaks[n] = predict_peak_mb(frames_run, folders[1], folder, options={"scale": 4},
+                                   outputs={"masks_dir": out, "overlay_dir": f"{out}_o"})
         assert peaks[n]["images"] == n and len(list((tmp_path / f"out{n}").iterdir())) == n
     one_image_mb = side * side * (4 + 5 * 4) / 2**20
     growth = peaks[50]["peak_mb"] - peaks[1]["peak_mb"]
@@ -364,12 +335,8 @@ def test_one_huge_image_holds_its_logits_at_the_training_scale_only(frames_run, 
     warm = tmp_path / "warm"
     warm.mkdir()
     Image.fromarray(rng.integers(0, 256, (64, 128), dtype=np.uint8)).save(warm / "w.png")
-    child = _MEMORY_CHILD.replace("scale=4", "scale=8").replace(', overlay_dir=out + "_o"', "")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
-    proc = subprocess.run([sys.executable, "-c", child, str(frames_run), str(warm), str(folder), str(tmp_path / "out")],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr
-    peak_mb = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mb"]
+    peak_mb = predict_peak_mb(frames_run, warm, folder, options={"scale": 8},
+                              outputs={"masks_dir": tmp_path / "out"})["peak_mb"]
     image_mb, logits_at_input_mb = side * side * 4 / 2**20, side * side * 5 * 4 / 2**20
     print(f"peak above start for one {side}x{side} image: {peak_mb:.1f} MB (float image {image_mb:.0f} MB, "
           f"class logits at its size would be {logits_at_input_mb:.0f} MB)")
