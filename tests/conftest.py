@@ -96,6 +96,28 @@ def tiny_run(tmp_path_factory, subset_path):
     return run
 
 
+
+def fused_copy(tiny_run, subset_path, folder, *, learned_epochs):
+    """A copy of the session's tiny run in ``folder`` with its ``argmax`` and ``learned`` fusers fitted (the latter
+    for ``learned_epochs``) and their checksums recorded, as ``ensemble fuse`` does: fusers are verified when
+    loaded."""
+    import shutil
+
+    from ensemble.core.data import tile_ids
+    from ensemble.core.runfolder import RunFolder
+    from ensemble.inference import cached_val_logits
+    from fusion import get_fuser
+
+    run = folder / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("fusion", "evaluation"))
+    data = load_data(subset_path)
+    logits, ids, val_idx = cached_val_logits(run, data, tile_ids(data))
+    for name, kwargs in (("argmax", {}), ("learned", {"max_epochs": learned_epochs, "max_pixels": 20_000, "seed": 0})):
+        path = run / "fusion" / f"{name}.pt"
+        get_fuser(name, **kwargs).fit(logits, data.masks[val_idx], tile_ids=ids).save(path)
+        RunFolder(run).record_checksums([path])
+    return run
+
 #: Fixtures that train a run (directly or through another fixture): a test using one is in the full tier only.
 SLOW_FIXTURES = {"tiny_run", "curve_run", "reference_copy"}
 #: Test files whose every test trains or scores whole runs.

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import predict_peak_mb
+from conftest import fused_copy, predict_peak_mb
 from PIL import Image
 
 from ensemble.core.data import load_data, open_npz, tile_ids
@@ -31,16 +31,7 @@ STREAM_TILES = int(os.environ.get("MARS_STREAM_TILES", "1024"))
 @pytest.fixture(scope="module")
 def fused_run(tiny_run, subset_path, tmp_path_factory):
     """A copy of the session's tiny run (5 width-4 members + baseline) with argmax and learned fusers."""
-    run = tmp_path_factory.mktemp("evaluate") / "run"
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("fusion", "evaluation"))
-    data = load_data(subset_path)
-    logits, ids, val_idx = cached_val_logits(run, data, tile_ids(data))
-    masks = data.masks[val_idx]
-    for name, kwargs in (("argmax", {}), ("learned", {"max_epochs": 3, "max_pixels": 20_000, "seed": 0})):
-        path = run / "fusion" / f"{name}.pt"
-        get_fuser(name, **kwargs).fit(logits, masks, tile_ids=ids).save(path)
-        RunFolder(run).record_checksums([path])  # as ensemble fuse does: fusers are verified when loaded
-    return run
+    return fused_copy(tiny_run, subset_path, tmp_path_factory.mktemp("evaluate"), learned_epochs=3)
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,19 @@
 """Images of any size: sliding windows, scale, per-image outputs, input formats, errors and flat memory."""
 import json
-import shutil
 import sys
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import assert_one_line_error, predict_peak_mb
+from conftest import assert_one_line_error, fused_copy, predict_peak_mb
 from PIL import Image
 
 from ensemble.cli import main
-from ensemble.core.data import load_data, tile_ids
 from ensemble.core.errors import DataError, EnsembleError
-from ensemble.core.runfolder import RunFolder
-from ensemble.inference import Predictor, cached_val_logits
+from ensemble.inference import Predictor
 from ensemble.inference.images import load_images
 from ensemble.inference.windows import check_scale, check_step, resize_logits, stitched_logits, window_starts
-from fusion import get_fuser
 
 H, W = 64, 128
 
@@ -25,15 +21,7 @@ H, W = 64, 128
 @pytest.fixture(scope="module")
 def frames_run(tiny_run, subset_path, tmp_path_factory):
     """A copy of the session's tiny run with argmax and learned fusers."""
-    run = tmp_path_factory.mktemp("frames") / "run"
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("fusion", "evaluation"))
-    data = load_data(subset_path)
-    logits, ids, val_idx = cached_val_logits(run, data, tile_ids(data))
-    for name, kwargs in (("argmax", {}), ("learned", {"max_epochs": 2, "max_pixels": 20_000, "seed": 0})):
-        path = run / "fusion" / f"{name}.pt"
-        get_fuser(name, **kwargs).fit(logits, data.masks[val_idx], tile_ids=ids).save(path)
-        RunFolder(run).record_checksums([path])
-    return run
+    return fused_copy(tiny_run, subset_path, tmp_path_factory.mktemp("frames"), learned_epochs=2)
 
 
 @pytest.fixture(scope="module")
