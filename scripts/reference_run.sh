@@ -9,7 +9,7 @@
 #      averaged, nothing fitted on the validation tiles: docs/experiments.md#distillation-which-teacher),
 #      16 epochs;
 #   4. the ensembling control (five width-8 multiclass nets);
-#   5. every fuser and the evaluation with the budget curve, the member ablation, the flip-TTA gain and
+#   5. every fuser and the evaluation: the budget curve, then the member ablation, the flip-TTA gain and
 #      the robustness benchmark.
 # About 9 hours on 2 shared CPU cores (the members 3, the two baselines 2, the student and the control
 # 1.2 and 2, the evaluation 1). Rerun the same command to continue a cut run: finished networks are
@@ -29,4 +29,7 @@ E="$VENV/bin/ensemble"
 "$E" distill --preset full --run "$RUN" --teacher vote --seed 0
 "$E" control --preset full --run "$RUN" --seed 0 --objective competition
 "$E" fuse --run "$RUN" --strategy all --seed 0
-"$E" evaluate --run "$RUN" --curve --ablation --tta-gain --robustness --seed 0
+# the evaluation in two commands, each short enough for one sitting: the budget curve first (kept in
+# RUN/evaluation/budget_curve.json, so a rerun skips it), then the rest with that curve reused
+[ -f "$RUN/evaluation/budget_curve.json" ] || "$E" evaluate --run "$RUN" --curve --seed 0
+"$E" evaluate --run "$RUN" --curve-from "$RUN/evaluation/budget_curve.json" --ablation --tta-gain --robustness --seed 0
