@@ -62,10 +62,10 @@ def shipped_files(run, name):
 def check_run(run, files):
     """Refuse a run that is unfinished, unevaluated, altered since written, or holds an oversized file."""
     from ensemble.core.errors import RunError
-    from ensemble.core.runfolder import BEST, EVALUATION_DIR, FUSION_DIR, METRICS, RunFolder
+    from ensemble.core.runfolder import BEST, FUSER_SUFFIX, METRICS, RunFolder
 
     folder = RunFolder(run)
-    for required in (folder.config_path, folder.manifest_path, run / EVALUATION_DIR / "report.json"):
+    for required in (folder.config_path, folder.manifest_path, folder.evaluation_dir / "report.json"):
         if not required.is_file():
             raise ShipError(f"{required}: missing; ship a run that is trained, fused and evaluated "
                             "(scripts/reference_run.sh)")
@@ -76,7 +76,7 @@ def check_run(run, files):
             if not metrics.is_file() or not folder.read_json(metrics).get("finished"):
                 raise ShipError(f"{metrics}: the network has not finished training (rerun the training "
                                 "command to finish it)")
-        if rel.name == BEST or (rel.parent == Path(FUSION_DIR) and rel.suffix == ".pt"):
+        if rel.name == BEST or (path.parent == folder.fusion_dir and path.suffix == FUSER_SUFFIX):
             try:
                 folder.verify(path)
             except RunError as exc:
