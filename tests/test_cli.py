@@ -131,21 +131,6 @@ def test_one_predict_parses_the_manifest_once(tmp_path, subset_path, monkeypatch
     assert len(parsed) == 1
 
 
-@pytest.mark.slow  # trains, fuses and evaluates a whole run
-def test_main_job_reads_the_data_once(tmp_path, subset_path, monkeypatch):
-    """`ensemble run` reads and hashes its npz once in this process (workers get the path and the hash)."""
-    from ensemble import api
-    from ensemble.core import data
-
-    reads = []
-    read = data._read_data
-    monkeypatch.setattr(data, "_read_data", lambda *args: reads.append(args[0]) or read(*args))
-    data._LOADED.clear()
-    api.run_all(preset="quick", data=str(subset_path), run=str(tmp_path / "run"), jobs=1, epochs=1, width=4,
-                samples_per_epoch=32, device="cpu", quiet=True, evaluate_options={"cross_fit": 2})
-    assert reads == [subset_path]
-
-
 def test_train_defaults_keep_every_core_busy_in_every_round(monkeypatch):
     """Issue 13: members train in parallel by default, never more jobs than networks, and no round of
     fewer networks than cores (5 on 2 cores: 3 at once, then 2, not 2, 2 and 1 alone)."""

@@ -236,17 +236,27 @@ def test_evaluate_scores_the_student_and_its_tuned_offsets_and_counts_the_teache
     assert model_networks(folder, "student_bias") == model_networks(folder, "student")
 
 
-def test_ensemble_run_distill_adds_the_student_from_the_served_default(subset_path, tmp_path):
+@pytest.mark.slow  # trains, fuses, distils and evaluates a whole run
+def test_ensemble_run_distill_adds_the_student_and_reads_the_data_once(subset_path, tmp_path, monkeypatch):
+    """`ensemble run --distill` trains, fuses, distils the served default and evaluates the student; the whole job
+    reads and hashes its npz once in this process (networks trained here and workers get the arrays or the path
+    and the hash)."""
     from click.testing import CliRunner
 
     from ensemble.cli import main
+    from ensemble.core import data
     from ensemble.core.runfolder import RunFolder
 
+    reads = []
+    read = data._read_data
+    monkeypatch.setattr(data, "_read_data", lambda *args: reads.append(args[0]) or read(*args))
+    data._LOADED.clear()
     run = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", "--run", str(run), "--data", str(subset_path), "--preset", "quick",
                                        "--epochs", "1", "--samples-per-epoch", "48", "--width", "4", "--distill",
-                                       "--quiet"])
+                                       "--jobs", "1", "--cross-fit", "2", "--quiet"])
     assert result.exit_code == 0, result.output
+    assert reads == [subset_path]
     folder = RunFolder(run)
     student = folder.config()["networks"]["student"]
     assert student["distill"]["teacher"] in folder.fuser_names() or student["distill"]["teacher"] == "baseline"

@@ -18,6 +18,8 @@ def test_fuse_all_strategies(tiny_run, subset_path):
     result = fuse_cli("--run", str(tiny_run), "--data", str(subset_path), "--strategy", "all")
     assert result.exit_code == 0, result.output
     assert "NLL" in result.output and "ECE" in result.output and "validation IoU" in result.output
+    # strategies whose networks the run lacks are skipped, saying what to train
+    assert "skipping baseline_pair: it needs baseline_1" in result.output
     manifest = json.loads((tiny_run / "manifest.json").read_text())
     ids = np.load(subset_path)["training_ids"]
     val_ids = set(ids[manifest["split"]["val_indices"]])
