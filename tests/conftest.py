@@ -126,10 +126,10 @@ SLOW_FILES = {"test_reference_run.py", "test_fullmask_run.py", "test_dask.py", "
 #: The longest test files, longest first (docs/design.md, Tests: how to measure them). ``scripts/test.sh``
 #: gives pytest-xdist whole files in collection order (``--dist loadfile --no-loadscope-reorder``), so these
 #: start first and the short files fill in around them, instead of a long file starting last and running alone.
-LONGEST_FILES = ("test_reference_run.py", "test_recipe.py", "test_combined.py", "test_fullmask_run.py",
-                 "test_new_user.py", "test_cli.py", "test_engines.py", "test_fuse.py", "test_members.py",
-                 "test_evaluate_predict.py", "test_frames.py", "test_stacked_training.py", "test_fuzz.py",
-                 "test_atomic_writes.py", "test_reliability.py", "test_stacked.py")
+LONGEST_FILES = ("test_reference_run.py", "test_recipe.py", "test_combined.py", "test_distill.py",
+                 "test_fullmask_run.py", "test_new_user.py", "test_cli.py", "test_engines.py", "test_fuse.py",
+                 "test_members.py", "test_evaluate_predict.py", "test_frames.py", "test_stacked_training.py",
+                 "test_fuzz.py", "test_atomic_writes.py", "test_reliability.py", "test_stacked.py")
 
 
 def pytest_collection_modifyitems(config, items):
