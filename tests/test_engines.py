@@ -146,11 +146,63 @@ def test_onnx_profile_script_sums_kernel_time_by_operator(tmp_path):
     import torch
 
     script = load_script("onnx_profile")
-    torch.manual_seed(0)
-    network = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 5, 1))
     path = tmp_path / "tiny.onnx"
-    engines.export_onnx(network, torch.rand(2, 1, 16, 24), path)
+    engines.export_onnx(_tiny_network(), torch.rand(2, 1, 16, 24), path)
     total, per_op = script.profile(str(path), threads=1, batch_size=2, runs=3, height=16, width=24)
     assert total > 0 and ("Conv" in per_op or "FusedConv" in per_op)
     assert sum(ms for ms, _ in per_op.values()) == pytest.approx(total)
     assert all(count >= 1 for _, count in per_op.values())
+
+
+
+def _tiny_network():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 5, 1))
+
+
+def _batch_baked_in():
+    """A module whose TorchScript trace keeps the example's batch size as a constant (``int()`` of a size)."""
+    import torch
+
+    class BatchBakedIn(torch.nn.Module):
+        def forward(self, images):
+            return images * int(images.shape[0])
+
+    return BatchBakedIn()
+
+
+def _export_failing_without_dynamo(export):
+    def failing(*args, dynamo=True, **kwargs):
+        if not dynamo:
+            raise RuntimeError("unsupported operator")
+        return export(*args, dynamo=dynamo, **kwargs)
+
+    return failing
+
+
+@pytest.mark.parametrize("case", ["torchscript", "baked-in batch", "torchscript fails"])
+def test_export_onnx_keeps_a_graph_only_when_it_reproduces_the_module(case, monkeypatch):
+    """The TorchScript exporter's graph is kept when onnxruntime reproduces the module on the example and on a
+    batch of one; a graph that does not (a batch size traced as a constant), or an exporter that fails, leaves
+    the export to the torch.export-based exporter."""
+    import torch
+
+    used = []
+    real_torchscript, real_dynamo = engines._torchscript_export, engines._dynamo_export
+    monkeypatch.setattr(engines, "_torchscript_export", lambda *a: used.append("torchscript") or real_torchscript(*a))
+    if case == "baked-in batch":  # the module cannot be exported with a dynamic batch at all: a stand-in graph
+        monkeypatch.setattr(engines, "_dynamo_export", lambda *a: used.append("dynamo") or b"stand-in")
+        assert engines.export_onnx(_batch_baked_in(), torch.rand(2, 1, 16, 24)) == b"stand-in"
+        assert used == ["torchscript", "dynamo"]
+        return
+    monkeypatch.setattr(engines, "_dynamo_export", lambda *a: used.append("dynamo") or real_dynamo(*a))
+    if case == "torchscript fails":
+        monkeypatch.setattr(torch.onnx, "export", _export_failing_without_dynamo(torch.onnx.export))
+    network = _tiny_network()
+    graph = engines.export_onnx(network, torch.rand(2, 1, 16, 24))
+    assert used == (["torchscript"] if case == "torchscript" else ["torchscript", "dynamo"])
+    images = torch.rand(3, 1, 16, 24)
+    with torch.no_grad():
+        assert torch.allclose(engines.OnnxForward(graph, threads=1)(images), network(images), atol=1e-5)
