@@ -28,12 +28,23 @@ BATCH = 256
 
 
 def teacher_key(folder, strategy, data_sha256, train_idx, extra_key=""):
-    """A digest of everything the teacher's logits depend on: the strategy, the run's recorded checksums (networks
-    and fusers), the data file, the training tiles' indices and ``extra_key`` (the unlabeled tiles' digest)."""
-    manifest = folder.manifest()
+    """A digest of everything the teacher's logits depend on: the strategy, the recorded checksums of the networks it
+    reads and of the input statistics, its fuser's :meth:`~fusion.Fuser.digest` (what it computes, not the file's
+    bytes: refitting a fuser that fits nothing rewrites the file with a new duration), the data file, the training
+    tiles' indices and ``extra_key`` (the unlabeled tiles' digest). Networks and fusers the teacher does not read
+    are left out, so training the student or fitting other fusers keeps the cache."""
+    from fusion import FUSERS, load_fuser
+
+    from .inference.loading import source_networks
+
+    checksums = folder.manifest().get("checksums", {})
+    sources = FUSERS[strategy].sources if strategy in FUSERS else (strategy,)
+    files = [folder.best_path(net) for source in sources for net in source_networks(folder, source)]
+    files.append(folder.input_stats_path)
+    recorded = {key: checksums.get(key, "") for key in (folder.relative(path) for path in files)}
     fuser = folder.fuser_path(strategy)
-    parts = [strategy, data_sha256, json.dumps(manifest.get("checksums", {}), sort_keys=True),
-             hashlib.sha256(fuser.read_bytes()).hexdigest() if fuser.exists() else "",
+    parts = [strategy, data_sha256, json.dumps(recorded, sort_keys=True),
+             load_fuser(fuser).digest() if fuser.exists() else "",
              hashlib.sha256(np.asarray(train_idx, dtype=np.int64).tobytes()).hexdigest(), extra_key]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 

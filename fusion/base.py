@@ -10,7 +10,9 @@ predicting before ``fit`` raises :class:`NotFittedError`.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import time
 import warnings
 from collections.abc import Sequence
@@ -196,6 +198,19 @@ class Fuser:
         info = self.fit_info_
         head = f"{self.name}: fitted on {info['n_tiles']} tiles ({info['n_pixels']} pixels) in {info['fit_seconds']} s"
         return [head] + self._describe_params()
+
+    def digest(self):
+        """A sha256 (hex) of what the fitted fuser computes: its strategy, constructor parameters, fitted parameters
+        and fitted tiles. ``fit_info_`` is left out: it holds the fit's duration, so two fits of the same fuser on
+        the same logits give the same digest but not the same file bytes."""
+        self._check_fitted()
+        header = {"strategy": self.name, "init": self.get_params(), "fitted_tile_ids": list(self.fitted_tile_ids_)}
+        sha = hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode())
+        for key, value in sorted(self._params().items()):
+            value = value.detach().cpu().contiguous()
+            sha.update(f"\n{key} {value.dtype} {tuple(value.shape)}\n".encode())
+            sha.update(value.numpy().tobytes())
+        return sha.hexdigest()
 
     def save(self, path):
         """Write the fitted fuser to ``path`` as a torch file, atomically (temp file + ``os.replace``)."""

@@ -328,6 +328,41 @@ def test_the_vote_teacher_averages_members_and_baseline_and_fits_nothing():
     assert torch.allclose(torch.as_tensor(other.predict_logits(inputs)), expected, atol=1e-5)
 
 
+def test_the_teacher_cache_key_follows_what_the_teacher_computes_and_nothing_else(tiny_run, tmp_path):
+    from conftest import copy_run
+
+    from ensemble.core.runfolder import RunFolder
+    from ensemble.distill import teacher_key
+    from fusion import new_fuser
+
+    folder = RunFolder(copy_run(tiny_run, tmp_path))
+    folder.fusion_dir.mkdir(exist_ok=True)
+    inputs, masks = torch.cat([_logits(1), _logits(2)], 1), torch.zeros(2, 8, 16, dtype=torch.long)
+
+    def save(strategy, inputs, **fit_info):
+        fuser = new_fuser(strategy, "fullmask", 0).fit(inputs, masks)
+        fuser.fit_info_.update(fit_info)
+        fuser.save(folder.fuser_path(strategy))
+
+    def key(strategy="vote"):
+        return teacher_key(folder, strategy, "data", [0, 1, 2])
+
+    save("vote", inputs, fit_seconds=0.1)
+    first = key()
+    save("vote", inputs, fit_seconds=9.9)  # refitted: other file bytes, the same fuser
+    assert key() == first
+    save("argmax", inputs[:, :5])  # a fuser the teacher does not read
+    folder.network_dir("student").mkdir(parents=True)
+    (folder.network_dir("student") / "best.pt").write_bytes(b"the student, being trained")
+    folder.record_checksums([folder.best_path("student")])
+    assert key() == first
+    baseline = key("baseline")
+    folder.best_path("soil").write_bytes(b"another soil member")  # a network the vote reads, the baseline does not
+    folder.record_checksums([folder.best_path("soil")])
+    assert key() != first and key("baseline") == baseline
+    assert teacher_key(folder, "vote", "other data", [0, 1, 2]) != key() != teacher_key(folder, "vote", "data", [0, 1])
+
+
 def test_the_teacher_check_resamples_every_corrupted_set_with_the_same_tiles_and_copies_a_run_without_changing_it(
         tiny_run, tmp_path):
     from ensemble.core.metrics import mean_iou, per_tile_confusion
