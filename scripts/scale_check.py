@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ensemble import api  # noqa: E402
 from ensemble.core.data import load_data, tile_ids  # noqa: E402
-from ensemble.core.metrics import mean_iou, per_tile_confusion  # noqa: E402
+from ensemble.core.metrics import mean_iou, mean_ious, per_tile_confusion  # noqa: E402
 from ensemble.evaluation.bootstrap import paired_bootstrap  # noqa: E402
 from ensemble.evaluation.frames import frame_pairs  # noqa: E402
 from ensemble.inference.windows import resize_logits  # noqa: E402
@@ -115,7 +115,7 @@ def measure(run, data, strategy=None, seed=0, limit=None, log=None):
         row = {"condition": name, "input": size, "scale": scale, "miou": mean_iou(cms[name].sum(0), CONVENTION),
                "miou_at_input": mean_iou(cm_input.sum(0), CONVENTION), "reference": reference}
         if reference is not None:
-            diff = paired_bootstrap(cms[reference], cms[name], lambda cm: mean_iou(cm, CONVENTION), seed=seed)
+            diff = paired_bootstrap(cms[reference], cms[name], lambda cms: mean_ious(cms, CONVENTION), seed=seed)
             row.update(diff, met=abs(diff["diff"]) <= TARGET)
         rows.append(row)
         if log:
@@ -147,7 +147,7 @@ def compare(before, after, seed=0):
     lines = [f"| condition | {before} | {after} | difference [95 %] |", "|---|---:|---:|---|"]
     for name in runs[1]["frame_cms"]:
         a, b = (np.asarray(r["frame_cms"][name]) for r in runs)
-        diff = paired_bootstrap(a, b, lambda cm: mean_iou(cm, CONVENTION), seed=seed)
+        diff = paired_bootstrap(a, b, lambda cms: mean_ious(cms, CONVENTION), seed=seed)
         lines.append(f"| {name} | {mean_iou(a.sum(0), CONVENTION):.3f} | {mean_iou(b.sum(0), CONVENTION):.3f} "
                      f"| {diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] |")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from ensemble import api
 from ensemble.core.classes import NUM_CLASSES, STUDENT
 from ensemble.core.data import load_data, resolve_data_path
 from ensemble.core.fileio import write_json_atomic
-from ensemble.core.metrics import mean_iou
+from ensemble.core.metrics import mean_ious
 from ensemble.core.objectives import HEADLINE_CONVENTION
 from ensemble.core.runfolder import RunFolder
 from ensemble.evaluation.bootstrap import paired_bootstrap
@@ -64,11 +64,12 @@ def block_diagonal(cms):
     return out
 
 
-def mean_block_miou(cm, convention):
-    """The mean over the diagonal blocks of their mIoU: mPC of a :func:`block_diagonal` matrix."""
-    k = len(cm) // NUM_CLASSES
-    return float(np.mean([mean_iou(cm[i * NUM_CLASSES:(i + 1) * NUM_CLASSES, i * NUM_CLASSES:(i + 1) * NUM_CLASSES],
-                                   convention) for i in range(k)]))
+def mean_block_miou(cms, convention):
+    """The mean over the diagonal blocks of their mIoU: mPC of :func:`block_diagonal` matrices (..., kC, kC), an
+    array of the leading shape (vectorised like :func:`~ensemble.core.metrics.mean_ious`)."""
+    cms = np.asarray(cms)
+    blocks = [cms[..., i:i + NUM_CLASSES, i:i + NUM_CLASSES] for i in range(0, cms.shape[-1], NUM_CLASSES)]
+    return np.mean([mean_ious(block, convention) for block in blocks], axis=0)
 
 
 def main():
@@ -113,9 +114,9 @@ def main():
     for teacher in args.teachers[1:]:
         if sets[teacher][2] != sets[first][2]:
             raise SystemExit(f"{teacher}: its run's validation tiles are not {first}'s; no paired comparison")
-        clean = paired_bootstrap(sets[first][0], sets[teacher][0], lambda cm: mean_iou(cm, convention),
+        clean = paired_bootstrap(sets[first][0], sets[teacher][0], lambda cms: mean_ious(cms, convention),
                                  n_boot=args.n_boot, seed=args.seed)
-        mpc = paired_bootstrap(sets[first][1], sets[teacher][1], lambda cm: mean_block_miou(cm, convention),
+        mpc = paired_bootstrap(sets[first][1], sets[teacher][1], lambda cms: mean_block_miou(cms, convention),
                                n_boot=args.n_boot, seed=args.seed)
         out["teachers"][teacher]["minus_" + first] = {"clean": clean, "mpc": mpc}
         lines.append(f"{teacher} - {first}: clean {clean['diff']:+.3f} [{clean['low']:+.3f}, {clean['high']:+.3f}]"

@@ -101,16 +101,17 @@ def _assert_same_row(rerun, shipped, name):
 def assert_evaluation_reproduces(run, tmp_path, data_path, *, without=()):
     """Rerun `ensemble evaluate --run RUN` and compare every README column with the committed report.
 
-    The networks run on the torch engine: onnxruntime's first use exports each graph (most of the
-    rerun's time), and ``tests/test_engines.py`` checks that both engines give the same probabilities
-    and masks on the reference run. ``without``: fusers left out of the rerun (each model's row depends on
-    its own fuser and the folds only, so the other rows are unchanged).
+    The networks run on the default engine, onnxruntime, as they did for the shipped report (``meta.engine``):
+    faster than PyTorch on these networks, and each graph's export takes about a second
+    (docs/performance.md, ONNX export); ``tests/test_engines.py`` checks that both engines give the same
+    probabilities and masks on the reference run. ``without``: fusers left out of the rerun (each model's row
+    depends on its own fuser and the folds only, so the other rows are unchanged).
     """
     shipped = _shipped_rows(run)
     copy = copy_run(run, tmp_path)
     for name in without:
         (copy / "fusion" / f"{name}.pt").unlink()
-    result = evaluate_run(copy, data=data_path, out=tmp_path / "evaluation", n_boot=50, engine="torch")
+    result = evaluate_run(copy, data=data_path, out=tmp_path / "evaluation", n_boot=50)
     models = result["table"]["models"]
     assert set(models) == set(shipped["models"]) - set(without) and result["table"]["headline"] == shipped["headline"]
     for name, row in shipped["models"].items():

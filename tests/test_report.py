@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from ensemble.core.classes import NUM_CLASSES
-from ensemble.core.metrics import COMPARE_COLUMNS, mean_iou, per_tile_confusion
+from ensemble.core.metrics import COMPARE_COLUMNS, CONVENTIONS, iou_per_class, mean_iou, mean_ious, per_tile_confusion
 from ensemble.evaluation.bootstrap import compare_metrics, compare_to_baseline, paired_bootstrap
 from ensemble.evaluation.table import build_table
 from ensemble.reporting.figures import (
@@ -49,15 +49,42 @@ def _png_size(path):
 def test_bootstrap_identical_models_give_zero_interval(tiles):
     truth, pred_a, _ = tiles
     cms = per_tile_confusion(truth, pred_a)
-    result = paired_bootstrap(cms, cms, mean_iou, n_boot=200)
+    result = paired_bootstrap(cms, cms, mean_ious, n_boot=200)
     assert result == {"diff": 0.0, "low": 0.0, "high": 0.0}
 
 
 def test_bootstrap_excludes_zero_for_clearly_better_model(tiles):
     truth, pred_a, pred_b = tiles
     cm_a, cm_b = per_tile_confusion(truth, pred_a), per_tile_confusion(truth, pred_b)
-    result = paired_bootstrap(cm_a, cm_b, mean_iou, n_boot=200)
+    result = paired_bootstrap(cm_a, cm_b, mean_ious, n_boot=200)
     assert 0 < result["low"] <= result["diff"] <= result["high"]
+
+
+def test_metrics_of_a_stack_equal_the_metrics_of_each_matrix_to_the_bit():
+    """The bootstrap scores all replicates in one call: a stack's metrics are each matrix's, exactly, NaN included
+    (a class without a union; a matrix without any)."""
+    rng = np.random.default_rng(2)
+    stack = rng.integers(0, 50, (64, NUM_CLASSES, NUM_CLASSES)).astype(np.float64)
+    stack[1, 3, :] = stack[1, :, 3] = 0  # class 3 absent
+    stack[2] = 0  # nothing at all
+    stack[3, 1:, :] = 0  # only unlabeled pixels: nothing scored but under allpixels
+    for convention in CONVENTIONS:
+        one_by_one = np.array([mean_iou(cm, convention) for cm in stack])
+        np.testing.assert_array_equal(mean_ious(stack, convention), one_by_one)
+        np.testing.assert_array_equal(iou_per_class(stack, convention),
+                                      np.array([iou_per_class(cm, convention) for cm in stack]))
+        np.testing.assert_array_equal(compare_metrics(stack, convention),
+                                      np.array([compare_metrics(cm, convention) for cm in stack]))
+    assert np.isnan(mean_ious(stack, "labeled")[2]) and np.isnan(mean_iou(stack[2]))
+    with pytest.raises(ValueError, match="one \\(C, C\\) confusion matrix"):
+        mean_iou(stack)
+
+
+def test_a_metric_that_is_not_vectorised_is_refused_not_misread(tiles):
+    truth, pred_a, pred_b = tiles
+    cm_a, cm_b = per_tile_confusion(truth, pred_a), per_tile_confusion(truth, pred_b)
+    with pytest.raises(ValueError, match="stack of confusion matrices"):
+        paired_bootstrap(cm_a, cm_b, lambda cm: np.trace(cm) / cm.sum(), n_boot=20)  # of one matrix only
 
 
 def test_compare_to_baseline_matches_paired_bootstrap():

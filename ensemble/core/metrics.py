@@ -69,17 +69,31 @@ def iou_per_class(cm, convention="competition"):
         return np.where(union > 0, tp / union, np.nan)
 
 
+def mean_ious(cms, convention="competition"):
+    """Mean IoU in ``convention`` of every confusion matrix of a stack (..., C, C): an array of the leading shape
+    (a 0-d array for one matrix), NaN where no class has a union. Vectorised: a bootstrap scores all its
+    replicates in one call. See :func:`mean_iou`."""
+    values = iou_per_class(cms, convention)
+    if convention != "competition":
+        values = values[..., list(TERRAIN_CLASSES)]
+    finite = np.isfinite(values)
+    counts = finite.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.where(finite, values, 0.0).sum(axis=-1) / counts, np.nan)
+
+
 def mean_iou(cm, convention="competition"):
-    """Mean IoU in ``convention`` (see the module docstring); NaN when no class has a union.
+    """Mean IoU in ``convention`` of one (C, C) confusion matrix (see the module docstring); NaN when no class
+    has a union.
 
     ``competition`` averages over every class id with a non-zero union (class 0 included,
     where it is predicted on labeled pixels); ``labeled`` and ``allpixels`` over the terrain
     classes 1-4 with a non-zero union.
     """
-    values = iou_per_class(cm, convention)
-    if convention != "competition":
-        values = values[list(TERRAIN_CLASSES)]
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    if np.ndim(cm) != 2:
+        raise ValueError(f"mean_iou takes one (C, C) confusion matrix, got shape {np.shape(cm)}; "
+                         "mean_ious takes a stack")
+    return float(mean_ious(cm, convention))
 
 
 def all_mean_ious(cm):

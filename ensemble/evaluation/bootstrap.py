@@ -3,7 +3,9 @@
 Both models are scored on the same tiles, so every replicate draws one set of tile indices
 (with replacement) and applies it to both models' per-tile confusion matrices. Replicates
 are drawn as a (n_boot, N) matrix of per-tile counts, so the resampled confusion matrices of
-all replicates come out of one matrix product.
+all replicates come out of one matrix product, and a metric is vectorised over a stack of
+confusion matrices (:func:`~ensemble.core.metrics.mean_ious`, :func:`compare_metrics`): every replicate is
+scored in one call.
 """
 import functools
 import warnings
@@ -11,7 +13,7 @@ import warnings
 import numpy as np
 
 from ..core.classes import TERRAIN_CLASSES
-from ..core.metrics import COMPARE_COLUMNS, CONVENTIONS, iou_per_class, mean_iou
+from ..core.metrics import COMPARE_COLUMNS, CONVENTIONS, iou_per_class, mean_ious
 
 
 def _resample_counts(n_tiles, n_boot, seed):
@@ -23,11 +25,15 @@ def _resample_counts(n_tiles, n_boot, seed):
 
 
 def _replicate_metrics(tile_cms, counts, metric_fn):
-    """``metric_fn`` of every replicate's summed confusion matrix: (n_boot,) or (n_boot, M) float64."""
+    """``metric_fn`` of every replicate's summed confusion matrix, in one call: (n_boot,) or (n_boot, M) float64."""
     tile_cms = np.asarray(tile_cms, dtype=np.float64)
     n_tiles, classes = tile_cms.shape[0], tile_cms.shape[1]
     sums = (counts @ tile_cms.reshape(n_tiles, -1)).reshape(-1, classes, classes)
-    return np.array([np.asarray(metric_fn(cm), dtype=np.float64) for cm in sums])
+    values = np.asarray(metric_fn(sums), dtype=np.float64)
+    if values.shape[:1] != (len(sums),):
+        raise ValueError(f"metric_fn must map a stack of confusion matrices (n, C, C) to (n,) or (n, M) values; "
+                         f"got shape {values.shape} for {len(sums)} matrices")
+    return values
 
 
 def _check_paired(cm_a, cm_b):
@@ -54,9 +60,9 @@ def paired_bootstrap(cm_a, cm_b, metric_fn, n_boot=1000, seed=0, alpha=0.05):
     """Percentile bootstrap interval of ``metric_fn(model b) - metric_fn(model a)``.
 
     ``cm_a`` and ``cm_b`` are (N, C, C) per-tile confusion matrices of two models on the same
-    tiles. ``metric_fn`` maps one summed (C, C) matrix to a number or to a 1-D array of numbers
-    (several metrics at once). Returns ``{"diff", "low", "high"}``: the difference on all tiles
-    and the ``alpha``-level percentile interval; floats for a scalar metric, arrays otherwise.
+    tiles. ``metric_fn`` maps a stack of summed matrices (..., C, C) to one number each (...) or to several
+    (..., M), like :func:`~ensemble.core.metrics.mean_ious`. Returns ``{"diff", "low", "high"}``: the difference
+    on all tiles and the ``alpha``-level percentile interval; floats for a scalar metric, arrays otherwise.
     Replicates where a metric is NaN (class absent) are left out of its interval.
     """
     cm_a, cm_b = _check_paired(cm_a, cm_b)
@@ -78,10 +84,12 @@ def paired_bootstraps(cm_a, others, metric_fn, n_boot=1000, seed=0, alpha=0.05):
     return out
 
 
-def compare_metrics(cm, convention="competition"):
-    """The :data:`COMPARE_COLUMNS` of one (C, C) confusion matrix, as an array; class IoUs in ``convention``."""
+def compare_metrics(cms, convention="competition"):
+    """The :data:`COMPARE_COLUMNS` of confusion matrices (..., C, C), as an array (..., M); class IoUs in
+    ``convention``."""
     terrain = list(TERRAIN_CLASSES)
-    return np.concatenate([iou_per_class(cm, convention)[terrain], [mean_iou(cm, c) for c in CONVENTIONS]])
+    mious = np.stack([mean_ious(cms, c) for c in CONVENTIONS], axis=-1)
+    return np.concatenate([iou_per_class(cms, convention)[..., terrain], mious], axis=-1)
 
 
 def compare_to_baseline(tile_cms, baseline_name, n_boot=1000, seed=0, alpha=0.05, convention="competition"):

@@ -16,7 +16,7 @@ from ..core.classes import (
     TUNED_STUDENT,
 )
 from ..core.devices import machine_cores
-from ..core.metrics import mean_iou
+from ..core.metrics import mean_ious
 from ..core.runfolder import METRICS
 from ..inference import source_networks
 from .bootstrap import paired_bootstrap
@@ -69,7 +69,7 @@ def budget_comparisons(folder, table, tile_cms, n_boot=1000, seed=0):
     seconds times its torch threads, summed over the model's networks, over the recorded cores.
     """
     headline = table["headline"]
-    metric = functools.partial(mean_iou, convention=headline)
+    metric = functools.partial(mean_ious, convention=headline)
     out = []
     for label, models, pairs in [*BUDGETS, *filter(None, [distillation_question(folder, tile_cms)])]:
         if not any(a in tile_cms and b in tile_cms for a, b in pairs):
@@ -98,7 +98,7 @@ def tta_gains(scores, flip_scores, served, headline, n_boot=1000, seed=0):
     Returns ``{"rows": [{"model", "miou_none", "miou_flip", "diff", "low", "high", "default"}],
     "defaults": {model: "none" | "flip"}}``.
     """
-    metric = functools.partial(mean_iou, convention=headline)
+    metric = functools.partial(mean_ious, convention=headline)
     rows = []
     for name in served:
         none_cms, flip_cms = scores.tile_cms[name], flip_scores.tile_cms[name]
@@ -136,7 +136,7 @@ def ablation_table(scores, table, n_boot=1000, seed=0):
     """Rows of the ablation: each hybrid variant (:func:`ablation_variants`), its headline mIoU and the paired
     differences to the run's hybrid and to the bias-tuned baseline (95 % intervals)."""
     headline = table["headline"]
-    metric = functools.partial(mean_iou, convention=headline)
+    metric = functools.partial(mean_ious, convention=headline)
     rows = []
     for variant, cms in scores.ablation_cms.items():
         row = {"variant": variant, "miou": float(metric(cms.sum(axis=0)))}

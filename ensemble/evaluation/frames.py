@@ -9,7 +9,7 @@ import torch
 from fusion.base import _as_tensor, channel_argmax
 
 from ..core.errors import EnsembleError
-from ..core.metrics import mean_iou, per_tile_confusion
+from ..core.metrics import mean_ious, per_tile_confusion
 from ..inference import MEMBERS, Predictor
 from .bootstrap import paired_bootstrap
 
@@ -77,7 +77,7 @@ def validation_frames(folder, data, scores, *, sources, folds, options, log):
 def frames_table(frames, headline, n_boot=1000, seed=0):
     """Per model the headline mIoU of the validation frames predicted tile by tile and stitched as whole images,
     and the paired-bootstrap difference stitched - tiles over frames (95 % interval)."""
-    metric = functools.partial(mean_iou, convention=headline)
+    metric = functools.partial(mean_ious, convention=headline)
     rows = [{"model": name, "tiles": float(metric(tiled.sum(axis=0))), "stitched": float(metric(stitched.sum(axis=0))),
              **paired_bootstrap(tiled, stitched, metric, n_boot=n_boot, seed=seed)}
             for name, (tiled, stitched) in frames.cms.items()]

@@ -24,7 +24,7 @@ from fusion.base import channel_argmax
 
 from ..core.classes import BASELINE, STUDENT, TERRAIN_CLASSES, TERRAIN_NAMES, TUNED_BASELINE, TUNED_STUDENT
 from ..core.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt, get_corruption
-from ..core.metrics import iou_per_class, mean_iou, per_tile_confusion
+from ..core.metrics import iou_per_class, mean_ious, per_tile_confusion
 from ..core.progress import Progress
 from ..inference import MEMBERS, Predictor, fuser_inputs
 from ..inference.windows import to_training_scale
@@ -199,7 +199,7 @@ def _terrain_ious(cm, convention):
 def robustness_table(result, headline, n_boot=1000, seed=0, alpha=0.05):
     """The benchmark's report: per model its rows and headline (see the module docstring), JSON-ready; with
     ``"frames"`` the same for whole frames when they were scored."""
-    metric = functools.partial(mean_iou, convention=headline)
+    metric = functools.partial(mean_ious, convention=headline)
     corruptions = list(dict.fromkeys(name for _, name, _ in result.corrupted))
     severities = sorted({severity for _, _, severity in result.corrupted})
     keys = [(name, severity) for name in corruptions for severity in severities]
