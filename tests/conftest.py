@@ -151,6 +151,18 @@ class _LongestFilesFirst:
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--full-rerun", action="store_true",
+                     help="rerun every row of the shipped runs' evaluations (the suite leaves out the rows that "
+                          "read networks no other row reads)")
+
+
+@pytest.fixture(scope="session")
+def full_rerun(request):
+    """True under ``pytest --full-rerun``: the shipped runs' reruns compare every row of their reports."""
+    return request.config.getoption("--full-rerun")
+
+
 def pytest_configure(config):
     config.pluginmanager.register(_LongestFilesFirst(), "longest-files-first")
 

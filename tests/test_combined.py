@@ -130,21 +130,41 @@ def test_a_run_recording_a_network_with_the_baselines_seed_refuses_more(tmp_path
 
 
 @pytest.fixture(scope="module")
-def full_run(tiny_run, tmp_path_factory, subset_path):
-    """The tiny run with the baseline's replica trained and every strategy fitted."""
+def fuse_all(tiny_run, tmp_path_factory, subset_path):
+    """The tiny run with the baseline's replica trained and ``ensemble fuse --strategy all`` run on it: the run and
+    the command's result."""
     run = copy_run(tiny_run, tmp_path_factory.mktemp("combined"))
     api.baseline(data=str(subset_path), run=str(run), replicas=2, **{**TINY, "width": None})
-    api.fuse(run=str(run), strategy="all", data=str(subset_path), quiet=True)
-    return run
+    return run, CliRunner().invoke(main, ["fuse", "--run", str(run), "--data", str(subset_path), "--strategy", "all"])
 
 
-def test_fuse_all_fits_every_strategy_when_the_run_has_every_source(full_run):
-    # every source but the distilled student (tests/test_distill.py fits student_bias over one)
-    assert sorted(RunFolder(full_run).fuser_names()) == sorted(set(FUSERS) - {"student_bias"})
+@pytest.fixture(scope="module")
+def full_run(fuse_all):
+    """The tiny run with the baseline's replica trained and every strategy fitted."""
+    return fuse_all[0]
+
+
+def test_fuse_all_fits_every_strategy_on_the_validation_tiles_and_skips_what_the_run_lacks(fuse_all, subset_path):
+    run, result = fuse_all
+    assert result.exit_code == 0, result.output
+    assert "NLL" in result.output and "ECE" in result.output and "validation IoU" in result.output
+    # every source but the distilled student (tests/test_distill.py fits student_bias over one): that strategy is
+    # skipped, saying what to train
+    assert sorted(RunFolder(run).fuser_names()) == sorted(set(FUSERS) - {"student_bias"})
+    assert f"skipping student_bias: it needs student (ensemble distill --run {run})" in result.output
+    manifest = json.loads((run / "manifest.json").read_text())
+    ids = np.load(subset_path)["training_ids"]
+    val_ids, train_ids = set(ids[manifest["split"]["val_indices"]]), set(ids[manifest["split"]["train_indices"]])
+    for name in RunFolder(run).fuser_names():
+        fitted = set(load_fuser(run / "fusion" / f"{name}.pt").fitted_tile_ids_)
+        assert fitted == val_ids and not fitted & train_ids, name  # only tiles the networks never saw
+    assert (run / "cache" / "val_logits.npy").exists()
+    again = CliRunner().invoke(main, ["fuse", "--run", str(run), "--data", str(subset_path), "--strategy", "argmax"])
+    assert again.exit_code == 0 and "computing member logits" not in again.output  # the cache is reused
 
 
 def test_fuse_refuses_a_strategy_whose_networks_are_missing(tiny_run, subset_path):
-    # `--strategy all` skips it instead, saying so: tests/test_fuse.py::test_fuse_all_strategies
+    # `--strategy all` skips it instead, saying so: test_fuse_all_fits_every_strategy_on_the_validation_tiles_...
     result = CliRunner().invoke(main, ["fuse", "--run", str(tiny_run), "--data", str(subset_path),
                                        "--strategy", "baseline_pair", "--quiet"])
     assert_one_line_error(result, "--strategy baseline_pair", "baseline_1", "--replicas 2")

@@ -207,7 +207,7 @@ def test_confusion_heatmap_is_a_matplotlib_figure_with_class_names_and_values(tm
         ax = fig.axes[0]
         drawn.append({"x": [t.get_text() for t in ax.get_xticklabels()],
                       "y": [t.get_text() for t in ax.get_yticklabels()],
-                      "cells": [t.get_text() for t in ax.texts], "title": ax.get_title()})
+                      "cells": [t.get_text() for t in ax.texts], "title": fig.get_suptitle()})
         real(fig, path, dpi)
 
     monkeypatch.setattr(figures, "save_figure", spy)
