@@ -216,10 +216,11 @@ def test_evaluate_scores_the_student_and_its_tuned_offsets_and_counts_the_teache
                           corruptions=("jpeg",), n_boot=20)
     models = result["table"]["models"]
     assert "student" in models and "student_bias" in models
-    # the robustness benchmark scores the student too, the served default still last (the one it details)
+    # the robustness benchmark scores the student and its teacher too, the served default still last (the one it
+    # details)
     robust = result["table"]["robustness"]["models"]
     assert list(robust)[-1] == result["table"]["best_strategy"]
-    assert {"baseline", "baseline_bias", "student", "student_bias"} <= set(robust)
+    assert {"baseline", "baseline_bias", "student", "student_bias", "learned"} <= set(robust)
     student = robust["student"]
     assert student["clean"] == pytest.approx(models["student"]["miou"][result["table"]["headline"]])
     assert [(r["corruption"], r["severity"]) for r in student["rows"]] == [("jpeg", 1), ("jpeg", 2), ("jpeg", 3)]

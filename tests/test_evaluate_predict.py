@@ -391,6 +391,18 @@ def test_robustness_benchmark_scores_corrupted_tiles_as_predict_would(fused_run,
     np.testing.assert_allclose(batched, stitched, rtol=1e-5, atol=1e-5)
 
 
+def test_the_benchmark_scores_the_students_teacher_once_and_the_served_default_last():
+    from ensemble.evaluation.robustness import robust_models
+
+    base = ["baseline", "baseline_bias"]
+    assert robust_models("stacked") == [*base, "stacked"]
+    assert robust_models("stacked", teacher="vote") == [*base, "stacked"]  # no student: no teacher
+    assert robust_models("stacked", student=True, teacher="vote") == [*base, "student", "student_bias", "vote",
+                                                                       "stacked"]
+    assert robust_models("vote", student=True, teacher="vote") == [*base, "student", "student_bias", "vote"]
+    assert robust_models("student_bias", student=True) == [*base, "student", "student_bias"]
+
+
 def test_evaluate_without_robustness_removes_an_earlier_benchmark_figure(fused_run, subset_path, tmp_path):
     out = tmp_path / "evaluation"
     out.mkdir()

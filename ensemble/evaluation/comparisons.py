@@ -33,6 +33,12 @@ BUDGETS = (
 )
 
 
+def student_teacher(folder):
+    """The strategy the run's student was distilled from (``None`` without a student or a recorded teacher)."""
+    network = folder.config().get("networks", {}).get(STUDENT)
+    return (network or {}).get("distill", {}).get("teacher")
+
+
 def model_networks(folder, name):
     """The networks a model's training cost: the baseline, the control's nets, those of a fuser's sources; for the
     student (plain or tuned), its teacher's networks and then itself, since it cannot exist without them."""
@@ -41,7 +47,7 @@ def model_networks(folder, name):
     sources = FUSERS[name].sources if name in FUSERS else (name,)
     networks = [net for source in sources for net in source_networks(folder, source)]
     if STUDENT in networks:
-        teacher = folder.config()["networks"][STUDENT].get("distill", {}).get("teacher")
+        teacher = student_teacher(folder)
         if teacher:
             networks = [*dict.fromkeys([*model_networks(folder, teacher), *networks])]
     return networks
@@ -53,7 +59,7 @@ def distillation_question(folder, tile_cms):
     of its teacher; ``None`` otherwise. Same form as a :data:`BUDGETS` entry."""
     if STUDENT not in tile_cms:
         return None
-    teacher = folder.config()["networks"][STUDENT].get("distill", {}).get("teacher")
+    teacher = student_teacher(folder)
     models = tuple(dict.fromkeys([STUDENT, TUNED_STUDENT, BASELINE, TUNED_BASELINE, teacher]))
     pairs = ((STUDENT, BASELINE), (TUNED_STUDENT, TUNED_BASELINE), (STUDENT, teacher), (TUNED_STUDENT, teacher))
     return ("one network at predict time: the student (its minutes include its teacher's)", models,

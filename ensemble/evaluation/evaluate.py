@@ -59,6 +59,7 @@ from .comparisons import (
     best_strategy,
     budget_comparisons,
     served_models,
+    student_teacher,
     training_threads,
     tta_gains,
 )
@@ -66,7 +67,16 @@ from .crossfit import cross_fitted_logits, fitted_logits, fold_assignment
 from .curve import budget_curve, check_snapshots, read_curve
 from .figures import write_figures
 from .frames import Frames, frames_table, validation_frames
-from .robustness import Benchmark, CleanSet, FrameSet, model_sources, robust_models, robustness_scores, robustness_table
+from .robustness import (
+    PLAIN_NETWORKS,
+    Benchmark,
+    CleanSet,
+    FrameSet,
+    model_sources,
+    robust_models,
+    robustness_scores,
+    robustness_table,
+)
 from .settings import EvaluateSettings
 from .table import build_table
 
@@ -250,11 +260,13 @@ def _meta(folder, data, scores, fusers, *, tta, engine, cross_fit, shown, idx):
 
 def robustness_benchmark(folder, data, scores, fusers, table, *, options, settings, log=None):
     """The robustness benchmark (:mod:`ensemble.evaluation.robustness`) of the baseline, the bias-tuned baseline,
-    the served default and the student (with its tuned offsets) when the run has one, with the fusers
+    the served default and the student (with its tuned offsets and its teacher) when the run has one, with the fusers
     cross-fitted like the clean evaluation's (``settings``: cross-fit folds, seed, bootstrap replicates, the
     corruptions); on whole frames too when the evaluation scored them (``--frames``)."""
     cross_fit, seed, n_boot, corruptions = settings.cross_fit, settings.seed, settings.n_boot, settings.corruptions
-    models = robust_models(table["best_strategy"], student=bool(students(folder)))
+    teacher = student_teacher(folder) if students(folder) else None
+    models = robust_models(table["best_strategy"], student=bool(students(folder)),
+                           teacher=teacher if teacher in fusers or teacher in PLAIN_NETWORKS else None)
     sources = model_sources(models, fusers)
     images = data.images[scores.val_idx]
     clean_logits = validation_logits(folder, data, sources, images, options=options, log=log)

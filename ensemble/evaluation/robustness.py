@@ -44,11 +44,12 @@ def model_sources(models, fusers):
     return list(dict.fromkeys(s for m in models for s in ((m,) if m in PLAIN_NETWORKS else fusers[m].sources)))
 
 
-def robust_models(best, *, student=False):
+def robust_models(best, *, student=False, teacher=None):
     """The models the benchmark scores: the baseline, the bias-tuned baseline, with ``student`` (the run has one)
-    the student and its tuned offsets, and the served default ``best``, always last (the one the report details)."""
-    others = [BASELINE, TUNED_BASELINE, *((STUDENT, TUNED_STUDENT) if student else ())]
-    return [*(m for m in others if m != best), best]
+    the student, its tuned offsets and its ``teacher`` (a strategy, when known), and the served default ``best``,
+    always last (the one the report details)."""
+    others = [BASELINE, TUNED_BASELINE, *((STUDENT, TUNED_STUDENT, teacher) if student else ())]
+    return [*dict.fromkeys(m for m in others if m is not None and m != best), best]
 
 
 def corrupted_tiles(images, name, severity, seed):
